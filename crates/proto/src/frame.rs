@@ -1,0 +1,375 @@
+//! Websocket frames between relay and daemon.
+//!
+//! Control frames are JSON text messages tagged by `type`; events travel as binary messages
+//! (see [`encode_event`]) so bodies and header values keep their exact bytes without base64.
+//! New variants may be added; existing ones never change meaning.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, Header};
+
+/// The protocol version this build speaks; sent in the first frame by both sides.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest binary event frame a peer accepts, on top of the body limit.
+pub const MAX_FRAME_OVERHEAD: usize = 1 << 20;
+
+/// First byte of a binary event frame.
+const EVENT_TAG: u8 = 0x01;
+
+/// Frames the daemon sends to the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// First frame: who is listening and where it has got to.
+    Hello {
+        /// Protocol version the daemon speaks.
+        version: u32,
+        /// Stable id of this listener (kept in its journal); the relay tracks acks per listener.
+        listener_id: String,
+        /// Highest seq already in the daemon's journal; streaming resumes after it.
+        journaled: u64,
+        /// Highest seq delivered (or given up) in order; everything up to it is acknowledged.
+        delivered: u64,
+        /// Most unacknowledged events the relay may have in flight to this listener.
+        window: u32,
+    },
+    /// Every event up to and including `seq` is delivered (cumulative).
+    Ack {
+        /// Highest delivered seq.
+        seq: u64,
+    },
+}
+
+/// Frames the relay sends to the daemon (besides binary event frames).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Answer to `hello`: the stream starts after it.
+    Welcome {
+        /// Protocol version the relay speaks.
+        version: u32,
+        /// Channel id.
+        channel: String,
+        /// Highest seq stored for the channel right now.
+        head: u64,
+        /// Oldest seq still stored (0 when none); events below it were pruned.
+        oldest: u64,
+    },
+    /// A typed refusal; the relay closes the socket after it.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// What a person should do about it.
+        message: String,
+    },
+}
+
+/// Why the relay refused or ended a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The daemon speaks a protocol version the relay does not.
+    UnsupportedVersion,
+    /// A frame could not be decoded or came out of order.
+    BadFrame,
+    /// The channel was deleted while the stream was open.
+    ChannelGone,
+    /// The relay's store failed; the daemon should reconnect later.
+    StoreUnavailable,
+    /// The relay is shutting down; reconnect.
+    ShuttingDown,
+    /// A reason this build does not know (from a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+/// A frame that could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The JSON of a control frame is malformed or of an unknown type.
+    #[error("malformed control frame: {0}")]
+    Json(String),
+    /// A binary frame ended before its declared contents.
+    #[error("truncated event frame (needed {needed} more bytes)")]
+    Truncated {
+        /// Bytes missing.
+        needed: usize,
+    },
+    /// A binary frame does not start with a known tag.
+    #[error("unknown binary frame tag {0:#04x}")]
+    UnknownTag(u8),
+    /// A text field (method, path, header name) is not UTF-8.
+    #[error("{0} is not valid UTF-8")]
+    NotUtf8(&'static str),
+}
+
+impl ClientFrame {
+    /// JSON text of the frame.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("client frames always serialize")
+    }
+    /// Parses a JSON text frame.
+    pub fn from_json(s: &str) -> Result<Self, DecodeError> {
+        serde_json::from_str(s).map_err(|e| DecodeError::Json(e.to_string()))
+    }
+}
+
+impl ServerFrame {
+    /// JSON text of the frame.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+    /// Parses a JSON text frame.
+    pub fn from_json(s: &str) -> Result<Self, DecodeError> {
+        serde_json::from_str(s).map_err(|e| DecodeError::Json(e.to_string()))
+    }
+}
+
+/// Encodes headers as `u16 count, (u16 name_len, name, u32 value_len, value)*`.
+pub fn encode_headers(headers: &[Header], out: &mut BytesMut) {
+    out.put_u16(headers.len().min(u16::MAX as usize) as u16);
+    for h in headers.iter().take(u16::MAX as usize) {
+        out.put_u16(h.name.len() as u16);
+        out.put_slice(h.name.as_bytes());
+        out.put_u32(h.value.len() as u32);
+        out.put_slice(&h.value);
+    }
+}
+
+/// Length of [`encode_headers`]' output.
+pub fn headers_len(headers: &[Header]) -> usize {
+    2 + headers
+        .iter()
+        .map(|h| 2 + h.name.len() + 4 + h.value.len())
+        .sum::<usize>()
+}
+
+/// Decodes what [`encode_headers`] wrote; values share `buf`'s memory.
+pub fn decode_headers(buf: &mut Reader) -> Result<Vec<Header>, DecodeError> {
+    let count = buf.u16()? as usize;
+    let mut headers = Vec::with_capacity(count.min(256));
+    for _ in 0..count {
+        let n = buf.u16()? as usize;
+        let name = buf.str(n, "header name")?;
+        let v = buf.u32()? as usize;
+        let value = buf.bytes(v)?;
+        headers.push(Header { name, value });
+    }
+    Ok(headers)
+}
+
+/// Encodes an event as a binary frame:
+/// `0x01, u64 seq, i64 received_at_ms, u8 method_len, method, u16 path_len, path, headers, body`.
+pub fn encode_event(ev: &Event) -> Bytes {
+    let mut out = BytesMut::with_capacity(
+        1 + 8 + 8 + 1 + ev.method.len() + 2 + ev.path.len() + headers_len(&ev.headers) + ev.body.len(),
+    );
+    out.put_u8(EVENT_TAG);
+    out.put_u64(ev.seq);
+    out.put_i64(ev.received_at_ms);
+    out.put_u8(ev.method.len().min(255) as u8);
+    out.put_slice(&ev.method.as_bytes()[..ev.method.len().min(255)]);
+    let path = &ev.path.as_bytes()[..ev.path.len().min(u16::MAX as usize)];
+    out.put_u16(path.len() as u16);
+    out.put_slice(path);
+    encode_headers(&ev.headers, &mut out);
+    out.put_slice(&ev.body);
+    out.freeze()
+}
+
+/// Decodes a binary event frame; the body shares `frame`'s memory (no copy).
+pub fn decode_event(frame: Bytes) -> Result<Event, DecodeError> {
+    let mut r = Reader::new(frame);
+    let tag = r.u8()?;
+    if tag != EVENT_TAG {
+        return Err(DecodeError::UnknownTag(tag));
+    }
+    let seq = r.u64()?;
+    let received_at_ms = r.u64()? as i64;
+    let m = r.u8()? as usize;
+    let method = r.str(m, "method")?;
+    let p = r.u16()? as usize;
+    let path = r.str(p, "path")?;
+    let headers = decode_headers(&mut r)?;
+    let body = r.rest();
+    Ok(Event {
+        seq,
+        received_at_ms,
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+/// A bounds-checked cursor over a frame's bytes.
+pub struct Reader {
+    buf: Bytes,
+    pos: usize,
+}
+
+impl Reader {
+    /// Starts reading at the beginning of `buf`.
+    pub fn new(buf: Bytes) -> Self {
+        Reader { buf, pos: 0 }
+    }
+    fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
+        let left = self.buf.len() - self.pos;
+        if n > left {
+            return Err(DecodeError::Truncated { needed: n - left });
+        }
+        let b = self.buf.slice(self.pos..self.pos + n);
+        self.pos += n;
+        Ok(b)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes(b[..].try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        Ok(u64::from_be_bytes(b[..].try_into().expect("8 bytes")))
+    }
+    fn bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
+        self.take(n)
+    }
+    fn str(&mut self, n: usize, what: &'static str) -> Result<String, DecodeError> {
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::NotUtf8(what))
+    }
+    fn rest(&mut self) -> Bytes {
+        let b = self.buf.slice(self.pos..);
+        self.pos = self.buf.len();
+        b
+    }
+    /// True when every byte was consumed.
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        Event {
+            seq: 42,
+            received_at_ms: 1_749_636_003_120,
+            method: "POST".into(),
+            path: "/sub?x=1".into(),
+            headers: vec![
+                Header::new("content-type", "application/json"),
+                Header::new("x-dup", "a"),
+                Header::new("x-dup", "b"),
+                Header::new("x-bin", Bytes::from_static(&[0xff, 0x00, 0x80])),
+            ],
+            body: Bytes::from_static(b"{\"event\":\"complete\"}\x00\xff"),
+        }
+    }
+
+    #[test]
+    fn event_round_trips_byte_exact() {
+        let ev = sample();
+        let enc = encode_event(&ev);
+        assert_eq!(decode_event(enc.clone()).unwrap(), ev);
+        // Stable layout: tag, seq, then the timestamp.
+        assert_eq!(&enc[..9], &[1, 0, 0, 0, 0, 0, 0, 0, 42]);
+    }
+
+    #[test]
+    fn event_golden_bytes() {
+        let ev = Event {
+            seq: 1,
+            received_at_ms: 2,
+            method: "PUT".into(),
+            path: "/a".into(),
+            headers: vec![Header::new("k", "v")],
+            body: Bytes::from_static(b"hi"),
+        };
+        let hex: String = encode_event(&ev)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "01\
+             0000000000000001\
+             0000000000000002\
+             03505554\
+             00022f61\
+             0001\
+             00016b\
+             0000000176\
+             6869"
+        );
+    }
+
+    #[test]
+    fn truncated_frames_are_typed_errors() {
+        let enc = encode_event(&sample());
+        for cut in 0..enc.len() - sample().body.len() {
+            let err = decode_event(enc.slice(..cut)).unwrap_err();
+            assert!(matches!(err, DecodeError::Truncated { .. }), "cut {cut}: {err:?}");
+        }
+        assert_eq!(
+            decode_event(Bytes::from_static(&[7, 1, 2])).unwrap_err(),
+            DecodeError::UnknownTag(7)
+        );
+    }
+
+    #[test]
+    fn control_frames_golden_json() {
+        let hello = ClientFrame::Hello {
+            version: 1,
+            listener_id: "l1".into(),
+            journaled: 10,
+            delivered: 8,
+            window: 64,
+        };
+        assert_eq!(
+            hello.to_json(),
+            r#"{"type":"hello","version":1,"listener_id":"l1","journaled":10,"delivered":8,"window":64}"#
+        );
+        assert_eq!(ClientFrame::from_json(&hello.to_json()).unwrap(), hello);
+        let ack = ClientFrame::Ack { seq: 7 };
+        assert_eq!(ack.to_json(), r#"{"type":"ack","seq":7}"#);
+        let welcome = ServerFrame::Welcome {
+            version: 1,
+            channel: "c".into(),
+            head: 3,
+            oldest: 1,
+        };
+        assert_eq!(
+            welcome.to_json(),
+            r#"{"type":"welcome","version":1,"channel":"c","head":3,"oldest":1}"#
+        );
+        let err = ServerFrame::Error {
+            code: ErrorCode::UnsupportedVersion,
+            message: "m".into(),
+        };
+        assert_eq!(
+            err.to_json(),
+            r#"{"type":"error","code":"unsupported_version","message":"m"}"#
+        );
+        assert_eq!(ServerFrame::from_json(&err.to_json()).unwrap(), err);
+    }
+
+    #[test]
+    fn unknown_error_codes_and_bad_json_are_handled() {
+        let f = ServerFrame::from_json(r#"{"type":"error","code":"from_the_future","message":""}"#)
+            .unwrap();
+        assert!(matches!(f, ServerFrame::Error { code: ErrorCode::Unknown, .. }));
+        assert!(ClientFrame::from_json("{").is_err());
+        assert!(ClientFrame::from_json(r#"{"type":"nope"}"#).is_err());
+    }
+}

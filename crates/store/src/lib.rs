@@ -1,0 +1,132 @@
+//! Durable storage for the relay: channels, events with gap-free per-channel seqs, listener acks.
+//!
+//! # Layout
+//! - [`Store`]: the one trait of domain verbs the relay uses; backends implement it.
+//! - [`sqlite`]: the embedded default (WAL, group commit on a writer thread).
+//! - [`Notifier`]: wakes stream tasks when a channel's head moves (notification, not polling).
+//!
+//! A backend must answer [`Store::append`] only after the event is durable, and must hand out
+//! seqs 1, 2, 3… per channel with no gaps, whatever the concurrency.
+
+mod notify;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use meethook_proto::{Event, Header};
+use tokio::sync::watch;
+
+pub use notify::Notifier;
+pub use sqlite::SqliteStore;
+
+/// A channel as stored (the token only as its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    /// Channel id, used in `/hooks/{id}` and `/ws/{id}`.
+    pub id: String,
+    /// Hex SHA-256 of the channel token.
+    pub token_hash: String,
+    /// Secret a sender must present, when the channel has one (needed in clear for HMAC checks).
+    pub sender_secret: Option<String>,
+    /// Creation time, ms since the epoch.
+    pub created_at_ms: i64,
+    /// Highest seq handed out so far (0 when none).
+    pub head: u64,
+}
+
+/// A webhook to append; the store assigns its seq.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// When the relay accepted it, ms since the epoch.
+    pub received_at_ms: i64,
+    /// HTTP method.
+    pub method: String,
+    /// Sub-path and query after `/hooks/{channel}`.
+    pub path: String,
+    /// Headers in the order received.
+    pub headers: Vec<Header>,
+    /// Raw body.
+    pub body: Bytes,
+}
+
+/// What can go wrong in a store; the relay maps each to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The channel does not exist.
+    #[error("no such channel")]
+    NotFound,
+    /// A channel with that id already exists.
+    #[error("channel already exists")]
+    Conflict,
+    /// The store cannot write or read right now (disk full, I/O error, database down).
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps a backend error as [`StoreError::Unavailable`].
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Unavailable(Box::new(e))
+    }
+}
+
+/// Result alias for store calls.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where a channel's stored history starts and ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Oldest seq still stored (0 when the history is empty).
+    pub oldest: u64,
+    /// Highest seq handed out.
+    pub head: u64,
+}
+
+/// The storage verbs the relay needs. Implementations must be cancel safe: a dropped future
+/// may or may not have taken effect, but never half of it.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a channel; [`StoreError::Conflict`] when the id is taken.
+    async fn create_channel(&self, channel: Channel) -> Result<()>;
+    /// Looks a channel up.
+    async fn channel(&self, id: &str) -> Result<Option<Channel>>;
+    /// All channels, oldest first.
+    async fn list_channels(&self) -> Result<Vec<Channel>>;
+    /// Deletes a channel with its history; false when it did not exist.
+    async fn delete_channel(&self, id: &str) -> Result<bool>;
+    /// Replaces a channel's token hash; false when the channel does not exist.
+    async fn set_token_hash(&self, id: &str, token_hash: &str) -> Result<bool>;
+    /// Durably stores an event and returns its seq (the next gap-free one of its channel).
+    async fn append(&self, channel: &str, event: NewEvent) -> Result<u64>;
+    /// Events with seq > `after`, oldest first, at most `limit` of them and about `max_bytes`
+    /// of body (always at least one when there is one).
+    async fn read_after(
+        &self,
+        channel: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Event>>;
+    /// Oldest stored and highest assigned seq of a channel.
+    async fn bounds(&self, channel: &str) -> Result<Bounds>;
+    /// Records that `listener` has delivered everything up to `seq` (never moves backwards),
+    /// and that it was seen at `now_ms`.
+    async fn ack(&self, channel: &str, listener: &str, seq: u64, now_ms: i64) -> Result<()>;
+    /// Deletes events older than `retention` that every listener seen within `retention` has
+    /// acked; returns how many went.
+    async fn prune(&self, retention: Duration, now_ms: i64) -> Result<u64>;
+    /// A receiver whose value is the channel's latest known head; it changes on every append.
+    fn subscribe(&self, channel: &str) -> watch::Receiver<u64>;
+    /// Succeeds when the store answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,562 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! All writes go through one writer thread that drains its queue and commits whatever is
+//! waiting in one transaction (group commit): many concurrent webhooks share one fsync.
+//! Reads use a small pool of read-only connections, which WAL lets run beside the writer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use meethook_proto::frame::{decode_headers, encode_headers, headers_len, Reader};
+use meethook_proto::Event;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::{oneshot, watch};
+
+use crate::{Bounds, Channel, NewEvent, Notifier, Result, Store, StoreError};
+
+/// Schema version stored in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS channels (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    sender_secret TEXT,
+    created_at INTEGER NOT NULL,
+    head_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+    channel_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    headers BLOB NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (channel_id, seq)
+);
+CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at);
+CREATE TABLE IF NOT EXISTS listeners (
+    channel_id TEXT NOT NULL,
+    listener_id TEXT NOT NULL,
+    acked_seq INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, listener_id)
+);
+";
+
+/// Most operations one group commit takes from the queue.
+const MAX_BATCH: usize = 1024;
+/// Most body bytes one group commit takes from the queue.
+const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Read connections kept open.
+const READ_POOL: usize = 8;
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+type ControlFn = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Op {
+    Append {
+        channel: String,
+        event: NewEvent,
+        reply: Reply<u64>,
+    },
+    Ack {
+        channel: String,
+        listener: String,
+        seq: u64,
+        now_ms: i64,
+        reply: Reply<()>,
+    },
+    /// Anything else, run in a transaction of its own.
+    Control(ControlFn),
+}
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<mpsc::Sender<Op>>,
+    readers: Mutex<Vec<Connection>>,
+    notifier: Arc<Notifier>,
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::unavailable(e)
+}
+
+/// Creates `dir` (mode 0700) and the database file (mode 0600) if missing.
+fn prepare_files(dir: &Path, file: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(file)?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+fn open_conn(path: &Path, write: bool) -> rusqlite::Result<Connection> {
+    let flags = if write {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    if write {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit returns only after the WAL is fsync'd.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `DIR/relay.sqlite`.
+    pub fn open(dir: &Path) -> std::result::Result<SqliteStore, StoreError> {
+        let path = dir.join("relay.sqlite");
+        prepare_files(dir, &path).map_err(StoreError::unavailable)?;
+        let mut conn = open_conn(&path, true).map_err(unavailable)?;
+        migrate(&mut conn).map_err(unavailable)?;
+        let notifier = Arc::new(Notifier::default());
+        let (tx, rx) = mpsc::channel();
+        let n = notifier.clone();
+        std::thread::Builder::new()
+            .name("meethook-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, &n))
+            .map_err(StoreError::unavailable)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(tx),
+                readers: Mutex::new(Vec::new()),
+                notifier,
+            }),
+        })
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn send(&self, op: Op) -> Result<()> {
+        self.inner
+            .writer
+            .lock()
+            .expect("writer lock")
+            .send(op)
+            .map_err(|_| StoreError::unavailable(std::io::Error::other("store writer stopped")))
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Control(Box::new(move |c| {
+            let _ = tx.send(f(c));
+        })))?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.readers.lock().expect("reader pool").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_conn(&inner.path, false).map_err(unavailable)?,
+            };
+            let out = f(&conn).map_err(unavailable);
+            let mut pool = inner.readers.lock().expect("reader pool");
+            if pool.len() < READ_POOL {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(StoreError::unavailable)?
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::unavailable(std::io::Error::other("store writer stopped"))
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if v < SCHEMA_VERSION {
+        let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier) {
+    let mut pending: Option<Op> = None;
+    loop {
+        let first = match pending.take() {
+            Some(op) => op,
+            None => match rx.recv() {
+                Ok(op) => op,
+                Err(_) => return,
+            },
+        };
+        if let Op::Control(f) = first {
+            f(&mut conn);
+            continue;
+        }
+        let mut batch = vec![first];
+        let mut bytes = 0usize;
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(Op::Control(f)) => {
+                    pending = Some(Op::Control(f));
+                    break;
+                }
+                Ok(op) => {
+                    if let Op::Append { event, .. } = &op {
+                        bytes += event.body.len();
+                    }
+                    batch.push(op);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, batch, notifier);
+    }
+}
+
+/// Outcome of one op inside a batch, replied only after the commit.
+enum Done {
+    Append(Reply<u64>, Result<u64>, String),
+    Ack(Reply<()>, Result<()>),
+}
+
+fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
+    let mut done = Vec::with_capacity(batch.len());
+    let result = (|| -> rusqlite::Result<()> {
+        let tx = conn.transaction()?;
+        {
+            let mut bump = tx.prepare_cached(
+                "UPDATE channels SET head_seq = head_seq + 1 WHERE id = ?1 RETURNING head_seq",
+            )?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (channel_id, seq, received_at, method, path, headers, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut ack = tx.prepare_cached(
+                "INSERT INTO listeners (channel_id, listener_id, acked_seq, last_seen)
+                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM channels WHERE id = ?1)
+                 ON CONFLICT (channel_id, listener_id) DO UPDATE SET
+                   acked_seq = MAX(acked_seq, excluded.acked_seq), last_seen = excluded.last_seen",
+            )?;
+            for op in batch {
+                match op {
+                    Op::Append {
+                        channel,
+                        event,
+                        reply,
+                    } => {
+                        let seq: Option<i64> = bump
+                            .query_row(params![channel], |r| r.get(0))
+                            .optional()?;
+                        let res = match seq {
+                            None => Err(StoreError::NotFound),
+                            Some(seq) => {
+                                let mut h = BytesMut::with_capacity(headers_len(&event.headers));
+                                encode_headers(&event.headers, &mut h);
+                                insert.execute(params![
+                                    channel,
+                                    seq,
+                                    event.received_at_ms,
+                                    event.method,
+                                    event.path,
+                                    &h[..],
+                                    &event.body[..],
+                                ])?;
+                                Ok(seq as u64)
+                            }
+                        };
+                        done.push(Done::Append(reply, res, channel));
+                    }
+                    Op::Ack {
+                        channel,
+                        listener,
+                        seq,
+                        now_ms,
+                        reply,
+                    } => {
+                        ack.execute(params![channel, listener, seq as i64, now_ms])?;
+                        done.push(Done::Ack(reply, Ok(())));
+                    }
+                    Op::Control(_) => unreachable!("control ops never join a batch"),
+                }
+            }
+        }
+        tx.commit()
+    })();
+    match result {
+        Ok(()) => {
+            let mut heads: HashMap<String, u64> = HashMap::new();
+            for d in done {
+                match d {
+                    Done::Append(reply, res, channel) => {
+                        if let Ok(seq) = res {
+                            let h = heads.entry(channel).or_default();
+                            *h = (*h).max(seq);
+                        }
+                        let _ = reply.send(res);
+                    }
+                    Done::Ack(reply, res) => {
+                        let _ = reply.send(res);
+                    }
+                }
+            }
+            for (channel, head) in heads {
+                notifier.publish(&channel, head);
+            }
+        }
+        Err(e) => {
+            // Nothing in the batch was stored; every sender gets the error (503, retry).
+            tracing::error!(error = %e, "store commit failed; batch rejected");
+            let msg = e.to_string();
+            for d in done {
+                let err = || StoreError::unavailable(std::io::Error::other(msg.clone()));
+                match d {
+                    Done::Append(reply, _, _) => {
+                        let _ = reply.send(Err(err()));
+                    }
+                    Done::Ack(reply, _) => {
+                        let _ = reply.send(Err(err()));
+                    }
+                }
+            }
+            // Ops not yet reached when the error struck were dropped with their closures;
+            // their senders see a closed reply channel, which maps to the same 503.
+        }
+    }
+}
+
+fn row_to_channel(r: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
+    Ok(Channel {
+        id: r.get(0)?,
+        token_hash: r.get(1)?,
+        sender_secret: r.get(2)?,
+        created_at_ms: r.get(3)?,
+        head: r.get::<_, i64>(4)? as u64,
+    })
+}
+
+const CHANNEL_COLS: &str = "id, token_hash, sender_secret, created_at, head_seq";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_channel(&self, ch: Channel) -> Result<()> {
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO channels (id, token_hash, sender_secret, created_at, head_seq)
+                     VALUES (?1, ?2, ?3, ?4, 0) ON CONFLICT (id) DO NOTHING",
+                    params![ch.id, ch.token_hash, ch.sender_secret, ch.created_at_ms],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                Err(StoreError::Conflict)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn channel(&self, id: &str) -> Result<Option<Channel>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.prepare_cached(&format!("SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"))?
+                .query_row(params![id], row_to_channel)
+                .optional()
+        })
+        .await
+    }
+
+    async fn list_channels(&self) -> Result<Vec<Channel>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {CHANNEL_COLS} FROM channels ORDER BY created_at, id"
+            ))?;
+            let rows = st.query_map([], row_to_channel)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn delete_channel(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        let notifier = self.inner.notifier.clone();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            tx.execute("DELETE FROM events WHERE channel_id = ?1", params![id])
+                .map_err(unavailable)?;
+            tx.execute("DELETE FROM listeners WHERE channel_id = ?1", params![id])
+                .map_err(unavailable)?;
+            let n = tx
+                .execute("DELETE FROM channels WHERE id = ?1", params![id])
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            notifier.forget(&id);
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn set_token_hash(&self, id: &str, token_hash: &str) -> Result<bool> {
+        let (id, hash) = (id.to_string(), token_hash.to_string());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE channels SET token_hash = ?2 WHERE id = ?1",
+                params![id, hash],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn append(&self, channel: &str, event: NewEvent) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Append {
+            channel: channel.to_string(),
+            event,
+            reply: tx,
+        })?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    async fn read_after(
+        &self,
+        channel: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Event>> {
+        let channel = channel.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, received_at, method, path, headers, body FROM events
+                 WHERE channel_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let mut rows = st.query(params![channel, after as i64, limit as i64])?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(r) = rows.next()? {
+                let headers: Vec<u8> = r.get(4)?;
+                let body: Vec<u8> = r.get(5)?;
+                bytes += body.len() + headers.len();
+                let headers = decode_headers(&mut Reader::new(Bytes::from(headers)))
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                out.push(Event {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    received_at_ms: r.get(1)?,
+                    method: r.get(2)?,
+                    path: r.get(3)?,
+                    headers,
+                    body: Bytes::from(body),
+                });
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn bounds(&self, channel: &str) -> Result<Bounds> {
+        let channel = channel.to_string();
+        let found = self
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT head_seq, (SELECT MIN(seq) FROM events WHERE channel_id = ?1)
+                     FROM channels WHERE id = ?1",
+                )?
+                .query_row(params![channel], |r| {
+                    Ok(Bounds {
+                        head: r.get::<_, i64>(0)? as u64,
+                        oldest: r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
+                    })
+                })
+                .optional()
+            })
+            .await?;
+        found.ok_or(StoreError::NotFound)
+    }
+
+    async fn ack(&self, channel: &str, listener: &str, seq: u64, now_ms: i64) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Ack {
+            channel: channel.to_string(),
+            listener: listener.to_string(),
+            seq,
+            now_ms,
+            reply: tx,
+        })?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    async fn prune(&self, retention: Duration, now_ms: i64) -> Result<u64> {
+        let cutoff = now_ms - retention.as_millis() as i64;
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM events WHERE received_at < ?1 AND seq <= COALESCE(
+                       (SELECT MIN(l.acked_seq) FROM listeners l
+                        WHERE l.channel_id = events.channel_id AND l.last_seen >= ?1),
+                       9223372036854775807)",
+                    params![cutoff],
+                )
+                .map_err(unavailable)?;
+            tx.execute("DELETE FROM listeners WHERE last_seen < ?1", params![cutoff])
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    fn subscribe(&self, channel: &str) -> watch::Receiver<u64> {
+        self.inner.notifier.subscribe(channel)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await?;
+        // The writer must be alive too: a no-op through its queue.
+        self.write(|_| Ok(())).await
+    }
+}
