@@ -1,0 +1,371 @@
+//! The relay connection: connect (ws or wss), hello, journal incoming events, send acks,
+//! ping, and reconnect forever with backoff.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use meethook_proto::frame::{decode_event, MAX_FRAME_OVERHEAD};
+use meethook_proto::{ClientFrame, ErrorCode, Event, ServerFrame, PROTOCOL_VERSION};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::journal::Journal;
+use crate::{now_ms, DaemonConfig, DaemonError};
+
+/// Anything a websocket can run over (TCP or TLS over TCP).
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Ws = WebSocketStream<Box<dyn Io>>;
+
+/// Most frames journaled in one transaction.
+const JOURNAL_BATCH: usize = 256;
+/// Time allowed to connect and complete the handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How one connection ended.
+enum End {
+    /// Give up for good (bad token, unknown channel, version mismatch).
+    Fatal(DaemonError),
+    /// Try again after a backoff.
+    Retry(String),
+    /// The daemon is shutting down.
+    Shutdown,
+}
+
+/// The websocket URL for `relay` (http/https/ws/wss base) and `channel`.
+pub fn ws_url(relay: &str, channel: &str) -> Result<String, DaemonError> {
+    let relay = relay.trim_end_matches('/');
+    let (scheme, rest) = relay
+        .split_once("://")
+        .ok_or_else(|| DaemonError::Config(format!("--relay {relay:?} needs a scheme, e.g. http://127.0.0.1:8787")))?;
+    let scheme = match scheme {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        s => return Err(DaemonError::Config(format!("--relay scheme {s:?} not supported: use http(s):// or ws(s)://"))),
+    };
+    Ok(format!("{scheme}://{rest}/ws/{channel}"))
+}
+
+/// Runs connections until `stop` is cancelled or a fatal error.
+pub(crate) async fn run(
+    cfg: Arc<DaemonConfig>,
+    journal: Journal,
+    journaled_tx: watch::Sender<u64>,
+    mut delivered_rx: watch::Receiver<u64>,
+    stop: CancellationToken,
+) -> Result<(), DaemonError> {
+    let url = ws_url(&cfg.relay, &cfg.channel)?;
+    let tls = if url.starts_with("wss://") {
+        Some(tls_config(cfg.ca_cert.as_ref())?)
+    } else {
+        None
+    };
+    let listener_id = blocking(&journal, {
+        let ch = cfg.channel.clone();
+        move |j| j.listener_id(&ch)
+    })
+    .await?;
+    let mut failures = 0u32;
+    loop {
+        let started = Instant::now();
+        let end = once(&cfg, &url, tls.clone(), &journal, &listener_id, &journaled_tx, &mut delivered_rx, &stop).await;
+        match end {
+            End::Shutdown => return Ok(()),
+            End::Fatal(e) => return Err(e),
+            End::Retry(why) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    failures = 0;
+                }
+                failures += 1;
+                let delay = cfg.reconnect.delay(failures, None);
+                tracing::warn!(
+                    "{why}; reconnecting in {:.1}s",
+                    delay.as_secs_f64()
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    j: &Journal,
+    f: impl FnOnce(&Journal) -> Result<T, crate::journal::JournalError> + Send + 'static,
+) -> Result<T, DaemonError> {
+    let j = j.clone();
+    tokio::task::spawn_blocking(move || f(&j))
+        .await
+        .map_err(|e| DaemonError::Config(format!("journal task failed: {e}")))?
+        .map_err(DaemonError::Journal)
+}
+
+fn tls_config(ca: Option<&PathBuf>) -> Result<tokio_rustls::TlsConnector, DaemonError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| DaemonError::Config(format!("cannot read --ca-cert {}: {e}", path.display())))?;
+        let mut n = 0;
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert = cert.map_err(|e| DaemonError::Config(format!("bad PEM in --ca-cert {}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| DaemonError::Config(format!("bad certificate in --ca-cert {}: {e}", path.display())))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(DaemonError::Config(format!("--ca-cert {} holds no PEM certificate", path.display())));
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DaemonError::Config(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+async fn connect(
+    cfg: &DaemonConfig,
+    url: &str,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> Result<Ws, End> {
+    let mut req = url
+        .into_client_request()
+        .map_err(|e| End::Fatal(DaemonError::Config(format!("bad relay URL {url}: {e}"))))?;
+    let auth = format!("Bearer {}", cfg.token)
+        .parse()
+        .map_err(|_| End::Fatal(DaemonError::Config("--token has characters not allowed in a header".into())))?;
+    req.headers_mut().insert("authorization", auth);
+    let uri = req.uri().clone();
+    let host = uri.host().unwrap_or("").trim_matches(|c| c == '[' || c == ']').to_string();
+    let port = uri.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let unreachable = |e: &dyn std::fmt::Display| {
+        End::Retry(format!(
+            "relay unreachable at {}: {e} (is `meethook relay` running?)",
+            cfg.relay
+        ))
+    };
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let _ = tcp.set_nodelay(true);
+    let io: Box<dyn Io> = match tls {
+        None => Box::new(tcp),
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| End::Fatal(DaemonError::Config(format!("bad relay host {host:?}: {e}"))))?;
+            let stream = connector.connect(name, tcp).await.map_err(|e| {
+                End::Retry(format!(
+                    "TLS handshake with {} failed: {e} (pass --ca-cert if the relay uses a private CA)",
+                    cfg.relay
+                ))
+            })?;
+            Box::new(stream)
+        }
+    };
+    let wscfg = WebSocketConfig::default()
+        .max_message_size(Some(cfg.max_frame + MAX_FRAME_OVERHEAD))
+        .max_frame_size(Some(cfg.max_frame + MAX_FRAME_OVERHEAD));
+    match tokio_tungstenite::client_async_with_config(req, io, Some(wscfg)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(resp)) => {
+            let status = resp.status();
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).to_string())
+                .unwrap_or_default();
+            Err(match status.as_u16() {
+                401 => End::Fatal(DaemonError::Rejected(format!(
+                    "the relay rejected the token for channel {:?} (401): check --token / MEETHOOK_TOKEN",
+                    cfg.channel
+                ))),
+                404 => End::Fatal(DaemonError::Rejected(format!(
+                    "the relay has no channel {:?} (404): create it with `meethook channel create`",
+                    cfg.channel
+                ))),
+                _ => End::Retry(format!("relay answered {status} to the websocket upgrade: {body}")),
+            })
+        }
+        Err(e) => Err(unreachable(&e)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn once(
+    cfg: &DaemonConfig,
+    url: &str,
+    tls: Option<tokio_rustls::TlsConnector>,
+    journal: &Journal,
+    listener_id: &str,
+    journaled_tx: &watch::Sender<u64>,
+    delivered_rx: &mut watch::Receiver<u64>,
+    stop: &CancellationToken,
+) -> End {
+    let mut ws = tokio::select! {
+        _ = stop.cancelled() => return End::Shutdown,
+        r = tokio::time::timeout(CONNECT_TIMEOUT, connect(cfg, url, tls)) => match r {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(end)) => return end,
+            Err(_) => return End::Retry(format!("relay at {} did not answer within {CONNECT_TIMEOUT:?}", cfg.relay)),
+        },
+    };
+    let ch = cfg.channel.clone();
+    let (journaled, delivered) = match blocking(journal, move |j| j.cursors(&ch)).await {
+        Ok(c) => c,
+        Err(e) => return End::Fatal(e),
+    };
+    let hello = ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        listener_id: listener_id.to_string(),
+        journaled,
+        delivered,
+        window: cfg.window,
+    };
+    if let Err(e) = ws.send(Message::text(hello.to_json())).await {
+        return End::Retry(format!("relay connection lost during handshake: {e}"));
+    }
+    let welcome = match tokio::time::timeout(CONNECT_TIMEOUT, ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => ServerFrame::from_json(&t),
+        Ok(Some(Ok(other))) => return End::Retry(format!("unexpected first frame from relay: {other:?}")),
+        Ok(Some(Err(e))) => return End::Retry(format!("relay connection lost during handshake: {e}")),
+        Ok(None) => return End::Retry("relay closed the connection during handshake".into()),
+        Err(_) => return End::Retry("relay sent no welcome".into()),
+    };
+    match welcome {
+        Ok(ServerFrame::Welcome { head, oldest, .. }) => {
+            tracing::info!(
+                relay = %cfg.relay, channel = %cfg.channel, head, journaled, delivered,
+                "connected to relay"
+            );
+            if oldest > journaled + 1 && head > journaled {
+                tracing::warn!(
+                    "events {}..{} were pruned by the relay before this listener received them",
+                    journaled + 1,
+                    oldest - 1
+                );
+            }
+        }
+        Ok(ServerFrame::Error { code, message }) => return server_error(code, message),
+        Err(e) => return End::Retry(format!("bad welcome from relay: {e}")),
+    }
+    let mut last_journaled = journaled;
+    let mut last_acked = delivered;
+    // An ack the relay has not seen may be waiting from before the reconnect.
+    delivered_rx.mark_changed();
+    let mut last_rx = Instant::now();
+    let mut ping = tokio::time::interval(cfg.ping_interval);
+    ping.reset();
+    loop {
+        tokio::select! {
+            msg = ws.next() => {
+                last_rx = Instant::now();
+                let mut batch: Vec<Event> = Vec::new();
+                let mut next = Some(msg);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Some(Ok(Message::Binary(b))) => match decode_event(b) {
+                            Ok(ev) => {
+                                if ev.seq > last_journaled {
+                                    last_journaled = ev.seq;
+                                    batch.push(ev);
+                                }
+                            }
+                            Err(e) => return End::Retry(format!("malformed event frame from relay: {e}")),
+                        },
+                        Some(Ok(Message::Text(t))) => match ServerFrame::from_json(&t) {
+                            Ok(ServerFrame::Error { code, message }) => return server_error(code, message),
+                            Ok(f) => return End::Retry(format!("unexpected frame from relay: {f:?}")),
+                            Err(e) => return End::Retry(format!("malformed frame from relay: {e}")),
+                        },
+                        Some(Ok(Message::Close(_))) | None => {
+                            if !batch.is_empty() {
+                                if let Err(end) = journal_batch(journal, cfg, batch, journaled_tx).await {
+                                    return end;
+                                }
+                            }
+                            return End::Retry("relay closed the connection".into());
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return End::Retry(format!("relay connection lost: {e}")),
+                    }
+                    if batch.len() < JOURNAL_BATCH {
+                        next = ws.next().now_or_never();
+                    }
+                }
+                if !batch.is_empty() {
+                    if let Err(end) = journal_batch(journal, cfg, batch, journaled_tx).await {
+                        return end;
+                    }
+                }
+            }
+            r = delivered_rx.changed() => {
+                if r.is_err() {
+                    return End::Shutdown;
+                }
+                let seq = *delivered_rx.borrow_and_update();
+                if seq > last_acked && seq <= last_journaled {
+                    last_acked = seq;
+                    if let Err(e) = ws.send(Message::text(ClientFrame::Ack { seq }.to_json())).await {
+                        return End::Retry(format!("relay connection lost: {e}"));
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if last_rx.elapsed() > cfg.liveness_timeout {
+                    return End::Retry(format!("relay silent for {:?}", cfg.liveness_timeout));
+                }
+                if let Err(e) = ws.send(Message::Ping(Default::default())).await {
+                    return End::Retry(format!("relay connection lost: {e}"));
+                }
+            }
+            _ = stop.cancelled() => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                return End::Shutdown;
+            }
+        }
+    }
+}
+
+async fn journal_batch(
+    journal: &Journal,
+    cfg: &DaemonConfig,
+    batch: Vec<Event>,
+    journaled_tx: &watch::Sender<u64>,
+) -> Result<(), End> {
+    let last = batch.last().map(|e| e.seq).unwrap_or(0);
+    let ch = cfg.channel.clone();
+    match blocking(journal, move |j| j.insert(&ch, &batch, now_ms())).await {
+        Ok(()) => {
+            journaled_tx.send_replace(last);
+            Ok(())
+        }
+        // Disk full or similar: drop the connection; the relay keeps the events, and we
+        // try again after a backoff.
+        Err(e) => Err(End::Retry(format!("cannot journal events: {e}"))),
+    }
+}
+
+fn server_error(code: ErrorCode, message: String) -> End {
+    match code {
+        ErrorCode::UnsupportedVersion | ErrorCode::ChannelGone => {
+            End::Fatal(DaemonError::Rejected(format!("relay: {message}")))
+        }
+        _ => End::Retry(format!("relay: {message}")),
+    }
+}

@@ -1,0 +1,109 @@
+//! What `meethook listen` prints: one readable line per event, or JSON lines with `--json`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use meethook_proto::meeting::Summary;
+use meethook_proto::Event;
+use serde_json::json;
+
+use crate::deliver::{Outcome, Verdict};
+
+/// Prints delivery lines to stdout.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    /// One JSON object per line instead of text.
+    pub json: bool,
+}
+
+/// What happened to an attempt, for printing.
+pub enum Line<'a> {
+    /// A finished attempt; `next_retry` is set when another will follow.
+    Attempt {
+        /// The attempt's outcome.
+        outcome: &'a Outcome,
+        /// 1-based attempt number.
+        attempt: u32,
+        /// When the next attempt goes, if any.
+        next_retry: Option<Duration>,
+    },
+    /// Retries ran out (`--max-attempts`).
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+impl Printer {
+    /// Prints one line about `ev`.
+    pub fn print(&self, ev: &Event, line: Line<'_>) {
+        let summary = Summary::parse(&ev.body);
+        let now = chrono::Local::now();
+        let out = if self.json {
+            let mut v = json!({
+                "time": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "seq": ev.seq,
+                "method": ev.method,
+                "path": ev.path,
+                "event": summary.as_ref().map(|s| s.event.clone()),
+                "bot_id": summary.as_ref().and_then(|s| s.bot_id.clone()),
+                "code": summary.as_ref().and_then(|s| s.code.clone()),
+            });
+            let m = v.as_object_mut().expect("object");
+            match line {
+                Line::Attempt { outcome, attempt, next_retry } => {
+                    let result = match (outcome.verdict(), next_retry) {
+                        (Verdict::Delivered, _) => "delivered",
+                        (_, Some(_)) => "retrying",
+                        (Verdict::Failed, None) | (Verdict::Retry, None) => "failed",
+                    };
+                    m.insert("result".into(), json!(result));
+                    m.insert("attempt".into(), json!(attempt));
+                    m.insert("status".into(), json!(outcome.status));
+                    m.insert("error".into(), json!(outcome.error));
+                    m.insert("latency_ms".into(), json!(outcome.latency.as_secs_f64() * 1e3));
+                    if let Some(d) = next_retry {
+                        m.insert("retry_in_ms".into(), json!(d.as_millis() as u64));
+                    }
+                }
+                Line::GaveUp { attempts } => {
+                    m.insert("result".into(), json!("gave_up"));
+                    m.insert("attempt".into(), json!(attempts));
+                }
+            }
+            v.to_string()
+        } else {
+            let what = match &summary {
+                Some(s) => {
+                    let d = s.detail();
+                    if d.is_empty() {
+                        s.event.clone()
+                    } else {
+                        format!("{:<20} {d}", s.event)
+                    }
+                }
+                None => format!("{} {}", ev.method, if ev.path.is_empty() { "/" } else { &ev.path }),
+            };
+            let result = match line {
+                Line::Attempt { outcome, attempt, next_retry } => {
+                    let answer = match (outcome.status, &outcome.error) {
+                        (Some(s), _) => s.to_string(),
+                        (None, Some(e)) => e.clone(),
+                        (None, None) => "no answer".into(),
+                    };
+                    let ms = outcome.latency.as_secs_f64() * 1e3;
+                    let tail = match (outcome.verdict(), next_retry) {
+                        (Verdict::Delivered, _) => String::new(),
+                        (_, Some(d)) => format!("  retry #{} in {:.1}s", attempt + 1, d.as_secs_f64()),
+                        (_, None) => "  failed, moving on".into(),
+                    };
+                    format!("→ {answer} ({ms:.1} ms){tail}")
+                }
+                Line::GaveUp { attempts } => format!("→ gave up after {attempts} attempts"),
+            };
+            format!("{}  #{:<5} {what}  {result}", now.format("%H:%M:%S%.3f"), ev.seq)
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{out}");
+    }
+}

@@ -1,0 +1,380 @@
+//! HTTP routing and handlers: webhook ingress, websocket upgrade, channel API, health, metrics.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use meethook_proto::Header;
+use meethook_store::{now_ms, Channel, NewEvent, StoreError};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth;
+use crate::metrics::Metrics;
+use crate::State;
+
+pub(crate) type Resp = Response<Full<Bytes>>;
+
+fn json_resp(status: StatusCode, v: serde_json::Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
+    json_resp(status, json!({ "error": msg.into() }))
+}
+
+/// The one place a store error becomes an HTTP answer.
+fn store_error(m: &Metrics, e: StoreError) -> Resp {
+    match e {
+        StoreError::NotFound => error(StatusCode::NOT_FOUND, "unknown channel"),
+        StoreError::Conflict => error(StatusCode::CONFLICT, "channel already exists"),
+        StoreError::Unavailable(err) => {
+            Metrics::inc(&m.rejected_unavailable);
+            tracing::error!(error = %err, "store unavailable");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; retry later",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
+
+/// Routes one request.
+pub(crate) async fn handle(
+    st: Arc<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
+    let resp = match (req.method(), segs.as_slice()) {
+        (_, ["hooks", channel, ..]) if !channel.is_empty() => {
+            let channel = channel.to_string();
+            webhook(&st, channel, req).await
+        }
+        (&Method::GET, ["ws", channel]) => {
+            let channel = channel.to_string();
+            crate::stream::upgrade(&st, channel, peer, req).await
+        }
+        (&Method::GET, ["healthz"]) => match st.store.ping().await {
+            Ok(()) => json_resp(StatusCode::OK, json!({"status": "ok"})),
+            Err(e) => store_error(&st.metrics, e),
+        },
+        (&Method::GET, ["metrics"]) => {
+            let mut r = Response::new(Full::new(Bytes::from(st.metrics.render())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (_, ["api", "channels", ..]) => api(&st, req).await,
+        _ => error(StatusCode::NOT_FOUND, "no such route"),
+    };
+    Ok(resp)
+}
+
+/// `POST|PUT /hooks/{channel}[/{path…}]`: store, then answer `{"seq": N}`.
+async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
+    let m = &st.metrics;
+    if req.method() != Method::POST && req.method() != Method::PUT {
+        let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "webhooks are POST or PUT");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST, PUT"));
+        return r;
+    }
+    let ch = match st.store.channel(&channel).await {
+        Ok(Some(ch)) => ch,
+        Ok(None) => {
+            Metrics::inc(&m.rejected_not_found);
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown channel {channel:?}: create it with `meethook channel create`"),
+            );
+        }
+        Err(e) => return store_error(m, e),
+    };
+    let too_large = || {
+        Metrics::inc(&m.rejected_too_large);
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than the relay's --max-body ({} bytes)", st.cfg.max_body),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > st.cfg.max_body as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, st.cfg.max_body).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            )
+        }
+    };
+    if let Some(secret) = &ch.sender_secret {
+        let now = now_ms() / 1000;
+        if let Err(why) = auth::check_sender(secret, &parts.headers, &body, now) {
+            Metrics::inc(&m.rejected_sender_auth);
+            tracing::warn!(%channel, reason = ?why, "webhook failed the sender check");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "sender check failed: this channel requires its sender secret \
+                 (x-meeting-baas-api-key, x-mb-secret or a valid webhook signature)",
+            );
+        }
+    }
+    // Everything after /hooks/{channel}, query included.
+    let full = parts.uri.path();
+    let prefix_len = "/hooks/".len() + channel.len();
+    let mut path = full.get(prefix_len..).unwrap_or("").to_string();
+    if let Some(q) = parts.uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(n, v)| Header::new(n.as_str(), Bytes::copy_from_slice(v.as_bytes())))
+        .collect();
+    let len = body.len() as u64;
+    let ev = NewEvent {
+        received_at_ms: now_ms(),
+        method: parts.method.as_str().to_string(),
+        path,
+        headers,
+        body,
+    };
+    match st.store.append(&channel, ev).await {
+        Ok(seq) => {
+            Metrics::inc(&m.webhooks_accepted);
+            m.webhook_bytes
+                .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+            json_resp(StatusCode::OK, json!({ "seq": seq }))
+        }
+        Err(e) => store_error(m, e),
+    }
+}
+
+fn admin_ok(st: &State, req: &Request<Incoming>) -> Result<(), Resp> {
+    let Some(expected) = &st.cfg.admin_token else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "the channel API is disabled: start the relay with --admin-token",
+        ));
+    };
+    match auth::bearer(req.headers().get(header::AUTHORIZATION)) {
+        Some(t) if auth::secret_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => {
+            Metrics::inc(&st.metrics.auth_failures);
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong admin token (Authorization: Bearer <--admin-token>)",
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateChannel {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    sender_secret: Option<String>,
+}
+
+fn valid_channel_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn channel_json(st: &State, ch: &Channel) -> serde_json::Value {
+    json!({
+        "id": ch.id,
+        "webhook_url": webhook_url(&st.cfg.public_url, &ch.id),
+        "created_at_ms": ch.created_at_ms,
+        "head": ch.head,
+        "sender_secret": ch.sender_secret.is_some(),
+    })
+}
+
+/// The URL senders post to for `channel`.
+pub fn webhook_url(public_url: &str, channel: &str) -> String {
+    format!("{}/hooks/{channel}", public_url.trim_end_matches('/'))
+}
+
+async fn api(st: &State, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (req.method().clone(), &segs[2..]) {
+        (Method::GET, [id, "events"]) => {
+            let id = id.to_string();
+            return history(st, &id, req).await;
+        }
+        (Method::POST, []) | (Method::GET, []) | (Method::DELETE, [_]) => {}
+        _ => return error(StatusCode::NOT_FOUND, "no such route"),
+    }
+    if let Err(r) = admin_ok(st, &req) {
+        return r;
+    }
+    match (req.method().clone(), &segs[2..]) {
+        (Method::POST, []) => {
+            let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error(StatusCode::BAD_REQUEST, "request body too large"),
+            };
+            let spec: CreateChannel = if body.iter().all(u8::is_ascii_whitespace) {
+                CreateChannel::default()
+            } else {
+                match serde_json::from_slice(&body) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
+                    }
+                }
+            };
+            let id = spec.id.unwrap_or_else(auth::new_channel_id);
+            if !valid_channel_id(&id) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "channel id must be 1-64 characters of [A-Za-z0-9_-]",
+                );
+            }
+            let token = auth::new_token("mht_");
+            let ch = Channel {
+                id: id.clone(),
+                token_hash: auth::hash_token(&token),
+                sender_secret: spec.sender_secret.filter(|s| !s.is_empty()),
+                created_at_ms: now_ms(),
+                head: 0,
+            };
+            match st.store.create_channel(ch).await {
+                Ok(()) => {
+                    tracing::info!(channel = %id, "channel created");
+                    json_resp(
+                        StatusCode::CREATED,
+                        json!({
+                            "id": id,
+                            "webhook_url": webhook_url(&st.cfg.public_url, &id),
+                            "token": token,
+                        }),
+                    )
+                }
+                Err(e) => store_error(&st.metrics, e),
+            }
+        }
+        (Method::GET, []) => match st.store.list_channels().await {
+            Ok(chs) => json_resp(
+                StatusCode::OK,
+                json!({ "channels": chs.iter().map(|c| channel_json(st, c)).collect::<Vec<_>>() }),
+            ),
+            Err(e) => store_error(&st.metrics, e),
+        },
+        (Method::DELETE, [id]) => match st.store.delete_channel(id).await {
+            Ok(true) => {
+                tracing::info!(channel = %id, "channel deleted");
+                Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Full::new(Bytes::new()))
+                    .expect("static response")
+            }
+            Ok(false) => error(StatusCode::NOT_FOUND, "unknown channel"),
+            Err(e) => store_error(&st.metrics, e),
+        },
+        _ => error(StatusCode::NOT_FOUND, "no such route"),
+    }
+}
+
+/// Checks a channel token; `Err` is the answer to send.
+pub(crate) async fn channel_auth(
+    st: &State,
+    channel: &str,
+    headers: &http::HeaderMap,
+) -> Result<Channel, Resp> {
+    let ch = match st.store.channel(channel).await {
+        Ok(Some(ch)) => ch,
+        Ok(None) => return Err(error(StatusCode::NOT_FOUND, "unknown channel")),
+        Err(e) => return Err(store_error(&st.metrics, e)),
+    };
+    match auth::bearer(headers.get(header::AUTHORIZATION)) {
+        Some(t) if auth::token_matches(t, &ch.token_hash) => Ok(ch),
+        _ => {
+            Metrics::inc(&st.metrics.auth_failures);
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong channel token (Authorization: Bearer <token from `meethook channel create`>)",
+            ))
+        }
+    }
+}
+
+/// `GET /api/channels/{id}/events?after=N&limit=M` with the channel token.
+async fn history(st: &State, id: &str, req: Request<Incoming>) -> Resp {
+    if let Err(r) = channel_auth(st, id, req.headers()).await {
+        return r;
+    }
+    let mut after = 0u64;
+    let mut limit = 100usize;
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("after", v)) => match v.parse() {
+                Ok(n) => after = n,
+                Err(_) => return error(StatusCode::BAD_REQUEST, "after must be a number"),
+            },
+            Some(("limit", v)) => match v.parse::<usize>() {
+                Ok(n) => limit = n.clamp(1, 1000),
+                Err(_) => return error(StatusCode::BAD_REQUEST, "limit must be a number"),
+            },
+            _ => {}
+        }
+    }
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match st.store.read_after(id, after, limit, 64 << 20).await {
+        Ok(events) => {
+            let list: Vec<_> = events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "seq": e.seq,
+                        "received_at_ms": e.received_at_ms,
+                        "method": e.method,
+                        "path": e.path,
+                        "headers": e.headers.iter().map(|h| {
+                            json!([h.name, String::from_utf8_lossy(&h.value)])
+                        }).collect::<Vec<_>>(),
+                        "body": std::str::from_utf8(&e.body).ok(),
+                        "body_base64": b64.encode(&e.body),
+                    })
+                })
+                .collect();
+            json_resp(StatusCode::OK, json!({ "events": list }))
+        }
+        Err(e) => store_error(&st.metrics, e),
+    }
+}

@@ -1,0 +1,186 @@
+//! The relay: accepts webhooks, stores them durably, streams them to listeners.
+//!
+//! # Layout
+//! - [`run`]: the accept loop; the caller binds the listener and owns the shutdown token.
+//! - `http`: routing and the HTTP handlers (ingress, channel API, health, metrics).
+//! - `stream`: one websocket listener stream (handshake, flow control, acks, pings).
+//! - [`auth`]: tokens and sender-secret checks.
+//! - [`metrics`]: the `/metrics` counters.
+
+pub mod auth;
+mod http;
+pub mod metrics;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use meethook_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use metrics::Metrics;
+
+/// Everything the relay needs besides its listener and store.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Base of the webhook URLs handed out (`http://127.0.0.1:8787`).
+    pub public_url: String,
+    /// Guards the channel API; the API answers 401 when unset.
+    pub admin_token: Option<String>,
+    /// Largest webhook body accepted; larger ones get 413.
+    pub max_body: usize,
+    /// How long delivered events stay in history.
+    pub retention: Duration,
+    /// How often pruning runs.
+    pub prune_interval: Duration,
+    /// How often the relay pings each listener.
+    pub ping_interval: Duration,
+    /// A listener silent for this long is dropped.
+    pub liveness_timeout: Duration,
+    /// Upper bound on the in-flight window a listener may ask for.
+    pub max_window: u32,
+    /// Upper bound on unacknowledged body bytes in flight to one listener.
+    pub max_inflight_bytes: usize,
+    /// Time allowed for a client to send its request headers.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            public_url: "http://127.0.0.1:8787".into(),
+            admin_token: None,
+            max_body: 16 << 20,
+            retention: Duration::from_secs(7 * 86_400),
+            prune_interval: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(15),
+            liveness_timeout: Duration::from_secs(45),
+            max_window: 1024,
+            max_inflight_bytes: 32 << 20,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared by every connection.
+struct State {
+    cfg: RelayConfig,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Serves the relay on `listener` until `shutdown` is cancelled, then stops accepting, lets
+/// in-flight requests finish (up to `shutdown_grace`) and closes listener streams.
+pub async fn run(
+    cfg: RelayConfig,
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    run_with_metrics(cfg, listener, store, Arc::new(Metrics::default()), shutdown).await
+}
+
+/// [`run`] with caller-owned metrics (tests and `meethook dev` read them).
+pub async fn run_with_metrics(
+    cfg: RelayConfig,
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let tasks = TaskTracker::new();
+    let state = Arc::new(State {
+        cfg,
+        store,
+        metrics,
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
+    });
+    tasks.spawn(prune_loop(state.clone()));
+    let http_tasks = TaskTracker::new();
+    loop {
+        let (io, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = io.set_nodelay(true);
+        serve_conn(&state, &http_tasks, TokioIo::new(io), peer);
+    }
+    drop(listener);
+    http_tasks.close();
+    if tokio::time::timeout(state.cfg.shutdown_grace, http_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests still running after the grace period; closing");
+    }
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+fn serve_conn(
+    state: &Arc<State>,
+    http_tasks: &TaskTracker,
+    io: TokioIo<tokio::net::TcpStream>,
+    peer: SocketAddr,
+) {
+    let st = state.clone();
+    let svc = hyper::service::service_fn(move |req| http::handle(st.clone(), peer, req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.cfg.header_read_timeout)
+        .serve_connection(io, svc)
+        .with_upgrades();
+    let shutdown = state.shutdown.clone();
+    http_tasks.spawn(async move {
+        let mut conn = std::pin::pin!(conn);
+        let res = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.cancelled() => {
+                // Finish the request in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = res {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
+}
+
+async fn prune_loop(state: Arc<State>) {
+    let mut tick = tokio::time::interval(state.cfg.prune_interval);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match state
+            .store
+            .prune(state.cfg.retention, meethook_store::now_ms())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned delivered events past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! One listener's websocket stream: hello/welcome, events in seq order under a bounded window
+//! of unacknowledged frames, cumulative acks, pings with a liveness deadline.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use meethook_proto::frame::{encode_event, MAX_FRAME_OVERHEAD};
+use meethook_proto::{ClientFrame, ErrorCode, ServerFrame, PROTOCOL_VERSION};
+use meethook_store::{now_ms, StoreError};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::http::{channel_auth, error, Resp};
+use crate::metrics::Metrics;
+use crate::State;
+
+/// How long a new stream may take to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most events read from the store per batch.
+const READ_BATCH: usize = 256;
+/// How often acks are written to the store (they are cumulative, so coalescing is safe).
+const ACK_FLUSH: Duration = Duration::from_secs(1);
+
+/// Checks the token, then answers 101 and spawns the stream task.
+pub(crate) async fn upgrade(
+    st: &Arc<State>,
+    channel: String,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Resp {
+    // Authenticate before anything about the upgrade is considered.
+    if let Err(r) = channel_auth(st, &channel, req.headers()).await {
+        return r;
+    }
+    let h = req.headers();
+    let is_upgrade = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = h.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "this endpoint speaks websocket: connect with `meethook listen`",
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let st2 = st.clone();
+    st.tasks.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let cfg = WebSocketConfig::default()
+            .max_message_size(Some(st2.cfg.max_body + MAX_FRAME_OVERHEAD))
+            .max_frame_size(Some(st2.cfg.max_body + MAX_FRAME_OVERHEAD));
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg))
+            .await;
+        st2.metrics.listeners.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("listener", %channel, %peer);
+        let _e = span.enter();
+        drop(_e);
+        match serve(&st2, &channel, ws).await {
+            Ok(()) => tracing::info!(%channel, %peer, "listener disconnected"),
+            Err(e) => tracing::info!(%channel, %peer, reason = %e, "listener stream ended"),
+        }
+        st2.metrics.listeners.fetch_sub(1, Ordering::Relaxed);
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let rh = r.headers_mut();
+    rh.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    rh.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    rh.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    r
+}
+
+/// Why a stream ended early.
+#[derive(Debug, thiserror::Error)]
+enum StreamEnd {
+    #[error("websocket error: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("bad frame: {0}")]
+    BadFrame(String),
+    #[error("no hello within {0:?}")]
+    NoHello(Duration),
+    #[error("unsupported protocol version {0}")]
+    Version(u32),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("listener silent for {0:?}")]
+    Silent(Duration),
+    #[error("channel deleted")]
+    ChannelGone,
+    #[error("relay shutting down")]
+    Shutdown,
+}
+
+impl StreamEnd {
+    fn frame(&self) -> Option<ServerFrame> {
+        let (code, message) = match self {
+            StreamEnd::BadFrame(m) => (ErrorCode::BadFrame, m.clone()),
+            StreamEnd::NoHello(_) => (ErrorCode::BadFrame, "expected a hello frame first".into()),
+            StreamEnd::Version(v) => (
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "this relay speaks protocol version {PROTOCOL_VERSION}, not {v}: \
+                     upgrade meethook on the older side"
+                ),
+            ),
+            StreamEnd::Store(_) => (
+                ErrorCode::StoreUnavailable,
+                "the relay's store is unavailable; reconnect later".into(),
+            ),
+            StreamEnd::ChannelGone => (ErrorCode::ChannelGone, "the channel was deleted".into()),
+            StreamEnd::Shutdown => (ErrorCode::ShuttingDown, "relay shutting down".into()),
+            StreamEnd::Ws(_) | StreamEnd::Silent(_) => return None,
+        };
+        Some(ServerFrame::Error { code, message })
+    }
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+async fn serve(st: &State, channel: &str, mut ws: Ws) -> Result<(), StreamEnd> {
+    let result = stream_events(st, channel, &mut ws).await;
+    if let Err(e) = &result {
+        if let Some(f) = e.frame() {
+            let _ = ws.send(Message::text(f.to_json())).await;
+        }
+        let _ = ws
+            .close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+    }
+    result
+}
+
+async fn read_hello(ws: &mut Ws) -> Result<(String, u64, u64, u32), StreamEnd> {
+    let msg = tokio::time::timeout(HELLO_TIMEOUT, ws.next())
+        .await
+        .map_err(|_| StreamEnd::NoHello(HELLO_TIMEOUT))?;
+    let text = match msg {
+        Some(Ok(Message::Text(t))) => t,
+        Some(Ok(_)) | None => return Err(StreamEnd::NoHello(HELLO_TIMEOUT)),
+        Some(Err(e)) => return Err(e.into()),
+    };
+    match ClientFrame::from_json(&text) {
+        Ok(ClientFrame::Hello {
+            version,
+            listener_id,
+            journaled,
+            delivered,
+            window,
+        }) => {
+            if version != PROTOCOL_VERSION {
+                return Err(StreamEnd::Version(version));
+            }
+            if listener_id.is_empty() || listener_id.len() > 128 || delivered > journaled {
+                return Err(StreamEnd::BadFrame("invalid hello".into()));
+            }
+            Ok((listener_id, journaled, delivered, window))
+        }
+        Ok(_) => Err(StreamEnd::NoHello(HELLO_TIMEOUT)),
+        Err(e) => Err(StreamEnd::BadFrame(e.to_string())),
+    }
+}
+
+async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), StreamEnd> {
+    let (listener, journaled, delivered, window) = read_hello(ws).await?;
+    // Subscribe before reading bounds so no append slips between the two.
+    let mut head_rx = st.store.subscribe(channel);
+    let bounds = st.store.bounds(channel).await?;
+    st.store.ack(channel, &listener, delivered, now_ms()).await?;
+    ws.send(Message::text(
+        ServerFrame::Welcome {
+            version: PROTOCOL_VERSION,
+            channel: channel.to_string(),
+            head: bounds.head,
+            oldest: bounds.oldest,
+        }
+        .to_json(),
+    ))
+    .await?;
+    tracing::info!(channel, listener, journaled, delivered, head = bounds.head, "listener connected");
+
+    let window = u64::from(window.clamp(1, st.cfg.max_window));
+    let mut sent = journaled; // highest seq sent (or already in the listener's journal)
+    let mut acked = delivered;
+    let mut stored_ack = delivered;
+    let mut inflight_bytes: std::collections::VecDeque<(u64, usize)> = Default::default();
+    let mut more = true; // maybe events after `sent` in the store
+    let mut last_rx = Instant::now();
+    let mut ping = tokio::time::interval(st.cfg.ping_interval);
+    ping.reset();
+    let mut flush = tokio::time::interval(ACK_FLUSH);
+    let result = loop {
+        let bytes_in_flight: usize = inflight_bytes.iter().map(|(_, b)| b).sum();
+        if more && sent - acked.min(sent) < window && bytes_in_flight < st.cfg.max_inflight_bytes {
+            head_rx.borrow_and_update();
+            let room = (window - (sent - acked.min(sent))) as usize;
+            let limit = room.min(READ_BATCH);
+            let budget = st.cfg.max_inflight_bytes - bytes_in_flight;
+            let events = st.store.read_after(channel, sent, limit, budget).await?;
+            more = events.len() == limit;
+            for ev in &events {
+                inflight_bytes.push_back((ev.seq, ev.body.len()));
+                sent = ev.seq;
+                ws.feed(Message::Binary(encode_event(ev))).await?;
+            }
+            if !events.is_empty() {
+                ws.flush().await?;
+                st.metrics
+                    .events_streamed
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+            }
+            if more {
+                continue;
+            }
+        }
+        tokio::select! {
+            msg = ws.next() => {
+                last_rx = Instant::now();
+                match msg {
+                    None | Some(Ok(Message::Close(_))) => break Ok(()),
+                    Some(Err(e)) => break Err(e.into()),
+                    Some(Ok(Message::Text(t))) => match ClientFrame::from_json(&t) {
+                        Ok(ClientFrame::Ack { seq }) => {
+                            Metrics::inc(&st.metrics.acks);
+                            if seq > sent {
+                                break Err(StreamEnd::BadFrame(format!("ack {seq} for an event never sent (last sent {sent})")));
+                            }
+                            acked = acked.max(seq);
+                            while inflight_bytes.front().is_some_and(|(s, _)| *s <= acked) {
+                                inflight_bytes.pop_front();
+                            }
+                            more = true;
+                        }
+                        Ok(ClientFrame::Hello { .. }) => break Err(StreamEnd::BadFrame("second hello".into())),
+                        Err(e) => {
+                            Metrics::inc(&st.metrics.bad_frames);
+                            break Err(StreamEnd::BadFrame(e.to_string()));
+                        }
+                    },
+                    Some(Ok(Message::Binary(_))) => {
+                        Metrics::inc(&st.metrics.bad_frames);
+                        break Err(StreamEnd::BadFrame("listeners send no binary frames".into()));
+                    }
+                    Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                }
+            }
+            r = head_rx.changed(), if !more => {
+                if r.is_err() {
+                    break Err(StreamEnd::ChannelGone);
+                }
+                more = true;
+            }
+            _ = ping.tick() => {
+                if last_rx.elapsed() > st.cfg.liveness_timeout {
+                    break Err(StreamEnd::Silent(st.cfg.liveness_timeout));
+                }
+                ws.send(Message::Ping(Bytes::new())).await?;
+            }
+            _ = flush.tick() => {
+                if acked > stored_ack {
+                    st.store.ack(channel, &listener, acked, now_ms()).await?;
+                    stored_ack = acked;
+                }
+            }
+            _ = st.shutdown.cancelled() => break Err(StreamEnd::Shutdown),
+        }
+    };
+    if acked > stored_ack {
+        let _ = st.store.ack(channel, &listener, acked, now_ms()).await;
+    }
+    result
+}
