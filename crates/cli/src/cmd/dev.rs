@@ -1,0 +1,71 @@
+//! `meethook dev`: relay and listener in one process on the embedded store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use meethook_daemon::DaemonConfig;
+use meethook_relay::auth;
+use meethook_relay::RelayConfig;
+use meethook_store::{now_ms, Channel, SqliteStore, Store, StoreError};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// `meethook dev` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Your handler, e.g. http://localhost:3000/hook.
+    #[arg(long, env = "MEETHOOK_FORWARD_TO")]
+    pub forward_to: String,
+    /// HTTP address of the embedded relay.
+    #[arg(long, env = "MEETHOOK_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Directory for the store and the journal.
+    #[arg(long, env = "MEETHOOK_DATA", default_value = "./meethook-data")]
+    pub data: PathBuf,
+    /// Channel id to use.
+    #[arg(long, default_value = "dev")]
+    pub channel: String,
+    #[command(flatten)]
+    pub delivery: super::listen::DeliveryArgs,
+}
+
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&args.data)
+        .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
+    // A fresh token each start: the embedded listener is the only one that needs it.
+    let token = auth::new_token("mht_");
+    let hash = auth::hash_token(&token);
+    let ch = Channel {
+        id: args.channel.clone(),
+        token_hash: hash.clone(),
+        sender_secret: None,
+        created_at_ms: now_ms(),
+        head: 0,
+    };
+    match store.create_channel(ch).await {
+        Ok(()) | Err(StoreError::Conflict) => {}
+        Err(e) => return Err(e).context("creating the dev channel"),
+    }
+    store.set_token_hash(&args.channel, &hash).await?;
+    let listener = super::relay::bind(args.listen).await?;
+    let bound = listener.local_addr()?;
+    let relay_cfg = RelayConfig {
+        public_url: format!("http://{bound}"),
+        ..RelayConfig::default()
+    };
+    let webhook = format!("http://{bound}/hooks/{}", args.channel);
+    println!("listening on http://{bound}");
+    println!("Webhook URL: {webhook}");
+    println!("Forwarding to {} (Ctrl-C to stop)", args.forward_to);
+    let store: Arc<dyn Store> = Arc::new(store);
+    let relay = tokio::spawn(meethook_relay::run(relay_cfg, listener, store, shutdown.clone()));
+    let mut cfg = DaemonConfig::new(&format!("http://{bound}"), &args.channel, &token, &args.forward_to);
+    cfg.data = args.data.clone();
+    args.delivery.apply(&mut cfg);
+    let daemon = meethook_daemon::run(cfg, shutdown.clone()).await;
+    shutdown.cancel();
+    relay.await.context("relay task")??;
+    daemon?;
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! `meethook listen`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use meethook_daemon::deliver::Backoff;
+use meethook_daemon::DaemonConfig;
+use tokio_util::sync::CancellationToken;
+
+/// `meethook listen` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Relay URL (`http(s)://` or `ws(s)://`).
+    #[arg(long, env = "MEETHOOK_RELAY")]
+    pub relay: String,
+    /// Channel id.
+    #[arg(long, env = "MEETHOOK_CHANNEL")]
+    pub channel: String,
+    /// Channel token (from `meethook channel create`).
+    #[arg(long, env = "MEETHOOK_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Your handler, e.g. http://localhost:3000/hook.
+    #[arg(long, env = "MEETHOOK_FORWARD_TO")]
+    pub forward_to: String,
+    /// Directory of the local journal.
+    #[arg(long, env = "MEETHOOK_DATA", default_value = "./meethook-data")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+    /// Extra CA certificate (PEM) to trust for wss:// relays.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Delivery flags shared by `listen` and `dev`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeliveryArgs {
+    /// Per-request timeout to the handler.
+    #[arg(long, default_value = "30s", value_parser = super::duration)]
+    pub timeout: Duration,
+    /// Attempts per event before giving up (0 = retry forever).
+    #[arg(long, default_value_t = 0)]
+    pub max_attempts: u32,
+    /// Longest wait between retries to the handler.
+    #[arg(long, default_value = "30s", value_parser = super::duration)]
+    pub max_backoff: Duration,
+    /// Print one JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DeliveryArgs {
+    /// Applies these flags to a daemon config.
+    pub fn apply(&self, cfg: &mut DaemonConfig) {
+        cfg.timeout = self.timeout;
+        cfg.max_attempts = self.max_attempts;
+        cfg.json = self.json;
+        cfg.backoff = Backoff {
+            initial: Backoff::default().initial.min(self.max_backoff),
+            max: self.max_backoff,
+        };
+    }
+}
+
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut cfg = DaemonConfig::new(&args.relay, &args.channel, &args.token, &args.forward_to);
+    cfg.data = args.data;
+    cfg.ca_cert = args.ca_cert;
+    args.delivery.apply(&mut cfg);
+    eprintln!(
+        "meethook listen: channel {} on {} → {}",
+        cfg.channel, cfg.relay, cfg.forward_to
+    );
+    meethook_daemon::run(cfg, shutdown).await?;
+    Ok(())
+}

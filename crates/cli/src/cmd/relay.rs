@@ -1,0 +1,100 @@
+//! `meethook relay`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use meethook_relay::RelayConfig;
+use meethook_store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// `meethook relay` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// HTTP address to listen on.
+    #[arg(long, env = "MEETHOOK_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded SQLite store.
+    #[arg(long, env = "MEETHOOK_DATA", default_value = "./meethook-data")]
+    pub data: PathBuf,
+    /// `postgres://…` to share one database between several relays.
+    #[arg(long, env = "MEETHOOK_STORE")]
+    pub store: Option<String>,
+    /// Token guarding the channel API (`Authorization: Bearer …`).
+    #[arg(long, env = "MEETHOOK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Base of the webhook URLs handed out [default: from --listen].
+    #[arg(long, env = "MEETHOOK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Larger webhook bodies get 413.
+    #[arg(long, default_value = "16MiB", value_parser = super::size)]
+    pub max_body: usize,
+    /// How long delivered events stay in history.
+    #[arg(long, default_value = "7d", value_parser = super::duration)]
+    pub retention: Duration,
+    /// How often expired events are pruned.
+    #[arg(long, default_value = "1m", value_parser = super::duration, hide = true)]
+    pub prune_interval: Duration,
+    /// How often listeners are pinged.
+    #[arg(long, default_value = "15s", value_parser = super::duration)]
+    pub ping_interval: Duration,
+    /// A listener silent this long is dropped.
+    #[arg(long, default_value = "45s", value_parser = super::duration)]
+    pub liveness_timeout: Duration,
+}
+
+impl Args {
+    /// The relay configuration for these flags, with `public_url` from the bound address.
+    pub fn config(&self, bound: SocketAddr) -> RelayConfig {
+        RelayConfig {
+            public_url: self
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{bound}")),
+            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            max_body: self.max_body,
+            retention: self.retention,
+            prune_interval: self.prune_interval,
+            ping_interval: self.ping_interval,
+            liveness_timeout: self.liveness_timeout,
+            ..RelayConfig::default()
+        }
+    }
+}
+
+/// Opens the store named by `--store` / `--data`.
+pub fn open_store(store: Option<&str>, data: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = store {
+        bail!(
+            "--store {:?}: this build has only the embedded SQLite store; drop --store to use --data",
+            url.split('@').next_back().unwrap_or("")
+        );
+    }
+    let s = SqliteStore::open(data)
+        .with_context(|| format!("cannot open the store in {}", data.display()))?;
+    Ok(Arc::new(s))
+}
+
+/// Binds `addr` with a message that says what to do when it is taken.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (another relay running? pick another --listen)")
+    })
+}
+
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = open_store(args.store.as_deref(), &args.data)?;
+    let listener = bind(args.listen).await?;
+    let bound = listener.local_addr()?;
+    let cfg = args.config(bound);
+    if cfg.admin_token.is_none() {
+        tracing::warn!("no --admin-token: the channel API is disabled");
+    }
+    println!("listening on http://{bound}");
+    meethook_relay::run(cfg, listener, store, shutdown)
+        .await
+        .context("relay stopped")
+}

@@ -1,0 +1,71 @@
+//! `meethook`: durable, ordered, byte-exact webhook forwarding to localhost.
+//!
+//! This file parses arguments, installs logging and signal handling, and dispatches to
+//! `cmd::*`; the work lives in the library crates.
+
+mod cmd;
+mod http_client;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = cmd::Cli::parse(); // exits 2 with a message on bad arguments
+    init_tracing(cli.verbose);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let result = rt.block_on(async {
+        tokio::spawn(watch_signals(shutdown.clone()));
+        cmd::run(cli, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if verbose {
+        "meethook=debug,meethook_relay=debug,meethook_daemon=debug,meethook_store=debug,warn"
+    } else {
+        "meethook=info,meethook_relay=info,meethook_daemon=info,meethook_store=info,warn"
+    };
+    let filter = EnvFilter::try_from_env("MEETHOOK_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .compact()
+        .init();
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn watch_signals(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,210 @@
+//! The core promise, end to end in-process: order, no loss, byte-identical bodies, headers.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use meethook_testkit::{post, request, tempdir, client, TestDaemon, TestHandler, TestRelay};
+
+fn body_for(sender: usize, i: usize) -> String {
+    format!(r#"{{"event":"bot.status_change","data":{{"bot_id":"s{sender}","n":{i}}}}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_are_delivered_in_seq_order_byte_identical() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let dir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &relay.url(), &ch, &token, &handler.url("/hook"), dir.path(),
+    ));
+
+    let mut tasks = Vec::new();
+    for s in 0..8 {
+        let url = format!("{}/meet/{s}?q=1", relay.hook(&ch));
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut seqs = Vec::new();
+            for i in 0..50 {
+                let r = request(
+                    &c, "POST", &url,
+                    &[("content-type", "application/json"), ("x-dup", "one"), ("x-dup", "two")],
+                    body_for(s, i),
+                )
+                .await
+                .unwrap();
+                assert_eq!(r.status, 200, "{:?}", r.body);
+                seqs.push((r.seq().unwrap(), s, i));
+            }
+            seqs
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    let mut seqs: Vec<u64> = acked.iter().map(|a| a.0).collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=400).collect::<Vec<_>>(), "seqs are gap-free 1..400");
+
+    let got = handler.wait_delivered(400).await;
+    assert_eq!(got.len(), 400, "no extra deliveries");
+    for (k, r) in got.iter().enumerate() {
+        assert_eq!(r.seq(), k as u64 + 1, "handler sees seq order");
+        let (_, s, i) = acked.iter().find(|a| a.0 == r.seq()).unwrap();
+        assert_eq!(r.body, Bytes::from(body_for(*s, *i)), "body byte-identical");
+        assert_eq!(r.path, format!("/hook/meet/{s}?q=1"), "subpath and query appended");
+        assert_eq!(r.header_all("x-dup"), vec!["one", "two"], "repeated headers kept in order");
+        assert_eq!(r.header("meethook-channel").as_deref(), Some(ch.as_str()));
+        assert_eq!(r.header("meethook-attempt").as_deref(), Some("1"));
+        assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+        assert_eq!(r.method, "POST");
+    }
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_posted_while_offline_arrive_in_order_once_listening() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    for i in 0..30 {
+        let r = post(&relay.hook(&ch), &[], format!("offline {i}")).await;
+        assert_eq!(r.seq(), Some(i + 1));
+    }
+    let dir = tempdir();
+    let cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
+    let daemon = TestDaemon::start(cfg.clone());
+    let got = handler.wait_delivered(30).await;
+    let bodies: Vec<_> = got.iter().map(|r| r.body.clone()).collect();
+    let want: Vec<_> = (0..30).map(|i| Bytes::from(format!("offline {i}"))).collect();
+    assert_eq!(bodies, want);
+    daemon.stop().await.unwrap();
+
+    // A restarted daemon resumes after what it delivered: nothing twice, the new one arrives.
+    post(&relay.hook(&ch), &[], "after restart").await;
+    let daemon = TestDaemon::start(cfg);
+    let got = handler.wait_delivered(31).await;
+    assert_eq!(got.len(), 31);
+    assert_eq!(got[30].body, Bytes::from("after restart"));
+    assert_eq!(got[30].seq(), 31);
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_errors_then_closed_port_lose_nothing_and_keep_order() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let mut handler = TestHandler::start().await;
+    handler.script(&[503, 503, 429, 500, 503]);
+    let dir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &relay.url(), &ch, &token, &handler.url("/h"), dir.path(),
+    ));
+    for i in 0..10 {
+        post(&relay.hook(&ch), &[], format!("e{i}")).await;
+    }
+    // First event retried through the scripted errors, then the rest flow.
+    handler.wait_delivered(10).await;
+    handler.stop();
+    for i in 10..20 {
+        post(&relay.hook(&ch), &[], format!("e{i}")).await;
+    }
+    // Port closed for a while: the daemon keeps retrying event 11.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    handler.restart().await;
+    let got = handler.wait_delivered(20).await;
+    let delivered: Vec<_> = got
+        .iter()
+        .filter(|r| r.answered == 200)
+        .map(|r| (r.seq(), r.body.clone()))
+        .collect();
+    let want: Vec<_> = (0..20u64).map(|i| (i + 1, Bytes::from(format!("e{i}")))).collect();
+    assert_eq!(delivered, want, "each event delivered once, in order");
+    // Attempts are numbered: the first event needed six.
+    let first: Vec<_> = got.iter().filter(|r| r.seq() == 1).collect();
+    assert_eq!(first.len(), 6);
+    assert_eq!(first[5].header("meethook-attempt").as_deref(), Some("6"));
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_retryable_answers_are_recorded_and_the_next_event_goes() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    handler.script(&[400]);
+    let dir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &relay.url(), &ch, &token, &handler.url("/"), dir.path(),
+    ));
+    post(&relay.hook(&ch), &[], "bad").await;
+    post(&relay.hook(&ch), &[], "good").await;
+    let got = handler.wait_until("two requests", |l| l.len() >= 2).await;
+    assert_eq!(got[0].answered, 400);
+    assert_eq!(got[1].body, Bytes::from("good"));
+    assert_eq!(got.len(), 2, "a 400 is not retried");
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_listeners_each_get_every_event() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let (h1, h2) = (TestHandler::start().await, TestHandler::start().await);
+    let (d1, d2) = (tempdir(), tempdir());
+    let a = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &h1.url("/"), d1.path()));
+    let b = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &h2.url("/"), d2.path()));
+    for i in 0..25 {
+        post(&relay.hook(&ch), &[], format!("{i}")).await;
+    }
+    for h in [&h1, &h2] {
+        let got = h.wait_delivered(25).await;
+        let seqs: Vec<u64> = got.iter().map(|r| r.seq()).collect();
+        assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_arrive_byte_identical_and_oversized_get_413() {
+    let relay = TestRelay::start_with(|c| c.max_body = 8 << 20).await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let dir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path()));
+    // 5 MiB of every byte value, not valid UTF-8.
+    let big: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
+    let r = post(&relay.hook(&ch), &[("content-type", "application/octet-stream")], big.clone()).await;
+    assert_eq!(r.status, 200);
+    let too_big = vec![b'x'; (8 << 20) + 1];
+    let r = post(&relay.hook(&ch), &[], too_big).await;
+    assert_eq!(r.status, 413);
+    let got = handler.wait_delivered(1).await;
+    assert_eq!(got[0].body.len(), big.len());
+    assert!(got[0].body == big, "5 MiB body byte-identical");
+    assert_eq!(relay.metrics.rejected_too_large.load(std::sync::atomic::Ordering::Relaxed), 1);
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seqs_are_unique_per_channel() {
+    let relay = TestRelay::start().await;
+    let (a, _) = relay.channel(None).await;
+    let (b, _) = relay.channel(None).await;
+    let mut seen = HashSet::new();
+    for i in 0..5 {
+        assert_eq!(post(&relay.hook(&a), &[], "x").await.seq(), Some(i + 1));
+        assert_eq!(post(&relay.hook(&b), &[], "y").await.seq(), Some(i + 1));
+        seen.insert(i);
+    }
+    assert_eq!(seen.len(), 5);
+    relay.stop().await;
+}

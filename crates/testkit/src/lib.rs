@@ -1,0 +1,505 @@
+//! Test helpers shared by the integration tests.
+//!
+//! # Layout
+//! - [`TestHandler`]: a local webhook handler that records every request and answers with a
+//!   programmable status; it can be stopped and restarted on the same port.
+//! - [`TestRelay`]: an in-process relay on an ephemeral port over a temporary store.
+//! - [`TestDaemon`]: an in-process `listen` daemon.
+//! - [`post`]: send one webhook.
+//! - [`RelayProcess`] / [`ListenProcess`]: the real binary as a child, for `kill -9` tests.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use meethook_daemon::DaemonConfig;
+use meethook_relay::{auth, Metrics, RelayConfig};
+use meethook_store::{now_ms, Channel, SqliteStore, Store};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound on how long a test waits for something that should happen.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// One request the handler received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body bytes.
+    pub body: Bytes,
+    /// Status the handler answered.
+    pub answered: u16,
+}
+
+impl Received {
+    /// All values of a header, in order.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+            .collect()
+    }
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.header_all(name).into_iter().next()
+    }
+    /// The `meethook-seq` header.
+    pub fn seq(&self) -> u64 {
+        self.header("meethook-seq")
+            .and_then(|s| s.parse().ok())
+            .expect("meethook-seq header")
+    }
+}
+
+#[derive(Default)]
+struct HandlerState {
+    log: Mutex<Vec<Received>>,
+    /// Statuses to answer next, front first; 200 when empty.
+    script: Mutex<VecDeque<u16>>,
+    notify: Notify,
+}
+
+/// A recording webhook handler on 127.0.0.1.
+pub struct TestHandler {
+    addr: SocketAddr,
+    state: Arc<HandlerState>,
+    stop: Option<CancellationToken>,
+}
+
+impl TestHandler {
+    /// Starts on an ephemeral port.
+    pub async fn start() -> TestHandler {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind handler");
+        let mut h = TestHandler {
+            addr: listener.local_addr().unwrap(),
+            state: Arc::default(),
+            stop: None,
+        };
+        h.serve(listener);
+        h
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let stop = CancellationToken::new();
+        self.stop = Some(stop.clone());
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            loop {
+                let (io, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                };
+                let state = state.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| record(state.clone(), req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(io), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+    }
+
+    /// The handler's URL with `path` appended (`/hook`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Answer the next requests with these statuses, then 200 again.
+    pub fn script(&self, statuses: &[u16]) {
+        self.state.script.lock().unwrap().extend(statuses);
+    }
+
+    /// Closes the port (connections are refused) until [`TestHandler::restart`].
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            s.cancel();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restart(&mut self) {
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("rebind handler on {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds over the received requests, or panics after [`PATIENCE`].
+    pub async fn wait_until(&self, what: &str, pred: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let notified = self.state.notify.notified();
+            {
+                let log = self.state.log.lock().unwrap();
+                if pred(&log) {
+                    return log.clone();
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let log = self.state.log.lock().unwrap();
+                panic!("timed out waiting for {what}; handler got {} requests", log.len());
+            }
+        }
+    }
+
+    /// Waits until `n` requests were answered 2xx.
+    pub async fn wait_delivered(&self, n: usize) -> Vec<Received> {
+        self.wait_until(&format!("{n} deliveries"), |log| {
+            log.iter().filter(|r| (200..300).contains(&r.answered)).count() >= n
+        })
+        .await
+    }
+}
+
+impl Drop for TestHandler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn record(
+    state: Arc<HandlerState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let answered = state.script.lock().unwrap().pop_front().unwrap_or(200);
+    let r = Received {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body,
+        answered,
+    };
+    state.log.lock().unwrap().push(r);
+    state.notify.notify_waiters();
+    let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+    *resp.status_mut() = http::StatusCode::from_u16(answered).unwrap();
+    Ok(resp)
+}
+
+/// What a webhook POST came back with.
+#[derive(Debug)]
+pub struct Posted {
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Posted {
+    /// The `seq` of a `200 {"seq": N}` answer.
+    pub fn seq(&self) -> Option<u64> {
+        let s = std::str::from_utf8(&self.body).ok()?;
+        let n = s.split("\"seq\":").nth(1)?;
+        n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok()
+    }
+}
+
+/// A shared keep-alive client for tests.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Sends one request; `Err` on connection failure.
+pub async fn request(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Posted, String> {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Posted { status, body })
+}
+
+/// POSTs a webhook with a fresh client.
+pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Posted {
+    request(&client(), "POST", url, headers, body)
+        .await
+        .expect("post webhook")
+}
+
+/// An in-process relay over a temporary SQLite store.
+pub struct TestRelay {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// Admin token.
+    pub admin_token: String,
+    /// The store (shared with the relay).
+    pub store: Arc<dyn Store>,
+    /// The relay's counters.
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestRelay {
+    /// Starts a relay with default settings.
+    pub async fn start() -> TestRelay {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a relay after letting `tweak` adjust its config.
+    pub async fn start_with(tweak: impl FnOnce(&mut RelayConfig)) -> TestRelay {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).expect("open store");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admin_token = auth::new_token("adm_");
+        let mut cfg = RelayConfig {
+            public_url: format!("http://{addr}"),
+            admin_token: Some(admin_token.clone()),
+            ..RelayConfig::default()
+        };
+        tweak(&mut cfg);
+        let store: Arc<dyn Store> = Arc::new(store);
+        let metrics = Arc::new(Metrics::default());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(meethook_relay::run_with_metrics(
+            cfg,
+            listener,
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        TestRelay {
+            addr,
+            admin_token,
+            store,
+            metrics,
+            shutdown,
+            task: Some(task),
+            _dir: Some(dir),
+        }
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates a channel directly in the store; returns `(id, token)`.
+    pub async fn channel(&self, sender_secret: Option<&str>) -> (String, String) {
+        let id = auth::new_channel_id();
+        let token = auth::new_token("mht_");
+        self.store
+            .create_channel(Channel {
+                id: id.clone(),
+                token_hash: auth::hash_token(&token),
+                sender_secret: sender_secret.map(str::to_string),
+                created_at_ms: now_ms(),
+                head: 0,
+            })
+            .await
+            .unwrap();
+        (id, token)
+    }
+
+    /// The webhook URL of `channel`.
+    pub fn hook(&self, channel: &str) -> String {
+        format!("{}/hooks/{channel}", self.url())
+    }
+
+    /// Shuts the relay down and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// An in-process `listen` daemon.
+pub struct TestDaemon {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), meethook_daemon::DaemonError>>,
+}
+
+impl TestDaemon {
+    /// A daemon config for tests: quick retries and reconnects.
+    pub fn config(relay: &str, channel: &str, token: &str, forward_to: &str, data: &Path) -> DaemonConfig {
+        let mut cfg = DaemonConfig::new(relay, channel, token, forward_to);
+        cfg.data = data.to_path_buf();
+        cfg.backoff = meethook_daemon::deliver::Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+        };
+        cfg.reconnect = cfg.backoff;
+        cfg.timeout = Duration::from_secs(5);
+        cfg
+    }
+
+    /// Starts a daemon.
+    pub fn start(cfg: DaemonConfig) -> TestDaemon {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(meethook_daemon::run(cfg, shutdown.clone()));
+        TestDaemon { shutdown, task }
+    }
+
+    /// Shuts down gracefully and returns the daemon's result.
+    pub async fn stop(self) -> Result<(), meethook_daemon::DaemonError> {
+        self.shutdown.cancel();
+        self.task.await.unwrap()
+    }
+
+    /// Waits for the daemon to exit by itself (a fatal error).
+    pub async fn exited(self) -> Result<(), meethook_daemon::DaemonError> {
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("daemon did not exit")
+            .unwrap()
+    }
+}
+
+/// The `meethook` binary as a child process, killed on drop.
+pub struct Child {
+    /// The process.
+    pub child: tokio::process::Child,
+}
+
+impl Child {
+    /// `kill -9`.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// `meethook relay` as a child process.
+pub struct RelayProcess {
+    /// The child.
+    pub proc: Child,
+    /// Address it listens on.
+    pub addr: SocketAddr,
+}
+
+impl RelayProcess {
+    /// Starts `bin relay --data DATA --listen LISTEN` and waits for `listening on`.
+    pub async fn start(bin: &Path, data: &Path, listen: &str, admin: &str) -> RelayProcess {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(["relay", "--listen", listen, "--admin-token", admin, "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn relay");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("relay did not start")
+            .unwrap()
+            .expect("relay exited before listening");
+        let addr = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        RelayProcess {
+            proc: Child { child },
+            addr,
+        }
+    }
+}
+
+/// `meethook listen` as a child process.
+pub struct ListenProcess {
+    /// The child.
+    pub proc: Child,
+}
+
+impl ListenProcess {
+    /// Starts `bin listen …` with quick retry caps.
+    pub fn start(bin: &Path, relay: &str, channel: &str, token: &str, forward_to: &str, data: &Path) -> ListenProcess {
+        let child = tokio::process::Command::new(bin)
+            .args([
+                "listen", "--relay", relay, "--channel", channel, "--forward-to", forward_to,
+                "--max-backoff", "200ms", "--timeout", "5s", "--json", "--data",
+            ])
+            .arg(data)
+            .env("MEETHOOK_TOKEN", token)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn listen");
+        ListenProcess {
+            proc: Child { child },
+        }
+    }
+}
+
+/// A fresh temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
