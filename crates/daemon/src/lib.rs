@@ -126,13 +126,19 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
         delivered_rx,
         stop.clone(),
     ));
-    let worker = deliver_loop(&cfg, &journal, &forwarder, journaled_rx, delivered_tx, &stop);
-    let res = tokio::select! {
-        r = worker => { stop.cancel(); r }
-        // The connection task only returns early on a fatal error.
-        r = &mut Box::pin(wait_conn(conn_task)) => { stop.cancel(); r }
+    let worker = async {
+        let r = deliver_loop(&cfg, &journal, &forwarder, journaled_rx, delivered_tx, &stop).await;
+        stop.cancel();
+        r
     };
-    res
+    // The connection task returns early only on a fatal error; either side stops the other.
+    let conn = async {
+        let r = wait_conn(conn_task).await;
+        stop.cancel();
+        r
+    };
+    let (w, c) = tokio::join!(worker, conn);
+    c.and(w)
 }
 
 async fn wait_conn(
@@ -172,7 +178,11 @@ async fn deliver_loop(
         let Some((ev, mut attempts)) = next else {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                r = journaled_rx.changed() => if r.is_err() { return Ok(()) },
+                r = journaled_rx.changed() => if r.is_err() {
+                    // The connection task is gone; wait for the stop it triggered.
+                    stop.cancelled().await;
+                    return Ok(());
+                },
             }
             continue;
         };

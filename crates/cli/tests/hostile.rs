@@ -1,0 +1,152 @@
+//! Tokens, status codes and hostile input at the relay's edges.
+
+use futures_util::{SinkExt, StreamExt};
+use meethook_testkit::{client, post, request, tempdir, TestDaemon, TestHandler, TestRelay};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+async fn ws_status(url: &str, token: Option<&str>) -> u16 {
+    let mut req = url.into_client_request().unwrap();
+    if let Some(t) = token {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => 101,
+        Err(WsError::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected websocket error {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_needs_the_channel_token() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let (other, other_token) = relay.channel(None).await;
+    let ws = format!("ws://{}/ws/{ch}", relay.addr);
+    assert_eq!(ws_status(&ws, None).await, 401);
+    assert_eq!(ws_status(&ws, Some("mht_wrong")).await, 401);
+    assert_eq!(ws_status(&ws, Some(&other_token)).await, 401, "another channel's token");
+    assert_eq!(ws_status(&ws, Some(&relay.admin_token)).await, 401, "admin token is not a channel token");
+    assert_eq!(ws_status(&ws, Some(&token)).await, 101);
+    assert_eq!(ws_status(&format!("ws://{}/ws/nope", relay.addr), Some(&token)).await, 404);
+    let _ = other;
+
+    // The daemon gives up with a message naming the fix instead of retrying forever.
+    let handler = TestHandler::start().await;
+    let dir = tempdir();
+    let d = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, "mht_wrong", &handler.url("/"), dir.path()));
+    let err = d.exited().await.unwrap_err().to_string();
+    assert!(err.contains("401") && err.contains("--token"), "{err}");
+    let d = TestDaemon::start(TestDaemon::config(&relay.url(), "nope", &token, &handler.url("/"), dir.path()));
+    let err = d.exited().await.unwrap_err().to_string();
+    assert!(err.contains("404") && err.contains("channel create"), "{err}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_api_needs_the_admin_token() {
+    let relay = TestRelay::start().await;
+    let c = client();
+    let api = format!("{}/api/channels", relay.url());
+    let wrong = [("authorization", "Bearer nope")];
+    assert_eq!(request(&c, "POST", &api, &wrong, "").await.unwrap().status, 401);
+    assert_eq!(request(&c, "GET", &api, &[], "").await.unwrap().status, 401);
+    let auth = format!("Bearer {}", relay.admin_token);
+    let good = [("authorization", auth.as_str())];
+    let r = request(&c, "POST", &api, &good, "").await.unwrap();
+    assert_eq!(r.status, 201);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    let token = v["token"].as_str().unwrap().to_string();
+    assert_eq!(v["webhook_url"], format!("{}/hooks/{id}", relay.url()));
+    assert!(token.len() >= 32, "token carries at least 128 bits");
+    // The token is not stored in clear.
+    let stored = relay.store.channel(&id).await.unwrap().unwrap();
+    assert!(!stored.token_hash.contains(&token));
+
+    let list = request(&c, "GET", &api, &good, "").await.unwrap();
+    assert!(String::from_utf8_lossy(&list.body).contains(&id));
+    assert!(!String::from_utf8_lossy(&list.body).contains(&token), "list never echoes tokens");
+
+    // History with the channel token only.
+    post(&relay.hook(&id), &[("x-a", "1")], "hello").await;
+    let hist = format!("{api}/{id}/events?after=0&limit=10");
+    let bearer = format!("Bearer {token}");
+    assert_eq!(request(&c, "GET", &hist, &good, "").await.unwrap().status, 401, "admin token is not a channel token");
+    let h = request(&c, "GET", &hist, &[("authorization", bearer.as_str())], "").await.unwrap();
+    assert_eq!(h.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
+    assert_eq!(v["events"][0]["seq"], 1);
+    assert_eq!(v["events"][0]["body"], "hello");
+
+    let del = format!("{api}/{id}");
+    assert_eq!(request(&c, "DELETE", &del, &wrong, "").await.unwrap().status, 401);
+    assert_eq!(request(&c, "DELETE", &del, &good, "").await.unwrap().status, 204);
+    assert_eq!(request(&c, "DELETE", &del, &good, "").await.unwrap().status, 404);
+    assert_eq!(post(&relay.hook(&id), &[], "x").await.status, 404);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_channels_methods_and_routes() {
+    let relay = TestRelay::start().await;
+    let (ch, _) = relay.channel(None).await;
+    assert_eq!(post(&relay.hook("nope"), &[], "x").await.status, 404);
+    let c = client();
+    let r = request(&c, "GET", &relay.hook(&ch), &[], "").await.unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(request(&c, "PUT", &relay.hook(&ch), &[], "x").await.unwrap().seq(), Some(1));
+    assert_eq!(request(&c, "GET", &format!("{}/healthz", relay.url()), &[], "").await.unwrap().status, 200);
+    let m = request(&c, "GET", &format!("{}/metrics", relay.url()), &[], "").await.unwrap();
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(text.contains("meethook_webhooks_accepted_total 1"), "{text}");
+    assert!(text.contains("meethook_webhooks_not_found_total 1"), "{text}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_secret_is_required_when_set_and_never_echoed() {
+    let relay = TestRelay::start().await;
+    let secret = "mb_sender_secret_1234";
+    let (ch, _) = relay.channel(Some(secret)).await;
+    let missing = post(&relay.hook(&ch), &[], "x").await;
+    assert_eq!(missing.status, 401);
+    let wrong = post(&relay.hook(&ch), &[("x-meeting-baas-api-key", "nope")], "x").await;
+    assert_eq!(wrong.status, 401);
+    assert!(!String::from_utf8_lossy(&wrong.body).contains(secret));
+    assert_eq!(post(&relay.hook(&ch), &[("x-meeting-baas-api-key", secret)], "x").await.status, 200);
+    assert_eq!(post(&relay.hook(&ch), &[("x-mb-secret", secret)], "x").await.status, 200);
+    assert_eq!(relay.metrics.rejected_sender_auth.load(std::sync::atomic::Ordering::Relaxed), 2);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_does_not_take_the_relay_down() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    // Raw garbage on a TCP connection.
+    for junk in [&b"\x00\xff\x13garbage\r\n\r\n"[..], b"GET / HTTP/9.9\r\n\r\n", b"POST /hooks/x HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+        s.write_all(junk).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    }
+    // A websocket peer that sends nonsense frames is dropped; the relay keeps serving.
+    for frame in [Message::text("{not json"), Message::binary(vec![1, 2, 3]), Message::text(r#"{"type":"hello","version":99,"listener_id":"x","journaled":0,"delivered":0,"window":1}"#)] {
+        let mut req = format!("ws://{}/ws/{ch}", relay.addr).into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        ws.send(frame).await.unwrap();
+        let mut saw_error = false;
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Text(t) = m {
+                saw_error |= t.contains("\"type\":\"error\"");
+            }
+        }
+        assert!(saw_error, "a typed error frame before the close");
+    }
+    assert_eq!(post(&relay.hook(&ch), &[], "still alive").await.status, 200);
+    relay.stop().await;
+}
