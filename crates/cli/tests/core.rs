@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use meethook_testkit::{post, request, tempdir, client, TestDaemon, TestHandler, TestRelay};
+use meethook_testkit::{client, post, request, tempdir, TestDaemon, TestHandler, TestRelay};
 
 fn body_for(sender: usize, i: usize) -> String {
     format!(r#"{{"event":"bot.status_change","data":{{"bot_id":"s{sender}","n":{i}}}}}"#)
@@ -16,7 +16,11 @@ async fn concurrent_senders_are_delivered_in_seq_order_byte_identical() {
     let handler = TestHandler::start().await;
     let dir = tempdir();
     let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(), &ch, &token, &handler.url("/hook"), dir.path(),
+        &relay.url(),
+        &ch,
+        &token,
+        &handler.url("/hook"),
+        dir.path(),
     ));
 
     let mut tasks = Vec::new();
@@ -27,8 +31,14 @@ async fn concurrent_senders_are_delivered_in_seq_order_byte_identical() {
             let mut seqs = Vec::new();
             for i in 0..50 {
                 let r = request(
-                    &c, "POST", &url,
-                    &[("content-type", "application/json"), ("x-dup", "one"), ("x-dup", "two")],
+                    &c,
+                    "POST",
+                    &url,
+                    &[
+                        ("content-type", "application/json"),
+                        ("x-dup", "one"),
+                        ("x-dup", "two"),
+                    ],
                     body_for(s, i),
                 )
                 .await
@@ -45,7 +55,11 @@ async fn concurrent_senders_are_delivered_in_seq_order_byte_identical() {
     }
     let mut seqs: Vec<u64> = acked.iter().map(|a| a.0).collect();
     seqs.sort();
-    assert_eq!(seqs, (1..=400).collect::<Vec<_>>(), "seqs are gap-free 1..400");
+    assert_eq!(
+        seqs,
+        (1..=400).collect::<Vec<_>>(),
+        "seqs are gap-free 1..400"
+    );
 
     let got = handler.wait_delivered(400).await;
     assert_eq!(got.len(), 400, "no extra deliveries");
@@ -53,11 +67,22 @@ async fn concurrent_senders_are_delivered_in_seq_order_byte_identical() {
         assert_eq!(r.seq(), k as u64 + 1, "handler sees seq order");
         let (_, s, i) = acked.iter().find(|a| a.0 == r.seq()).unwrap();
         assert_eq!(r.body, Bytes::from(body_for(*s, *i)), "body byte-identical");
-        assert_eq!(r.path, format!("/hook/meet/{s}?q=1"), "subpath and query appended");
-        assert_eq!(r.header_all("x-dup"), vec!["one", "two"], "repeated headers kept in order");
+        assert_eq!(
+            r.path,
+            format!("/hook/meet/{s}?q=1"),
+            "subpath and query appended"
+        );
+        assert_eq!(
+            r.header_all("x-dup"),
+            vec!["one", "two"],
+            "repeated headers kept in order"
+        );
         assert_eq!(r.header("meethook-channel").as_deref(), Some(ch.as_str()));
         assert_eq!(r.header("meethook-attempt").as_deref(), Some("1"));
-        assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json")
+        );
         assert_eq!(r.method, "POST");
     }
     daemon.stop().await.unwrap();
@@ -78,7 +103,9 @@ async fn events_posted_while_offline_arrive_in_order_once_listening() {
     let daemon = TestDaemon::start(cfg.clone());
     let got = handler.wait_delivered(30).await;
     let bodies: Vec<_> = got.iter().map(|r| r.body.clone()).collect();
-    let want: Vec<_> = (0..30).map(|i| Bytes::from(format!("offline {i}"))).collect();
+    let want: Vec<_> = (0..30)
+        .map(|i| Bytes::from(format!("offline {i}")))
+        .collect();
     assert_eq!(bodies, want);
     daemon.stop().await.unwrap();
 
@@ -101,7 +128,11 @@ async fn handler_errors_then_closed_port_lose_nothing_and_keep_order() {
     handler.script(&[503, 503, 429, 500, 503]);
     let dir = tempdir();
     let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(), &ch, &token, &handler.url("/h"), dir.path(),
+        &relay.url(),
+        &ch,
+        &token,
+        &handler.url("/h"),
+        dir.path(),
     ));
     for i in 0..10 {
         post(&relay.hook(&ch), &[], format!("e{i}")).await;
@@ -121,7 +152,9 @@ async fn handler_errors_then_closed_port_lose_nothing_and_keep_order() {
         .filter(|r| r.answered == 200)
         .map(|r| (r.seq(), r.body.clone()))
         .collect();
-    let want: Vec<_> = (0..20u64).map(|i| (i + 1, Bytes::from(format!("e{i}")))).collect();
+    let want: Vec<_> = (0..20u64)
+        .map(|i| (i + 1, Bytes::from(format!("e{i}"))))
+        .collect();
     assert_eq!(delivered, want, "each event delivered once, in order");
     // Attempts are numbered: the first event needed six.
     let first: Vec<_> = got.iter().filter(|r| r.seq() == 1).collect();
@@ -139,7 +172,11 @@ async fn non_retryable_answers_are_recorded_and_the_next_event_goes() {
     handler.script(&[400]);
     let dir = tempdir();
     let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(), &ch, &token, &handler.url("/"), dir.path(),
+        &relay.url(),
+        &ch,
+        &token,
+        &handler.url("/"),
+        dir.path(),
     ));
     post(&relay.hook(&ch), &[], "bad").await;
     post(&relay.hook(&ch), &[], "good").await;
@@ -157,8 +194,20 @@ async fn several_listeners_each_get_every_event() {
     let (ch, token) = relay.channel(None).await;
     let (h1, h2) = (TestHandler::start().await, TestHandler::start().await);
     let (d1, d2) = (tempdir(), tempdir());
-    let a = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &h1.url("/"), d1.path()));
-    let b = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &h2.url("/"), d2.path()));
+    let a = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch,
+        &token,
+        &h1.url("/"),
+        d1.path(),
+    ));
+    let b = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch,
+        &token,
+        &h2.url("/"),
+        d2.path(),
+    ));
     for i in 0..25 {
         post(&relay.hook(&ch), &[], format!("{i}")).await;
     }
@@ -178,10 +227,21 @@ async fn large_bodies_arrive_byte_identical_and_oversized_get_413() {
     let (ch, token) = relay.channel(None).await;
     let handler = TestHandler::start().await;
     let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path()));
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch,
+        &token,
+        &handler.url("/"),
+        dir.path(),
+    ));
     // 5 MiB of every byte value, not valid UTF-8.
     let big: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
-    let r = post(&relay.hook(&ch), &[("content-type", "application/octet-stream")], big.clone()).await;
+    let r = post(
+        &relay.hook(&ch),
+        &[("content-type", "application/octet-stream")],
+        big.clone(),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let too_big = vec![b'x'; (8 << 20) + 1];
     let r = post(&relay.hook(&ch), &[], too_big).await;
@@ -189,7 +249,13 @@ async fn large_bodies_arrive_byte_identical_and_oversized_get_413() {
     let got = handler.wait_delivered(1).await;
     assert_eq!(got[0].body.len(), big.len());
     assert!(got[0].body == big, "5 MiB body byte-identical");
-    assert_eq!(relay.metrics.rejected_too_large.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        relay
+            .metrics
+            .rejected_too_large
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     daemon.stop().await.unwrap();
     relay.stop().await;
 }
@@ -207,4 +273,38 @@ async fn seqs_are_unique_per_channel() {
     }
     assert_eq!(seen.len(), 5);
     relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_relay_is_refused_rather_than_skipping_events() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let dir = tempdir();
+    let cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
+    let daemon = TestDaemon::start(cfg);
+    for _ in 0..3 {
+        post(&relay.hook(&ch), &[], "x").await;
+    }
+    handler.wait_delivered(3).await;
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+
+    // Same channel id and token on a relay with an empty store.
+    let fresh = TestRelay::start().await;
+    fresh
+        .store
+        .create_channel(meethook_store::Channel {
+            id: ch.clone(),
+            token_hash: meethook_relay::auth::hash_token(&token),
+            sender_secret: None,
+            created_at_ms: 0,
+            head: 0,
+        })
+        .await
+        .unwrap();
+    let cfg = TestDaemon::config(&fresh.url(), &ch, &token, &handler.url("/"), dir.path());
+    let err = TestDaemon::start(cfg).exited().await.unwrap_err().to_string();
+    assert!(err.contains("fresh --data"), "{err}");
+    fresh.stop().await;
 }

@@ -44,13 +44,19 @@ enum End {
 /// The websocket URL for `relay` (http/https/ws/wss base) and `channel`.
 pub fn ws_url(relay: &str, channel: &str) -> Result<String, DaemonError> {
     let relay = relay.trim_end_matches('/');
-    let (scheme, rest) = relay
-        .split_once("://")
-        .ok_or_else(|| DaemonError::Config(format!("--relay {relay:?} needs a scheme, e.g. http://127.0.0.1:8787")))?;
+    let (scheme, rest) = relay.split_once("://").ok_or_else(|| {
+        DaemonError::Config(format!(
+            "--relay {relay:?} needs a scheme, e.g. http://127.0.0.1:8787"
+        ))
+    })?;
     let scheme = match scheme {
         "http" | "ws" => "ws",
         "https" | "wss" => "wss",
-        s => return Err(DaemonError::Config(format!("--relay scheme {s:?} not supported: use http(s):// or ws(s)://"))),
+        s => {
+            return Err(DaemonError::Config(format!(
+                "--relay scheme {s:?} not supported: use http(s):// or ws(s)://"
+            )))
+        }
     };
     Ok(format!("{scheme}://{rest}/ws/{channel}"))
 }
@@ -77,7 +83,17 @@ pub(crate) async fn run(
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
-        let end = once(&cfg, &url, tls.clone(), &journal, &listener_id, &journaled_tx, &mut delivered_rx, &stop).await;
+        let end = once(
+            &cfg,
+            &url,
+            tls.clone(),
+            &journal,
+            &listener_id,
+            &journaled_tx,
+            &mut delivered_rx,
+            &stop,
+        )
+        .await;
         match end {
             End::Shutdown => return Ok(()),
             End::Fatal(e) => return Err(e),
@@ -87,10 +103,7 @@ pub(crate) async fn run(
                 }
                 failures += 1;
                 let delay = cfg.reconnect.delay(failures, None);
-                tracing::warn!(
-                    "{why}; reconnecting in {:.1}s",
-                    delay.as_secs_f64()
-                );
+                tracing::warn!("{why}; reconnecting in {:.1}s", delay.as_secs_f64());
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(delay) => {}
@@ -117,25 +130,36 @@ fn tls_config(ca: Option<&PathBuf>) -> Result<tokio_rustls::TlsConnector, Daemon
         let _ = roots.add(cert);
     }
     if let Some(path) = ca {
-        let pem = std::fs::read(path)
-            .map_err(|e| DaemonError::Config(format!("cannot read --ca-cert {}: {e}", path.display())))?;
+        let pem = std::fs::read(path).map_err(|e| {
+            DaemonError::Config(format!("cannot read --ca-cert {}: {e}", path.display()))
+        })?;
         let mut n = 0;
         for cert in rustls_pemfile::certs(&mut &pem[..]) {
-            let cert = cert.map_err(|e| DaemonError::Config(format!("bad PEM in --ca-cert {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| DaemonError::Config(format!("bad certificate in --ca-cert {}: {e}", path.display())))?;
+            let cert = cert.map_err(|e| {
+                DaemonError::Config(format!("bad PEM in --ca-cert {}: {e}", path.display()))
+            })?;
+            roots.add(cert).map_err(|e| {
+                DaemonError::Config(format!(
+                    "bad certificate in --ca-cert {}: {e}",
+                    path.display()
+                ))
+            })?;
             n += 1;
         }
         if n == 0 {
-            return Err(DaemonError::Config(format!("--ca-cert {} holds no PEM certificate", path.display())));
+            return Err(DaemonError::Config(format!(
+                "--ca-cert {} holds no PEM certificate",
+                path.display()
+            )));
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| DaemonError::Config(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| DaemonError::Config(format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
@@ -147,13 +171,21 @@ async fn connect(
     let mut req = url
         .into_client_request()
         .map_err(|e| End::Fatal(DaemonError::Config(format!("bad relay URL {url}: {e}"))))?;
-    let auth = format!("Bearer {}", cfg.token)
-        .parse()
-        .map_err(|_| End::Fatal(DaemonError::Config("--token has characters not allowed in a header".into())))?;
+    let auth = format!("Bearer {}", cfg.token).parse().map_err(|_| {
+        End::Fatal(DaemonError::Config(
+            "--token has characters not allowed in a header".into(),
+        ))
+    })?;
     req.headers_mut().insert("authorization", auth);
     let uri = req.uri().clone();
-    let host = uri.host().unwrap_or("").trim_matches(|c| c == '[' || c == ']').to_string();
-    let port = uri.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let unreachable = |e: &dyn std::fmt::Display| {
         End::Retry(format!(
             "relay unreachable at {}: {e} (is `meethook relay` running?)",
@@ -167,8 +199,9 @@ async fn connect(
     let io: Box<dyn Io> = match tls {
         None => Box::new(tcp),
         Some(connector) => {
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| End::Fatal(DaemonError::Config(format!("bad relay host {host:?}: {e}"))))?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
+                End::Fatal(DaemonError::Config(format!("bad relay host {host:?}: {e}")))
+            })?;
             let stream = connector.connect(name, tcp).await.map_err(|e| {
                 End::Retry(format!(
                     "TLS handshake with {} failed: {e} (pass --ca-cert if the relay uses a private CA)",
@@ -242,12 +275,23 @@ async fn once(
     }
     let welcome = match tokio::time::timeout(CONNECT_TIMEOUT, ws.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => ServerFrame::from_json(&t),
-        Ok(Some(Ok(other))) => return End::Retry(format!("unexpected first frame from relay: {other:?}")),
-        Ok(Some(Err(e))) => return End::Retry(format!("relay connection lost during handshake: {e}")),
+        Ok(Some(Ok(other))) => {
+            return End::Retry(format!("unexpected first frame from relay: {other:?}"))
+        }
+        Ok(Some(Err(e))) => {
+            return End::Retry(format!("relay connection lost during handshake: {e}"))
+        }
         Ok(None) => return End::Retry("relay closed the connection during handshake".into()),
         Err(_) => return End::Retry("relay sent no welcome".into()),
     };
     match welcome {
+        Ok(ServerFrame::Welcome { head, .. }) if head < journaled => {
+            return End::Fatal(DaemonError::Rejected(format!(
+                "the relay's channel {:?} is at seq {head} but this journal already holds seq {journaled}: \
+                 the relay's store was reset or this is another relay; use a fresh --data directory",
+                cfg.channel
+            )));
+        }
         Ok(ServerFrame::Welcome { head, oldest, .. }) => {
             tracing::info!(
                 relay = %cfg.relay, channel = %cfg.channel, head, journaled, delivered,

@@ -322,7 +322,10 @@ mod tests {
     fn targets_append_the_subpath_and_query() {
         let f = Forwarder::new("http://localhost:3000/hook", "c", Duration::from_secs(1)).unwrap();
         assert_eq!(f.target("").to_string(), "http://localhost:3000/hook");
-        assert_eq!(f.target("/a/b?x=1").to_string(), "http://localhost:3000/hook/a/b?x=1");
+        assert_eq!(
+            f.target("/a/b?x=1").to_string(),
+            "http://localhost:3000/hook/a/b?x=1"
+        );
         let root = Forwarder::new("http://127.0.0.1:9", "c", Duration::from_secs(1)).unwrap();
         assert_eq!(root.target("").to_string(), "http://127.0.0.1:9/");
         assert_eq!(root.target("?q").to_string(), "http://127.0.0.1:9/?q");

@@ -142,12 +142,12 @@ impl Journal {
         #[cfg(not(unix))]
         std::fs::create_dir_all(dir).map_err(io_err)?;
         let j = Journal {
-            conn: Arc::new(Mutex::new(
-                Connection::open(&path).map_err(|source| JournalError::Sqlite {
+            conn: Arc::new(Mutex::new(Connection::open(&path).map_err(|source| {
+                JournalError::Sqlite {
                     path: path.clone(),
                     source,
-                })?,
-            )),
+                }
+            })?)),
             path,
         };
         j.with(|c| {
@@ -313,8 +313,9 @@ impl Journal {
 
 fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     let headers: Vec<u8> = r.get(4)?;
-    let headers = decode_headers(&mut Reader::new(Bytes::from(headers)))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Blob, Box::new(e)))?;
+    let headers = decode_headers(&mut Reader::new(Bytes::from(headers))).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Blob, Box::new(e))
+    })?;
     Ok(Event {
         seq: r.get::<_, i64>(0)? as u64,
         received_at_ms: r.get(1)?,
@@ -366,8 +367,10 @@ mod tests {
         assert_eq!((first.clone(), attempts), (ev(1), 0));
         j.record("c", 1, &attempt(1, 503), None).unwrap();
         assert_eq!(j.cursors("c").unwrap(), (3, 0));
-        j.record("c", 1, &attempt(2, 200), Some(State::Delivered)).unwrap();
-        j.record("c", 2, &attempt(1, 400), Some(State::Failed)).unwrap();
+        j.record("c", 1, &attempt(2, 200), Some(State::Delivered))
+            .unwrap();
+        j.record("c", 2, &attempt(1, 400), Some(State::Failed))
+            .unwrap();
         assert_eq!(j.cursors("c").unwrap(), (3, 2));
         drop(j);
         let j = Journal::open(dir.path()).unwrap();

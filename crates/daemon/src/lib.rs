@@ -79,7 +79,8 @@ impl DaemonConfig {
                 max: Duration::from_secs(10),
             },
             window: 256,
-            max_frame: 64 << 20,
+            // Frames come from an authenticated relay; this only bounds a broken one.
+            max_frame: 1 << 30,
             ping_interval: Duration::from_secs(15),
             liveness_timeout: Duration::from_secs(45),
             ca_cert: None,
@@ -127,7 +128,15 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
         stop.clone(),
     ));
     let worker = async {
-        let r = deliver_loop(&cfg, &journal, &forwarder, journaled_rx, delivered_tx, &stop).await;
+        let r = deliver_loop(
+            &cfg,
+            &journal,
+            &forwarder,
+            journaled_rx,
+            delivered_tx,
+            &stop,
+        )
+        .await;
         stop.cancel();
         r
     };

@@ -51,7 +51,11 @@ impl Printer {
             });
             let m = v.as_object_mut().expect("object");
             match line {
-                Line::Attempt { outcome, attempt, next_retry } => {
+                Line::Attempt {
+                    outcome,
+                    attempt,
+                    next_retry,
+                } => {
                     let result = match (outcome.verdict(), next_retry) {
                         (Verdict::Delivered, _) => "delivered",
                         (_, Some(_)) => "retrying",
@@ -61,7 +65,10 @@ impl Printer {
                     m.insert("attempt".into(), json!(attempt));
                     m.insert("status".into(), json!(outcome.status));
                     m.insert("error".into(), json!(outcome.error));
-                    m.insert("latency_ms".into(), json!(outcome.latency.as_secs_f64() * 1e3));
+                    m.insert(
+                        "latency_ms".into(),
+                        json!(outcome.latency.as_secs_f64() * 1e3),
+                    );
                     if let Some(d) = next_retry {
                         m.insert("retry_in_ms".into(), json!(d.as_millis() as u64));
                     }
@@ -82,10 +89,18 @@ impl Printer {
                         format!("{:<20} {d}", s.event)
                     }
                 }
-                None => format!("{} {}", ev.method, if ev.path.is_empty() { "/" } else { &ev.path }),
+                None => format!(
+                    "{} {}",
+                    ev.method,
+                    if ev.path.is_empty() { "/" } else { &ev.path }
+                ),
             };
             let result = match line {
-                Line::Attempt { outcome, attempt, next_retry } => {
+                Line::Attempt {
+                    outcome,
+                    attempt,
+                    next_retry,
+                } => {
                     let answer = match (outcome.status, &outcome.error) {
                         (Some(s), _) => s.to_string(),
                         (None, Some(e)) => e.clone(),
@@ -94,14 +109,20 @@ impl Printer {
                     let ms = outcome.latency.as_secs_f64() * 1e3;
                     let tail = match (outcome.verdict(), next_retry) {
                         (Verdict::Delivered, _) => String::new(),
-                        (_, Some(d)) => format!("  retry #{} in {:.1}s", attempt + 1, d.as_secs_f64()),
+                        (_, Some(d)) => {
+                            format!("  retry #{} in {:.1}s", attempt + 1, d.as_secs_f64())
+                        }
                         (_, None) => "  failed, moving on".into(),
                     };
                     format!("→ {answer} ({ms:.1} ms){tail}")
                 }
                 Line::GaveUp { attempts } => format!("→ gave up after {attempts} attempts"),
             };
-            format!("{}  #{:<5} {what}  {result}", now.format("%H:%M:%S%.3f"), ev.seq)
+            format!(
+                "{}  #{:<5} {what}  {result}",
+                now.format("%H:%M:%S%.3f"),
+                ev.seq
+            )
         };
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{out}");

@@ -44,9 +44,7 @@ pub fn secret_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn bearer(value: Option<&http::HeaderValue>) -> Option<&str> {
     let v = value?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Why a webhook failed the sender check (never includes the secret).
@@ -81,7 +79,11 @@ pub fn check_sender(
         }
     }
     for prefix in ["webhook", "svix"] {
-        let get = |n: &str| headers.get(format!("{prefix}-{n}")).and_then(|v| v.to_str().ok());
+        let get = |n: &str| {
+            headers
+                .get(format!("{prefix}-{n}"))
+                .and_then(|v| v.to_str().ok())
+        };
         let (Some(id), Some(ts), Some(sigs)) = (get("id"), get("timestamp"), get("signature"))
         else {
             continue;
@@ -171,7 +173,10 @@ mod tests {
         let sig = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", body).unwrap();
         assert_eq!(sig, "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         let mut h = HeaderMap::new();
-        h.insert("svix-id", HeaderValue::from_static("msg_p5jXN8AQM9LWM0D4loKWxJek"));
+        h.insert(
+            "svix-id",
+            HeaderValue::from_static("msg_p5jXN8AQM9LWM0D4loKWxJek"),
+        );
         h.insert("svix-timestamp", HeaderValue::from_static("1614265330"));
         h.insert(
             "svix-signature",

@@ -111,7 +111,10 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
         Metrics::inc(&m.rejected_too_large);
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than the relay's --max-body ({} bytes)", st.cfg.max_body),
+            format!(
+                "body larger than the relay's --max-body ({} bytes)",
+                st.cfg.max_body
+            ),
         )
     };
     let declared = req

@@ -6,11 +6,13 @@
 //! - `stream`: one websocket listener stream (handshake, flow control, acks, pings).
 //! - [`auth`]: tokens and sender-secret checks.
 //! - [`metrics`]: the `/metrics` counters.
+//! - [`tls`]: HTTPS/WSS certificates, reloadable.
 
 pub mod auth;
 mod http;
 pub mod metrics;
 mod stream;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub struct RelayConfig {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS/WSS with this certificate instead of plain HTTP.
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 impl Default for RelayConfig {
@@ -65,6 +69,7 @@ impl Default for RelayConfig {
             max_inflight_bytes: 32 << 20,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -121,7 +126,21 @@ pub async fn run_with_metrics(
             },
         };
         let _ = io.set_nodelay(true);
-        serve_conn(&state, &http_tasks, TokioIo::new(io), peer);
+        match state.cfg.tls.as_ref().map(|t| t.acceptor()) {
+            None => serve_conn(&state, &http_tasks, TokioIo::new(io), peer),
+            Some(acceptor) => {
+                let st = state.clone();
+                let tasks = http_tasks.clone();
+                http_tasks.spawn(async move {
+                    // The handshake shares the header deadline: a silent client can't hold a slot.
+                    match tokio::time::timeout(st.cfg.header_read_timeout, acceptor.accept(io)).await {
+                        Ok(Ok(tls)) => serve_conn(&st, &tasks, TokioIo::new(tls), peer),
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     http_tasks.close();
@@ -136,12 +155,10 @@ pub async fn run_with_metrics(
     Ok(())
 }
 
-fn serve_conn(
-    state: &Arc<State>,
-    http_tasks: &TaskTracker,
-    io: TokioIo<tokio::net::TcpStream>,
-    peer: SocketAddr,
-) {
+fn serve_conn<I>(state: &Arc<State>, http_tasks: &TaskTracker, io: TokioIo<I>, peer: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let st = state.clone();
     let svc = hyper::service::service_fn(move |req| http::handle(st.clone(), peer, req));
     let conn = hyper::server::conn::http1::Builder::new()

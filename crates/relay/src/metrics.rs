@@ -40,19 +40,62 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        counter("meethook_webhooks_accepted_total", "Webhooks durably stored.", g(&self.webhooks_accepted));
-        counter("meethook_webhook_bytes_total", "Body bytes stored.", g(&self.webhook_bytes));
-        counter("meethook_webhooks_not_found_total", "Webhooks to unknown channels (404).", g(&self.rejected_not_found));
-        counter("meethook_webhooks_too_large_total", "Webhooks over --max-body (413).", g(&self.rejected_too_large));
-        counter("meethook_sender_auth_failures_total", "Webhooks failing the sender secret check (401).", g(&self.rejected_sender_auth));
-        counter("meethook_webhooks_unavailable_total", "Webhooks refused because the store failed (503).", g(&self.rejected_unavailable));
-        counter("meethook_auth_failures_total", "Listener or API requests with a missing or wrong token.", g(&self.auth_failures));
-        counter("meethook_events_streamed_total", "Event frames sent to listeners.", g(&self.events_streamed));
-        counter("meethook_acks_total", "Ack frames received from listeners.", g(&self.acks));
-        counter("meethook_bad_frames_total", "Malformed frames received from listeners.", g(&self.bad_frames));
+        counter(
+            "meethook_webhooks_accepted_total",
+            "Webhooks durably stored.",
+            g(&self.webhooks_accepted),
+        );
+        counter(
+            "meethook_webhook_bytes_total",
+            "Body bytes stored.",
+            g(&self.webhook_bytes),
+        );
+        counter(
+            "meethook_webhooks_not_found_total",
+            "Webhooks to unknown channels (404).",
+            g(&self.rejected_not_found),
+        );
+        counter(
+            "meethook_webhooks_too_large_total",
+            "Webhooks over --max-body (413).",
+            g(&self.rejected_too_large),
+        );
+        counter(
+            "meethook_sender_auth_failures_total",
+            "Webhooks failing the sender secret check (401).",
+            g(&self.rejected_sender_auth),
+        );
+        counter(
+            "meethook_webhooks_unavailable_total",
+            "Webhooks refused because the store failed (503).",
+            g(&self.rejected_unavailable),
+        );
+        counter(
+            "meethook_auth_failures_total",
+            "Listener or API requests with a missing or wrong token.",
+            g(&self.auth_failures),
+        );
+        counter(
+            "meethook_events_streamed_total",
+            "Event frames sent to listeners.",
+            g(&self.events_streamed),
+        );
+        counter(
+            "meethook_acks_total",
+            "Ack frames received from listeners.",
+            g(&self.acks),
+        );
+        counter(
+            "meethook_bad_frames_total",
+            "Malformed frames received from listeners.",
+            g(&self.bad_frames),
+        );
         let _ = writeln!(
             out,
             "# HELP meethook_listeners Listener streams open.\n# TYPE meethook_listeners gauge\nmeethook_listeners {}",

@@ -16,7 +16,9 @@ use meethook_proto::frame::{encode_event, MAX_FRAME_OVERHEAD};
 use meethook_proto::{ClientFrame, ErrorCode, ServerFrame, PROTOCOL_VERSION};
 use meethook_store::{now_ms, StoreError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{
+    frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig,
+};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -30,6 +32,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_BATCH: usize = 256;
 /// How often acks are written to the store (they are cumulative, so coalescing is safe).
 const ACK_FLUSH: Duration = Duration::from_secs(1);
+/// How often a connected listener's `last_seen` is refreshed even without new acks.
+const SEEN_REFRESH: Duration = Duration::from_secs(60);
 
 /// Checks the token, then answers 101 and spawns the stream task.
 pub(crate) async fn upgrade(
@@ -67,8 +71,8 @@ pub(crate) async fn upgrade(
         let cfg = WebSocketConfig::default()
             .max_message_size(Some(st2.cfg.max_body + MAX_FRAME_OVERHEAD))
             .max_frame_size(Some(st2.cfg.max_body + MAX_FRAME_OVERHEAD));
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg))
-            .await;
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
         st2.metrics.listeners.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("listener", %channel, %peer);
         let _e = span.enter();
@@ -189,7 +193,9 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
     // Subscribe before reading bounds so no append slips between the two.
     let mut head_rx = st.store.subscribe(channel);
     let bounds = st.store.bounds(channel).await?;
-    st.store.ack(channel, &listener, delivered, now_ms()).await?;
+    st.store
+        .ack(channel, &listener, delivered, now_ms())
+        .await?;
     ws.send(Message::text(
         ServerFrame::Welcome {
             version: PROTOCOL_VERSION,
@@ -200,7 +206,14 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
         .to_json(),
     ))
     .await?;
-    tracing::info!(channel, listener, journaled, delivered, head = bounds.head, "listener connected");
+    tracing::info!(
+        channel,
+        listener,
+        journaled,
+        delivered,
+        head = bounds.head,
+        "listener connected"
+    );
 
     let window = u64::from(window.clamp(1, st.cfg.max_window));
     let mut sent = journaled; // highest seq sent (or already in the listener's journal)
@@ -212,6 +225,7 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
     let mut ping = tokio::time::interval(st.cfg.ping_interval);
     ping.reset();
     let mut flush = tokio::time::interval(ACK_FLUSH);
+    let mut last_seen_write = Instant::now();
     let result = loop {
         let bytes_in_flight: usize = inflight_bytes.iter().map(|(_, b)| b).sum();
         if more && sent - acked.min(sent) < window && bytes_in_flight < st.cfg.max_inflight_bytes {
@@ -280,9 +294,12 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
                 ws.send(Message::Ping(Bytes::new())).await?;
             }
             _ = flush.tick() => {
-                if acked > stored_ack {
+                // Also refresh last_seen now and then, so a listener stuck on a down handler
+                // for longer than --retention still holds back pruning.
+                if acked > stored_ack || last_seen_write.elapsed() >= SEEN_REFRESH {
                     st.store.ack(channel, &listener, acked, now_ms()).await?;
                     stored_ack = acked;
+                    last_seen_write = Instant::now();
                 }
             }
             _ = st.shutdown.cancelled() => break Err(StreamEnd::Shutdown),

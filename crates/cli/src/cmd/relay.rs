@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use meethook_relay::tls::Tls;
 use meethook_relay::RelayConfig;
 use meethook_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
@@ -29,6 +30,12 @@ pub struct Args {
     /// Base of the webhook URLs handed out [default: from --listen].
     #[arg(long, env = "MEETHOOK_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Serve HTTPS/WSS with this PEM certificate chain (reloaded on SIGHUP).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Larger webhook bodies get 413.
     #[arg(long, default_value = "16MiB", value_parser = super::size)]
     pub max_body: usize,
@@ -48,12 +55,14 @@ pub struct Args {
 
 impl Args {
     /// The relay configuration for these flags, with `public_url` from the bound address.
-    pub fn config(&self, bound: SocketAddr) -> RelayConfig {
+    pub fn config(&self, bound: SocketAddr, tls: Option<Arc<Tls>>) -> RelayConfig {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         RelayConfig {
             public_url: self
                 .public_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{bound}")),
+                .unwrap_or_else(|| format!("{scheme}://{bound}")),
+            tls,
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             max_body: self.max_body,
             retention: self.retention,
@@ -86,15 +95,45 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(Arc::new(Tls::load(c, k)?)),
+        _ => None,
+    };
     let store = open_store(args.store.as_deref(), &args.data)?;
     let listener = bind(args.listen).await?;
     let bound = listener.local_addr()?;
-    let cfg = args.config(bound);
+    if let Some(t) = &tls {
+        tokio::spawn(reload_on_sighup(t.clone(), shutdown.clone()));
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let cfg = args.config(bound, tls);
     if cfg.admin_token.is_none() {
         tracing::warn!("no --admin-token: the channel API is disabled");
     }
-    println!("listening on http://{bound}");
+    println!("listening on {scheme}://{bound}");
     meethook_relay::run(cfg, listener, store, shutdown)
         .await
         .context("relay stopped")
+}
+
+/// Re-reads the certificate on every SIGHUP; established connections keep theirs.
+async fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = hup.recv() => match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate"),
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (tls, shutdown);
 }
