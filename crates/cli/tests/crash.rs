@@ -8,13 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use meethook_testkit::{client, request, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay};
+use meethook_testkit::{
+    client, request, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meethook");
 
 /// A random delay in `lo..hi` ms (seeded by the OS through `RandomState`).
 fn jitter(lo: u64, hi: u64) -> Duration {
-    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     Duration::from_millis(lo + r % (hi - lo))
 }
 
@@ -38,7 +42,15 @@ fn spawn_senders(
                     }
                     let body = Bytes::from(format!("{{\"sender\":{s},\"n\":{i}}}"));
                     loop {
-                        match request(&c, "POST", &url, &[("content-type", "application/json")], body.clone()).await {
+                        match request(
+                            &c,
+                            "POST",
+                            &url,
+                            &[("content-type", "application/json")],
+                            body.clone(),
+                        )
+                        .await
+                        {
                             Ok(r) if r.status == 200 => {
                                 acked.push((r.seq().unwrap(), body));
                                 break;
@@ -59,12 +71,21 @@ fn spawn_senders(
 
 async fn create_channel(relay: &str, admin: &str) -> (String, String) {
     let auth = format!("Bearer {admin}");
-    let r = request(&client(), "POST", &format!("{relay}/api/channels"), &[("authorization", auth.as_str())], "")
-        .await
-        .unwrap();
+    let r = request(
+        &client(),
+        "POST",
+        &format!("{relay}/api/channels"),
+        &[("authorization", auth.as_str())],
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 201);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    (v["id"].as_str().unwrap().into(), v["token"].as_str().unwrap().into())
+    (
+        v["id"].as_str().unwrap().into(),
+        v["token"].as_str().unwrap().into(),
+    )
 }
 
 async fn start_relay(data: &Path, listen: &str) -> RelayProcess {
@@ -80,7 +101,13 @@ async fn relay_kill9_under_load_loses_no_acknowledged_event() {
     let (ch, token) = create_channel(&base, "admin-test-token").await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(&base, &ch, &token, &handler.url("/"), jdir.path()));
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &base,
+        &ch,
+        &token,
+        &handler.url("/"),
+        jdir.path(),
+    ));
 
     let stop = Arc::new(AtomicBool::new(false));
     let senders = spawn_senders(format!("{base}/hooks/{ch}"), 4, 10_000, stop.clone());
@@ -99,15 +126,28 @@ async fn relay_kill9_under_load_loses_no_acknowledged_event() {
     assert!(acked.len() > 50, "load ran: {} acknowledged", acked.len());
     let max_seq = acked.iter().map(|a| a.0).max().unwrap();
     let got = handler
-        .wait_until("every acknowledged event", |log| log.iter().any(|r| r.seq() >= max_seq))
+        .wait_until("every acknowledged event", |log| {
+            log.iter().any(|r| r.seq() >= max_seq)
+        })
         .await;
     let by_seq: HashMap<u64, Bytes> = got.iter().map(|r| (r.seq(), r.body.clone())).collect();
     for (seq, body) in &acked {
-        assert_eq!(by_seq.get(seq), Some(body), "acknowledged seq {seq} delivered with its body");
+        assert_eq!(
+            by_seq.get(seq),
+            Some(body),
+            "acknowledged seq {seq} delivered with its body"
+        );
     }
     let seqs: Vec<u64> = got.iter().map(|r| r.seq()).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "strict seq order, no duplicates: {seqs:?}");
-    println!("relay kill -9 x{kills}: {} acknowledged, {} delivered, 0 lost", acked.len(), got.len());
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "strict seq order, no duplicates: {seqs:?}"
+    );
+    println!(
+        "relay kill -9 x{kills}: {} acknowledged, {} delivered, 0 lost",
+        acked.len(),
+        got.len()
+    );
     daemon.stop().await.unwrap();
 }
 
@@ -117,7 +157,16 @@ async fn daemon_kill9_loses_nothing_and_duplicates_only_the_inflight_event() {
     let (ch, token) = relay.channel(None).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
-    let listen = || ListenProcess::start(Path::new(BIN), &relay.url(), &ch, &token, &handler.url("/"), jdir.path());
+    let listen = || {
+        ListenProcess::start(
+            Path::new(BIN),
+            &relay.url(),
+            &ch,
+            &token,
+            &handler.url("/"),
+            jdir.path(),
+        )
+    };
     let mut daemon = listen();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -140,12 +189,20 @@ async fn daemon_kill9_loses_nothing_and_duplicates_only_the_inflight_event() {
     let seqs: Vec<u64> = got.iter().map(|r| r.seq()).collect();
     let mut dedup = seqs.clone();
     dedup.dedup();
-    assert_eq!(dedup, (1..=n).collect::<Vec<_>>(), "in order, nothing lost; a copy only right after itself");
+    assert_eq!(
+        dedup,
+        (1..=n).collect::<Vec<_>>(),
+        "in order, nothing lost; a copy only right after itself"
+    );
     let dups = seqs.len() - dedup.len();
     assert!(dups <= kills, "{dups} duplicates from {kills} kills");
     let bodies: HashMap<u64, Bytes> = acked.into_iter().collect();
     for r in &got {
-        assert_eq!(Some(&r.body), bodies.get(&r.seq()), "copy carries the same seq and bytes");
+        assert_eq!(
+            Some(&r.body),
+            bodies.get(&r.seq()),
+            "copy carries the same seq and bytes"
+        );
     }
     println!("daemon kill -9 x{kills}: {n} events, {dups} visible duplicates, 0 lost");
     daemon.proc.kill9().await;

@@ -27,21 +27,47 @@ async fn websocket_needs_the_channel_token() {
     let ws = format!("ws://{}/ws/{ch}", relay.addr);
     assert_eq!(ws_status(&ws, None).await, 401);
     assert_eq!(ws_status(&ws, Some("mht_wrong")).await, 401);
-    assert_eq!(ws_status(&ws, Some(&other_token)).await, 401, "another channel's token");
-    assert_eq!(ws_status(&ws, Some(&relay.admin_token)).await, 401, "admin token is not a channel token");
+    assert_eq!(
+        ws_status(&ws, Some(&other_token)).await,
+        401,
+        "another channel's token"
+    );
+    assert_eq!(
+        ws_status(&ws, Some(&relay.admin_token)).await,
+        401,
+        "admin token is not a channel token"
+    );
     assert_eq!(ws_status(&ws, Some(&token)).await, 101);
-    assert_eq!(ws_status(&format!("ws://{}/ws/nope", relay.addr), Some(&token)).await, 404);
+    assert_eq!(
+        ws_status(&format!("ws://{}/ws/nope", relay.addr), Some(&token)).await,
+        404
+    );
     let _ = other;
 
     // The daemon gives up with a message naming the fix instead of retrying forever.
     let handler = TestHandler::start().await;
     let dir = tempdir();
-    let d = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, "mht_wrong", &handler.url("/"), dir.path()));
+    let d = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch,
+        "mht_wrong",
+        &handler.url("/"),
+        dir.path(),
+    ));
     let err = d.exited().await.unwrap_err().to_string();
     assert!(err.contains("401") && err.contains("--token"), "{err}");
-    let d = TestDaemon::start(TestDaemon::config(&relay.url(), "nope", &token, &handler.url("/"), dir.path()));
+    let d = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        "nope",
+        &token,
+        &handler.url("/"),
+        dir.path(),
+    ));
     let err = d.exited().await.unwrap_err().to_string();
-    assert!(err.contains("404") && err.contains("channel create"), "{err}");
+    assert!(
+        err.contains("404") && err.contains("channel create"),
+        "{err}"
+    );
     relay.stop().await;
 }
 
@@ -51,7 +77,10 @@ async fn channel_api_needs_the_admin_token() {
     let c = client();
     let api = format!("{}/api/channels", relay.url());
     let wrong = [("authorization", "Bearer nope")];
-    assert_eq!(request(&c, "POST", &api, &wrong, "").await.unwrap().status, 401);
+    assert_eq!(
+        request(&c, "POST", &api, &wrong, "").await.unwrap().status,
+        401
+    );
     assert_eq!(request(&c, "GET", &api, &[], "").await.unwrap().status, 401);
     let auth = format!("Bearer {}", relay.admin_token);
     let good = [("authorization", auth.as_str())];
@@ -68,23 +97,44 @@ async fn channel_api_needs_the_admin_token() {
 
     let list = request(&c, "GET", &api, &good, "").await.unwrap();
     assert!(String::from_utf8_lossy(&list.body).contains(&id));
-    assert!(!String::from_utf8_lossy(&list.body).contains(&token), "list never echoes tokens");
+    assert!(
+        !String::from_utf8_lossy(&list.body).contains(&token),
+        "list never echoes tokens"
+    );
 
     // History with the channel token only.
     post(&relay.hook(&id), &[("x-a", "1")], "hello").await;
     let hist = format!("{api}/{id}/events?after=0&limit=10");
     let bearer = format!("Bearer {token}");
-    assert_eq!(request(&c, "GET", &hist, &good, "").await.unwrap().status, 401, "admin token is not a channel token");
-    let h = request(&c, "GET", &hist, &[("authorization", bearer.as_str())], "").await.unwrap();
+    assert_eq!(
+        request(&c, "GET", &hist, &good, "").await.unwrap().status,
+        401,
+        "admin token is not a channel token"
+    );
+    let h = request(&c, "GET", &hist, &[("authorization", bearer.as_str())], "")
+        .await
+        .unwrap();
     assert_eq!(h.status, 200);
     let v: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
     assert_eq!(v["events"][0]["seq"], 1);
     assert_eq!(v["events"][0]["body"], "hello");
 
     let del = format!("{api}/{id}");
-    assert_eq!(request(&c, "DELETE", &del, &wrong, "").await.unwrap().status, 401);
-    assert_eq!(request(&c, "DELETE", &del, &good, "").await.unwrap().status, 204);
-    assert_eq!(request(&c, "DELETE", &del, &good, "").await.unwrap().status, 404);
+    assert_eq!(
+        request(&c, "DELETE", &del, &wrong, "")
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+    assert_eq!(
+        request(&c, "DELETE", &del, &good, "").await.unwrap().status,
+        204
+    );
+    assert_eq!(
+        request(&c, "DELETE", &del, &good, "").await.unwrap().status,
+        404
+    );
     assert_eq!(post(&relay.hook(&id), &[], "x").await.status, 404);
     relay.stop().await;
 }
@@ -97,12 +147,32 @@ async fn unknown_channels_methods_and_routes() {
     let c = client();
     let r = request(&c, "GET", &relay.hook(&ch), &[], "").await.unwrap();
     assert_eq!(r.status, 405);
-    assert_eq!(request(&c, "PUT", &relay.hook(&ch), &[], "x").await.unwrap().seq(), Some(1));
-    assert_eq!(request(&c, "GET", &format!("{}/healthz", relay.url()), &[], "").await.unwrap().status, 200);
-    let m = request(&c, "GET", &format!("{}/metrics", relay.url()), &[], "").await.unwrap();
+    assert_eq!(
+        request(&c, "PUT", &relay.hook(&ch), &[], "x")
+            .await
+            .unwrap()
+            .seq(),
+        Some(1)
+    );
+    assert_eq!(
+        request(&c, "GET", &format!("{}/healthz", relay.url()), &[], "")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let m = request(&c, "GET", &format!("{}/metrics", relay.url()), &[], "")
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&m.body);
-    assert!(text.contains("meethook_webhooks_accepted_total 1"), "{text}");
-    assert!(text.contains("meethook_webhooks_not_found_total 1"), "{text}");
+    assert!(
+        text.contains("meethook_webhooks_accepted_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("meethook_webhooks_not_found_total 1"),
+        "{text}"
+    );
     relay.stop().await;
 }
 
@@ -116,9 +186,25 @@ async fn sender_secret_is_required_when_set_and_never_echoed() {
     let wrong = post(&relay.hook(&ch), &[("x-meeting-baas-api-key", "nope")], "x").await;
     assert_eq!(wrong.status, 401);
     assert!(!String::from_utf8_lossy(&wrong.body).contains(secret));
-    assert_eq!(post(&relay.hook(&ch), &[("x-meeting-baas-api-key", secret)], "x").await.status, 200);
-    assert_eq!(post(&relay.hook(&ch), &[("x-mb-secret", secret)], "x").await.status, 200);
-    assert_eq!(relay.metrics.rejected_sender_auth.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(
+        post(&relay.hook(&ch), &[("x-meeting-baas-api-key", secret)], "x")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        post(&relay.hook(&ch), &[("x-mb-secret", secret)], "x")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        relay
+            .metrics
+            .rejected_sender_auth
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
     relay.stop().await;
 }
 
@@ -127,16 +213,30 @@ async fn garbage_does_not_take_the_relay_down() {
     let relay = TestRelay::start().await;
     let (ch, token) = relay.channel(None).await;
     // Raw garbage on a TCP connection.
-    for junk in [&b"\x00\xff\x13garbage\r\n\r\n"[..], b"GET / HTTP/9.9\r\n\r\n", b"POST /hooks/x HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"] {
+    for junk in [
+        &b"\x00\xff\x13garbage\r\n\r\n"[..],
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"POST /hooks/x HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+    ] {
         let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
         s.write_all(junk).await.unwrap();
         let mut buf = Vec::new();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     }
     // A websocket peer that sends nonsense frames is dropped; the relay keeps serving.
-    for frame in [Message::text("{not json"), Message::binary(vec![1, 2, 3]), Message::text(r#"{"type":"hello","version":99,"listener_id":"x","journaled":0,"delivered":0,"window":1}"#)] {
-        let mut req = format!("ws://{}/ws/{ch}", relay.addr).into_client_request().unwrap();
-        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    for frame in [
+        Message::text("{not json"),
+        Message::binary(vec![1, 2, 3]),
+        Message::text(
+            r#"{"type":"hello","version":99,"listener_id":"x","journaled":0,"delivered":0,"window":1}"#,
+        ),
+    ] {
+        let mut req = format!("ws://{}/ws/{ch}", relay.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
         let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
         ws.send(frame).await.unwrap();
         let mut saw_error = false;

@@ -164,7 +164,14 @@ pub fn decode_headers(buf: &mut Reader) -> Result<Vec<Header>, DecodeError> {
 /// `0x01, u64 seq, i64 received_at_ms, u8 method_len, method, u16 path_len, path, headers, body`.
 pub fn encode_event(ev: &Event) -> Bytes {
     let mut out = BytesMut::with_capacity(
-        1 + 8 + 8 + 1 + ev.method.len() + 2 + ev.path.len() + headers_len(&ev.headers) + ev.body.len(),
+        1 + 8
+            + 8
+            + 1
+            + ev.method.len()
+            + 2
+            + ev.path.len()
+            + headers_len(&ev.headers)
+            + ev.body.len(),
     );
     out.put_u8(EVENT_TAG);
     out.put_u64(ev.seq);
@@ -319,7 +326,10 @@ mod tests {
         let enc = encode_event(&sample());
         for cut in 0..enc.len() - sample().body.len() {
             let err = decode_event(enc.slice(..cut)).unwrap_err();
-            assert!(matches!(err, DecodeError::Truncated { .. }), "cut {cut}: {err:?}");
+            assert!(
+                matches!(err, DecodeError::Truncated { .. }),
+                "cut {cut}: {err:?}"
+            );
         }
         assert_eq!(
             decode_event(Bytes::from_static(&[7, 1, 2])).unwrap_err(),
@@ -368,7 +378,13 @@ mod tests {
     fn unknown_error_codes_and_bad_json_are_handled() {
         let f = ServerFrame::from_json(r#"{"type":"error","code":"from_the_future","message":""}"#)
             .unwrap();
-        assert!(matches!(f, ServerFrame::Error { code: ErrorCode::Unknown, .. }));
+        assert!(matches!(
+            f,
+            ServerFrame::Error {
+                code: ErrorCode::Unknown,
+                ..
+            }
+        ));
         assert!(ClientFrame::from_json("{").is_err());
         assert!(ClientFrame::from_json(r#"{"type":"nope"}"#).is_err());
     }

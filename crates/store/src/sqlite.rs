@@ -283,9 +283,8 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
                         event,
                         reply,
                     } => {
-                        let seq: Option<i64> = bump
-                            .query_row(params![channel], |r| r.get(0))
-                            .optional()?;
+                        let seq: Option<i64> =
+                            bump.query_row(params![channel], |r| r.get(0)).optional()?;
                         let res = match seq {
                             None => Err(StoreError::NotFound),
                             Some(seq) => {
@@ -398,9 +397,11 @@ impl Store for SqliteStore {
     async fn channel(&self, id: &str) -> Result<Option<Channel>> {
         let id = id.to_string();
         self.read(move |c| {
-            c.prepare_cached(&format!("SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"))?
-                .query_row(params![id], row_to_channel)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"
+            ))?
+            .query_row(params![id], row_to_channel)
+            .optional()
         })
         .await
     }
@@ -542,8 +543,11 @@ impl Store for SqliteStore {
                     params![cutoff],
                 )
                 .map_err(unavailable)?;
-            tx.execute("DELETE FROM listeners WHERE last_seen < ?1", params![cutoff])
-                .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM listeners WHERE last_seen < ?1",
+                params![cutoff],
+            )
+            .map_err(unavailable)?;
             tx.commit().map_err(unavailable)?;
             Ok(n as u64)
         })
@@ -555,7 +559,8 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await?;
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+            .await?;
         // The writer must be alive too: a no-op through its queue.
         self.write(|_| Ok(())).await
     }

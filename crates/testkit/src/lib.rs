@@ -87,7 +87,9 @@ pub struct TestHandler {
 impl TestHandler {
     /// Starts on an ephemeral port.
     pub async fn start() -> TestHandler {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind handler");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind handler");
         let mut h = TestHandler {
             addr: listener.local_addr().unwrap(),
             state: Arc::default(),
@@ -162,7 +164,11 @@ impl TestHandler {
     }
 
     /// Waits until `pred` holds over the received requests, or panics after [`PATIENCE`].
-    pub async fn wait_until(&self, what: &str, pred: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let notified = self.state.notify.notified();
@@ -174,7 +180,10 @@ impl TestHandler {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let log = self.state.log.lock().unwrap();
-                panic!("timed out waiting for {what}; handler got {} requests", log.len());
+                panic!(
+                    "timed out waiting for {what}; handler got {} requests",
+                    log.len()
+                );
             }
         }
     }
@@ -182,7 +191,10 @@ impl TestHandler {
     /// Waits until `n` requests were answered 2xx.
     pub async fn wait_delivered(&self, n: usize) -> Vec<Received> {
         self.wait_until(&format!("{n} deliveries"), |log| {
-            log.iter().filter(|r| (200..300).contains(&r.answered)).count() >= n
+            log.iter()
+                .filter(|r| (200..300).contains(&r.answered))
+                .count()
+                >= n
         })
         .await
     }
@@ -199,7 +211,11 @@ async fn record(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let answered = state.script.lock().unwrap().pop_front().unwrap_or(200);
     let r = Received {
         method: parts.method.to_string(),
@@ -258,7 +274,9 @@ pub async fn request(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(body.into())).map_err(|e| e.to_string())?;
+    let req = req
+        .body(Full::new(body.into()))
+        .map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
         .await
         .map_err(|_| "timeout".to_string())?
@@ -379,7 +397,13 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     /// A daemon config for tests: quick retries and reconnects.
-    pub fn config(relay: &str, channel: &str, token: &str, forward_to: &str, data: &Path) -> DaemonConfig {
+    pub fn config(
+        relay: &str,
+        channel: &str,
+        token: &str,
+        forward_to: &str,
+        data: &Path,
+    ) -> DaemonConfig {
         let mut cfg = DaemonConfig::new(relay, channel, token, forward_to);
         cfg.data = data.to_path_buf();
         cfg.backoff = meethook_daemon::deliver::Backoff {
@@ -445,11 +469,18 @@ impl RelayProcess {
     /// Starts `bin relay --data DATA --listen LISTEN` and waits for `listening on`.
     pub async fn start(bin: &Path, data: &Path, listen: &str, admin: &str) -> RelayProcess {
         let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(["relay", "--listen", listen, "--admin-token", admin, "--data"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+        cmd.args([
+            "relay",
+            "--listen",
+            listen,
+            "--admin-token",
+            admin,
+            "--data",
+        ])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn relay");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -480,11 +511,29 @@ pub struct ListenProcess {
 
 impl ListenProcess {
     /// Starts `bin listen …` with quick retry caps.
-    pub fn start(bin: &Path, relay: &str, channel: &str, token: &str, forward_to: &str, data: &Path) -> ListenProcess {
+    pub fn start(
+        bin: &Path,
+        relay: &str,
+        channel: &str,
+        token: &str,
+        forward_to: &str,
+        data: &Path,
+    ) -> ListenProcess {
         let child = tokio::process::Command::new(bin)
             .args([
-                "listen", "--relay", relay, "--channel", channel, "--forward-to", forward_to,
-                "--max-backoff", "200ms", "--timeout", "5s", "--json", "--data",
+                "listen",
+                "--relay",
+                relay,
+                "--channel",
+                channel,
+                "--forward-to",
+                forward_to,
+                "--max-backoff",
+                "200ms",
+                "--timeout",
+                "5s",
+                "--json",
+                "--data",
             ])
             .arg(data)
             .env("MEETHOOK_TOKEN", token)

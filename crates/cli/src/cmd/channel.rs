@@ -100,7 +100,10 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
                 let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
                 println!("channel {} created", s("id"));
                 println!("  webhook URL: {}", s("webhook_url"));
-                println!("  token:       {}   (shown once; keep it secret)", s("token"));
+                println!(
+                    "  token:       {}   (shown once; keep it secret)",
+                    s("token")
+                );
                 println!();
                 println!("listen with:");
                 println!(
@@ -110,7 +113,14 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             }
         }
         Command::List { api, json } => {
-            let a = send(Method::GET, &api.url("/api/channels"), Some(&api.admin_token), &[], Bytes::new()).await?;
+            let a = send(
+                Method::GET,
+                &api.url("/api/channels"),
+                Some(&api.admin_token),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
             check(a.status, 200, &a)?;
             let v = a.json();
             if json {
@@ -126,7 +136,11 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
                         "{:<24} {:>8}  {:<6}  {}",
                         c["id"].as_str().unwrap_or(""),
                         c["head"].as_u64().unwrap_or(0),
-                        if c["sender_secret"].as_bool() == Some(true) { "yes" } else { "no" },
+                        if c["sender_secret"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        },
                         c["webhook_url"].as_str().unwrap_or("")
                     );
                 }

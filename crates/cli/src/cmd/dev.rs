@@ -59,8 +59,18 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     println!("Webhook URL: {webhook}");
     println!("Forwarding to {} (Ctrl-C to stop)", args.forward_to);
     let store: Arc<dyn Store> = Arc::new(store);
-    let relay = tokio::spawn(meethook_relay::run(relay_cfg, listener, store, shutdown.clone()));
-    let mut cfg = DaemonConfig::new(&format!("http://{bound}"), &args.channel, &token, &args.forward_to);
+    let relay = tokio::spawn(meethook_relay::run(
+        relay_cfg,
+        listener,
+        store,
+        shutdown.clone(),
+    ));
+    let mut cfg = DaemonConfig::new(
+        &format!("http://{bound}"),
+        &args.channel,
+        &token,
+        &args.forward_to,
+    );
     cfg.data = args.data.clone();
     args.delivery.apply(&mut cfg);
     let daemon = meethook_daemon::run(cfg, shutdown.clone()).await;
