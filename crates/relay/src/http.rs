@@ -60,6 +60,13 @@ pub(crate) async fn handle(
 ) -> Result<Resp, Infallible> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
+    let ip = peer.ip();
+    let guarded = !matches!(segs.as_slice(), ["healthz"] | ["metrics"]);
+    if guarded {
+        if let Err(wait) = st.auth_failures.check(ip) {
+            return Ok(too_many(wait, "too many failed authentications from this address"));
+        }
+    }
     let resp = match (req.method(), segs.as_slice()) {
         (_, ["hooks", channel, ..]) if !channel.is_empty() => {
             let channel = channel.to_string();
@@ -84,7 +91,19 @@ pub(crate) async fn handle(
         (_, ["api", "channels", ..]) => api(&st, req).await,
         _ => error(StatusCode::NOT_FOUND, "no such route"),
     };
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        st.auth_failures.failed(ip);
+    }
     Ok(resp)
+}
+
+/// 429 with a `Retry-After` in whole seconds (at least 1).
+fn too_many(wait: std::time::Duration, msg: &str) -> Resp {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, msg);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
 }
 
 /// `POST|PUT /hooks/{channel}[/{path…}]`: store, then answer `{"seq": N}`.
@@ -107,6 +126,10 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
         }
         Err(e) => return store_error(m, e),
     };
+    if let Err(wait) = st.rate.check(&channel) {
+        Metrics::inc(&m.rejected_rate_limited);
+        return too_many(wait, "channel rate limit exceeded; retry after the given delay");
+    }
     let too_large = || {
         Metrics::inc(&m.rejected_too_large);
         error(

@@ -6,10 +6,12 @@
 //! - `stream`: one websocket listener stream (handshake, flow control, acks, pings).
 //! - [`auth`]: tokens and sender-secret checks.
 //! - [`metrics`]: the `/metrics` counters.
+//! - [`limits`]: per-channel rate limits, per-IP failed-auth limits.
 //! - [`tls`]: HTTPS/WSS certificates, reloadable.
 
 pub mod auth;
 mod http;
+pub mod limits;
 pub mod metrics;
 mod stream;
 pub mod tls;
@@ -53,6 +55,18 @@ pub struct RelayConfig {
     pub shutdown_grace: Duration,
     /// Serve HTTPS/WSS with this certificate instead of plain HTTP.
     pub tls: Option<Arc<tls::Tls>>,
+    /// Most HTTP connections open at once (listener streams count separately).
+    pub max_connections: usize,
+    /// Most listener streams open at once.
+    pub max_listeners: usize,
+    /// Largest request head (request line + headers) accepted.
+    pub max_header_size: usize,
+    /// Webhooks per second per channel (0 = unlimited).
+    pub rate_limit: f64,
+    /// Webhooks a channel may send at once before the rate applies.
+    pub rate_burst: f64,
+    /// Failed authentications per minute per client IP before it gets 429 (0 = unlimited).
+    pub auth_fail_limit: u32,
 }
 
 impl Default for RelayConfig {
@@ -70,6 +84,12 @@ impl Default for RelayConfig {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             tls: None,
+            max_connections: 4096,
+            max_listeners: 50_000,
+            max_header_size: 64 << 10,
+            rate_limit: 1000.0,
+            rate_burst: 2000.0,
+            auth_fail_limit: 30,
         }
     }
 }
@@ -81,6 +101,9 @@ struct State {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    rate: limits::RateLimiter,
+    auth_failures: limits::AuthFailures,
+    listener_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves the relay on `listener` until `shutdown` is cancelled, then stops accepting, lets
@@ -103,7 +126,11 @@ pub async fn run_with_metrics(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let tasks = TaskTracker::new();
+    let conn_slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
     let state = Arc::new(State {
+        rate: limits::RateLimiter::new(cfg.rate_limit, cfg.rate_burst),
+        auth_failures: limits::AuthFailures::new(cfg.auth_fail_limit),
+        listener_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_listeners)),
         cfg,
         store,
         metrics,
@@ -126,15 +153,19 @@ pub async fn run_with_metrics(
             },
         };
         let _ = io.set_nodelay(true);
+        let Ok(permit) = conn_slots.clone().try_acquire_owned() else {
+            http_tasks.spawn(refuse(io));
+            continue;
+        };
         match state.cfg.tls.as_ref().map(|t| t.acceptor()) {
-            None => serve_conn(&state, &http_tasks, TokioIo::new(io), peer),
+            None => serve_conn(&state, &http_tasks, TokioIo::new(io), peer, permit),
             Some(acceptor) => {
                 let st = state.clone();
                 let tasks = http_tasks.clone();
                 http_tasks.spawn(async move {
                     // The handshake shares the header deadline: a silent client can't hold a slot.
                     match tokio::time::timeout(st.cfg.header_read_timeout, acceptor.accept(io)).await {
-                        Ok(Ok(tls)) => serve_conn(&st, &tasks, TokioIo::new(tls), peer),
+                        Ok(Ok(tls)) => serve_conn(&st, &tasks, TokioIo::new(tls), peer, permit),
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -155,8 +186,13 @@ pub async fn run_with_metrics(
     Ok(())
 }
 
-fn serve_conn<I>(state: &Arc<State>, http_tasks: &TaskTracker, io: TokioIo<I>, peer: SocketAddr)
-where
+fn serve_conn<I>(
+    state: &Arc<State>,
+    http_tasks: &TaskTracker,
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let st = state.clone();
@@ -164,6 +200,7 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(state.cfg.header_read_timeout)
+        .max_buf_size(state.cfg.max_header_size.max(8192))
         .serve_connection(io, svc)
         .with_upgrades();
     let shutdown = state.shutdown.clone();
@@ -180,7 +217,21 @@ where
         if let Err(e) = res {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
+        drop(permit);
     });
+}
+
+/// Answers 503 to a connection over `max_connections` and closes it.
+async fn refuse(mut io: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str = r#"{"error":"too many connections; retry later"}"#;
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.write_all(resp.as_bytes())).await;
+    let _ = io.shutdown().await;
 }
 
 async fn prune_loop(state: Arc<State>) {

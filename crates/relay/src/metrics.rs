@@ -16,6 +16,8 @@ pub struct Metrics {
     pub rejected_too_large: AtomicU64,
     /// Webhooks failing the sender-secret check.
     pub rejected_sender_auth: AtomicU64,
+    /// Webhooks answered 429 by the channel rate limit.
+    pub rejected_rate_limited: AtomicU64,
     /// Webhooks answered 503 because the store failed.
     pub rejected_unavailable: AtomicU64,
     /// Websocket or API requests with a missing or wrong token.
@@ -70,6 +72,11 @@ impl Metrics {
             "meethook_sender_auth_failures_total",
             "Webhooks failing the sender secret check (401).",
             g(&self.rejected_sender_auth),
+        );
+        counter(
+            "meethook_webhooks_rate_limited_total",
+            "Webhooks over the channel rate limit (429).",
+            g(&self.rejected_rate_limited),
         );
         counter(
             "meethook_webhooks_unavailable_total",

@@ -12,7 +12,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use meethook_proto::frame::{encode_event, MAX_FRAME_OVERHEAD};
+use meethook_proto::frame::encode_event;
 use meethook_proto::{ClientFrame, ErrorCode, ServerFrame, PROTOCOL_VERSION};
 use meethook_store::{now_ms, StoreError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -26,6 +26,8 @@ use crate::http::{channel_auth, error, Resp};
 use crate::metrics::Metrics;
 use crate::State;
 
+/// Largest frame a listener may send (hello and acks are tiny).
+const MAX_CLIENT_FRAME: usize = 64 << 10;
 /// How long a new stream may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most events read from the store per batch.
@@ -57,6 +59,15 @@ pub(crate) async fn upgrade(
             "this endpoint speaks websocket: connect with `meethook listen`",
         );
     };
+    let Ok(slot) = st.listener_slots.clone().try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this relay has as many listeners as --max-listeners allows; retry later",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let st2 = st.clone();
@@ -68,9 +79,10 @@ pub(crate) async fn upgrade(
                 return;
             }
         };
+        // Limits what a listener may send: only small control frames.
         let cfg = WebSocketConfig::default()
-            .max_message_size(Some(st2.cfg.max_body + MAX_FRAME_OVERHEAD))
-            .max_frame_size(Some(st2.cfg.max_body + MAX_FRAME_OVERHEAD));
+            .max_message_size(Some(MAX_CLIENT_FRAME))
+            .max_frame_size(Some(MAX_CLIENT_FRAME));
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
         st2.metrics.listeners.fetch_add(1, Ordering::Relaxed);
@@ -82,6 +94,7 @@ pub(crate) async fn upgrade(
             Err(e) => tracing::info!(%channel, %peer, reason = %e, "listener stream ended"),
         }
         st2.metrics.listeners.fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
     });
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -158,13 +171,13 @@ async fn serve(st: &State, channel: &str, mut ws: Ws) -> Result<(), StreamEnd> {
     result
 }
 
-async fn read_hello(ws: &mut Ws) -> Result<(String, u64, u64, u32), StreamEnd> {
-    let msg = tokio::time::timeout(HELLO_TIMEOUT, ws.next())
+async fn read_hello(ws: &mut Ws, limit: Duration) -> Result<(String, u64, u64, u32), StreamEnd> {
+    let msg = tokio::time::timeout(limit, ws.next())
         .await
-        .map_err(|_| StreamEnd::NoHello(HELLO_TIMEOUT))?;
+        .map_err(|_| StreamEnd::NoHello(limit))?;
     let text = match msg {
         Some(Ok(Message::Text(t))) => t,
-        Some(Ok(_)) | None => return Err(StreamEnd::NoHello(HELLO_TIMEOUT)),
+        Some(Ok(_)) | None => return Err(StreamEnd::NoHello(limit)),
         Some(Err(e)) => return Err(e.into()),
     };
     match ClientFrame::from_json(&text) {
@@ -183,13 +196,17 @@ async fn read_hello(ws: &mut Ws) -> Result<(String, u64, u64, u32), StreamEnd> {
             }
             Ok((listener_id, journaled, delivered, window))
         }
-        Ok(_) => Err(StreamEnd::NoHello(HELLO_TIMEOUT)),
+        Ok(_) => Err(StreamEnd::NoHello(limit)),
         Err(e) => Err(StreamEnd::BadFrame(e.to_string())),
     }
 }
 
 async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), StreamEnd> {
-    let (listener, journaled, delivered, window) = read_hello(ws).await?;
+    let hello_limit = HELLO_TIMEOUT.min(st.cfg.liveness_timeout);
+    let (listener, journaled, delivered, window) = tokio::select! {
+        r = read_hello(ws, hello_limit) => r?,
+        _ = st.shutdown.cancelled() => return Err(StreamEnd::Shutdown),
+    };
     // Subscribe before reading bounds so no append slips between the two.
     let mut head_rx = st.store.subscribe(channel);
     let bounds = st.store.bounds(channel).await?;

@@ -39,6 +39,27 @@ pub struct Args {
     /// Larger webhook bodies get 413.
     #[arg(long, default_value = "16MiB", value_parser = super::size)]
     pub max_body: usize,
+    /// Time a client has to send its request headers (slowloris guard).
+    #[arg(long, default_value = "10s", value_parser = super::duration)]
+    pub header_timeout: Duration,
+    /// Largest request head (request line + headers); larger ones get 431.
+    #[arg(long, default_value = "64KiB", value_parser = super::size)]
+    pub max_header_size: usize,
+    /// Most HTTP connections at once; more get 503 (listener streams count separately).
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Most listener streams at once; more get 503.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_listeners: usize,
+    /// Webhooks per second per channel; more get 429 with Retry-After (0 = unlimited).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate_limit: f64,
+    /// Webhooks a channel may send in a burst before --rate-limit applies.
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate_burst: f64,
+    /// Failed authentications per minute per client IP before it gets 429 (0 = unlimited).
+    #[arg(long, default_value_t = 30)]
+    pub auth_fail_limit: u32,
     /// How long delivered events stay in history.
     #[arg(long, default_value = "7d", value_parser = super::duration)]
     pub retention: Duration,
@@ -69,6 +90,13 @@ impl Args {
             prune_interval: self.prune_interval,
             ping_interval: self.ping_interval,
             liveness_timeout: self.liveness_timeout,
+            header_read_timeout: self.header_timeout,
+            max_header_size: self.max_header_size,
+            max_connections: self.max_connections.max(1),
+            max_listeners: self.max_listeners.max(1),
+            rate_limit: self.rate_limit,
+            rate_burst: self.rate_burst,
+            auth_fail_limit: self.auth_fail_limit,
             ..RelayConfig::default()
         }
     }
