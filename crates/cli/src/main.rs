@@ -42,8 +42,19 @@ fn init_tracing(verbose: bool) {
     } else {
         "meethook=info,meethook_relay=info,meethook_daemon=info,meethook_store=info,warn"
     };
-    let filter =
+    let mut filter =
         EnvFilter::try_from_env("MEETHOOK_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // These crates trace raw frames and headers (tokens, sender secrets) at their most verbose
+    // levels; cap them whatever MEETHOOK_LOG asks.
+    for cap in [
+        "tungstenite=info",
+        "tokio_tungstenite=info",
+        "hyper=debug",
+        "hyper_util=debug",
+        "rustls=info",
+    ] {
+        filter = filter.add_directive(cap.parse().expect("static directive"));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

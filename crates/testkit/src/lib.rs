@@ -7,6 +7,9 @@
 //! - [`TestDaemon`]: an in-process `listen` daemon.
 //! - [`post`]: send one webhook.
 //! - [`RelayProcess`] / [`ListenProcess`]: the real binary as a child, for `kill -9` tests.
+//! - [`fault`]: retrying load, a connection-cutting proxy, a tmpfs that fills up.
+
+pub mod fault;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -322,13 +325,21 @@ impl TestRelay {
     /// Starts a relay after letting `tweak` adjust its config.
     pub async fn start_with(tweak: impl FnOnce(&mut RelayConfig)) -> TestRelay {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).expect("open store");
+        let mut r = Self::start_in(dir.path(), tweak).await;
+        r._dir = Some(dir);
+        r
+    }
+
+    /// Starts a relay whose store lives in `data`.
+    pub async fn start_in(data: &Path, tweak: impl FnOnce(&mut RelayConfig)) -> TestRelay {
+        let store = SqliteStore::open(data).expect("open store");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let admin_token = auth::new_token("adm_");
         let mut cfg = RelayConfig {
             public_url: format!("http://{addr}"),
             admin_token: Some(admin_token.clone()),
+            rate_limit: 0.0,
             ..RelayConfig::default()
         };
         tweak(&mut cfg);
@@ -349,7 +360,7 @@ impl TestRelay {
             metrics,
             shutdown,
             task: Some(task),
-            _dir: Some(dir),
+            _dir: None,
         }
     }
 

@@ -1,0 +1,244 @@
+//! The fault-injection suite: real binaries and a recording handler, the promise checked after
+//! every fault. Each test prints a `chaos:` line with its figures (`scripts/chaos` collects them).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meethook_testkit::fault::{collect, jitter, senders, verify, CutProxy, Tmpfs};
+use meethook_testkit::{client, post, request, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+const ADMIN: &str = "admin-test-token";
+
+async fn create_channel(relay: &str) -> (String, String) {
+    let auth = format!("Bearer {ADMIN}");
+    let r = request(&client(), "POST", &format!("{relay}/api/channels"), &[("authorization", auth.as_str())], "")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    (v["id"].as_str().unwrap().into(), v["token"].as_str().unwrap().into())
+}
+
+async fn start_relay(data: &Path, listen: &str) -> RelayProcess {
+    RelayProcess::start(Path::new(BIN), data, listen, ADMIN).await
+}
+
+/// Waits until the handler has delivered every acknowledged seq.
+async fn wait_all(handler: &TestHandler, acked: &meethook_testkit::fault::Acked) -> Vec<meethook_testkit::Received> {
+    let want: std::collections::HashSet<u64> = acked.iter().map(|a| a.0).collect();
+    handler
+        .wait_until("every acknowledged event", |log| {
+            let got: std::collections::HashSet<u64> =
+                log.iter().filter(|r| r.answered == 200).map(|r| r.seq()).collect();
+            want.is_subset(&got)
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_kill9_at_random_moments_under_load() {
+    let data = tempdir();
+    let mut relay = start_relay(data.path(), "127.0.0.1:0").await;
+    let addr = relay.addr.to_string();
+    let base = format!("http://{addr}");
+    let (ch, token) = create_channel(&base).await;
+    let handler = TestHandler::start().await;
+    let jdir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(&base, &ch, &token, &handler.url("/"), jdir.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = senders(format!("{base}/hooks/{ch}"), 4, 100_000, 512, stop.clone());
+    let kills = 20;
+    for _ in 0..kills {
+        tokio::time::sleep(jitter(50, 300)).await;
+        relay.proc.kill9().await;
+        relay = start_relay(data.path(), &addr).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = collect(load).await;
+    assert!(acked.len() > 100, "load ran: {}", acked.len());
+    let got = wait_all(&handler, &acked).await;
+    let report = verify(&acked, &got);
+    report.assert_promise("relay-kill9", kills);
+    assert_eq!(report.duplicates, 0, "a relay crash never duplicates at the handler");
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_kill9_at_random_moments_under_load() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let jdir = tempdir();
+    let listen = || ListenProcess::start(Path::new(BIN), &relay.url(), &ch, &token, &handler.url("/"), jdir.path());
+    let mut daemon = listen();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = senders(relay.hook(&ch), 4, 150, 256, stop);
+    let kills = 20;
+    for _ in 0..kills {
+        tokio::time::sleep(jitter(50, 250)).await;
+        daemon.proc.kill9().await;
+        daemon = listen();
+    }
+    let acked = collect(load).await;
+    assert_eq!(acked.len(), 600);
+    let got = wait_all(&handler, &acked).await;
+    let report = verify(&acked, &got);
+    report.assert_promise("daemon-kill9", kills);
+    assert!(report.duplicates <= kills, "at most one visible duplicate per crash");
+    daemon.proc.kill9().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_restarted_on_a_copy_of_its_data_dir() {
+    let first = tempdir();
+    let mut relay = start_relay(first.path(), "127.0.0.1:0").await;
+    let addr = relay.addr.to_string();
+    let base = format!("http://{addr}");
+    let (ch, token) = create_channel(&base).await;
+    let handler = TestHandler::start().await;
+    let jdir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(&base, &ch, &token, &handler.url("/"), jdir.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = senders(format!("{base}/hooks/{ch}"), 2, 100_000, 512, stop.clone());
+    let moves = 3;
+    let mut dirs = vec![first];
+    for _ in 0..moves {
+        tokio::time::sleep(jitter(200, 400)).await;
+        relay.proc.kill9().await;
+        // The copy is a crash image: database, WAL and shared-memory files as they were.
+        let next = tempdir();
+        let from = dirs.last().unwrap().path();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let e = entry.unwrap();
+            std::fs::copy(e.path(), next.path().join(e.file_name())).unwrap();
+        }
+        relay = start_relay(next.path(), &addr).await;
+        dirs.push(next);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = collect(load).await;
+    let got = wait_all(&handler, &acked).await;
+    verify(&acked, &got).assert_promise("relay-moved-to-data-copy", moves);
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_cut_mid_frame() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let cuts = 15;
+    let proxy = CutProxy::start(relay.addr, cuts).await;
+    let handler = TestHandler::start().await;
+    let jdir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &format!("http://{}", proxy.addr), &ch, &token, &handler.url("/"), jdir.path(),
+    ));
+    // 64 KiB bodies: most cuts land inside an event frame.
+    let load = senders(relay.hook(&ch), 2, 150, 64 << 10, Arc::new(AtomicBool::new(false)));
+    let acked = collect(load).await;
+    let got = wait_all(&handler, &acked).await;
+    let report = verify(&acked, &got);
+    report.assert_promise("websocket-cut", proxy.cut.load(Ordering::Relaxed) as usize);
+    assert_eq!(proxy.cut.load(Ordering::Relaxed), cuts, "every planned cut happened");
+    assert_eq!(report.duplicates, 0);
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_down_for_a_long_time() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let mut handler = TestHandler::start().await;
+    let jdir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path()));
+    // Errors first, then the port closed; backoff is capped at 200 ms, so 2 s down is ~10 retries.
+    handler.script(&[503; 15]);
+    let load = senders(relay.hook(&ch), 2, 50, 256, Arc::new(AtomicBool::new(false)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handler.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    handler.restart().await;
+    let acked = collect(load).await;
+    let got = wait_all(&handler, &acked).await;
+    let failures = got.iter().filter(|r| r.answered != 200).count();
+    verify(&acked, &got).assert_promise("handler-down", failures);
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_disk_full_answers_503_and_recovers() {
+    let Some(disk) = Tmpfs::mount("3m") else {
+        println!("chaos: fault=relay-disk-full skipped (mounting a tmpfs needs root)");
+        return;
+    };
+    let relay = TestRelay::start_in(disk.path(), |_| {}).await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let jdir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path()));
+    let body = vec![b'x'; 64 << 10];
+    let mut refused = 0;
+    let mut acked = Vec::new();
+    for _ in 0..200 {
+        let r = post(&relay.hook(&ch), &[], body.clone()).await;
+        match r.status {
+            200 => acked.push((r.seq().unwrap(), bytes::Bytes::from(body.clone()))),
+            503 => {
+                refused += 1;
+                if refused >= 3 {
+                    break;
+                }
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!(refused >= 3, "the disk filled up");
+    // Space comes back: the same relay accepts again, and nothing acknowledged was lost.
+    disk.resize("64m");
+    for _ in 0..5 {
+        let r = post(&relay.hook(&ch), &[], body.clone()).await;
+        assert_eq!(r.status, 200, "accepting again after space returns");
+        acked.push((r.seq().unwrap(), bytes::Bytes::from(body.clone())));
+    }
+    let got = wait_all(&handler, &acked).await;
+    let report = verify(&acked, &got);
+    report.assert_promise("relay-disk-full", refused);
+    let seqs: Vec<u64> = acked.iter().map(|a| a.0).collect();
+    assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "no seq burned by a refused write");
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_disk_full_stops_acking_and_recovers() {
+    let Some(disk) = Tmpfs::mount("1m") else {
+        println!("chaos: fault=daemon-disk-full skipped (mounting a tmpfs needs root)");
+        return;
+    };
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let daemon = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), disk.path()));
+    let load = senders(relay.hook(&ch), 1, 40, 64 << 10, Arc::new(AtomicBool::new(false)));
+    let acked = collect(load).await;
+    // 40 × 64 KiB cannot fit in 1 MiB: the journal fills and the daemon stops taking events.
+    handler
+        .wait_until("the journal to fill", |log| !log.is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = handler.received().len();
+    assert!(before < 40, "delivery stalled on a full journal ({before} delivered)");
+    disk.resize("64m");
+    let got = wait_all(&handler, &acked).await;
+    verify(&acked, &got).assert_promise("daemon-disk-full", 1);
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}

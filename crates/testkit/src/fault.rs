@@ -1,0 +1,249 @@
+//! Fault injection: load that retries like a real sender, a TCP proxy that cuts connections
+//! mid-stream, and a size-limited tmpfs that fills up on demand.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{client, request};
+
+/// A random number from the OS-seeded hasher (no extra dependency, good enough for timing).
+pub fn random() -> u64 {
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// A random delay in `lo..hi` milliseconds.
+pub fn jitter(lo: u64, hi: u64) -> Duration {
+    Duration::from_millis(lo + random() % (hi - lo).max(1))
+}
+
+/// What one sender got acknowledged: `(seq, body)`.
+pub type Acked = Vec<(u64, Bytes)>;
+
+/// `n` senders posting unique bodies of about `size` bytes to `url` until `stop` or `max_each`
+/// each, retrying a body until it gets a 2xx (as a real platform would).
+pub fn senders(
+    url: String,
+    n: usize,
+    max_each: usize,
+    size: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Acked>> {
+    (0..n)
+        .map(|s| {
+            let (url, stop) = (url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut c = client();
+                for i in 0..max_each {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let head = format!("{{\"sender\":{s},\"n\":{i},\"pad\":\"");
+                    let pad = "p".repeat(size.saturating_sub(head.len() + 2));
+                    let body = Bytes::from(format!("{head}{pad}\"}}"));
+                    loop {
+                        let r = request(&c, "POST", &url, &[("content-type", "application/json")], body.clone()).await;
+                        match r {
+                            Ok(r) if r.status == 200 => {
+                                acked.push((r.seq().expect("seq"), body));
+                                break;
+                            }
+                            _ => {
+                                c = client();
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+/// Joins sender tasks.
+pub async fn collect(tasks: Vec<tokio::task::JoinHandle<Acked>>) -> Acked {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("sender task"));
+    }
+    all
+}
+
+/// A TCP proxy that cuts each of its first `cuts` connections after a random number of bytes
+/// from upstream (so mid-frame), then forwards faithfully.
+pub struct CutProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Connections cut so far.
+    pub cut: Arc<AtomicU32>,
+}
+
+impl CutProxy {
+    /// Proxies to `upstream`.
+    pub async fn start(upstream: SocketAddr, cuts: u32) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicU32::new(0));
+        let counter = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let Ok(up) = TcpStream::connect(upstream).await else { continue };
+                let budget = if counter.load(Ordering::Relaxed) < cuts {
+                    Some(1024 + random() as usize % (256 << 10))
+                } else {
+                    None
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let (mut dr, mut dw) = down.into_split();
+                    let (mut ur, mut uw) = up.into_split();
+                    let upward = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut dr, &mut uw).await;
+                    });
+                    let mut left = budget;
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = match ur.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let n = match left {
+                            Some(l) if n >= l => {
+                                let _ = dw.write_all(&buf[..l]).await;
+                                counter.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            Some(l) => {
+                                left = Some(l - n);
+                                n
+                            }
+                            None => n,
+                        };
+                        if dw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    upward.abort();
+                });
+            }
+        });
+        CutProxy { addr, cut }
+    }
+}
+
+/// A size-limited tmpfs mounted for one test (needs root; `None` where mounting is refused).
+pub struct Tmpfs {
+    /// The mount point.
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `"2m"`).
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then(|| Tmpfs {
+            path: dir.path().to_path_buf(),
+            _dir: dir,
+        })
+    }
+
+    /// Changes the size (the "disk" fills or gets space back).
+    pub fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount tmpfs");
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// What a fault run came to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// Events acknowledged to senders.
+    pub acknowledged: usize,
+    /// Deliveries the handler answered 2xx.
+    pub delivered: usize,
+    /// Acknowledged events never delivered (must be 0).
+    pub lost: usize,
+    /// Deliveries that went backwards in seq (must be 0).
+    pub out_of_order: usize,
+    /// Deliveries of a seq already delivered just before (allowed after a daemon crash).
+    pub duplicates: usize,
+    /// Deliveries whose body differs from what was acknowledged for that seq (must be 0).
+    pub corrupted: usize,
+}
+
+/// Checks deliveries against acknowledgements.
+pub fn verify(acked: &Acked, got: &[crate::Received]) -> Report {
+    let delivered: Vec<&crate::Received> = got.iter().filter(|r| (200..300).contains(&r.answered)).collect();
+    let by_seq: std::collections::HashMap<u64, &Bytes> = acked.iter().map(|(s, b)| (*s, b)).collect();
+    let mut r = Report {
+        acknowledged: acked.len(),
+        delivered: delivered.len(),
+        ..Report::default()
+    };
+    let mut last = 0u64;
+    let mut seen = std::collections::HashSet::new();
+    for d in &delivered {
+        let seq = d.seq();
+        if seq == last {
+            r.duplicates += 1;
+        } else if seq < last {
+            r.out_of_order += 1;
+        }
+        last = last.max(seq);
+        seen.insert(seq);
+        if by_seq.get(&seq).is_some_and(|b| **b != d.body) {
+            r.corrupted += 1;
+        }
+    }
+    r.lost = acked.iter().filter(|(s, _)| !seen.contains(s)).count();
+    r
+}
+
+impl Report {
+    /// Prints the figures line and asserts the promise.
+    pub fn assert_promise(&self, fault: &str, injected: usize) {
+        println!(
+            "chaos: fault={fault} injected={injected} acknowledged={} delivered={} lost={} out_of_order={} duplicates={} corrupted={}",
+            self.acknowledged, self.delivered, self.lost, self.out_of_order, self.duplicates, self.corrupted
+        );
+        assert_eq!((self.lost, self.out_of_order, self.corrupted), (0, 0, 0), "{fault}: {self:?}");
+    }
+}
