@@ -7,19 +7,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meethook_testkit::fault::{collect, jitter, senders, verify, CutProxy, Tmpfs};
-use meethook_testkit::{client, post, request, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay};
+use meethook_testkit::{
+    client, post, request, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meethook");
 const ADMIN: &str = "admin-test-token";
 
 async fn create_channel(relay: &str) -> (String, String) {
     let auth = format!("Bearer {ADMIN}");
-    let r = request(&client(), "POST", &format!("{relay}/api/channels"), &[("authorization", auth.as_str())], "")
-        .await
-        .unwrap();
+    let r = request(
+        &client(),
+        "POST",
+        &format!("{relay}/api/channels"),
+        &[("authorization", auth.as_str())],
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 201);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    (v["id"].as_str().unwrap().into(), v["token"].as_str().unwrap().into())
+    (
+        v["id"].as_str().unwrap().into(),
+        v["token"].as_str().unwrap().into(),
+    )
 }
 
 async fn start_relay(data: &Path, listen: &str) -> RelayProcess {
@@ -27,12 +38,18 @@ async fn start_relay(data: &Path, listen: &str) -> RelayProcess {
 }
 
 /// Waits until the handler has delivered every acknowledged seq.
-async fn wait_all(handler: &TestHandler, acked: &meethook_testkit::fault::Acked) -> Vec<meethook_testkit::Received> {
+async fn wait_all(
+    handler: &TestHandler,
+    acked: &meethook_testkit::fault::Acked,
+) -> Vec<meethook_testkit::Received> {
     let want: std::collections::HashSet<u64> = acked.iter().map(|a| a.0).collect();
     handler
         .wait_until("every acknowledged event", |log| {
-            let got: std::collections::HashSet<u64> =
-                log.iter().filter(|r| r.answered == 200).map(|r| r.seq()).collect();
+            let got: std::collections::HashSet<u64> = log
+                .iter()
+                .filter(|r| r.answered == 200)
+                .map(|r| r.seq())
+                .collect();
             want.is_subset(&got)
         })
         .await
@@ -47,7 +64,13 @@ async fn relay_kill9_at_random_moments_under_load() {
     let (ch, token) = create_channel(&base).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(&base, &ch, &token, &handler.url("/"), jdir.path()));
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &base,
+        &ch,
+        &token,
+        &handler.url("/"),
+        jdir.path(),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let load = senders(format!("{base}/hooks/{ch}"), 4, 100_000, 512, stop.clone());
     let kills = 20;
@@ -63,7 +86,10 @@ async fn relay_kill9_at_random_moments_under_load() {
     let got = wait_all(&handler, &acked).await;
     let report = verify(&acked, &got);
     report.assert_promise("relay-kill9", kills);
-    assert_eq!(report.duplicates, 0, "a relay crash never duplicates at the handler");
+    assert_eq!(
+        report.duplicates, 0,
+        "a relay crash never duplicates at the handler"
+    );
     daemon.stop().await.unwrap();
 }
 
@@ -73,7 +99,16 @@ async fn daemon_kill9_at_random_moments_under_load() {
     let (ch, token) = relay.channel(None).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
-    let listen = || ListenProcess::start(Path::new(BIN), &relay.url(), &ch, &token, &handler.url("/"), jdir.path());
+    let listen = || {
+        ListenProcess::start(
+            Path::new(BIN),
+            &relay.url(),
+            &ch,
+            &token,
+            &handler.url("/"),
+            jdir.path(),
+        )
+    };
     let mut daemon = listen();
     let stop = Arc::new(AtomicBool::new(false));
     let load = senders(relay.hook(&ch), 4, 150, 256, stop);
@@ -88,7 +123,10 @@ async fn daemon_kill9_at_random_moments_under_load() {
     let got = wait_all(&handler, &acked).await;
     let report = verify(&acked, &got);
     report.assert_promise("daemon-kill9", kills);
-    assert!(report.duplicates <= kills, "at most one visible duplicate per crash");
+    assert!(
+        report.duplicates <= kills,
+        "at most one visible duplicate per crash"
+    );
     daemon.proc.kill9().await;
     relay.stop().await;
 }
@@ -102,7 +140,13 @@ async fn relay_restarted_on_a_copy_of_its_data_dir() {
     let (ch, token) = create_channel(&base).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(&base, &ch, &token, &handler.url("/"), jdir.path()));
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &base,
+        &ch,
+        &token,
+        &handler.url("/"),
+        jdir.path(),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let load = senders(format!("{base}/hooks/{ch}"), 2, 100_000, 512, stop.clone());
     let moves = 3;
@@ -137,15 +181,29 @@ async fn websocket_cut_mid_frame() {
     let handler = TestHandler::start().await;
     let jdir = tempdir();
     let daemon = TestDaemon::start(TestDaemon::config(
-        &format!("http://{}", proxy.addr), &ch, &token, &handler.url("/"), jdir.path(),
+        &format!("http://{}", proxy.addr),
+        &ch,
+        &token,
+        &handler.url("/"),
+        jdir.path(),
     ));
     // 64 KiB bodies: most cuts land inside an event frame.
-    let load = senders(relay.hook(&ch), 2, 150, 64 << 10, Arc::new(AtomicBool::new(false)));
+    let load = senders(
+        relay.hook(&ch),
+        2,
+        150,
+        64 << 10,
+        Arc::new(AtomicBool::new(false)),
+    );
     let acked = collect(load).await;
     let got = wait_all(&handler, &acked).await;
     let report = verify(&acked, &got);
     report.assert_promise("websocket-cut", proxy.cut.load(Ordering::Relaxed) as usize);
-    assert_eq!(proxy.cut.load(Ordering::Relaxed), cuts, "every planned cut happened");
+    assert_eq!(
+        proxy.cut.load(Ordering::Relaxed),
+        cuts,
+        "every planned cut happened"
+    );
     assert_eq!(report.duplicates, 0);
     daemon.stop().await.unwrap();
     relay.stop().await;
@@ -157,10 +215,22 @@ async fn handler_down_for_a_long_time() {
     let (ch, token) = relay.channel(None).await;
     let mut handler = TestHandler::start().await;
     let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path()));
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch,
+        &token,
+        &handler.url("/"),
+        jdir.path(),
+    ));
     // Errors first, then the port closed; backoff is capped at 200 ms, so 2 s down is ~10 retries.
     handler.script(&[503; 15]);
-    let load = senders(relay.hook(&ch), 2, 50, 256, Arc::new(AtomicBool::new(false)));
+    let load = senders(
+        relay.hook(&ch),
+        2,
+        50,
+        256,
+        Arc::new(AtomicBool::new(false)),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     handler.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -183,7 +253,13 @@ async fn relay_disk_full_answers_503_and_recovers() {
     let (ch, token) = relay.channel(None).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path()));
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch,
+        &token,
+        &handler.url("/"),
+        jdir.path(),
+    ));
     let body = vec![b'x'; 64 << 10];
     let mut refused = 0;
     let mut acked = Vec::new();
@@ -212,7 +288,11 @@ async fn relay_disk_full_answers_503_and_recovers() {
     let report = verify(&acked, &got);
     report.assert_promise("relay-disk-full", refused);
     let seqs: Vec<u64> = acked.iter().map(|a| a.0).collect();
-    assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "no seq burned by a refused write");
+    assert_eq!(
+        seqs,
+        (1..=acked.len() as u64).collect::<Vec<_>>(),
+        "no seq burned by a refused write"
+    );
     daemon.stop().await.unwrap();
     relay.stop().await;
 }
@@ -226,8 +306,20 @@ async fn daemon_disk_full_stops_acking_and_recovers() {
     let relay = TestRelay::start().await;
     let (ch, token) = relay.channel(None).await;
     let handler = TestHandler::start().await;
-    let daemon = TestDaemon::start(TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), disk.path()));
-    let load = senders(relay.hook(&ch), 1, 40, 64 << 10, Arc::new(AtomicBool::new(false)));
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch,
+        &token,
+        &handler.url("/"),
+        disk.path(),
+    ));
+    let load = senders(
+        relay.hook(&ch),
+        1,
+        40,
+        64 << 10,
+        Arc::new(AtomicBool::new(false)),
+    );
     let acked = collect(load).await;
     // 40 × 64 KiB cannot fit in 1 MiB: the journal fills and the daemon stops taking events.
     handler
@@ -235,7 +327,10 @@ async fn daemon_disk_full_stops_acking_and_recovers() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = handler.received().len();
-    assert!(before < 40, "delivery stalled on a full journal ({before} delivered)");
+    assert!(
+        before < 40,
+        "delivery stalled on a full journal ({before} delivered)"
+    );
     disk.resize("64m");
     let got = wait_all(&handler, &acked).await;
     verify(&acked, &got).assert_promise("daemon-disk-full", 1);

@@ -36,13 +36,30 @@ fn runtime_failures_exit_1_saying_what_to_do() {
     let dir = tempdir();
     let data = dir.path().to_str().unwrap();
     let (code, _, err) = run(&[
-        "listen", "--relay", "http://127.0.0.1:9", "--channel", "c", "--token", "t",
-        "--forward-to", "localhost:3000", "--data", data,
+        "listen",
+        "--relay",
+        "http://127.0.0.1:9",
+        "--channel",
+        "c",
+        "--token",
+        "t",
+        "--forward-to",
+        "localhost:3000",
+        "--data",
+        data,
     ]);
     assert_eq!(code, 1);
-    assert!(err.contains("--forward-to") && err.contains("http://"), "{err}");
+    assert!(
+        err.contains("--forward-to") && err.contains("http://"),
+        "{err}"
+    );
     let (code, _, err) = run(&[
-        "channel", "list", "--relay", "http://127.0.0.1:9", "--admin-token", "x",
+        "channel",
+        "list",
+        "--relay",
+        "http://127.0.0.1:9",
+        "--admin-token",
+        "x",
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("meethook relay"), "{err}");
@@ -53,7 +70,15 @@ async fn channel_commands_and_sigterm() {
     let data = tempdir();
     let mut relay = RelayProcess::start(Path::new(BIN), data.path(), "127.0.0.1:0", "adm").await;
     let url = format!("http://{}", relay.addr);
-    let (code, out, err) = run(&["channel", "create", "--relay", &url, "--admin-token", "adm", "--json"]);
+    let (code, out, err) = run(&[
+        "channel",
+        "create",
+        "--relay",
+        &url,
+        "--admin-token",
+        "adm",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let id = v["id"].as_str().unwrap();
@@ -65,15 +90,35 @@ async fn channel_commands_and_sigterm() {
     let (code, out, _) = run(&["channel", "list", "--relay", &url, "--admin-token", "adm"]);
     assert_eq!(code, 0);
     assert!(out.contains(id));
-    let (code, out, _) = run(&["channel", "delete", id, "--relay", &url, "--admin-token", "adm"]);
+    let (code, out, _) = run(&[
+        "channel",
+        "delete",
+        id,
+        "--relay",
+        &url,
+        "--admin-token",
+        "adm",
+    ]);
     assert_eq!(code, 0);
     assert!(out.contains("deleted"));
-    let (code, _, _) = run(&["channel", "delete", id, "--relay", &url, "--admin-token", "adm"]);
+    let (code, _, _) = run(&[
+        "channel",
+        "delete",
+        id,
+        "--relay",
+        &url,
+        "--admin-token",
+        "adm",
+    ]);
     assert_eq!(code, 1);
 
     // SIGTERM: stop accepting, finish, exit 0.
     let pid = relay.proc.child.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = relay.proc.child.wait().await.unwrap();
     assert_eq!(status.code(), Some(0));
 }
@@ -84,7 +129,14 @@ async fn dev_prints_the_webhook_url_and_forwards() {
     let handler = TestHandler::start().await;
     let data = tempdir();
     let mut child = tokio::process::Command::new(BIN)
-        .args(["dev", "--listen", "127.0.0.1:0", "--forward-to", &handler.url("/hook"), "--data"])
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--forward-to",
+            &handler.url("/hook"),
+            "--data",
+        ])
         .arg(data.path())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -110,7 +162,10 @@ async fn dev_prints_the_webhook_url_and_forwards() {
             break l;
         }
     };
-    assert!(line.contains("#1") && line.contains("bot.status_change") && line.contains("joining_call"), "{line}");
+    assert!(
+        line.contains("#1") && line.contains("bot.status_change") && line.contains("joining_call"),
+        "{line}"
+    );
     let pid = child.id().unwrap().to_string();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert_eq!(child.wait().await.unwrap().code(), Some(0));

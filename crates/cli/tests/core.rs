@@ -304,7 +304,11 @@ async fn a_reset_relay_is_refused_rather_than_skipping_events() {
         .await
         .unwrap();
     let cfg = TestDaemon::config(&fresh.url(), &ch, &token, &handler.url("/"), dir.path());
-    let err = TestDaemon::start(cfg).exited().await.unwrap_err().to_string();
+    let err = TestDaemon::start(cfg)
+        .exited()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("fresh --data"), "{err}");
     fresh.stop().await;
 }

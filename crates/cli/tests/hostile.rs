@@ -250,3 +250,94 @@ async fn garbage_does_not_take_the_relay_down() {
     assert_eq!(post(&relay.hook(&ch), &[], "still alive").await.status, 200);
     relay.stop().await;
 }
+
+/// Sends raw bytes and reads the answer until the server closes or `wait` passes.
+async fn raw(addr: std::net::SocketAddr, bytes: &[u8], wait: std::time::Duration) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_edge_cases_are_stored_exactly_or_refused_cleanly() {
+    use std::time::Duration;
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let dir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch,
+        &token,
+        &handler.url("/"),
+        dir.path(),
+    ));
+    let short = Duration::from_millis(500);
+
+    // Non-UTF-8 header bytes travel unchanged.
+    let mut req = format!("POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\nx-bin: ").into_bytes();
+    req.extend_from_slice(b"\xff\xfe\x80ok\r\ncontent-length: 3\r\nconnection: close\r\n\r\none");
+    assert!(raw(relay.addr, &req, short)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    // Chunked body: stored de-chunked, forwarded with its length.
+    let req = format!(
+        "POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\ntwo\r\n4\r\n-and\r\n0\r\n\r\n"
+    );
+    assert!(raw(relay.addr, req.as_bytes(), short)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    // HTTP/1.0.
+    let req = format!("POST /hooks/{ch} HTTP/1.0\r\ncontent-length: 5\r\n\r\nthree");
+    assert!(raw(relay.addr, req.as_bytes(), short)
+        .await
+        .starts_with("HTTP/1.0 200"));
+    // Pipelined: two requests in one write, two answers in order.
+    let req = format!(
+        "POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\n\r\nfourPOST /hooks/{ch} HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\nconnection: close\r\n\r\nfive"
+    );
+    let answer = raw(relay.addr, req.as_bytes(), short).await;
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    let (i4, i5) = (
+        answer.find("\"seq\":4").unwrap(),
+        answer.find("\"seq\":5").unwrap(),
+    );
+    assert!(i4 < i5);
+    // Truncated body: the client hangs up early; nothing is stored.
+    let req = format!("POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\nshort");
+    {
+        let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(short, s.read_to_end(&mut buf)).await;
+    }
+    // Absurd Content-Length: refused before reading.
+    let req =
+        format!("POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\ncontent-length: 999999999999\r\n\r\n");
+    assert!(raw(relay.addr, req.as_bytes(), short)
+        .await
+        .starts_with("HTTP/1.1 413"));
+
+    let got = handler.wait_delivered(5).await;
+    let bodies: Vec<&[u8]> = got.iter().map(|r| &r.body[..]).collect();
+    assert_eq!(
+        bodies,
+        vec![&b"one"[..], b"two-and", b"three", b"four", b"five"]
+    );
+    assert_eq!(
+        got[0].headers.iter().find(|(n, _)| n == "x-bin").unwrap().1,
+        b"\xff\xfe\x80ok"
+    );
+    assert_eq!(got[1].header("content-length").as_deref(), Some("7"));
+    assert!(got[1].header("transfer-encoding").is_none());
+    assert_eq!(
+        relay.store.bounds(&ch).await.unwrap().head,
+        5,
+        "the truncated request stored nothing"
+    );
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}

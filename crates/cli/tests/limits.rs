@@ -9,14 +9,17 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-const HELLO: &str = r#"{"type":"hello","version":1,"listener_id":"t","journaled":0,"delivered":0,"window":8}"#;
+const HELLO: &str =
+    r#"{"type":"hello","version":1,"listener_id":"t","journaled":0,"delivered":0,"window":8}"#;
 
 async fn ws_connect(
     relay: &TestRelay,
     ch: &str,
     token: &str,
 ) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>, u16> {
-    let mut req = format!("ws://{}/ws/{ch}", relay.addr).into_client_request().unwrap();
+    let mut req = format!("ws://{}/ws/{ch}", relay.addr)
+        .into_client_request()
+        .unwrap();
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     match tokio_tungstenite::connect_async(req).await {
@@ -40,9 +43,14 @@ async fn read_until_closed(s: &mut TcpStream) -> String {
 async fn slow_headers_are_cut_off() {
     let relay = TestRelay::start_with(|c| c.header_read_timeout = Duration::from_millis(300)).await;
     let mut s = TcpStream::connect(relay.addr).await.unwrap();
-    s.write_all(b"POST /hooks/x HTTP/1.1\r\nhost: a\r\n").await.unwrap();
+    s.write_all(b"POST /hooks/x HTTP/1.1\r\nhost: a\r\n")
+        .await
+        .unwrap();
     let answer = read_until_closed(&mut s).await;
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
     relay.stop().await;
 }
 
@@ -52,7 +60,9 @@ async fn oversized_headers_get_431() {
     let (ch, _) = relay.channel(None).await;
     let mut s = TcpStream::connect(relay.addr).await.unwrap();
     let big = "a".repeat(64 << 10);
-    let req = format!("POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\nx-big: {big}\r\ncontent-length: 0\r\n\r\n");
+    let req = format!(
+        "POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\nx-big: {big}\r\ncontent-length: 0\r\n\r\n"
+    );
     let _ = s.write_all(req.as_bytes()).await;
     let answer = read_until_closed(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
@@ -74,10 +84,16 @@ async fn connections_over_the_limit_get_503() {
     assert_eq!((a.unwrap().status, b.unwrap().status), (200, 200));
     let mut s = TcpStream::connect(relay.addr).await.unwrap();
     let _ = s
-        .write_all(format!("POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\n\r\nx").as_bytes())
+        .write_all(
+            format!("POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\n\r\nx")
+                .as_bytes(),
+        )
         .await;
     let answer = read_until_closed(&mut s).await;
-    assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("retry-after: 1"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains("retry-after: 1"),
+        "{answer}"
+    );
     drop(held);
     relay.stop().await;
 }
@@ -95,13 +111,27 @@ async fn channel_rate_limit_answers_429_with_retry_after() {
         assert_eq!(post(&relay.hook(&ch), &[], "x").await.status, 200);
     }
     let c = client();
-    let req = http::Request::post(relay.hook(&ch)).body(http_body_util::Full::new(bytes::Bytes::from("x"))).unwrap();
+    let req = http::Request::post(relay.hook(&ch))
+        .body(http_body_util::Full::new(bytes::Bytes::from("x")))
+        .unwrap();
     let r = c.request(req).await.unwrap();
     assert_eq!(r.status(), 429);
-    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
-    assert_eq!(post(&relay.hook(&other), &[], "x").await.status, 200, "other channels unaffected");
-    assert_eq!(relay.store.bounds(&ch).await.unwrap().head, 3, "nothing stored for the 429");
+    assert_eq!(
+        post(&relay.hook(&other), &[], "x").await.status,
+        200,
+        "other channels unaffected"
+    );
+    assert_eq!(
+        relay.store.bounds(&ch).await.unwrap().head,
+        3,
+        "nothing stored for the 429"
+    );
     relay.stop().await;
 }
 
@@ -113,7 +143,11 @@ async fn repeated_auth_failures_from_one_ip_get_429() {
         assert_eq!(ws_connect(&relay, &ch, "mht_guess").await.err(), Some(401));
     }
     assert_eq!(ws_connect(&relay, &ch, "mht_guess").await.err(), Some(429));
-    assert_eq!(ws_connect(&relay, &ch, &token).await.err(), Some(429), "blocked even with the right token");
+    assert_eq!(
+        ws_connect(&relay, &ch, &token).await.err(),
+        Some(429),
+        "blocked even with the right token"
+    );
     relay.stop().await;
 }
 
@@ -122,7 +156,11 @@ async fn oversized_listener_frames_and_extra_listeners_are_refused() {
     let relay = TestRelay::start_with(|c| c.max_listeners = 1).await;
     let (ch, token) = relay.channel(None).await;
     let mut ws = ws_connect(&relay, &ch, &token).await.unwrap();
-    assert_eq!(ws_connect(&relay, &ch, &token).await.err(), Some(503), "over --max-listeners");
+    assert_eq!(
+        ws_connect(&relay, &ch, &token).await.err(),
+        Some(503),
+        "over --max-listeners"
+    );
     // A 1 MiB frame from a listener exceeds the 64 KiB control-frame limit: dropped.
     let _ = ws.send(Message::text("x".repeat(1 << 20))).await;
     while let Some(Ok(_)) = ws.next().await {}
@@ -137,7 +175,10 @@ async fn oversized_listener_frames_and_extra_listeners_are_refused() {
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
-    assert!(again.is_some(), "slot released after the bad listener was dropped");
+    assert!(
+        again.is_some(),
+        "slot released after the bad listener was dropped"
+    );
     relay.stop().await;
 }
 
@@ -151,8 +192,13 @@ async fn silent_and_helloless_listeners_are_dropped() {
     let (ch, token) = relay.channel(None).await;
     // No hello at all.
     let mut ws = ws_connect(&relay, &ch, &token).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.unwrap();
-    assert!(matches!(first, Some(Ok(Message::Text(ref t))) if t.contains("hello")), "{first:?}");
+    let first = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, Some(Ok(Message::Text(ref t))) if t.contains("hello")),
+        "{first:?}"
+    );
     // Hello, then never read (so never answer a ping).
     let mut ws = ws_connect(&relay, &ch, &token).await.unwrap();
     ws.send(Message::text(HELLO)).await.unwrap();
@@ -167,6 +213,9 @@ async fn silent_and_helloless_listeners_are_dropped() {
             Ok(_) => {}
         }
     }
-    assert!(closed || ws.next().await.is_none(), "silent listener dropped");
+    assert!(
+        closed || ws.next().await.is_none(),
+        "silent listener dropped"
+    );
     relay.stop().await;
 }

@@ -31,17 +31,38 @@ async fn a_full_run_logs_no_secret_and_keeps_files_private() {
     let auth = format!("Bearer {admin}");
     let c = client();
     let body = format!(r#"{{"sender_secret":"{sender_secret}"}}"#);
-    let r = request(&c, "POST", &format!("{base}/api/channels"), &[("authorization", auth.as_str())], body)
-        .await
-        .unwrap();
+    let r = request(
+        &c,
+        "POST",
+        &format!("{base}/api/channels"),
+        &[("authorization", auth.as_str())],
+        body,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 201);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let (ch, token) = (v["id"].as_str().unwrap().to_string(), v["token"].as_str().unwrap().to_string());
-    assert!(!String::from_utf8_lossy(&r.body).contains(sender_secret), "secret not echoed");
+    let (ch, token) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["token"].as_str().unwrap().to_string(),
+    );
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains(sender_secret),
+        "secret not echoed"
+    );
 
     let handler = TestHandler::start().await;
     let mut listen = tokio::process::Command::new(BIN)
-        .args(["listen", "--relay", &base, "--channel", &ch, "--forward-to", &handler.url("/"), "--data"])
+        .args([
+            "listen",
+            "--relay",
+            &base,
+            "--channel",
+            &ch,
+            "--forward-to",
+            &handler.url("/"),
+            "--data",
+        ])
         .arg(jdata.path())
         .env("MEETHOOK_TOKEN", &token)
         .env("MEETHOOK_LOG", "trace")
@@ -52,34 +73,70 @@ async fn a_full_run_logs_no_secret_and_keeps_files_private() {
         .unwrap();
 
     let hook = format!("{base}/hooks/{ch}");
-    assert_eq!(post(&hook, &[("x-meeting-baas-api-key", "wrong-guess")], "x").await.status, 401);
-    assert_eq!(post(&hook, &[("x-meeting-baas-api-key", sender_secret)], "ok").await.status, 200);
-    let wrong = request(&c, "GET", &format!("{base}/api/channels"), &[("authorization", "Bearer nope")], "")
-        .await
-        .unwrap();
+    assert_eq!(
+        post(&hook, &[("x-meeting-baas-api-key", "wrong-guess")], "x")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        post(&hook, &[("x-meeting-baas-api-key", sender_secret)], "ok")
+            .await
+            .status,
+        200
+    );
+    let wrong = request(
+        &c,
+        "GET",
+        &format!("{base}/api/channels"),
+        &[("authorization", "Bearer nope")],
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(wrong.status, 401);
     handler.wait_delivered(1).await;
 
     for p in [&relay, &listen] {
         let pid = p.id().unwrap().to_string();
-        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
     }
     let mut logs = String::new();
     for child in [&mut relay, &mut listen] {
         let mut s = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut s).await.unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut s)
+            .await
+            .unwrap();
         if let Some(mut o) = child.stdout.take() {
             o.read_to_string(&mut s).await.unwrap();
         }
-        assert_eq!(child.wait().await.unwrap().code(), Some(0), "clean exit on SIGTERM");
+        assert_eq!(
+            child.wait().await.unwrap().code(),
+            Some(0),
+            "clean exit on SIGTERM"
+        );
         logs.push_str(&s);
     }
     while let Ok(Some(l)) = out.next_line().await {
         logs.push_str(&l);
     }
-    assert!(logs.contains("listener connected"), "logs were captured: {logs}");
+    assert!(
+        logs.contains("listener connected"),
+        "logs were captured: {logs}"
+    );
     for secret in [admin, sender_secret, token.as_str()] {
-        assert!(!logs.contains(secret), "a secret appeared in the logs:\n{}", logs.replace(secret, "<SECRET>"));
+        assert!(
+            !logs.contains(secret),
+            "a secret appeared in the logs:\n{}",
+            logs.replace(secret, "<SECRET>")
+        );
     }
 
     // Store and journal files (and SQLite's side files) are readable by the owner only.

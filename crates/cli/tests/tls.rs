@@ -42,18 +42,22 @@ async fn https_post(url: &str, ca: &Path, body: &'static str) -> Result<u16, Str
     for c in rustls_pemfile::certs(&mut &pem[..]) {
         roots.add(c.unwrap()).unwrap();
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let conn = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(cfg)
         .https_only()
         .enable_http1()
         .build();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(conn);
-    let req = http::Request::post(url).body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap();
+    let req = http::Request::post(url)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
     let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
     let status = resp.status().as_u16();
     let _ = resp.into_body().collect().await;
@@ -82,20 +86,35 @@ async fn wss_end_to_end_and_certificate_reload_keeps_listeners() {
     assert_eq!(got[0].body, Bytes::from("over tls"));
 
     // Plain HTTP to the TLS port is not served.
-    assert!(meethook_testkit::request(&meethook_testkit::client(), "POST", &relay.hook(&ch), &[], "x")
-        .await
-        .map(|r| r.status != 200)
-        .unwrap_or(true));
+    assert!(meethook_testkit::request(
+        &meethook_testkit::client(),
+        "POST",
+        &relay.hook(&ch),
+        &[],
+        "x"
+    )
+    .await
+    .map(|r| r.status != 200)
+    .unwrap_or(true));
 
     // New certificate from another CA; reload as SIGHUP would.
     let (ca2, _, _) = make_certs(certs.path(), "two");
     tls.reload().unwrap();
-    assert!(https_post(&hook, &ca1, "old ca").await.is_err(), "new handshakes use the new certificate");
+    assert!(
+        https_post(&hook, &ca1, "old ca").await.is_err(),
+        "new handshakes use the new certificate"
+    );
     assert_eq!(https_post(&hook, &ca2, "after reload").await.unwrap(), 200);
     // The listener trusts only the old CA: it can only receive this over its existing connection.
     let got = handler.wait_delivered(2).await;
     assert_eq!(got[1].body, Bytes::from("after reload"));
-    assert_eq!(relay.metrics.listeners.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        relay
+            .metrics
+            .listeners
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 
     // A broken file keeps the current certificate.
     std::fs::write(&cert, "not a pem").unwrap();

@@ -164,7 +164,9 @@ pub async fn run_with_metrics(
                 let tasks = http_tasks.clone();
                 http_tasks.spawn(async move {
                     // The handshake shares the header deadline: a silent client can't hold a slot.
-                    match tokio::time::timeout(st.cfg.header_read_timeout, acceptor.accept(io)).await {
+                    match tokio::time::timeout(st.cfg.header_read_timeout, acceptor.accept(io))
+                        .await
+                    {
                         Ok(Ok(tls)) => serve_conn(&st, &tasks, TokioIo::new(tls), peer, permit),
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

@@ -38,9 +38,7 @@ impl RateLimiter {
             let rate = self.rate;
             map.retain(|_, (t, at)| *t + at.elapsed().as_secs_f64() * rate < burst);
         }
-        let (tokens, at) = map
-            .entry(key.to_string())
-            .or_insert((self.burst, now));
+        let (tokens, at) = map.entry(key.to_string()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {

@@ -52,7 +52,14 @@ pub fn senders(
                     let pad = "p".repeat(size.saturating_sub(head.len() + 2));
                     let body = Bytes::from(format!("{head}{pad}\"}}"));
                     loop {
-                        let r = request(&c, "POST", &url, &[("content-type", "application/json")], body.clone()).await;
+                        let r = request(
+                            &c,
+                            "POST",
+                            &url,
+                            &[("content-type", "application/json")],
+                            body.clone(),
+                        )
+                        .await;
                         match r {
                             Ok(r) if r.status == 200 => {
                                 acked.push((r.seq().expect("seq"), body));
@@ -98,7 +105,9 @@ impl CutProxy {
         let counter = cut.clone();
         tokio::spawn(async move {
             while let Ok((down, _)) = listener.accept().await {
-                let Ok(up) = TcpStream::connect(upstream).await else { continue };
+                let Ok(up) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
                 let budget = if counter.load(Ordering::Relaxed) < cuts {
                     Some(1024 + random() as usize % (256 << 10))
                 } else {
@@ -154,7 +163,13 @@ impl Tmpfs {
     pub fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().ok()?;
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .stderr(std::process::Stdio::null())
             .status()
@@ -211,8 +226,12 @@ pub struct Report {
 
 /// Checks deliveries against acknowledgements.
 pub fn verify(acked: &Acked, got: &[crate::Received]) -> Report {
-    let delivered: Vec<&crate::Received> = got.iter().filter(|r| (200..300).contains(&r.answered)).collect();
-    let by_seq: std::collections::HashMap<u64, &Bytes> = acked.iter().map(|(s, b)| (*s, b)).collect();
+    let delivered: Vec<&crate::Received> = got
+        .iter()
+        .filter(|r| (200..300).contains(&r.answered))
+        .collect();
+    let by_seq: std::collections::HashMap<u64, &Bytes> =
+        acked.iter().map(|(s, b)| (*s, b)).collect();
     let mut r = Report {
         acknowledged: acked.len(),
         delivered: delivered.len(),
@@ -244,6 +263,10 @@ impl Report {
             "chaos: fault={fault} injected={injected} acknowledged={} delivered={} lost={} out_of_order={} duplicates={} corrupted={}",
             self.acknowledged, self.delivered, self.lost, self.out_of_order, self.duplicates, self.corrupted
         );
-        assert_eq!((self.lost, self.out_of_order, self.corrupted), (0, 0, 0), "{fault}: {self:?}");
+        assert_eq!(
+            (self.lost, self.out_of_order, self.corrupted),
+            (0, 0, 0),
+            "{fault}: {self:?}"
+        );
     }
 }
