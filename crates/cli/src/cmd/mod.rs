@@ -4,6 +4,7 @@ mod channel;
 mod dev;
 mod listen;
 mod relay;
+mod trigger;
 
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ enum Command {
         #[command(subcommand)]
         command: channel::Command,
     },
+    /// Send a realistic Meeting BaaS event sequence (a scenario) to a URL; `--list` names them.
+    Trigger(trigger::Args),
 }
 
 /// Runs the parsed command.
@@ -43,6 +46,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Listen(a) => listen::run(a, shutdown).await,
         Command::Dev(a) => dev::run(a, shutdown).await,
         Command::Channel { command } => channel::run(command).await,
+        Command::Trigger(a) => trigger::run(a, shutdown).await,
     }
 }
 
