@@ -55,6 +55,8 @@ pub enum State {
     Delivered,
     /// Given up on (non-retryable answer, or `--max-attempts` reached).
     Failed,
+    /// Journaled and acked but not delivered: filtered out by `listen --events/--bot`.
+    Skipped,
 }
 
 impl State {
@@ -63,6 +65,7 @@ impl State {
             State::Pending => "pending",
             State::Delivered => "delivered",
             State::Failed => "failed",
+            State::Skipped => "skipped",
         }
     }
 }
