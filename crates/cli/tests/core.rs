@@ -312,3 +312,44 @@ async fn a_reset_relay_is_refused_rather_than_skipping_events() {
     assert!(err.contains("fresh --data"), "{err}");
     fresh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_events_are_journaled_and_acked_but_not_delivered() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let dir = tempdir();
+    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
+    cfg.events = vec!["complete".into(), "bot.comp*".into()];
+    cfg.bots = vec!["8d2f".into()];
+    let daemon = TestDaemon::start(cfg);
+    let bodies = [
+        r#"{"event":"bot.status_change","data":{"bot_id":"8d2f-1","status":{"code":"joining_call"}}}"#,
+        r#"{"event":"complete","data":{"bot_id":"ffff-2","mp4":"","speakers":[]}}"#,
+        r#"{"event":"complete","data":{"bot_id":"8d2f-1","mp4":"","speakers":[]}}"#,
+        r#"{"event":"bot.completed","data":{"bot_id":"8d2f-1"},"extra":null}"#,
+        "not json at all",
+    ];
+    for b in bodies {
+        post(&relay.hook(&ch), &[], b).await;
+    }
+    let got = handler.wait_delivered(2).await;
+    // The last event is only "seen" once everything before it settled; wait for its journal state.
+    let journal = meethook_daemon::journal::Journal::open(dir.path()).unwrap();
+    for _ in 0..500 {
+        if journal.cursors(&ch).unwrap() == (5, 5) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        journal.cursors(&ch).unwrap(),
+        (5, 5),
+        "all journaled and settled"
+    );
+    let seqs: Vec<u64> = handler.received().iter().map(|r| r.seq()).collect();
+    assert_eq!(seqs, vec![3, 4], "only wanted events delivered");
+    assert_eq!(got[0].body, bodies[2].as_bytes());
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}

@@ -10,7 +10,7 @@ use meethook_proto::frame::{decode_event, MAX_FRAME_OVERHEAD};
 use meethook_proto::{ClientFrame, ErrorCode, Event, ServerFrame, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -65,7 +65,7 @@ pub fn ws_url(relay: &str, channel: &str) -> Result<String, DaemonError> {
 pub(crate) async fn run(
     cfg: Arc<DaemonConfig>,
     journal: Journal,
-    journaled_tx: watch::Sender<u64>,
+    events_tx: mpsc::UnboundedSender<Event>,
     mut delivered_rx: watch::Receiver<u64>,
     stop: CancellationToken,
 ) -> Result<(), DaemonError> {
@@ -89,7 +89,7 @@ pub(crate) async fn run(
             tls.clone(),
             &journal,
             &listener_id,
-            &journaled_tx,
+            &events_tx,
             &mut delivered_rx,
             &stop,
         )
@@ -246,7 +246,7 @@ async fn once(
     tls: Option<tokio_rustls::TlsConnector>,
     journal: &Journal,
     listener_id: &str,
-    journaled_tx: &watch::Sender<u64>,
+    events_tx: &mpsc::UnboundedSender<Event>,
     delivered_rx: &mut watch::Receiver<u64>,
     stop: &CancellationToken,
 ) -> End {
@@ -339,7 +339,7 @@ async fn once(
                         },
                         Some(Ok(Message::Close(_))) | None => {
                             if !batch.is_empty() {
-                                if let Err(end) = journal_batch(journal, cfg, batch, journaled_tx).await {
+                                if let Err(end) = journal_batch(journal, cfg, batch, events_tx).await {
                                     return end;
                                 }
                             }
@@ -353,7 +353,7 @@ async fn once(
                     }
                 }
                 if !batch.is_empty() {
-                    if let Err(end) = journal_batch(journal, cfg, batch, journaled_tx).await {
+                    if let Err(end) = journal_batch(journal, cfg, batch, events_tx).await {
                         return end;
                     }
                 }
@@ -390,13 +390,19 @@ async fn journal_batch(
     journal: &Journal,
     cfg: &DaemonConfig,
     batch: Vec<Event>,
-    journaled_tx: &watch::Sender<u64>,
+    events_tx: &mpsc::UnboundedSender<Event>,
 ) -> Result<(), End> {
-    let last = batch.last().map(|e| e.seq).unwrap_or(0);
     let ch = cfg.channel.clone();
-    match blocking(journal, move |j| j.insert(&ch, &batch, now_ms())).await {
-        Ok(()) => {
-            journaled_tx.send_replace(last);
+    match blocking(journal, move |j| {
+        j.insert(&ch, &batch, now_ms()).map(|()| batch)
+    })
+    .await
+    {
+        Ok(batch) => {
+            // Bounded by the relay's window: it sends no more than that ahead of our acks.
+            for ev in batch {
+                let _ = events_tx.send(ev);
+            }
             Ok(())
         }
         // Disk full or similar: drop the connection; the relay keeps the events, and we

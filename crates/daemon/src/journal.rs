@@ -89,6 +89,17 @@ pub struct Attempt {
     pub replay: bool,
 }
 
+/// One outcome to record: an attempt (absent for a skipped event) and the final state, if any.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The event's seq.
+    pub seq: u64,
+    /// The attempt made, if one was.
+    pub attempt: Option<Attempt>,
+    /// The event's new state when it is settled.
+    pub state: Option<State>,
+}
+
 /// Errors from the journal.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -256,18 +267,17 @@ impl Journal {
         })
     }
 
-    /// The lowest pending event of `channel`.
-    pub fn first_pending(&self, channel: &str) -> Result<Option<(Event, u32)>, JournalError> {
+    /// The lowest pending events of `channel` (with their attempt counts), in seq order.
+    pub fn pending(&self, channel: &str, limit: usize) -> Result<Vec<(Event, u32)>, JournalError> {
         self.with(|c| {
-            c.prepare_cached(
+            let mut st = c.prepare_cached(
                 "SELECT seq, received_at, method, path, headers, body, attempts FROM events
-                 WHERE channel = ?1 AND state = 'pending' ORDER BY seq LIMIT 1",
-            )?
-            .query_row(params![channel], |r| {
-                let ev = row_event(r)?;
-                Ok((ev, r.get::<_, i64>(6)? as u32))
-            })
-            .optional()
+                 WHERE channel = ?1 AND state = 'pending' ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![channel, limit as i64], |r| {
+                Ok((row_event(r)?, r.get::<_, i64>(6)? as u32))
+            })?;
+            rows.collect()
         })
     }
 
@@ -279,35 +289,54 @@ impl Journal {
         a: &Attempt,
         new_state: Option<State>,
     ) -> Result<(), JournalError> {
+        self.record_many(
+            channel,
+            &[Record {
+                seq,
+                attempt: Some(a.clone()),
+                state: new_state,
+            }],
+        )
+    }
+
+    /// Records several outcomes in one transaction (the delivery loop batches them).
+    pub fn record_many(&self, channel: &str, records: &[Record]) -> Result<(), JournalError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.prepare_cached(
-                "INSERT INTO attempts (channel, seq, attempt, started_at, latency_us, status, error, response_head, replay)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                channel,
-                seq as i64,
-                a.attempt,
-                a.started_at_ms,
-                a.latency.as_micros() as i64,
-                a.status,
-                a.error,
-                &a.response_head[..],
-                a.replay,
-            ])?;
-            if !a.replay {
-                tx.prepare_cached(
-                    "UPDATE events SET attempts = ?3, last_status = ?4,
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO attempts (channel, seq, attempt, started_at, latency_us, status, error, response_head, replay)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                let mut update = tx.prepare_cached(
+                    "UPDATE events SET attempts = COALESCE(?3, attempts), last_status = COALESCE(?4, last_status),
                        state = COALESCE(?5, state) WHERE channel = ?1 AND seq = ?2",
-                )?
-                .execute(params![
-                    channel,
-                    seq as i64,
-                    a.attempt,
-                    a.status,
-                    new_state.map(State::as_str),
-                ])?;
+                )?;
+                for r in records {
+                    let replay = r.attempt.as_ref().is_some_and(|a| a.replay);
+                    if let Some(a) = &r.attempt {
+                        insert.execute(params![
+                            channel,
+                            r.seq as i64,
+                            a.attempt,
+                            a.started_at_ms,
+                            a.latency.as_micros() as i64,
+                            a.status,
+                            a.error,
+                            &a.response_head[..],
+                            a.replay,
+                        ])?;
+                    }
+                    if !replay {
+                        update.execute(params![
+                            channel,
+                            r.seq as i64,
+                            r.attempt.as_ref().map(|a| a.attempt),
+                            r.attempt.as_ref().and_then(|a| a.status),
+                            r.state.map(State::as_str),
+                        ])?;
+                    }
+                }
             }
             tx.commit()
         })
@@ -327,6 +356,470 @@ fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
         headers,
         body: Bytes::from(r.get::<_, Vec<u8>>(5)?),
     })
+}
+
+// ---- Queries for `meethook events` and `meethook replay` ----
+
+impl State {
+    /// The state as stored and shown (`pending`, `delivered`, `failed`, `skipped`).
+    pub fn name(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// The state stored as `s`, if it is one.
+    pub fn parse(s: &str) -> Option<State> {
+        [
+            State::Pending,
+            State::Delivered,
+            State::Failed,
+            State::Skipped,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// A journaled event with its delivery record, as the query methods return it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The channel it came on.
+    pub channel: String,
+    /// The event as received.
+    pub event: Event,
+    /// When this journal stored it (or imported it), ms since the epoch.
+    pub journaled_at_ms: i64,
+    /// Where its delivery by `listen` stands (replays never change it).
+    pub state: State,
+    /// Delivery attempts made by `listen`.
+    pub attempts: u32,
+    /// The handler's last status to `listen`, when it answered.
+    pub last_status: Option<u16>,
+    /// The Meeting BaaS `event`, when the body is one.
+    pub event_type: Option<String>,
+    /// The Meeting BaaS `data.bot_id`, when present.
+    pub bot_id: Option<String>,
+}
+
+/// Which events a query selects: every field that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Only this channel; all channels when `None`.
+    pub channel: Option<String>,
+    /// Only these seqs (inclusive ranges); any seq when empty.
+    pub seqs: Vec<std::ops::RangeInclusive<u64>>,
+    /// Only events whose bot id starts with this (a full id or the short one `events list` shows).
+    pub bot_id: Option<String>,
+    /// Only this Meeting BaaS event type (`complete`, `bot.status_change`).
+    pub event_type: Option<String>,
+    /// Only events in this state.
+    pub state: Option<State>,
+    /// Only events the relay received at or after this time, ms since the epoch.
+    pub since_ms: Option<i64>,
+    /// Only the last N matching events (still returned oldest first).
+    pub limit: Option<usize>,
+}
+
+impl Query {
+    /// ` WHERE …` and its parameters.
+    fn filter(&self) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
+        let mut conds: Vec<String> = Vec::new();
+        let mut params: Vec<Value> = Vec::new();
+        let mut param = |conds: &mut Vec<String>, sql: &str, v: Value| {
+            params.push(v);
+            conds.push(sql.replace('?', &format!("?{}", params.len())));
+        };
+        if let Some(c) = &self.channel {
+            param(&mut conds, "channel = ?", Value::Text(c.clone()));
+        }
+        if !self.seqs.is_empty() {
+            // Integers only, so safe to inline, with no limit on the number of parameters.
+            let ranges: Vec<String> = self
+                .seqs
+                .iter()
+                .map(|r| match (sql_seq(*r.start()), sql_seq(*r.end())) {
+                    (a, b) if a == b => format!("seq = {a}"),
+                    (a, b) => format!("seq BETWEEN {a} AND {b}"),
+                })
+                .collect();
+            conds.push(format!("({})", ranges.join(" OR ")));
+        }
+        if let Some(b) = &self.bot_id {
+            param(
+                &mut conds,
+                "substr(bot_id, 1, length(?)) = ?",
+                Value::Text(b.clone()),
+            );
+        }
+        if let Some(e) = &self.event_type {
+            param(&mut conds, "event_type = ?", Value::Text(e.clone()));
+        }
+        if let Some(s) = self.state {
+            param(&mut conds, "state = ?", Value::Text(s.as_str().into()));
+        }
+        if let Some(t) = self.since_ms {
+            param(&mut conds, "received_at >= ?", Value::Integer(t));
+        }
+        let sql = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
+        (sql, params)
+    }
+
+    /// Result order: seq within one channel, arrival across channels.
+    fn order(&self, desc: bool) -> String {
+        let d = if desc { " DESC" } else { "" };
+        if self.channel.is_some() {
+            format!(" ORDER BY seq{d}")
+        } else {
+            format!(" ORDER BY received_at{d}, channel{d}, seq{d}")
+        }
+    }
+
+    /// `SELECT columns FROM events WHERE … ORDER BY …`, keeping the last `limit` rows.
+    fn select(&self, columns: &str) -> String {
+        let (filter, _) = self.filter();
+        match self.limit {
+            Some(n) => format!(
+                "SELECT * FROM (SELECT {columns} FROM events{filter}{} LIMIT {n}){}",
+                self.order(true),
+                self.order(false)
+            ),
+            None => format!("SELECT {columns} FROM events{filter}{}", self.order(false)),
+        }
+    }
+}
+
+fn sql_seq(seq: u64) -> i64 {
+    seq.min(i64::MAX as u64) as i64
+}
+
+/// The columns [`row_stored`] reads, in order (the first six are [`row_event`]'s).
+const STORED_COLUMNS: &str = "seq, received_at, method, path, headers, body, channel, \
+     journaled_at, state, attempts, last_status, event_type, bot_id";
+
+fn row_stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    let state: String = r.get(8)?;
+    Ok(Stored {
+        event: row_event(r)?,
+        channel: r.get(6)?,
+        journaled_at_ms: r.get(7)?,
+        state: State::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                8,
+                rusqlite::types::Type::Text,
+                format!("unknown state {state:?}").into(),
+            )
+        })?,
+        attempts: r.get::<_, i64>(9)? as u32,
+        last_status: r.get(10)?,
+        event_type: r.get(11)?,
+        bot_id: r.get(12)?,
+    })
+}
+
+impl Journal {
+    /// Each channel in the journal with its number of events, by channel id.
+    pub fn channels(&self) -> Result<Vec<(String, u64)>, JournalError> {
+        self.with(|c| {
+            c.prepare("SELECT channel, COUNT(*) FROM events GROUP BY channel ORDER BY channel")?
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect()
+        })
+    }
+
+    /// How many events match `q`, ignoring its `limit`.
+    pub fn count(&self, q: &Query) -> Result<u64, JournalError> {
+        let (filter, params) = q.filter();
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT COUNT(*) FROM events{filter}"),
+                rusqlite::params_from_iter(params),
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+        })
+    }
+
+    /// `(channel, seq)` of the events matching `q`, in query order, without their bodies.
+    pub fn keys(&self, q: &Query) -> Result<Vec<(String, u64)>, JournalError> {
+        let sql = q.select("channel, seq, received_at");
+        let (_, params) = q.filter();
+        self.with(|c| {
+            c.prepare(&sql)?
+                .query_map(rusqlite::params_from_iter(params), |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect()
+        })
+    }
+
+    /// Calls `f` with each event matching `q`, in query order, until it returns `false`.
+    /// Rows are read one at a time, so a whole journal can be streamed (`events export`).
+    pub fn each(&self, q: &Query, mut f: impl FnMut(Stored) -> bool) -> Result<(), JournalError> {
+        let sql = q.select(STORED_COLUMNS);
+        let (_, params) = q.filter();
+        self.with(|c| {
+            let mut st = c.prepare(&sql)?;
+            let mut rows = st.query(rusqlite::params_from_iter(params))?;
+            while let Some(r) = rows.next()? {
+                if !f(row_stored(r)?) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The events matching `q`, in query order.
+    pub fn query(&self, q: &Query) -> Result<Vec<Stored>, JournalError> {
+        let mut out = Vec::new();
+        self.each(q, |s| {
+            out.push(s);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// One event, if journaled.
+    pub fn get(&self, channel: &str, seq: u64) -> Result<Option<Stored>, JournalError> {
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {STORED_COLUMNS} FROM events WHERE channel = ?1 AND seq = ?2"
+            ))?
+            .query_row(params![channel, sql_seq(seq)], row_stored)
+            .optional()
+        })
+    }
+
+    /// Every attempt recorded for one event, `listen`'s and replays', in the order made.
+    pub fn attempts(&self, channel: &str, seq: u64) -> Result<Vec<Attempt>, JournalError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT attempt, started_at, latency_us, status, error, response_head, replay
+                 FROM attempts WHERE channel = ?1 AND seq = ?2 ORDER BY rowid",
+            )?
+            .query_map(params![channel, sql_seq(seq)], |r| {
+                Ok(Attempt {
+                    attempt: r.get::<_, i64>(0)? as u32,
+                    started_at_ms: r.get(1)?,
+                    latency: Duration::from_micros(r.get::<_, i64>(2)?.max(0) as u64),
+                    status: r.get(3)?,
+                    error: r.get(4)?,
+                    response_head: Bytes::from(r.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default()),
+                    replay: r.get(6)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Adds `(channel, event)` pairs as history, in one transaction: state `delivered` (so
+    /// `listen` never forwards them), no attempts. A `(channel, seq)` already journaled is
+    /// left as it is. Returns `(imported, skipped)`.
+    pub fn import(
+        &self,
+        events: &[(String, Event)],
+        now_ms: i64,
+    ) -> Result<(usize, usize), JournalError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut imported = 0;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO events
+                     (channel, seq, received_at, journaled_at, method, path, headers, body,
+                      event_type, bot_id, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'delivered')",
+                )?;
+                for (channel, ev) in events {
+                    let mut h = BytesMut::with_capacity(headers_len(&ev.headers));
+                    encode_headers(&ev.headers, &mut h);
+                    let summary = Summary::parse(&ev.body);
+                    imported += st.execute(params![
+                        channel,
+                        sql_seq(ev.seq),
+                        ev.received_at_ms,
+                        now_ms,
+                        ev.method,
+                        ev.path,
+                        &h[..],
+                        &ev.body[..],
+                        summary.as_ref().map(|s| s.event.clone()),
+                        summary.and_then(|s| s.bot_id),
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok((imported, events.len() - imported))
+        })
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+    use meethook_proto::Header;
+
+    fn mb(seq: u64, bot: &str, event: &str, at: i64) -> Event {
+        let body = format!(
+            r#"{{"event":"{event}","data":{{"bot_id":"{bot}","status":{{"code":"joining_call"}}}}}}"#
+        );
+        Event {
+            seq,
+            received_at_ms: at,
+            method: "POST".into(),
+            path: String::new(),
+            headers: vec![Header::new("x", format!("{seq}"))],
+            body: Bytes::from(body),
+        }
+    }
+
+    fn attempt(n: u32, status: u16, replay: bool) -> Attempt {
+        Attempt {
+            attempt: n,
+            started_at_ms: 5,
+            latency: Duration::from_micros(1500),
+            status: Some(status),
+            error: None,
+            response_head: Bytes::from_static(b"nope"),
+            replay,
+        }
+    }
+
+    fn seqs(v: &[Stored]) -> Vec<u64> {
+        v.iter().map(|s| s.event.seq).collect()
+    }
+
+    #[test]
+    fn queries_filter_order_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let evs: Vec<Event> = (1..=6)
+            .map(|i| {
+                let bot = if i % 2 == 0 { "bbbb-2" } else { "aaaa-1" };
+                let event = if i == 6 {
+                    "complete"
+                } else {
+                    "bot.status_change"
+                };
+                mb(i, bot, event, 1000 * i as i64)
+            })
+            .collect();
+        j.insert("c1", &evs, 7).unwrap();
+        j.insert("c2", &[mb(1, "aaaa-1", "complete", 3500)], 7)
+            .unwrap();
+        j.record("c1", 2, &attempt(1, 400, false), Some(State::Failed))
+            .unwrap();
+        j.record("c1", 2, &attempt(1, 200, true), None).unwrap();
+
+        assert_eq!(
+            j.channels().unwrap(),
+            vec![("c1".to_string(), 6), ("c2".to_string(), 1)]
+        );
+        let c1 = |q: Query| Query {
+            channel: Some("c1".into()),
+            ..q
+        };
+        let all = j.query(&c1(Query::default())).unwrap();
+        assert_eq!(seqs(&all), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(all[0].event, evs[0]);
+        assert_eq!(all[0].state, State::Pending);
+        assert_eq!(all[0].bot_id.as_deref(), Some("aaaa-1"));
+        assert_eq!(all[5].event_type.as_deref(), Some("complete"));
+
+        let bot = |b: &str| {
+            c1(Query {
+                bot_id: Some(b.into()),
+                ..Query::default()
+            })
+        };
+        assert_eq!(seqs(&j.query(&bot("bbbb")).unwrap()), vec![2, 4, 6]);
+        assert_eq!(seqs(&j.query(&bot("aaaa-1")).unwrap()), vec![1, 3, 5]);
+        assert!(j.query(&bot("aaaa-1x")).unwrap().is_empty());
+        assert!(j.query(&bot("%")).unwrap().is_empty(), "no LIKE wildcards");
+
+        let failed = j
+            .query(&c1(Query {
+                state: Some(State::Failed),
+                ..Query::default()
+            }))
+            .unwrap();
+        assert_eq!(seqs(&failed), vec![2]);
+        assert_eq!(failed[0].last_status, Some(400));
+        assert_eq!(
+            failed[0].attempts, 1,
+            "the replay attempt left the row alone"
+        );
+
+        let q = c1(Query {
+            seqs: vec![1..=1, 4..=5, 9..=20],
+            ..Query::default()
+        });
+        assert_eq!(seqs(&j.query(&q).unwrap()), vec![1, 4, 5]);
+        let q = c1(Query {
+            since_ms: Some(3000),
+            limit: Some(2),
+            ..Query::default()
+        });
+        assert_eq!(
+            seqs(&j.query(&q).unwrap()),
+            vec![5, 6],
+            "the last two, oldest first"
+        );
+        assert_eq!(j.count(&q).unwrap(), 4, "count ignores the limit");
+
+        // Across channels: by arrival time.
+        let keys = j
+            .keys(&Query {
+                event_type: Some("complete".into()),
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(keys, vec![("c2".into(), 1), ("c1".into(), 6)]);
+
+        let mut n = 0;
+        j.each(&Query::default(), |_| {
+            n += 1;
+            n < 3
+        })
+        .unwrap();
+        assert_eq!(n, 3, "each stops when told");
+
+        let a = j.attempts("c1", 2).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!((a[0].status, a[0].replay), (Some(400), false));
+        assert_eq!((a[1].status, a[1].replay), (Some(200), true));
+        assert_eq!(a[1].latency, Duration::from_micros(1500));
+        assert_eq!(&a[1].response_head[..], b"nope");
+        assert!(j.get("c1", 7).unwrap().is_none());
+        assert_eq!(j.get("c2", 1).unwrap().unwrap().event.received_at_ms, 3500);
+    }
+
+    #[test]
+    fn import_keeps_existing_events_and_marks_history_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.insert("c", &[mb(1, "b", "complete", 1)], 0).unwrap();
+        let batch: Vec<(String, Event)> = (1..=3)
+            .map(|i| ("c".to_string(), mb(i, "z", "failed", i as i64)))
+            .collect();
+        assert_eq!(j.import(&batch, 9).unwrap(), (2, 1));
+        assert_eq!(j.import(&batch, 9).unwrap(), (0, 3));
+        let got = j.get("c", 1).unwrap().unwrap();
+        assert_eq!(got.bot_id.as_deref(), Some("b"), "not overwritten");
+        assert_eq!(got.state, State::Pending);
+        let imported = j.get("c", 3).unwrap().unwrap();
+        assert_eq!(
+            (imported.state, imported.journaled_at_ms),
+            (State::Delivered, 9)
+        );
+        assert_eq!(imported.event, batch[2].1);
+        assert_eq!(State::parse("skipped"), Some(State::Skipped));
+        assert_eq!(State::parse("nope"), None);
+    }
 }
 
 #[cfg(test)]
@@ -366,8 +859,12 @@ mod tests {
         j.insert("c", &[ev(1), ev(2), ev(3)], 0).unwrap();
         j.insert("c", &[ev(3)], 0).unwrap(); // duplicate ignored
         assert_eq!(j.cursors("c").unwrap(), (3, 0));
-        let (first, attempts) = j.first_pending("c").unwrap().unwrap();
-        assert_eq!((first.clone(), attempts), (ev(1), 0));
+        let pending = j.pending("c", 10).unwrap();
+        assert_eq!(
+            pending.iter().map(|p| p.0.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!((pending[0].0.clone(), pending[0].1), (ev(1), 0));
         j.record("c", 1, &attempt(1, 503), None).unwrap();
         assert_eq!(j.cursors("c").unwrap(), (3, 0));
         j.record("c", 1, &attempt(2, 200), Some(State::Delivered))
@@ -379,7 +876,7 @@ mod tests {
         let j = Journal::open(dir.path()).unwrap();
         assert_eq!(j.listener_id("c").unwrap(), id);
         assert_eq!(j.cursors("c").unwrap(), (3, 2));
-        assert_eq!(j.first_pending("c").unwrap().unwrap().0, ev(3));
+        assert_eq!(j.pending("c", 1).unwrap()[0].0, ev(3));
         assert_eq!(j.cursors("other").unwrap(), (0, 0));
     }
 }

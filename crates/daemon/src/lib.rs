@@ -8,6 +8,7 @@
 //! - [`journal`]: the local SQLite journal of events and attempts.
 //! - [`deliver`]: one HTTP attempt to the handler and the retry rules.
 //! - [`output`]: the line printed per event.
+//! - [`replay`]: re-sending journaled events to a handler (`meethook replay`).
 
 mod conn;
 pub mod deliver;
@@ -18,12 +19,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use std::collections::VecDeque;
+
+use meethook_proto::meeting::Summary;
+use meethook_proto::Event;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use conn::ws_url;
 use deliver::{Backoff, Forwarder, Verdict};
-use journal::{Attempt, Journal, JournalError, State};
+use journal::{Attempt, Journal, JournalError, Record, State};
 use output::{Line, Printer};
 
 /// Everything `meethook listen` is told.
@@ -59,6 +64,10 @@ pub struct DaemonConfig {
     pub liveness_timeout: Duration,
     /// Extra CA certificate (PEM) to trust for `wss://`.
     pub ca_cert: Option<PathBuf>,
+    /// Deliver only these event types (`bot.status_change`, `bot.*`); empty = all.
+    pub events: Vec<String>,
+    /// Deliver only events of bots whose id starts with one of these; empty = all.
+    pub bots: Vec<String>,
 }
 
 impl DaemonConfig {
@@ -84,6 +93,8 @@ impl DaemonConfig {
             ping_interval: Duration::from_secs(15),
             liveness_timeout: Duration::from_secs(45),
             ca_cert: None,
+            events: Vec::new(),
+            bots: Vec::new(),
         }
     }
 }
@@ -111,52 +122,43 @@ pub fn now_ms() -> i64 {
 }
 
 /// Runs the daemon until `shutdown` is cancelled (returns `Ok`) or a fatal error.
+///
+/// Two tasks: the connection journals events and hands them to the delivery loop; the
+/// delivery loop sends them one at a time, records each outcome before the next send (so a
+/// crash can repeat at most the one event in flight) and publishes the delivered cursor,
+/// which the connection acks.
 pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let forwarder = Forwarder::new(&cfg.forward_to, &cfg.channel, cfg.timeout)?;
     conn::ws_url(&cfg.relay, &cfg.channel)?;
     let journal = Journal::open(&cfg.data)?;
     let cfg = Arc::new(cfg);
     let (_, delivered) = journal.cursors(&cfg.channel)?;
-    let (journaled_tx, journaled_rx) = watch::channel(0u64);
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (delivered_tx, delivered_rx) = watch::channel(delivered);
     let stop = shutdown.child_token();
     let conn_task = tokio::spawn(conn::run(
         cfg.clone(),
         journal.clone(),
-        journaled_tx,
+        events_tx,
         delivered_rx,
         stop.clone(),
     ));
     let worker = async {
-        let r = deliver_loop(
-            &cfg,
-            &journal,
-            &forwarder,
-            journaled_rx,
-            delivered_tx,
-            &stop,
-        )
-        .await;
+        let r = deliver_loop(&cfg, &journal, &forwarder, events_rx, delivered_tx, &stop).await;
         stop.cancel();
         r
     };
     // The connection task returns early only on a fatal error; either side stops the other.
     let conn = async {
-        let r = wait_conn(conn_task).await;
+        let r = match conn_task.await {
+            Ok(r) => r,
+            Err(e) => Err(DaemonError::Config(format!("connection task failed: {e}"))),
+        };
         stop.cancel();
         r
     };
     let (w, c) = tokio::join!(worker, conn);
     c.and(w)
-}
-
-async fn wait_conn(
-    task: tokio::task::JoinHandle<Result<(), DaemonError>>,
-) -> Result<(), DaemonError> {
-    match task.await {
-        Ok(r) => r,
-        Err(e) => Err(DaemonError::Config(format!("connection task failed: {e}"))),
-    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -170,33 +172,73 @@ async fn blocking<T: Send + 'static>(
         .map_err(DaemonError::Journal)
 }
 
-/// Delivers pending events one at a time, in seq order; publishes the delivered cursor.
+/// Whether `listen --events/--bot` lets an event through.
+fn wanted(cfg: &DaemonConfig, summary: Option<&Summary>) -> bool {
+    let matches = |pattern: &str, value: &str| match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => value == pattern,
+    };
+    let event_ok = cfg.events.is_empty()
+        || summary.is_some_and(|s| cfg.events.iter().any(|p| matches(p, &s.event)));
+    let bot_ok = cfg.bots.is_empty()
+        || summary
+            .and_then(|s| s.bot_id.as_deref())
+            .is_some_and(|b| cfg.bots.iter().any(|p| b.starts_with(p.as_str())));
+    event_ok && bot_ok
+}
+
+/// Delivers events one at a time, in seq order: first what the journal holds as pending,
+/// then what the connection hands over.
 async fn deliver_loop(
     cfg: &DaemonConfig,
     journal: &Journal,
     fwd: &Forwarder,
-    mut journaled_rx: watch::Receiver<u64>,
-    delivered_tx: watch::Sender<u64>,
+    mut incoming: mpsc::UnboundedReceiver<Event>,
+    delivered: watch::Sender<u64>,
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
     let printer = Printer { json: cfg.json };
+    let ch = cfg.channel.clone();
+    let mut queue: VecDeque<(Event, u32)> = blocking(journal, move |j| j.pending(&ch, usize::MAX))
+        .await?
+        .into();
+    let mut last = 0u64;
     loop {
-        journaled_rx.borrow_and_update();
-        let ch = cfg.channel.clone();
-        let next = blocking(journal, move |j| j.first_pending(&ch)).await?;
-        let Some((ev, mut attempts)) = next else {
-            tokio::select! {
+        let (ev, mut attempts) = match queue.pop_front() {
+            Some(next) => next,
+            None => tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                r = journaled_rx.changed() => if r.is_err() {
+                ev = incoming.recv() => match ev {
+                    Some(ev) => (ev, 0),
                     // The connection task is gone; wait for the stop it triggered.
-                    stop.cancelled().await;
-                    return Ok(());
+                    None => {
+                        stop.cancelled().await;
+                        return Ok(());
+                    }
                 },
-            }
-            continue;
+            },
         };
+        // The journal and the connection can both hand over the same event at start-up.
+        if ev.seq <= last {
+            continue;
+        }
+        last = ev.seq;
+        let summary = Summary::parse(&ev.body);
+        if !wanted(cfg, summary.as_ref()) {
+            printer.print(&ev, summary.as_ref(), Line::Skipped);
+            let r = Record {
+                seq: ev.seq,
+                attempt: None,
+                state: Some(State::Skipped),
+            };
+            if !record(cfg, journal, r, stop).await? {
+                return Ok(());
+            }
+            delivered.send_replace(ev.seq);
+            continue;
+        }
         // Retries are in this loop, so N+1 never starts before N is settled.
-        let final_state = loop {
+        loop {
             attempts += 1;
             let started_at_ms = now_ms();
             let outcome = fwd.send(&ev, attempts, false).await;
@@ -211,35 +253,9 @@ async fn deliver_loop(
             let next_retry = state
                 .is_none()
                 .then(|| cfg.backoff.delay(attempts, outcome.retry_after));
-            let attempt = Attempt {
-                attempt: attempts,
-                started_at_ms,
-                latency: outcome.latency,
-                status: outcome.status,
-                error: outcome.error.clone(),
-                response_head: outcome.response_head.clone(),
-                replay: false,
-            };
-            let ch = cfg.channel.clone();
-            let seq = ev.seq;
-            // A journal that cannot record the outcome must not ack: keep trying to record.
-            let mut record_failures = 0u32;
-            loop {
-                let (ch, a) = (ch.clone(), attempt.clone());
-                match blocking(journal, move |j| j.record(&ch, seq, &a, state)).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        record_failures += 1;
-                        tracing::error!(seq, error = %e, "cannot record delivery outcome; not acking");
-                        tokio::select! {
-                            _ = stop.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(cfg.backoff.delay(record_failures, None)) => {}
-                        }
-                    }
-                }
-            }
             printer.print(
                 &ev,
+                summary.as_ref(),
                 Line::Attempt {
                     outcome: &outcome,
                     attempt: attempts,
@@ -247,23 +263,61 @@ async fn deliver_loop(
                 },
             );
             if verdict == Verdict::Retry && out_of_attempts {
-                printer.print(&ev, Line::GaveUp { attempts });
+                printer.print(&ev, summary.as_ref(), Line::GaveUp { attempts });
             }
-            match (state, next_retry) {
-                (Some(s), _) => break s,
-                (None, Some(delay)) => {
-                    tokio::select! {
-                        _ = stop.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-                (None, None) => unreachable!("a retry always has a delay"),
+            let attempt = Attempt {
+                attempt: attempts,
+                started_at_ms,
+                latency: outcome.latency,
+                status: outcome.status,
+                error: outcome.error,
+                response_head: outcome.response_head,
+                replay: false,
+            };
+            let r = Record {
+                seq: ev.seq,
+                attempt: Some(attempt),
+                state,
+            };
+            if !record(cfg, journal, r, stop).await? {
+                return Ok(());
             }
-        };
-        tracing::debug!(seq = ev.seq, state = ?final_state, "settled");
-        delivered_tx.send_replace(ev.seq);
+            match next_retry {
+                None => break,
+                Some(delay) => tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                },
+            }
+        }
+        delivered.send_replace(ev.seq);
         if stop.is_cancelled() {
             return Ok(());
+        }
+    }
+}
+
+/// Records an outcome, retrying while the journal fails (disk full): nothing is acked
+/// meanwhile. `Ok(false)` when stopped before it could be recorded.
+async fn record(
+    cfg: &DaemonConfig,
+    journal: &Journal,
+    r: Record,
+    stop: &CancellationToken,
+) -> Result<bool, DaemonError> {
+    let mut failures = 0u32;
+    loop {
+        let (ch, rec) = (cfg.channel.clone(), r.clone());
+        match blocking(journal, move |j| j.record_many(&ch, &[rec])).await {
+            Ok(()) => return Ok(true),
+            Err(e) => {
+                failures += 1;
+                tracing::error!(seq = r.seq, error = %e, "cannot record the delivery outcome; not acking until it works");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(cfg.backoff.delay(failures, None)) => {}
+                }
+            }
         }
     }
 }

@@ -32,12 +32,13 @@ pub enum Line<'a> {
         /// Attempts made.
         attempts: u32,
     },
+    /// Filtered out by `--events` / `--bot`: journaled and acked, not delivered.
+    Skipped,
 }
 
 impl Printer {
-    /// Prints one line about `ev`.
-    pub fn print(&self, ev: &Event, line: Line<'_>) {
-        let summary = Summary::parse(&ev.body);
+    /// Prints one line about `ev` (with its parsed summary, when it has one).
+    pub fn print(&self, ev: &Event, summary: Option<&Summary>, line: Line<'_>) {
         let now = chrono::Local::now();
         let out = if self.json {
             let mut v = json!({
@@ -45,9 +46,9 @@ impl Printer {
                 "seq": ev.seq,
                 "method": ev.method,
                 "path": ev.path,
-                "event": summary.as_ref().map(|s| s.event.clone()),
-                "bot_id": summary.as_ref().and_then(|s| s.bot_id.clone()),
-                "code": summary.as_ref().and_then(|s| s.code.clone()),
+                "event": summary.map(|s| s.event.clone()),
+                "bot_id": summary.and_then(|s| s.bot_id.clone()),
+                "code": summary.and_then(|s| s.code.clone()),
             });
             let m = v.as_object_mut().expect("object");
             match line {
@@ -77,10 +78,13 @@ impl Printer {
                     m.insert("result".into(), json!("gave_up"));
                     m.insert("attempt".into(), json!(attempts));
                 }
+                Line::Skipped => {
+                    m.insert("result".into(), json!("skipped"));
+                }
             }
             v.to_string()
         } else {
-            let what = match &summary {
+            let what = match summary {
                 Some(s) => {
                     let d = s.detail();
                     if d.is_empty() {
@@ -117,6 +121,7 @@ impl Printer {
                     format!("→ {answer} ({ms:.1} ms){tail}")
                 }
                 Line::GaveUp { attempts } => format!("→ gave up after {attempts} attempts"),
+                Line::Skipped => "→ skipped (filtered out)".into(),
             };
             format!(
                 "{}  #{:<5} {what}  {result}",

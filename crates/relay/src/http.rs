@@ -140,7 +140,7 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
             .insert(header::ALLOW, HeaderValue::from_static("POST, PUT"));
         return r;
     }
-    let ch = match st.store.channel(&channel).await {
+    let ch = match st.channels.get(&*st.store, &channel).await {
         Ok(Some(ch)) => ch,
         Ok(None) => {
             Metrics::inc(&m.rejected_not_found);
@@ -347,6 +347,7 @@ async fn api(st: &State, req: Request<Incoming>) -> Resp {
         },
         (Method::DELETE, [id]) => match st.store.delete_channel(id).await {
             Ok(true) => {
+                st.channels.forget(id);
                 tracing::info!(channel = %id, "channel deleted");
                 Response::builder()
                     .status(StatusCode::NO_CONTENT)
@@ -366,7 +367,7 @@ pub(crate) async fn channel_auth(
     channel: &str,
     headers: &http::HeaderMap,
 ) -> Result<Channel, Resp> {
-    let ch = match st.store.channel(channel).await {
+    let ch = match st.channels.get(&*st.store, channel).await {
         Ok(Some(ch)) => ch,
         Ok(None) => return Err(error(StatusCode::NOT_FOUND, "unknown channel")),
         Err(e) => return Err(store_error(&st.metrics, e)),

@@ -104,6 +104,52 @@ struct State {
     rate: limits::RateLimiter,
     auth_failures: limits::AuthFailures,
     listener_slots: Arc<tokio::sync::Semaphore>,
+    channels: ChannelCache,
+}
+
+/// Recently read channels, so a webhook costs no store read for its channel lookup.
+/// Entries live one second: a channel deleted on another relay node stops being served
+/// within that time (and appends to it fail at the store anyway).
+#[derive(Default)]
+struct ChannelCache {
+    map: std::sync::Mutex<
+        std::collections::HashMap<String, (meethook_store::Channel, std::time::Instant)>,
+    >,
+}
+
+impl ChannelCache {
+    const TTL: Duration = Duration::from_secs(1);
+    const MAX: usize = 10_000;
+
+    async fn get(
+        &self,
+        store: &dyn Store,
+        id: &str,
+    ) -> Result<Option<meethook_store::Channel>, meethook_store::StoreError> {
+        if let Some((ch, at)) = self.map.lock().expect("cache lock").get(id) {
+            if at.elapsed() < Self::TTL {
+                return Ok(Some(ch.clone()));
+            }
+        }
+        let found = store.channel(id).await?;
+        let mut map = self.map.lock().expect("cache lock");
+        match &found {
+            Some(ch) => {
+                if map.len() >= Self::MAX {
+                    map.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+                }
+                map.insert(id.to_string(), (ch.clone(), std::time::Instant::now()));
+            }
+            None => {
+                map.remove(id);
+            }
+        }
+        Ok(found)
+    }
+
+    fn forget(&self, id: &str) {
+        self.map.lock().expect("cache lock").remove(id);
+    }
 }
 
 /// Serves the relay on `listener` until `shutdown` is cancelled, then stops accepting, lets
@@ -131,6 +177,7 @@ pub async fn run_with_metrics(
         rate: limits::RateLimiter::new(cfg.rate_limit, cfg.rate_burst),
         auth_failures: limits::AuthFailures::new(cfg.auth_fail_limit),
         listener_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_listeners)),
+        channels: ChannelCache::default(),
         cfg,
         store,
         metrics,

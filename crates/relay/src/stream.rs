@@ -82,7 +82,9 @@ pub(crate) async fn upgrade(
         // Limits what a listener may send: only small control frames.
         let cfg = WebSocketConfig::default()
             .max_message_size(Some(MAX_CLIENT_FRAME))
-            .max_frame_size(Some(MAX_CLIENT_FRAME));
+            .max_frame_size(Some(MAX_CLIENT_FRAME))
+            // A small read buffer keeps an idle listener cheap (the default is 128 KiB).
+            .read_buffer_size(4 << 10);
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
         st2.metrics.listeners.fetch_add(1, Ordering::Relaxed);

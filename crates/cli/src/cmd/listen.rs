@@ -47,6 +47,13 @@ pub struct DeliveryArgs {
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Deliver only these event types, e.g. `bot.status_change,complete` or `bot.*`;
+    /// others are journaled, acked and shown as skipped.
+    #[arg(long, value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// Deliver only events of these bots (an id or its first characters; repeatable).
+    #[arg(long = "bot", value_delimiter = ',')]
+    pub bots: Vec<String>,
 }
 
 impl DeliveryArgs {
@@ -55,6 +62,8 @@ impl DeliveryArgs {
         cfg.timeout = self.timeout;
         cfg.max_attempts = self.max_attempts;
         cfg.json = self.json;
+        cfg.events = self.events.clone();
+        cfg.bots = self.bots.clone();
         cfg.backoff = Backoff {
             initial: Backoff::default().initial.min(self.max_backoff),
             max: self.max_backoff,
