@@ -36,30 +36,33 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(verbose: bool) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+    use tracing_subscriber::prelude::*;
     let default = if verbose {
         "meethook=debug,meethook_relay=debug,meethook_daemon=debug,meethook_store=debug,warn"
     } else {
         "meethook=info,meethook_relay=info,meethook_daemon=info,meethook_store=info,warn"
     };
-    let mut filter =
+    let env =
         EnvFilter::try_from_env("MEETHOOK_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    // These crates trace raw frames and headers (tokens, sender secrets) at their most verbose
-    // levels; cap them whatever MEETHOOK_LOG asks.
-    for cap in [
-        "tungstenite=info",
-        "tokio_tungstenite=info",
-        "hyper=debug",
-        "hyper_util=debug",
-        "rustls=info",
-    ] {
-        filter = filter.add_directive(cap.parse().expect("static directive"));
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .compact()
+    // These crates print raw frames and headers (tokens, sender secrets) at their most verbose
+    // levels: drop those levels whatever MEETHOOK_LOG asks.
+    let no_secrets = filter_fn(|m| {
+        let t = m.target();
+        let chatty = t.starts_with("tungstenite")
+            || t.starts_with("tokio_tungstenite")
+            || t.starts_with("rustls");
+        let raw = t.starts_with("hyper") || t.starts_with("h2");
+        !((chatty && *m.level() > tracing::Level::INFO) || (raw && *m.level() == tracing::Level::TRACE))
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .compact()
+                .with_filter(env.and(no_secrets)),
+        )
         .init();
 }
 

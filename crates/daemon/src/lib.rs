@@ -14,6 +14,7 @@ mod conn;
 pub mod deliver;
 pub mod journal;
 pub mod output;
+pub mod replay;
 
 use std::path::PathBuf;
 use std::sync::Arc;

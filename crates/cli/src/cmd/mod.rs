@@ -2,8 +2,10 @@
 
 mod channel;
 mod dev;
+mod events;
 mod listen;
 mod relay;
+mod replay;
 mod trigger;
 
 use std::time::Duration;
@@ -37,6 +39,14 @@ enum Command {
     },
     /// Send a realistic Meeting BaaS event sequence (a scenario) to a URL; `--list` names them.
     Trigger(trigger::Args),
+    /// Inspect the local journal: list and show events, export and import them (NDJSON).
+    Events {
+        #[command(subcommand)]
+        command: events::Command,
+    },
+    /// Re-send journaled events to a handler, in their original order, marked
+    /// `meethook-replay: true` (optionally re-signed).
+    Replay(replay::Args),
 }
 
 /// Runs the parsed command.
@@ -47,6 +57,8 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Dev(a) => dev::run(a, shutdown).await,
         Command::Channel { command } => channel::run(command).await,
         Command::Trigger(a) => trigger::run(a, shutdown).await,
+        Command::Events { command } => events::run(command).await,
+        Command::Replay(a) => replay::run(a, shutdown).await,
     }
 }
 

@@ -1,0 +1,590 @@
+//! `meethook events` and `meethook replay`, run as the real binary against a journal filled
+//! by a real relay and daemon.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use meethook_daemon::journal::{Journal, Query, State};
+use meethook_testkit::{post, tempdir, TestDaemon, TestHandler, TestRelay, PATIENCE};
+use sha2::Sha256;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+const BOT_A: &str = "8d2f4c1a-5b6e-4f7a-9c3d-2e1f0a9b8c7d";
+const BOT_B: &str = "b0b0b0b0-2222-4333-8444-555555555555";
+/// What the sender signed with originally.
+const SENDER_SECRET: &str = "whsec_c2VuZGVyLXNlY3JldC1vZi10aGUtb3JpZ2luYWwtc2VuZGVy";
+/// What the local handler verifies with.
+const LOCAL_SECRET: &str = "whsec_bG9jYWwtaGFuZGxlci1zZWNyZXQtZm9yLXJlcGxheXM=";
+const N: u64 = 20;
+
+/// Runs the binary with a bounded wait; `(exit code, stdout, stderr)`.
+async fn meethook(args: &[&str]) -> (i32, String, String) {
+    let out = meethook_bytes(args).await;
+    (
+        out.0,
+        String::from_utf8_lossy(&out.1).into_owned(),
+        String::from_utf8_lossy(&out.2).into_owned(),
+    )
+}
+
+async fn meethook_bytes(args: &[&str]) -> (i32, Vec<u8>, Vec<u8>) {
+    let out = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .env_remove("MEETHOOK_DATA")
+            .env_remove("MEETHOOK_FORWARD_TO")
+            .env_remove("MEETHOOK_RESIGN_SECRET")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("meethook {args:?} did not finish"))
+    .unwrap();
+    (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
+}
+
+fn sign(secret: &str, id: &str, ts: &str, body: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    b64.encode(mac.finalize().into_bytes())
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn bot_of(i: u64) -> &'static str {
+    if matches!(i % 4, 0) {
+        BOT_B
+    } else {
+        BOT_A
+    }
+}
+
+/// Event `i`: Meeting BaaS v1 status changes (a `complete` every 10th), one plain-text body;
+/// every third one signed (yesterday) by the sender, the others with an API key. All carry
+/// a repeated header.
+fn event(i: u64) -> (Vec<(String, String)>, Vec<u8>) {
+    let codes = ["joining_call", "in_waiting_room", "in_call_recording"];
+    let body = if i == 7 {
+        "plain text, not JSON".to_string()
+    } else if matches!(i % 10, 0) {
+        format!(
+            r#"{{"event":"complete","data":{{"bot_id":"{}","mp4":"https://s3.example/x.mp4","speakers":["Ana","Bo"]}}}}"#,
+            bot_of(i)
+        )
+    } else {
+        format!(
+            r#"{{"event":"bot.status_change","data":{{"bot_id":"{}","status":{{"code":"{}","created_at":"2025-06-11T10:00:{i:02}.000Z"}}}}}}"#,
+            bot_of(i),
+            codes[i as usize % 3]
+        )
+    };
+    let mut h: Vec<(String, String)> = vec![
+        (
+            "content-type".into(),
+            if i == 7 {
+                "text/plain"
+            } else {
+                "application/json"
+            }
+            .into(),
+        ),
+        ("x-multi".into(), "a".into()),
+        ("x-multi".into(), "b".into()),
+    ];
+    if matches!(i % 3, 0) {
+        let (id, ts) = (format!("msg_orig_{i}"), (now_secs() - 86_400).to_string());
+        let sig = sign(SENDER_SECRET, &id, &ts, body.as_bytes());
+        h.push(("svix-id".into(), id));
+        h.push(("svix-timestamp".into(), ts));
+        h.push(("svix-signature".into(), format!("v1,{sig}")));
+    } else {
+        h.push(("x-meeting-baas-api-key".into(), "mb_key".into()));
+    }
+    (h, body.into_bytes())
+}
+
+/// Sends the 20 events through a relay and a daemon journaling into `data`; waits until the
+/// journal has them all delivered. Returns the channel id.
+async fn fill_journal(data: &Path) -> String {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch,
+        &token,
+        &handler.url("/hook"),
+        data,
+    ));
+    for i in 1..=N {
+        let (h, body) = event(i);
+        let h: Vec<(&str, &str)> = h.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let r = post(&format!("{}/meetings?i={i}", relay.hook(&ch)), &h, body).await;
+        assert_eq!((r.status, r.seq()), (200, Some(i)));
+    }
+    handler.wait_delivered(N as usize).await;
+    let journal = Journal::open(data).unwrap();
+    let delivered = Query {
+        channel: Some(ch.clone()),
+        state: Some(State::Delivered),
+        ..Query::default()
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while journal.count(&delivered).unwrap() < N {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "journal never recorded the deliveries"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+    ch
+}
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_show_read_the_journal() {
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    let ch = fill_journal(dir.path()).await;
+
+    let (code, out, err) = meethook(&["events", "list", "--data", data]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1 + N as usize, "{out}");
+    assert!(lines[0].contains("SEQ") && lines[0].contains("SUMMARY"));
+    assert!(
+        !lines[0].contains("CHANNEL"),
+        "one channel: no channel column"
+    );
+    assert!(
+        lines[2].contains("bot.status_change")
+            && lines[2].contains("8d2f4c1a")
+            && lines[2].contains("in_call_recording")
+            && lines[2].contains("delivered")
+            && lines[2].contains("200"),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[7].contains("POST /meetings?i=7"), "{}", lines[7]);
+
+    // --json and --bot (full id or its first characters), --event.
+    for bot in [BOT_B, "b0b0b0b0"] {
+        let (code, out, _) =
+            meethook(&["events", "list", "--data", data, "--json", "--bot", bot]).await;
+        assert_eq!(code, 0);
+        let v = json_lines(&out);
+        let seqs: Vec<u64> = v.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, vec![4, 8, 12, 16, 20]);
+        assert!(v
+            .iter()
+            .all(|l| l["bot_id"] == BOT_B && l["channel"] == ch.as_str()));
+        assert_eq!(v[4]["event"], "complete");
+        assert_eq!(v[0]["state"], "delivered");
+    }
+    let (_, out, _) = meethook(&[
+        "events", "list", "--data", data, "--json", "--event", "complete",
+    ])
+    .await;
+    let seqs: Vec<u64> = json_lines(&out)
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![10, 20]);
+    let (code, out, err) = meethook(&["events", "list", "--data", data, "--failed"]).await;
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(err.contains("no events match"), "{err}");
+    let (_, out, err) = meethook(&["events", "list", "--data", data, "--limit", "3"]).await;
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(out.contains(" 18  ") && out.contains(" 20  "), "{out}");
+    assert!(err.contains("the last 3 of 20"), "{err}");
+
+    // show: request line, every header in order, the body pretty-printed, the attempts.
+    let (code, out, err) = meethook(&["events", "show", "3", "--data", data]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("event #3 of channel {ch}")), "{out}");
+    assert!(out.contains("POST /meetings?i=3"), "{out}");
+    let a = out.find("x-multi: a").expect("first x-multi");
+    let b = out.find("x-multi: b").expect("second x-multi");
+    let s = out.find("svix-signature: v1,").expect("svix-signature");
+    assert!(a < b && b < s, "headers in order:\n{out}");
+    assert!(
+        out.contains("\"event\": \"bot.status_change\",\n  \"data\": {"),
+        "{out}"
+    );
+    assert!(
+        out.contains("attempts (1):") && out.contains("→ 200"),
+        "{out}"
+    );
+    assert!(out.contains("response \"ok\""), "{out}");
+    let (_, out, _) = meethook(&["events", "show", "7", "--data", data]).await;
+    assert!(out.contains("\nplain text, not JSON\n"), "{out}");
+    // Credentials are hidden unless asked for.
+    assert!(
+        out.contains("x-meeting-baas-api-key: [hidden, 6 bytes; --reveal shows it]"),
+        "{out}"
+    );
+    assert!(!out.contains("mb_key"), "{out}");
+    let (_, out, _) = meethook(&["events", "show", "7", "--data", data, "--reveal"]).await;
+    assert!(out.contains("x-meeting-baas-api-key: mb_key"), "{out}");
+    let (code, out, _) = meethook(&["events", "show", "10", "--data", data, "--json"]).await;
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["seq"], 10);
+    assert_eq!(v["event"], "complete");
+    assert_eq!(v["attempts"][0]["status"], 200);
+    assert_eq!(v["attempts"][0]["replay"], false);
+    let (_, body) = event(10);
+    assert_eq!(v["body"].as_str().unwrap().as_bytes(), &body[..]);
+
+    let (code, _, err) = meethook(&["events", "show", "99", "--data", data]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no event #99"), "{err}");
+
+    // No journal: exit 1 saying what to do.
+    let empty = tempdir();
+    let e = empty.path().to_str().unwrap();
+    for args in [
+        vec!["events", "list", "--data", e],
+        vec!["events", "show", "1", "--data", e],
+        vec![
+            "replay",
+            "--all",
+            "--to",
+            "http://127.0.0.1:9/",
+            "--data",
+            e,
+        ],
+    ] {
+        let (code, _, err) = meethook(&args).await;
+        assert_eq!(code, 1, "{args:?}");
+        assert!(
+            err.contains(&format!(
+                "no journal in {e}: run `meethook listen --data {e}` first"
+            )),
+            "{err}"
+        );
+    }
+    assert!(
+        !empty.path().join("journal.sqlite").exists(),
+        "reading created no journal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_resends_everything_in_order_marked_as_replay() {
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    fill_journal(dir.path()).await;
+
+    let handler = TestHandler::start().await;
+    let (code, out, err) = meethook(&[
+        "replay",
+        "--all",
+        "--data",
+        data,
+        "--to",
+        &handler.url("/replayed"),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("replayed 20 events: all delivered"), "{err}");
+    assert_eq!(
+        out.lines().count(),
+        N as usize,
+        "one line per event:\n{out}"
+    );
+    assert!(out.lines().all(|l| l.contains("→ 200")), "{out}");
+    let got = handler.received();
+    assert_eq!(got.len(), N as usize);
+    for (i, r) in (1..=N).zip(&got) {
+        let (_, body) = event(i);
+        assert_eq!(&r.body[..], &body[..], "body of #{i}");
+        assert_eq!(r.seq(), i);
+        assert_eq!(r.header("meethook-replay").as_deref(), Some("true"));
+        assert_eq!(r.header("meethook-attempt").as_deref(), Some("1"));
+        assert_eq!(r.header_all("x-multi"), vec!["a", "b"]);
+        assert_eq!(r.path, format!("/replayed/meetings?i={i}"));
+        assert_eq!(r.method, "POST");
+    }
+
+    // Recorded as replay attempts; the events' state is untouched.
+    let (_, out, _) = meethook(&["events", "show", "5", "--data", data]).await;
+    assert!(
+        out.contains("attempts (2):") && out.contains("replay #1"),
+        "{out}"
+    );
+    assert!(out.contains("state      delivered (1 attempt"), "{out}");
+
+    // A selection, at the original pace: seqs in seq order, whatever order they were given in.
+    let paced = TestHandler::start().await;
+    let (code, _, err) = meethook(&[
+        "replay",
+        "12",
+        "3-4",
+        "--speed",
+        "original",
+        "--data",
+        data,
+        "--forward-to",
+        &paced.url("/"),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let seqs: Vec<u64> = paced.received().iter().map(|r| r.seq()).collect();
+    assert_eq!(seqs, vec![3, 4, 12]);
+
+    // --json lines.
+    let bots = TestHandler::start().await;
+    let (code, out, _) = meethook(&[
+        "replay",
+        "--bot",
+        "b0b0",
+        "--json",
+        "--data",
+        data,
+        "--to",
+        &bots.url("/"),
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let v = json_lines(&out);
+    assert_eq!(v.len(), 5);
+    assert!(v
+        .iter()
+        .all(|l| l["result"] == "delivered" && l["replay"] == true && l["bot_id"] == BOT_B));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resign_gives_each_replay_a_fresh_valid_signature() {
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    fill_journal(dir.path()).await;
+    let handler = TestHandler::start().await;
+    let before = now_secs();
+    let (code, _, err) = meethook(&[
+        "replay",
+        "--all",
+        "--resign",
+        LOCAL_SECRET,
+        "--data",
+        data,
+        "--to",
+        &handler.url("/"),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("re-signed"), "{err}");
+    let got = handler.received();
+    assert_eq!(got.len(), N as usize);
+    for (i, r) in (1..=N).zip(&got) {
+        let id = r.header("svix-id").expect("svix-id");
+        let expected_id = if matches!(i % 3, 0) {
+            format!("msg_orig_{i}")
+        } else {
+            format!("msg_replay_{i}")
+        };
+        assert_eq!(id, expected_id);
+        let ts = r.header("svix-timestamp").unwrap();
+        let t: i64 = ts.parse().unwrap();
+        assert!(
+            t >= before - 1 && t <= now_secs() + 1,
+            "fresh timestamp {t}"
+        );
+        let sigs = r.header_all("svix-signature");
+        assert_eq!(sigs.len(), 1, "one signature header");
+        assert_eq!(
+            sigs[0],
+            format!("v1,{}", sign(LOCAL_SECRET, &id, &ts, &r.body)),
+            "#{i} verifies with the local secret"
+        );
+        let (_, body) = event(i);
+        assert_eq!(&r.body[..], &body[..], "body untouched");
+        assert_eq!(r.header_all("svix-timestamp").len(), 1);
+    }
+
+    let (code, _, err) = meethook(&[
+        "replay",
+        "1",
+        "--resign",
+        "whsec_***",
+        "--data",
+        data,
+        "--to",
+        "http://127.0.0.1:9/",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--resign"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_import_export_is_byte_identical() {
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    let ch = fill_journal(dir.path()).await;
+
+    let (code, first, err) = meethook_bytes(&["events", "export", "--data", data]).await;
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    let text = String::from_utf8(first.clone()).unwrap();
+    assert_eq!(text.lines().count(), N as usize);
+    let line: serde_json::Value = serde_json::from_str(text.lines().nth(9).unwrap()).unwrap();
+    assert_eq!(line["seq"], 10);
+    assert_eq!(line["event"], "complete");
+    assert_eq!(line["channel"], ch.as_str());
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, &first).unwrap();
+    let f = file.to_str().unwrap();
+
+    let fresh = tempdir();
+    let fd = fresh.path().join("nested");
+    let fd = fd.to_str().unwrap();
+    let (code, out, err) = meethook(&["events", "import", f, "--data", fd]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("imported 20 events, skipped 0"), "{out}");
+    let (code, second, _) = meethook_bytes(&["events", "export", "--data", fd]).await;
+    assert_eq!(code, 0);
+    assert!(first == second, "export → import → export changed bytes");
+    let (_, out, _) = meethook(&["events", "import", f, "--data", fd]).await;
+    assert!(out.contains("imported 0 events, skipped 20"), "{out}");
+    let (_, out, _) = meethook(&["events", "list", "--data", fd, "--json"]).await;
+    assert!(json_lines(&out).iter().all(|l| l["state"] == "delivered"));
+
+    // Filters apply to export too.
+    let (_, out, _) = meethook(&["events", "export", "--data", data, "--bot", BOT_B]).await;
+    assert_eq!(out.lines().count(), 5);
+
+    // A second channel in the same journal.
+    let (code, out, _) =
+        meethook(&["events", "import", f, "--data", fd, "--channel", "archive"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("imported 20 events"), "{out}");
+    let (_, out, _) = meethook(&["events", "list", "--data", fd, "--limit", "0"]).await;
+    assert!(out.lines().next().unwrap().starts_with("CHANNEL"), "{out}");
+    assert_eq!(out.lines().count(), 1 + 2 * N as usize);
+    let (code, _, err) = meethook(&["events", "show", "3", "--data", fd]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--channel"), "{err}");
+    let (code, out, _) =
+        meethook(&["events", "show", "3", "--data", fd, "--channel", "archive"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("event #3 of channel archive"), "{out}");
+    let (code, _, err) = meethook(&[
+        "replay",
+        "--all",
+        "--data",
+        fd,
+        "--to",
+        "http://127.0.0.1:9/",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("pass --channel"), "{err}");
+
+    let bad = dir.path().join("bad.ndjson");
+    std::fs::write(&bad, "{\"seq\": 1}\n").unwrap();
+    let (code, _, err) = meethook(&["events", "import", bad.to_str().unwrap(), "--data", fd]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("line 1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_follows_the_delivery_rules_and_exits_1_on_failures() {
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    fill_journal(dir.path()).await;
+    let handler = TestHandler::start().await;
+    let url = handler.url("/");
+
+    // 400: failed, move on; exit 1 saying how many.
+    handler.script(&[400]);
+    let (code, out, err) = meethook(&["replay", "1", "2", "--data", data, "--to", &url]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("1 of 2 replayed events failed"), "{err}");
+    assert!(
+        out.contains("→ 400") && out.contains("failed, moving on"),
+        "{out}"
+    );
+    let seqs: Vec<(u64, u16)> = handler
+        .received()
+        .iter()
+        .map(|r| (r.seq(), r.answered))
+        .collect();
+    assert_eq!(seqs, vec![(1, 400), (2, 200)]);
+
+    // 503 then 429: retried (same event, next attempt), then delivered.
+    handler.script(&[503, 429]);
+    let (code, out, err) = meethook(&[
+        "replay",
+        "3",
+        "--max-backoff",
+        "50ms",
+        "--data",
+        data,
+        "--to",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("retry #2") && out.contains("retry #3"),
+        "{out}"
+    );
+    let last: Vec<(u64, String)> = handler.received()[2..]
+        .iter()
+        .map(|r| (r.seq(), r.header("meethook-attempt").unwrap()))
+        .collect();
+    assert_eq!(
+        last,
+        vec![(3, "1".into()), (3, "2".into()), (3, "3".into())]
+    );
+
+    // Retries run out: --max-attempts.
+    handler.script(&[500, 500]);
+    let (code, out, err) = meethook(&[
+        "replay",
+        "4",
+        "--max-attempts",
+        "2",
+        "--max-backoff",
+        "50ms",
+        "--data",
+        data,
+        "--to",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(out.contains("gave up after 2 attempts"), "{out}");
+    assert!(err.contains("1 of 1 replayed events failed"), "{err}");
+
+    // Nothing to replay.
+    let (code, _, err) = meethook(&["replay", "--bot", "nope", "--data", data, "--to", &url]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no events match"), "{err}");
+    let (code, _, err) = meethook(&["replay", "99", "--data", data, "--to", &url]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no event #99"), "{err}");
+    // No selection at all is a usage error.
+    let (code, _, err) = meethook(&["replay", "--data", data, "--to", &url]).await;
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = meethook(&["replay", "--all", "3", "--data", data, "--to", &url]).await;
+    assert_eq!(code, 2, "{err}");
+}
