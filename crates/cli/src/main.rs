@@ -43,8 +43,7 @@ fn init_tracing(verbose: bool) {
     } else {
         "meethook=info,meethook_relay=info,meethook_daemon=info,meethook_store=info,warn"
     };
-    let env =
-        EnvFilter::try_from_env("MEETHOOK_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let env = EnvFilter::try_from_env("MEETHOOK_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     // These crates print raw frames and headers (tokens, sender secrets) at their most verbose
     // levels: drop those levels whatever MEETHOOK_LOG asks.
     let no_secrets = filter_fn(|m| {
@@ -53,7 +52,8 @@ fn init_tracing(verbose: bool) {
             || t.starts_with("tokio_tungstenite")
             || t.starts_with("rustls");
         let raw = t.starts_with("hyper") || t.starts_with("h2");
-        !((chatty && *m.level() > tracing::Level::INFO) || (raw && *m.level() == tracing::Level::TRACE))
+        !((chatty && *m.level() > tracing::Level::INFO)
+            || (raw && *m.level() == tracing::Level::TRACE))
     });
     tracing_subscriber::registry()
         .with(

@@ -18,6 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::journal::Journal;
+use crate::recordings::Recorder;
 use crate::{now_ms, DaemonConfig, DaemonError};
 
 /// Anything a websocket can run over (TCP or TLS over TCP).
@@ -65,6 +66,7 @@ pub fn ws_url(relay: &str, channel: &str) -> Result<String, DaemonError> {
 pub(crate) async fn run(
     cfg: Arc<DaemonConfig>,
     journal: Journal,
+    recorder: Option<Arc<Recorder>>,
     events_tx: mpsc::UnboundedSender<Event>,
     mut delivered_rx: watch::Receiver<u64>,
     stop: CancellationToken,
@@ -89,6 +91,7 @@ pub(crate) async fn run(
             tls.clone(),
             &journal,
             &listener_id,
+            recorder.as_ref(),
             &events_tx,
             &mut delivered_rx,
             &stop,
@@ -246,6 +249,7 @@ async fn once(
     tls: Option<tokio_rustls::TlsConnector>,
     journal: &Journal,
     listener_id: &str,
+    recorder: Option<&Arc<Recorder>>,
     events_tx: &mpsc::UnboundedSender<Event>,
     delivered_rx: &mut watch::Receiver<u64>,
     stop: &CancellationToken,
@@ -339,7 +343,7 @@ async fn once(
                         },
                         Some(Ok(Message::Close(_))) | None => {
                             if !batch.is_empty() {
-                                if let Err(end) = journal_batch(journal, cfg, batch, events_tx).await {
+                                if let Err(end) = journal_batch(journal, cfg, batch, recorder, events_tx).await {
                                     return end;
                                 }
                             }
@@ -353,7 +357,7 @@ async fn once(
                     }
                 }
                 if !batch.is_empty() {
-                    if let Err(end) = journal_batch(journal, cfg, batch, events_tx).await {
+                    if let Err(end) = journal_batch(journal, cfg, batch, recorder, events_tx).await {
                         return end;
                     }
                 }
@@ -390,6 +394,7 @@ async fn journal_batch(
     journal: &Journal,
     cfg: &DaemonConfig,
     batch: Vec<Event>,
+    recorder: Option<&Arc<Recorder>>,
     events_tx: &mpsc::UnboundedSender<Event>,
 ) -> Result<(), End> {
     let ch = cfg.channel.clone();
@@ -399,6 +404,12 @@ async fn journal_batch(
     .await
     {
         Ok(batch) => {
+            // Recordings expire: start downloading as soon as the event is safe in the journal.
+            if let Some(r) = recorder {
+                for ev in &batch {
+                    r.spawn_for(ev);
+                }
+            }
             // Bounded by the relay's window: it sends no more than that ahead of our acks.
             for ev in batch {
                 let _ = events_tx.send(ev);

@@ -8,12 +8,14 @@
 //! - [`journal`]: the local SQLite journal of events and attempts.
 //! - [`deliver`]: one HTTP attempt to the handler and the retry rules.
 //! - [`output`]: the line printed per event.
+//! - [`recordings`]: `--save-recordings`, background downloads of final events' recordings.
 //! - [`replay`]: re-sending journaled events to a handler (`meethook replay`).
 
 mod conn;
 pub mod deliver;
 pub mod journal;
 pub mod output;
+pub mod recordings;
 pub mod replay;
 
 use std::path::PathBuf;
@@ -69,6 +71,10 @@ pub struct DaemonConfig {
     pub events: Vec<String>,
     /// Deliver only events of bots whose id starts with one of these; empty = all.
     pub bots: Vec<String>,
+    /// Download final events' recordings into this directory.
+    pub save_recordings: Option<PathBuf>,
+    /// Largest recording saved.
+    pub max_recording_size: u64,
 }
 
 impl DaemonConfig {
@@ -96,6 +102,8 @@ impl DaemonConfig {
             ca_cert: None,
             events: Vec::new(),
             bots: Vec::new(),
+            save_recordings: None,
+            max_recording_size: 4 << 30,
         }
     }
 }
@@ -137,9 +145,24 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (delivered_tx, delivered_rx) = watch::channel(delivered);
     let stop = shutdown.child_token();
+    let recorder = match &cfg.save_recordings {
+        Some(dir) => {
+            let r = recordings::Recorder::new(
+                dir,
+                cfg.max_recording_size,
+                &cfg.channel,
+                cfg.json,
+                journal.clone(),
+            )?;
+            r.resume().await;
+            Some(r)
+        }
+        None => None,
+    };
     let conn_task = tokio::spawn(conn::run(
         cfg.clone(),
         journal.clone(),
+        recorder,
         events_tx,
         delivered_rx,
         stop.clone(),

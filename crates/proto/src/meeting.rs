@@ -605,6 +605,33 @@ pub struct Webhook {
 }
 
 impl Webhook {
+    /// The recording URLs a final event carries, each with its kind: v1 `complete` → `video`
+    /// (its `mp4`) and `audio` when present, v2 `bot.completed` → `video`, `audio`.
+    pub fn recording_urls(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        match &self.event {
+            MeetingEvent::Complete(c) => {
+                if let Some(u) = c.mp4.as_deref().filter(|u| !u.is_empty()) {
+                    out.push(("video", u));
+                }
+                if let Some(u) = c.audio.as_deref().filter(|u| !u.is_empty()) {
+                    out.push(("audio", u));
+                }
+            }
+            MeetingEvent::BotCompleted(c) => {
+                if let Some(Some(u)) = &c.video {
+                    out.push(("video", u.as_str()));
+                }
+                if let Some(Some(u)) = &c.audio {
+                    out.push(("audio", u.as_str()));
+                }
+            }
+            _ => {}
+        }
+        out.retain(|(_, u)| u.starts_with("http://") || u.starts_with("https://"));
+        out
+    }
+
     /// Parses a body; `None` when it is not JSON or has no string `event`.
     pub fn parse(body: &[u8]) -> Option<Webhook> {
         use serde::de::Deserializer as _;

@@ -455,6 +455,16 @@ struct ShowJson<'a> {
     bot_id: Option<&'a str>,
     state: &'static str,
     attempts: Vec<AttemptJson>,
+    recordings: Vec<RecordingJson>,
+}
+
+#[derive(Serialize)]
+struct RecordingJson {
+    kind: String,
+    path: String,
+    state: String,
+    bytes: u64,
+    error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -495,6 +505,7 @@ fn show(at: &Where, seq: u64, json: bool, reveal: bool) -> anyhow::Result<()> {
     let journal = open(&at.data)?;
     let s = find(&journal, at, seq)?;
     let attempts = journal.attempts(&s.channel, seq)?;
+    let recordings = journal.recordings(&s.channel, seq)?;
     let ev = &s.event;
     let mut out = io::stdout().lock();
     if json {
@@ -526,6 +537,16 @@ fn show(at: &Where, seq: u64, json: bool, reveal: bool) -> anyhow::Result<()> {
                     error: a.error.clone(),
                     latency_ms: a.latency.as_secs_f64() * 1e3,
                     response_head: String::from_utf8_lossy(&a.response_head).into(),
+                })
+                .collect(),
+            recordings: recordings
+                .iter()
+                .map(|r| RecordingJson {
+                    kind: r.kind.clone(),
+                    path: r.path.clone(),
+                    state: r.state.clone(),
+                    bytes: r.bytes,
+                    error: r.error.clone(),
                 })
                 .collect(),
         };
@@ -624,6 +645,14 @@ fn show(at: &Where, seq: u64, json: bool, reveal: bool) -> anyhow::Result<()> {
                 local_ms(a.started_at_ms),
                 a.latency.as_secs_f64() * 1e3
             )?;
+        }
+        for r in &recordings {
+            let how = match (&r.error, r.state.as_str()) {
+                (Some(e), _) => format!("failed: {}", printable(e, false)),
+                (None, "saved") => format!("saved, {} bytes", r.bytes),
+                (None, st) => st.to_string(),
+            };
+            writeln!(out, "recording {:<6} {}  ({how})", r.kind, r.path)?;
         }
         out.flush()
     })();

@@ -54,6 +54,13 @@ pub struct DeliveryArgs {
     /// Deliver only events of these bots (an id or its first characters; repeatable).
     #[arg(long = "bot", value_delimiter = ',')]
     pub bots: Vec<String>,
+    /// Download the recordings of final events (`complete`, `bot.completed`) into this
+    /// directory as soon as they arrive, before their links expire.
+    #[arg(long, value_name = "DIR")]
+    pub save_recordings: Option<std::path::PathBuf>,
+    /// Largest recording saved by --save-recordings.
+    #[arg(long, default_value = "4GiB", value_parser = super::size)]
+    pub max_recording_size: usize,
 }
 
 impl DeliveryArgs {
@@ -64,6 +71,8 @@ impl DeliveryArgs {
         cfg.json = self.json;
         cfg.events = self.events.clone();
         cfg.bots = self.bots.clone();
+        cfg.save_recordings = self.save_recordings.clone();
+        cfg.max_recording_size = self.max_recording_size as u64;
         cfg.backoff = Backoff {
             initial: Backoff::default().initial.min(self.max_backoff),
             max: self.max_backoff,

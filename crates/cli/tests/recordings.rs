@@ -1,0 +1,155 @@
+//! `listen --save-recordings`: the recording is saved, and delivery never waits for it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meethook_testkit::{post, tempdir, TestDaemon, TestHandler, TestRelay};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A file server that sends `data` slowly (16 pieces, 100 ms apart); `done` is set at the end.
+async fn slow_server(data: Arc<Vec<u8>>, done: Arc<AtomicBool>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (data, done) = (data.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: video/mp4\r\ncontent-length: {}\r\n\r\n",
+                    data.len()
+                );
+                s.write_all(head.as_bytes()).await.unwrap();
+                for piece in data.chunks(data.len().div_ceil(16)) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if s.write_all(piece).await.is_err() {
+                        return;
+                    }
+                }
+                done.store(true, Ordering::SeqCst);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_are_saved_in_the_background() {
+    let mp4: Arc<Vec<u8>> = Arc::new((0..512 * 1024).map(|i| (i % 251) as u8).collect());
+    let done = Arc::new(AtomicBool::new(false));
+    let files = slow_server(mp4.clone(), done.clone()).await;
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let jdir = tempdir();
+    let rec_dir = tempdir();
+    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path());
+    cfg.save_recordings = Some(rec_dir.path().to_path_buf());
+    cfg.max_recording_size = 1 << 20;
+    let daemon = TestDaemon::start(cfg);
+
+    let complete = format!(
+        r#"{{"event":"complete","data":{{"bot_id":"8d2f4c1a-0000-0000-0000-000000000001","mp4":"http://{files}/bots/8d2f.mp4?X-Amz-Expires=7200&X-Amz-Signature=abc","speakers":["Alice"]}}}}"#
+    );
+    post(&relay.hook(&ch), &[], complete).await;
+    for i in 0..5 {
+        post(&relay.hook(&ch), &[], format!("after {i}")).await;
+    }
+    handler.wait_delivered(6).await;
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "later events were delivered while the download ran"
+    );
+
+    let saved = rec_dir
+        .path()
+        .join("8d2f4c1a-0000-0000-0000-000000000001-1-video.mp4");
+    for _ in 0..300 {
+        if saved.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        std::fs::read(&saved).expect("recording saved"),
+        *mp4,
+        "byte-identical"
+    );
+    let journal = meethook_daemon::journal::Journal::open(jdir.path()).unwrap();
+    let mut recs = journal.recordings(&ch, 1).unwrap();
+    for _ in 0..100 {
+        if recs.first().is_some_and(|r| r.state == "saved") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        recs = journal.recordings(&ch, 1).unwrap();
+    }
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (recs[0].state.as_str(), recs[0].bytes),
+        ("saved", mp4.len() as u64)
+    );
+    daemon.stop().await.unwrap();
+
+    // `events show` names the file.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meethook"))
+        .args(["events", "show", "1", "--data"])
+        .arg(jdir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("recording") && text.contains("-1-video.mp4") && text.contains("saved"),
+        "{text}"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_over_the_cap_are_refused_and_removed() {
+    let big: Arc<Vec<u8>> = Arc::new(vec![7u8; 256 * 1024]);
+    let files = slow_server(big, Arc::new(AtomicBool::new(false))).await;
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let (jdir, rec_dir) = (tempdir(), tempdir());
+    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path());
+    cfg.save_recordings = Some(rec_dir.path().to_path_buf());
+    cfg.max_recording_size = 64 * 1024;
+    let daemon = TestDaemon::start(cfg);
+    let v2 = format!(
+        r#"{{"event":"bot.completed","data":{{"bot_id":"b2","event_id":null,"video":"http://{files}/v.mp4","audio":null}},"extra":null}}"#
+    );
+    post(&relay.hook(&ch), &[], v2).await;
+    handler.wait_delivered(1).await;
+    let journal = meethook_daemon::journal::Journal::open(jdir.path()).unwrap();
+    let mut recs = Vec::new();
+    for _ in 0..300 {
+        recs = journal.recordings(&ch, 1).unwrap();
+        if recs.first().is_some_and(|r| r.state == "failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(recs[0].state, "failed");
+    assert!(recs[0]
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("max-recording-size"));
+    assert_eq!(
+        std::fs::read_dir(rec_dir.path()).unwrap().count(),
+        0,
+        "no partial file left"
+    );
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}
