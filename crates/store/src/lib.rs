@@ -3,12 +3,14 @@
 //! # Layout
 //! - [`Store`]: the one trait of domain verbs the relay uses; backends implement it.
 //! - [`sqlite`]: the embedded default (WAL, group commit on a writer thread).
+//! - [`postgres`]: several relays sharing one PostgreSQL database (LISTEN/NOTIFY fan-out).
 //! - [`Notifier`]: wakes stream tasks when a channel's head moves (notification, not polling).
 //!
 //! A backend must answer [`Store::append`] only after the event is durable, and must hand out
 //! seqs 1, 2, 3… per channel with no gaps, whatever the concurrency.
 
 mod notify;
+pub mod postgres;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -19,6 +21,7 @@ use meethook_proto::{Event, Header};
 use tokio::sync::watch;
 
 pub use notify::Notifier;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A channel as stored (the token only as its hash).

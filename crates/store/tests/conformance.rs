@@ -1,17 +1,162 @@
 //! The store conformance suite: every backend must pass it.
+//!
+//! PostgreSQL joins when `MEETHOOK_TEST_POSTGRES_URL` is set (e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`); each test then gets a fresh schema of its own,
+//! selected with `options=-csearch_path=…` and dropped at the end.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use meethook_proto::Header;
-use meethook_store::{Channel, NewEvent, SqliteStore, Store, StoreError};
+use meethook_store::postgres::tokio_postgres;
+use meethook_store::{Channel, NewEvent, PostgresStore, SqliteStore, Store, StoreError};
+
+/// Where a backend keeps its data for one test; removed on drop.
+#[allow(dead_code)]
+enum Place {
+    Dir(tempfile::TempDir),
+    Schema(Schema),
+}
 
 /// Every backend to test, each in a fresh location.
-fn backends() -> Vec<(&'static str, Arc<dyn Store>, tempfile::TempDir)> {
+async fn backends() -> Vec<(&'static str, Arc<dyn Store>, Place)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(dir.path()).unwrap();
-    vec![("sqlite", Arc::new(sqlite), dir)]
+    let mut all: Vec<(&'static str, Arc<dyn Store>, Place)> =
+        vec![("sqlite", Arc::new(sqlite), Place::Dir(dir))];
+    if let Some(schema) = Schema::create().await {
+        let pg = PostgresStore::connect(&schema.url()).await.unwrap();
+        all.push(("postgres", Arc::new(pg), Place::Schema(schema)));
+    }
+    all
+}
+
+/// The PostgreSQL server to test against, or `None` (with a note) when not configured.
+fn postgres_url() -> Option<String> {
+    match std::env::var("MEETHOOK_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            eprintln!("note: MEETHOOK_TEST_POSTGRES_URL is unset; PostgreSQL backend skipped");
+            None
+        }
+    }
+}
+
+/// A throwaway schema in the test database.
+struct Schema {
+    base: String,
+    name: String,
+}
+
+impl Schema {
+    /// Creates a uniquely named schema, or `None` when PostgreSQL is not configured.
+    async fn create() -> Option<Schema> {
+        let base = postgres_url()?;
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "mh_conf_{}_{}_{:x}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            random() & 0xffff_ffff
+        );
+        let client = raw_connect(&base).await;
+        client
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .unwrap();
+        Some(Schema { base, name })
+    }
+
+    /// The test URL with this schema as the search path.
+    fn url(&self) -> String {
+        with_search_path(&self.base, &self.name)
+    }
+
+    /// The same, but through `addr` (a proxy) instead of the server's address.
+    fn url_via(&self, addr: SocketAddr) -> String {
+        let cfg: tokio_postgres::Config = self.base.parse().unwrap();
+        let user = cfg.get_user().unwrap_or("postgres");
+        let db = cfg.get_dbname().unwrap_or(user);
+        let pass = cfg
+            .get_password()
+            .map(|p| format!(":{}", pct(&String::from_utf8_lossy(p))))
+            .unwrap_or_default();
+        with_search_path(
+            &format!("postgres://{}{pass}@{addr}/{db}", pct(user)),
+            &self.name,
+        )
+    }
+
+    /// The server's address, for a proxy in front of it.
+    async fn server_addr(&self) -> SocketAddr {
+        let cfg: tokio_postgres::Config = self.base.parse().unwrap();
+        let host = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let port = cfg.get_ports().first().copied().unwrap_or(5432);
+        let mut addrs = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .unwrap();
+        addrs.next().unwrap()
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // Drop runs inside the test's runtime; a thread of its own may block on a new one.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let client = raw_connect(&base).await;
+                let _ = client
+                    .batch_execute(&format!(
+                        "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {name} CASCADE"
+                    ))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+fn with_search_path(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-csearch_path%3D{schema}")
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn raw_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to MEETHOOK_TEST_POSTGRES_URL");
+    tokio::spawn(conn);
+    client
+}
+
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 fn channel(id: &str) -> Channel {
@@ -39,7 +184,7 @@ fn event(body: &str, at: i64) -> NewEvent {
 
 #[tokio::test]
 async fn append_then_read_is_byte_exact() {
-    for (name, s, _d) in backends() {
+    for (name, s, _d) in backends().await {
         s.create_channel(channel("c")).await.unwrap();
         let seq = s.append("c", event("one", 5)).await.unwrap();
         assert_eq!(seq, 1, "{name}");
@@ -62,7 +207,7 @@ async fn append_then_read_is_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seqs_are_gap_free_per_channel_under_concurrency() {
-    for (name, s, _d) in backends() {
+    for (name, s, _d) in backends().await {
         s.create_channel(channel("a")).await.unwrap();
         s.create_channel(channel("b")).await.unwrap();
         let mut tasks = Vec::new();
@@ -106,7 +251,7 @@ async fn seqs_are_gap_free_per_channel_under_concurrency() {
 
 #[tokio::test]
 async fn channels_create_list_delete() {
-    for (name, s, _d) in backends() {
+    for (name, s, _d) in backends().await {
         assert!(
             matches!(
                 s.append("nope", event("x", 0)).await,
@@ -136,7 +281,7 @@ async fn channels_create_list_delete() {
 
 #[tokio::test]
 async fn reads_respect_limit_and_byte_budget() {
-    for (name, s, _d) in backends() {
+    for (name, s, _d) in backends().await {
         s.create_channel(channel("c")).await.unwrap();
         for i in 0..10 {
             s.append("c", event(&"x".repeat(100 + i), 0)).await.unwrap();
@@ -167,7 +312,7 @@ async fn reads_respect_limit_and_byte_budget() {
 #[tokio::test]
 async fn prune_keeps_what_a_recent_listener_has_not_acked() {
     let day = 86_400_000i64;
-    for (name, s, _d) in backends() {
+    for (name, s, _d) in backends().await {
         s.create_channel(channel("c")).await.unwrap();
         let now = 100 * day;
         for _ in 0..5 {
@@ -204,7 +349,7 @@ async fn prune_keeps_what_a_recent_listener_has_not_acked() {
 
 #[tokio::test]
 async fn subscribers_are_woken_by_appends() {
-    for (name, s, _d) in backends() {
+    for (name, s, _d) in backends().await {
         s.create_channel(channel("c")).await.unwrap();
         let mut rx = s.subscribe("c");
         s.append("c", event("x", 0)).await.unwrap();
@@ -269,4 +414,406 @@ async fn crash_mid_transaction_leaves_the_store_consistent() {
         3,
         "no gap after the crash"
     );
+}
+
+// ---- PostgreSQL: several relays on one database ----
+
+/// Two stores on one schema, as two relay nodes would have (connected at once, so their
+/// migrations race).
+async fn two_nodes(schema: &Schema) -> (Arc<dyn Store>, Arc<dyn Store>) {
+    let url = schema.url();
+    let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+    (Arc::new(a.unwrap()), Arc::new(b.unwrap()))
+}
+
+async fn wait_head(rx: &mut tokio::sync::watch::Receiver<u64>, head: u64) {
+    let woke = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|h| *h >= head))
+        .await
+        .map(|r| r.is_ok());
+    assert_eq!(
+        woke,
+        Ok(true),
+        "head {head} never announced (at {})",
+        *rx.borrow()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_nodes_hand_out_gap_free_seqs() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&schema).await;
+    a.create_channel(channel("c")).await.unwrap();
+    b.create_channel(channel("d")).await.unwrap();
+    let mut on_b = b.subscribe("c");
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let s = if t % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..60 {
+                let ch = if i % 4 == 3 { "d" } else { "c" };
+                let body = format!("{t}-{i}");
+                let seq = s.append(ch, event(&body, 0)).await.unwrap();
+                got.push((ch, seq, body));
+            }
+            got
+        }));
+    }
+    let mut acked: Vec<(&str, u64, String)> = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    for (ch, n) in [("c", 360u64), ("d", 120)] {
+        let mut seqs: Vec<u64> = acked
+            .iter()
+            .filter(|(c, ..)| *c == ch)
+            .map(|(_, s, _)| *s)
+            .collect();
+        seqs.sort();
+        assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "{ch}: every seq once");
+        for s in [&a, &b] {
+            let stored = s.read_after(ch, 0, 1000, usize::MAX).await.unwrap();
+            assert_eq!(stored.len() as u64, n);
+            for e in &stored {
+                let (_, _, body) = acked
+                    .iter()
+                    .find(|(c, seq, _)| *c == ch && *seq == e.seq)
+                    .unwrap();
+                assert_eq!(e.body, Bytes::from(body.clone()), "{ch} #{}", e.seq);
+            }
+            assert_eq!(s.bounds(ch).await.unwrap().head, n);
+        }
+    }
+    // Appends on A reached B's subscriber (NOTIFY or the head poll).
+    wait_head(&mut on_b, 360).await;
+}
+
+#[tokio::test]
+async fn postgres_appends_on_one_node_wake_subscribers_on_another() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&schema).await;
+    a.create_channel(channel("c")).await.unwrap();
+    let mut rx = b.subscribe("c");
+    for want in 1..=3 {
+        let started = std::time::Instant::now();
+        assert_eq!(a.append("c", event("x", 0)).await.unwrap(), want);
+        wait_head(&mut rx, want).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "slow wake-up: {:?}",
+            started.elapsed()
+        );
+    }
+    // A channel deleted on A ends B's subscriptions.
+    assert!(a.delete_channel("c").await.unwrap());
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "B's subscriber not closed after delete on A"
+    );
+}
+
+#[tokio::test]
+async fn postgres_migrations_are_idempotent_and_refuse_a_newer_schema() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let url = schema.url();
+    let s = PostgresStore::connect(&url).await.unwrap();
+    s.create_channel(channel("c")).await.unwrap();
+    s.append("c", event("kept", 0)).await.unwrap();
+    drop(s);
+    let s = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(s.read_after("c", 0, 10, usize::MAX).await.unwrap().len(), 1);
+    let client = raw_connect(&url).await;
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM meethook_schema ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=meethook_store::postgres::SCHEMA_VERSION).collect::<Vec<_>>()
+    );
+    client
+        .batch_execute("INSERT INTO meethook_schema (version) VALUES (999)")
+        .await
+        .unwrap();
+    let err = PostgresStore::connect(&url).await.err().expect("refused");
+    assert!(err.to_string().contains("upgrade meethook"), "{err}");
+}
+
+#[tokio::test]
+async fn postgres_connect_errors_name_the_fix_and_hide_the_password() {
+    let err = PostgresStore::connect("postgres://meethook:s3cr3tpw@127.0.0.1:1/db")
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("cannot connect to PostgreSQL at 127.0.0.1:1") && msg.contains("--store"),
+        "{msg}"
+    );
+    assert!(!msg.contains("s3cr3tpw"), "password leaked: {msg}");
+    let err = PostgresStore::connect("mysql://x:s3cr3tpw@h/db")
+        .await
+        .err()
+        .unwrap();
+    assert!(!err.to_string().contains("s3cr3tpw"), "{err}");
+    let Some(base) = postgres_url() else {
+        return;
+    };
+    let err = PostgresStore::connect(&with_search_path(&base, "mh_no_such_schema"))
+        .await
+        .err()
+        .expect("missing schema refused");
+    assert!(err.to_string().contains("CREATE SCHEMA"), "{err}");
+}
+
+/// A TCP proxy that can be taken down (connections cut, new ones refused) and brought back.
+struct Proxy {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let mut gone = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut upstream) => {}
+                        _ = gone.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, up, cut }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_is_unavailable_then_recovers() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let proxy = Proxy::start(schema.server_addr().await).await;
+    let s = PostgresStore::connect(&schema.url_via(proxy.addr))
+        .await
+        .unwrap();
+    let direct = PostgresStore::connect(&schema.url()).await.unwrap();
+    s.create_channel(channel("c")).await.unwrap();
+    assert_eq!(s.append("c", event("before", 0)).await.unwrap(), 1);
+    let mut rx = s.subscribe("c");
+
+    proxy.down();
+    for _ in 0..3 {
+        let r = tokio::time::timeout(Duration::from_secs(30), s.append("c", event("x", 0)))
+            .await
+            .expect("an outage must fail fast, not hang");
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    }
+    assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
+    // Never "no such channel" while the database is unreachable (listeners would give up).
+    assert!(matches!(
+        s.channel("c").await,
+        Err(StoreError::Unavailable(_))
+    ));
+    // Another node still writes meanwhile; this one must catch up after the outage.
+    assert_eq!(direct.append("c", event("during", 0)).await.unwrap(), 2);
+
+    proxy.up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let seq = loop {
+        match s.append("c", event("after", 0)).await {
+            Ok(seq) => break seq,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no recovery: {e}"),
+        }
+    };
+    assert_eq!(seq, 3, "failed appends took no seq");
+    s.ping().await.unwrap();
+    // The LISTEN connection came back too: an append on the other node wakes us.
+    assert_eq!(direct.append("c", event("later", 0)).await.unwrap(), 4);
+    wait_head(&mut rx, 4).await;
+    let bodies: Vec<Bytes> = s
+        .read_after("c", 0, 10, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.body)
+        .collect();
+    assert_eq!(
+        bodies,
+        ["before", "during", "after", "later"].map(Bytes::from)
+    );
+}
+
+/// A TLS-only PostgreSQL in front of the test server: answers the client's SSLRequest with
+/// `S`, does TLS with a certificate for `localhost` from a fresh CA, and forwards the plain
+/// protocol to the server. Returns its address and the CA's PEM file.
+async fn tls_front(
+    upstream: SocketAddr,
+    dir: &std::path::Path,
+) -> (SocketAddr, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "meethook test PostgreSQL CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let ca_path = dir.join("pg-ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // SSLRequest: length 8, code 80877103.
+                let mut req = [0u8; 8];
+                if down.read_exact(&mut req).await.is_err()
+                    || req != [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]
+                {
+                    return; // plain text refused: TLS only
+                }
+                if down.write_all(b"S").await.is_err() {
+                    return;
+                }
+                let Ok(mut tls) = acceptor.accept(down).await else {
+                    return;
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    (addr, ca_path)
+}
+
+#[tokio::test]
+async fn postgres_sslmode_require_verifies_the_server() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (front, ca) = tls_front(schema.server_addr().await, dir.path()).await;
+    let plain = schema.url_via(front).replace("127.0.0.1", "localhost");
+    // Plain text is refused by this server.
+    assert!(PostgresStore::connect(&format!("{plain}&sslmode=disable"))
+        .await
+        .is_err());
+    // TLS with a certificate no system CA vouches for is refused, and says what to check.
+    let err = PostgresStore::connect(&format!("{plain}&sslmode=require"))
+        .await
+        .err()
+        .expect("unknown CA refused");
+    assert!(err.to_string().contains("sslrootcert"), "{err}");
+    // With the CA (libpq's spelling), everything works over TLS, LISTEN included.
+    let url = format!(
+        "{plain}&sslmode=verify-full&sslrootcert={}",
+        ca.display().to_string().replace('/', "%2F")
+    );
+    let s = PostgresStore::connect(&url).await.unwrap();
+    let other = PostgresStore::connect(&url).await.unwrap();
+    s.create_channel(channel("c")).await.unwrap();
+    let mut rx = other.subscribe("c");
+    assert_eq!(s.append("c", event("over tls", 0)).await.unwrap(), 1);
+    wait_head(&mut rx, 1).await;
+    let evs = other.read_after("c", 0, 10, usize::MAX).await.unwrap();
+    assert_eq!(evs[0].body, Bytes::from("over tls"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_event_the_database_rejects_does_not_sink_its_batch() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let s: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url()).await.unwrap());
+    s.create_channel(channel("c")).await.unwrap();
+    // PostgreSQL text cannot hold NUL (hyper never lets one into a path; this forces the case).
+    let mut bad = event("bad", 0);
+    bad.path = "/\0".into();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (s, bad) = (s.clone(), bad.clone());
+        tasks.push(tokio::spawn(async move {
+            if i == 32 {
+                s.append("c", bad).await.map_err(|e| e.to_string())
+            } else {
+                s.append("c", event(&i.to_string(), 0))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }));
+    }
+    let mut seqs = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match (i, t.await.unwrap()) {
+            (32, r) => assert!(r.is_err(), "the bad event is refused: {r:?}"),
+            (_, r) => seqs.push(r.unwrap()),
+        }
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=63).collect::<Vec<_>>(), "the others, gap-free");
+    assert_eq!(s.bounds("c").await.unwrap().head, 63);
 }

@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, env = "MEETHOOK_DATA", default_value = "./meethook-data")]
     pub data: PathBuf,
     /// `postgres://…` to share one database between several relays.
-    #[arg(long, env = "MEETHOOK_STORE")]
+    #[arg(long, env = "MEETHOOK_STORE", hide_env_values = true)]
     pub store: Option<String>,
     /// Token guarding the channel API (`Authorization: Bearer …`).
     #[arg(long, env = "MEETHOOK_ADMIN_TOKEN", hide_env_values = true)]
@@ -105,10 +105,30 @@ impl Args {
 /// Opens the store named by `--store` / `--data`.
 pub fn open_store(store: Option<&str>, data: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = store {
-        bail!(
-            "--store {:?}: this build has only the embedded SQLite store; drop --store to use --data",
-            url.split('@').next_back().unwrap_or("")
-        );
+        // Only ever name the scheme: the URL may carry a password.
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        if !matches!(scheme, "postgres" | "postgresql") {
+            bail!(
+                "--store: expected a postgres://USER:PASSWORD@HOST:5432/DATABASE URL{}; drop \
+                 --store to use the embedded SQLite store under --data",
+                if scheme.is_empty() {
+                    String::new()
+                } else {
+                    format!(", not {scheme}://…")
+                }
+            );
+        }
+        // Connecting is async and this is called from the runtime: block this thread only.
+        let handle = tokio::runtime::Handle::try_current()
+            .context("the PostgreSQL store needs the tokio runtime")?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            bail!("the PostgreSQL store needs the multi-threaded tokio runtime");
+        }
+        let pg = tokio::task::block_in_place(|| {
+            handle.block_on(meethook_store::PostgresStore::connect(url))
+        })?;
+        tracing::info!(server = pg.target(), "using the PostgreSQL store");
+        return Ok(Arc::new(pg));
     }
     let s = SqliteStore::open(data)
         .with_context(|| format!("cannot open the store in {}", data.display()))?;

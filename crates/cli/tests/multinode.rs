@@ -1,0 +1,603 @@
+//! Several relay processes sharing one PostgreSQL database: senders spraying every node, a
+//! listener moving between nodes, a node killed with `kill -9`, the database going away under
+//! load. The promise is checked after each (every acknowledged event delivered, once, in seq
+//! order).
+//!
+//! Needs `MEETHOOK_TEST_POSTGRES_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`); without
+//! it the PostgreSQL tests print a note and pass. Each test works in a schema of its own
+//! (`options=-csearch_path=…`), dropped at the end. The shared server is never restarted: an
+//! outage is a proxy in front of it going down.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use meethook_store::postgres::tokio_postgres;
+use meethook_testkit::fault::{collect, random, verify, Acked};
+use meethook_testkit::{client, request, tempdir, Child, TestDaemon, TestHandler, PATIENCE};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+const ADMIN: &str = "admin-test-token";
+
+// ---- PostgreSQL: one schema per test ----
+
+fn postgres_url() -> Option<String> {
+    match std::env::var("MEETHOOK_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            eprintln!(
+                "note: MEETHOOK_TEST_POSTGRES_URL is unset; multi-node PostgreSQL test skipped"
+            );
+            None
+        }
+    }
+}
+
+/// A throwaway schema in the test database, dropped on drop.
+struct Schema {
+    base: String,
+    name: String,
+}
+
+impl Schema {
+    async fn create() -> Option<Schema> {
+        let base = postgres_url()?;
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "mh_multi_{}_{}_{:x}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            random() & 0xffff_ffff
+        );
+        raw_connect(&base)
+            .await
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .unwrap();
+        Some(Schema { base, name })
+    }
+
+    /// `--store` URL selecting this schema.
+    fn url(&self) -> String {
+        with_search_path(&self.base, &self.name)
+    }
+
+    /// The same through `addr` (a proxy) instead of the server.
+    fn url_via(&self, addr: SocketAddr) -> String {
+        let cfg: tokio_postgres::Config = self.base.parse().unwrap();
+        let user = cfg.get_user().unwrap_or("postgres");
+        let db = cfg.get_dbname().unwrap_or(user);
+        let pass = cfg
+            .get_password()
+            .map(|p| format!(":{}", pct(&String::from_utf8_lossy(p))))
+            .unwrap_or_default();
+        with_search_path(
+            &format!("postgres://{}{pass}@{addr}/{db}", pct(user)),
+            &self.name,
+        )
+    }
+
+    async fn server_addr(&self) -> SocketAddr {
+        let cfg: tokio_postgres::Config = self.base.parse().unwrap();
+        let host = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let port = cfg.get_ports().first().copied().unwrap_or(5432);
+        let mut addrs = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .unwrap();
+        addrs.next().unwrap()
+    }
+
+    /// The channel's counter as stored.
+    async fn head(&self, channel: &str) -> u64 {
+        let c = raw_connect(&self.url()).await;
+        let row = c
+            .query_one("SELECT head_seq FROM channels WHERE id = $1", &[&channel])
+            .await
+            .unwrap();
+        row.get::<_, i64>(0) as u64
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let _ = raw_connect(&base)
+                    .await
+                    .batch_execute(&format!(
+                        "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {name} CASCADE"
+                    ))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+fn with_search_path(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-csearch_path%3D{schema}")
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn raw_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to MEETHOOK_TEST_POSTGRES_URL");
+    tokio::spawn(conn);
+    client
+}
+
+// ---- relay processes on PostgreSQL ----
+
+/// `meethook relay --store URL` as a child; its log tail is printed if the test fails.
+struct PgRelay {
+    proc: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<VecDeque<String>>>,
+    _data: tempfile::TempDir,
+}
+
+impl PgRelay {
+    async fn start(store: &str, listen: &str) -> PgRelay {
+        let data = tempdir();
+        let mut child = tokio::process::Command::new(BIN)
+            .args([
+                "relay",
+                "--listen",
+                listen,
+                "--admin-token",
+                ADMIN,
+                "--rate-limit",
+                "0",
+                "--store",
+                store,
+                "--data",
+            ])
+            .arg(data.path())
+            .env("MEETHOOK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn relay");
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let mut errs = BufReader::new(child.stderr.take().unwrap()).lines();
+        let tail = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = errs.next_line().await {
+                let mut t = tail.lock().unwrap();
+                if t.len() >= 100 {
+                    t.pop_front();
+                }
+                t.push_back(l);
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("relay did not start")
+            .unwrap();
+        let Some(line) = line else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            panic!("relay exited before listening: {:?}", log.lock().unwrap());
+        };
+        let addr = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        PgRelay {
+            proc: Child { child },
+            addr,
+            log,
+            _data: data,
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn hook(&self, channel: &str) -> String {
+        format!("{}/hooks/{channel}", self.base())
+    }
+}
+
+impl Drop for PgRelay {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- relay {} log tail ---", self.addr);
+            for l in self.log.lock().unwrap().iter() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+async fn create_channel(relay: &str) -> (String, String) {
+    let auth = format!("Bearer {ADMIN}");
+    let r = request(
+        &client(),
+        "POST",
+        &format!("{relay}/api/channels"),
+        &[("authorization", auth.as_str())],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    (
+        v["id"].as_str().unwrap().into(),
+        v["token"].as_str().unwrap().into(),
+    )
+}
+
+// ---- load and proxies ----
+
+/// `n` senders, each posting `max_each` unique bodies `pace` apart, sender `s`'s `i`-th to
+/// `urls[(s + i) % len]`; a failure (connection error, 503, …) retries the same body on the
+/// next URL, as a sender behind a load balancer would. 503s are counted in `unavailable`.
+fn spray(
+    urls: Vec<String>,
+    n: usize,
+    max_each: usize,
+    pace: Duration,
+    unavailable: Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<Acked>> {
+    (0..n)
+        .map(|s| {
+            let (urls, unavailable) = (urls.clone(), unavailable.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut c = client();
+                let deadline = tokio::time::Instant::now() + PATIENCE;
+                for i in 0..max_each {
+                    tokio::time::sleep(pace).await;
+                    let body = Bytes::from(format!(
+                        "{{\"sender\":{s},\"n\":{i},\"pad\":\"{}\"}}",
+                        "p".repeat(200)
+                    ));
+                    let mut at = s + i;
+                    loop {
+                        let url = &urls[at % urls.len()];
+                        let r = request(
+                            &c,
+                            "POST",
+                            url,
+                            &[("content-type", "application/json")],
+                            body.clone(),
+                        )
+                        .await;
+                        match r {
+                            Ok(r) if r.status == 200 => {
+                                acked.push((r.seq().expect("seq"), body));
+                                break;
+                            }
+                            Ok(r) if r.status == 503 => {
+                                unavailable.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(r) => panic!("{url}: unexpected {} {:?}", r.status, r.body),
+                            Err(_) => c = client(),
+                        }
+                        assert!(
+                            tokio::time::Instant::now() < deadline,
+                            "sender {s} could not get event {i} acknowledged"
+                        );
+                        at += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+/// A TCP proxy to the first upstream that accepts (a load balancer with failover, or a plain
+/// proxy to PostgreSQL); it can be taken down (connections cut, new ones closed at once) and
+/// brought back.
+struct Proxy {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstreams: Vec<SocketAddr>) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let mut gone = cut2.subscribe();
+                let upstreams = upstreams.clone();
+                tokio::spawn(async move {
+                    for u in upstreams {
+                        if let Ok(mut upstream) = tokio::net::TcpStream::connect(u).await {
+                            let _ = upstream.set_nodelay(true);
+                            let _ = down.set_nodelay(true);
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut down, &mut upstream) => {}
+                                _ = gone.changed() => {}
+                            }
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Proxy { addr, up, cut }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Waits until the handler has delivered every acknowledged seq.
+async fn wait_all(handler: &TestHandler, acked: &Acked) -> Vec<meethook_testkit::Received> {
+    let want: HashSet<u64> = acked.iter().map(|a| a.0).collect();
+    handler
+        .wait_until("every acknowledged event", |log| {
+            let got: HashSet<u64> = log
+                .iter()
+                .filter(|r| r.answered == 200)
+                .map(|r| r.seq())
+                .collect();
+            want.is_subset(&got)
+        })
+        .await
+}
+
+/// Every stored event (acknowledged or not: a relay may die between COMMIT and its answer)
+/// was delivered exactly once, in order: the handler saw exactly 1..=head.
+async fn assert_exactly_the_stored_seqs(
+    schema: &Schema,
+    channel: &str,
+    handler: &TestHandler,
+) -> u64 {
+    let head = schema.head(channel).await;
+    let got = handler.wait_delivered(head as usize).await;
+    let seqs: Vec<u64> = got
+        .iter()
+        .filter(|r| r.answered == 200)
+        .map(|r| r.seq())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=head).collect::<Vec<_>>(),
+        "the handler sees every stored seq once, in order, no gaps"
+    );
+    head
+}
+
+// ---- the scenarios ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_share_a_database_while_the_listener_moves_and_one_dies() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let url = schema.url();
+    // Started together: their migrations race on the fresh schema.
+    let (a, b) = tokio::join!(
+        PgRelay::start(&url, "127.0.0.1:0"),
+        PgRelay::start(&url, "127.0.0.1:0")
+    );
+    let (mut a, b) = (a, b);
+    let (ch, token) = create_channel(&a.base()).await;
+    let handler = TestHandler::start().await;
+    let jdir = tempdir();
+    let on = |relay: &PgRelay| {
+        TestDaemon::start(TestDaemon::config(
+            &relay.base(),
+            &ch,
+            &token,
+            &handler.url("/"),
+            jdir.path(),
+        ))
+    };
+    let daemon = on(&a);
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let load = spray(
+        vec![a.hook(&ch), b.hook(&ch)],
+        8,
+        80,
+        Duration::from_millis(10),
+        unavailable,
+    );
+
+    handler.wait_delivered(120).await;
+    // The listener moves to B mid-stream, with its journal.
+    daemon.stop().await.unwrap();
+    let daemon = on(&b);
+    handler.wait_delivered(300).await;
+    // A dies under load; its senders fail over to B.
+    assert!(load.iter().any(|t| !t.is_finished()), "still under load");
+    a.proc.kill9().await;
+
+    let acked = collect(load).await;
+    assert_eq!(acked.len(), 8 * 80);
+    let got = wait_all(&handler, &acked).await;
+    let report = verify(&acked, &got);
+    report.assert_promise("pg-two-relays-move-kill9", 1);
+    assert_eq!(report.duplicates, 0, "moving a listener duplicates nothing");
+    let head = assert_exactly_the_stored_seqs(&schema, &ch, &handler).await;
+    assert!(head >= acked.len() as u64);
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_behind_a_balancer_survives_the_kill9_of_its_relay() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let url = schema.url();
+    let (a, b) = tokio::join!(
+        PgRelay::start(&url, "127.0.0.1:0"),
+        PgRelay::start(&url, "127.0.0.1:0")
+    );
+    let (mut a, b) = (a, b);
+    // The balancer prefers A, so the listener and most senders start there.
+    let lb = Proxy::start(vec![a.addr, b.addr]).await;
+    let lb_url = format!("http://{}", lb.addr);
+    let (ch, token) = create_channel(&lb_url).await;
+    let handler = TestHandler::start().await;
+    let jdir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &lb_url,
+        &ch,
+        &token,
+        &handler.url("/"),
+        jdir.path(),
+    ));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let hooks = vec![
+        format!("{lb_url}/hooks/{ch}"),
+        format!("{lb_url}/hooks/{ch}"),
+        b.hook(&ch),
+    ];
+    let load = spray(hooks, 8, 60, Duration::from_millis(10), unavailable);
+    handler.wait_delivered(100).await;
+    assert!(load.iter().any(|t| !t.is_finished()), "still under load");
+    a.proc.kill9().await;
+
+    let acked = collect(load).await;
+    assert_eq!(acked.len(), 8 * 60);
+    let got = wait_all(&handler, &acked).await;
+    let report = verify(&acked, &got);
+    report.assert_promise("pg-listener-relay-kill9", 1);
+    assert_eq!(
+        report.duplicates, 0,
+        "a relay crash never duplicates at the handler"
+    );
+    assert_exactly_the_stored_seqs(&schema, &ch, &handler).await;
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_under_load_is_503_then_recovers_without_a_restart() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    let db = Proxy::start(vec![schema.server_addr().await]).await;
+    let url = schema.url_via(db.addr);
+    let (a, b) = tokio::join!(
+        PgRelay::start(&url, "127.0.0.1:0"),
+        PgRelay::start(&url, "127.0.0.1:0")
+    );
+    let (ch, token) = create_channel(&a.base()).await;
+    let handler = TestHandler::start().await;
+    let jdir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &b.base(),
+        &ch,
+        &token,
+        &handler.url("/"),
+        jdir.path(),
+    ));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let load = spray(
+        vec![a.hook(&ch), b.hook(&ch)],
+        8,
+        60,
+        Duration::from_millis(10),
+        unavailable.clone(),
+    );
+    handler.wait_delivered(80).await;
+    assert!(load.iter().any(|t| !t.is_finished()), "still under load");
+
+    db.down();
+    let c = client();
+    for relay in [&a, &b] {
+        let r = request(&c, "POST", &relay.hook(&ch), &[], "probe")
+            .await
+            .expect("the relay still answers while its database is down");
+        assert_eq!(r.status, 503, "{:?}", r.body);
+        let r = request(&c, "GET", &format!("{}/healthz", relay.base()), &[], "")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 503, "healthz while the database is down");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = unavailable.load(Ordering::Relaxed);
+    assert!(during > 0, "senders saw 503s during the outage");
+    db.up();
+
+    let acked = collect(load).await;
+    assert_eq!(acked.len(), 8 * 60);
+    let got = wait_all(&handler, &acked).await;
+    let report = verify(&acked, &got);
+    report.assert_promise("pg-outage", 1);
+    assert_eq!(report.duplicates, 0);
+    assert_exactly_the_stored_seqs(&schema, &ch, &handler).await;
+    for relay in [&a, &b] {
+        let r = request(&c, "GET", &format!("{}/healthz", relay.base()), &[], "")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "healthy again without a restart");
+    }
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_store_url_fails_with_the_fix_and_no_password() {
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "postgres://meethook:s3cr3t-pw@127.0.0.1:1/meethook",
+        ])
+        .arg("--data")
+        .arg(Path::new(&tempdir().path().join("unused")))
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot connect to PostgreSQL at 127.0.0.1:1") && err.contains("--store"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t-pw"), "password leaked: {err}");
+}
