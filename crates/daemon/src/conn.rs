@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::Journal;
 use crate::recordings::Recorder;
-use crate::{now_ms, DaemonConfig, DaemonError};
+use crate::{blocking, now_ms, DaemonConfig, DaemonError};
 
 /// Anything a websocket can run over (TCP or TLS over TCP).
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -114,17 +114,6 @@ pub(crate) async fn run(
             }
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    j: &Journal,
-    f: impl FnOnce(&Journal) -> Result<T, crate::journal::JournalError> + Send + 'static,
-) -> Result<T, DaemonError> {
-    let j = j.clone();
-    tokio::task::spawn_blocking(move || f(&j))
-        .await
-        .map_err(|e| DaemonError::Config(format!("journal task failed: {e}")))?
-        .map_err(DaemonError::Journal)
 }
 
 fn tls_config(ca: Option<&PathBuf>) -> Result<tokio_rustls::TlsConnector, DaemonError> {
@@ -398,12 +387,9 @@ async fn journal_batch(
     events_tx: &mpsc::UnboundedSender<Event>,
 ) -> Result<(), End> {
     let ch = cfg.channel.clone();
-    match blocking(journal, move |j| {
-        j.insert(&ch, &batch, now_ms()).map(|()| batch)
-    })
-    .await
-    {
-        Ok(batch) => {
+    // Called inline: a journal write (no fsync) is shorter than a hop to the blocking pool.
+    match journal.insert(&ch, &batch, now_ms()) {
+        Ok(()) => {
             // Recordings expire: start downloading as soon as the event is safe in the journal.
             if let Some(r) = recorder {
                 for ev in &batch {

@@ -31,7 +31,10 @@ CREATE TABLE IF NOT EXISTS events (
     bot_id TEXT,
     PRIMARY KEY (channel, seq)
 );
-CREATE INDEX IF NOT EXISTS events_state ON events (channel, state, seq);
+-- Only pending events are indexed: a handful at a time, so the index stays one hot page
+-- instead of an index entry rewritten for every delivery.
+DROP INDEX IF EXISTS events_state;
+CREATE INDEX IF NOT EXISTS events_pending ON events (channel, seq) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS attempts (
     channel TEXT NOT NULL,
     seq INTEGER NOT NULL,

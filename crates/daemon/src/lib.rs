@@ -185,7 +185,8 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
     c.and(w)
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs a journal call on the blocking pool (for calls that may be long: start-up, scans).
+pub(crate) async fn blocking<T: Send + 'static>(
     j: &Journal,
     f: impl FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
 ) -> Result<T, DaemonError> {
@@ -331,8 +332,8 @@ async fn record(
 ) -> Result<bool, DaemonError> {
     let mut failures = 0u32;
     loop {
-        let (ch, rec) = (cfg.channel.clone(), r.clone());
-        match blocking(journal, move |j| j.record_many(&ch, &[rec])).await {
+        // Inline: one small transaction without fsync, cheaper than a hop to the blocking pool.
+        match journal.record_many(&cfg.channel, std::slice::from_ref(&r)) {
             Ok(()) => return Ok(true),
             Err(e) => {
                 failures += 1;

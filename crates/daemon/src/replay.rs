@@ -16,8 +16,8 @@ use meethook_proto::{Event, Header};
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver::{Backoff, Forwarder, Outcome, Verdict};
-use crate::journal::{Attempt, Journal, JournalError};
-use crate::{now_ms, DaemonError};
+use crate::journal::{Attempt, Journal};
+use crate::{blocking, now_ms, DaemonError};
 
 /// How fast events follow each other.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -345,17 +345,6 @@ fn set_header(headers: &mut Vec<Header>, name: &str, value: &str) {
     if !seen {
         headers.push(Header::new(name.to_string(), value.to_string()));
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    j: &Journal,
-    f: impl FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
-) -> Result<T, DaemonError> {
-    let j = j.clone();
-    tokio::task::spawn_blocking(move || f(&j))
-        .await
-        .map_err(|e| DaemonError::Config(format!("journal task failed: {e}")))?
-        .map_err(DaemonError::Journal)
 }
 
 #[cfg(test)]
