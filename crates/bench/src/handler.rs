@@ -215,6 +215,21 @@ impl Tracker {
         self.notify.notify_waiters();
     }
 
+    /// Seqs the relay answered for `ids`: how many repeat another's, and how many numbers of
+    /// `1..=max` none got (seqs are gap-free per channel, whichever relay appended).
+    pub fn acked_seq_faults(&self, ids: Range<u64>) -> (u64, u64) {
+        let mut seqs: Vec<u64> = ids
+            .map(|id| self.acked_seq[id as usize].load(R))
+            .filter(|&s| s != 0 && s != NO_SEQ)
+            .collect();
+        seqs.sort_unstable();
+        let n = seqs.len() as u64;
+        seqs.dedup();
+        let dups = n - seqs.len() as u64;
+        let gaps = seqs.last().map_or(0, |&max| max - seqs.len() as u64);
+        (dups, gaps)
+    }
+
     /// Integrity counts over `ids`, given what the senders saw.
     pub fn checks(&self, ids: Range<u64>, sent: u64, acked: u64, send_errors: u64) -> Checks {
         let mut c = Checks {

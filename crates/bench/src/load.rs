@@ -182,13 +182,37 @@ pub async fn flood(
     deadline: Instant,
     keep_latency: bool,
 ) -> LoadResult {
+    flood_spread(
+        std::slice::from_ref(target),
+        tracker,
+        ids,
+        senders,
+        bodies,
+        deadline,
+        keep_latency,
+    )
+    .await
+}
+
+/// [`flood`] over several targets (e.g. relays sharing one database): sender `i` posts to
+/// `targets[i % targets.len()]`.
+pub async fn flood_spread(
+    targets: &[Target],
+    tracker: &Arc<Tracker>,
+    ids: Range<u64>,
+    senders: usize,
+    bodies: &Bodies,
+    deadline: Instant,
+    keep_latency: bool,
+) -> LoadResult {
+    assert!(!targets.is_empty(), "flood needs a target");
     let next = Arc::new(AtomicU64::new(ids.start));
     let total = Arc::new(Mutex::new(LoadResult::new()));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..senders {
+    for i in 0..senders {
         let (target, tracker, next, total, bodies) = (
-            target.clone(),
+            targets[i % targets.len()].clone(),
             tracker.clone(),
             next.clone(),
             total.clone(),

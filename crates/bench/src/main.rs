@@ -8,15 +8,17 @@
 //! - [`load`]: the load generator (hyper clients, keep-alive, N concurrent senders).
 //! - [`procs`]: relay and daemon child processes, `/proc` readers.
 //! - [`idle`]: idle websocket listeners.
+//! - [`pg`]: the PostgreSQL store phase.
 //! - [`report`]: the markdown.
 //!
 //! Phases: latency and body sizes (a, e), throughput and CPU (b, c), memory (d, collected
-//! along the way), backlog (f), idle listeners (g).
+//! along the way), backlog (f), idle listeners (g), PostgreSQL store (`pg`, with a URL).
 
 mod body;
 mod handler;
 mod idle;
 mod load;
+mod pg;
 mod procs;
 mod report;
 
@@ -70,9 +72,13 @@ struct Args {
     /// Directory for the relay stores and daemon journals [default: the system temp dir].
     #[arg(long)]
     tmp: Option<PathBuf>,
-    /// Skip phases: any of latency, throughput, backlog, idle (comma-separated).
+    /// Skip phases: any of latency, throughput, backlog, idle, pg (comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// PostgreSQL database for the `pg` phase (a schema is created in it and dropped at the
+    /// end), e.g. postgres://postgres@127.0.0.1:5432/test; without it the phase is skipped.
+    #[arg(long, env = "MEETHOOK_BENCH_POSTGRES_URL")]
+    postgres: Option<String>,
 }
 
 /// Counts for one run of the harness.
@@ -92,6 +98,8 @@ struct Plan {
     /// Base of every wait's time limit.
     patience: Duration,
     skip: Vec<String>,
+    /// Database of the `pg` phase.
+    postgres: Option<String>,
 }
 
 impl Plan {
@@ -128,6 +136,7 @@ impl Plan {
             warmup: if s { 3 } else { 10 },
             patience: Duration::from_secs(if s { 20 } else { 60 }),
             skip: a.skip.clone(),
+            postgres: a.postgres.clone().filter(|u| !u.trim().is_empty()),
         }
     }
 
@@ -243,8 +252,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     ctx.report.settings.extend(fd_note);
     let started = Instant::now();
     let cpu_start = CpuShare::now();
-    for name in ["latency", "throughput", "backlog", "idle"] {
+    for name in ["latency", "throughput", "backlog", "idle", "pg"] {
         if !plan.runs(name) {
+            if name == "pg" {
+                ctx.report.pg_notes.push("skipped (`--skip pg`)".into());
+            }
+            continue;
+        }
+        if name == "pg" && plan.postgres.is_none() {
+            ctx.report.pg_notes.push(
+                "skipped: no database given (`--postgres URL` or `MEETHOOK_BENCH_POSTGRES_URL`)"
+                    .into(),
+            );
             continue;
         }
         eprintln!("[{:>6.1}s] phase {name}", started.elapsed().as_secs_f64());
@@ -252,6 +271,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "latency" => phase_latency(&mut ctx).await,
             "throughput" => phase_throughput(&mut ctx).await,
             "backlog" => phase_backlog(&mut ctx).await,
+            "pg" => pg::phase(&mut ctx, plan.postgres.as_deref().unwrap_or_default()).await,
             _ => phase_idle(&mut ctx).await,
         };
         if let Err(e) = r {
@@ -322,6 +342,13 @@ fn settings(p: &Plan, smoke: bool, relay_flags: &[String]) -> Vec<String> {
             thousands(DEFAULT_BACKLOG),
             thousands(p.idle as u64),
             thousands(DEFAULT_IDLE as u64),
+        ));
+    }
+    if let Some(url) = &p.postgres {
+        v.push(format!(
+            "PostgreSQL (phase `pg`): `{}`, {} senders",
+            pg::redact(url),
+            pg::SENDERS
         ));
     }
     if !p.skip.is_empty() {
@@ -522,9 +549,20 @@ struct Stack {
 
 impl Stack {
     async fn start(ctx: &mut Ctx, name: &str, forward_to: Option<&str>) -> anyhow::Result<Stack> {
+        Stack::start_on(ctx, name, forward_to, &[]).await
+    }
+
+    /// [`Stack::start`] with `extra` relay flags (e.g. `--store postgres://…`).
+    async fn start_on(
+        ctx: &mut Ctx,
+        name: &str,
+        forward_to: Option<&str>,
+        extra: &[String],
+    ) -> anyhow::Result<Stack> {
         let relay_dir = ctx.dir(&format!("{name}-relay"));
-        let relay =
-            Relay::start(&ctx.meethook, &relay_dir, ctx.max_body(), &ctx.relay_flags).await?;
+        let mut flags = ctx.relay_flags.clone();
+        flags.extend(extra.iter().cloned());
+        let relay = Relay::start(&ctx.meethook, &relay_dir, ctx.max_body(), &flags).await?;
         let channel = relay.create_channel().await?;
         let daemon = match forward_to {
             Some(url) => {
@@ -1098,5 +1136,16 @@ mod tests {
         assert_eq!(p.concurrency.len(), 2);
         assert!(p.backlog <= 100 && p.idle <= 20 && p.events <= 200);
         assert!(p.bodies.iter().all(|(s, _)| *s <= 1 << 20));
+        let a = Args::parse_from([
+            "meethook-bench",
+            "--smoke",
+            "--postgres",
+            "postgres://u@h/db",
+            "--skip",
+            "pg,idle",
+        ]);
+        let p = Plan::from_args(&a);
+        assert_eq!(p.postgres.as_deref(), Some("postgres://u@h/db"));
+        assert!(!p.runs("pg") && !p.runs("idle") && p.runs("latency"));
     }
 }

@@ -20,11 +20,31 @@ pub struct Row {
     pub ratio: String,
 }
 
+/// One line of the PostgreSQL table (phase `pg`).
+pub struct PgRow {
+    /// What is measured.
+    pub what: String,
+    /// Through meethook (store named in `what`).
+    pub meethook: String,
+    /// The direct baseline of the same phase.
+    pub direct: String,
+    /// meethook / direct.
+    pub ratio: String,
+    /// The same figure with the relay on SQLite, same load, same phase.
+    pub sqlite: String,
+    /// PostgreSQL / SQLite.
+    pub vs_sqlite: String,
+}
+
 /// Everything the run found.
 #[derive(Default)]
 pub struct Report {
     /// The figures.
     pub rows: Vec<Row>,
+    /// The PostgreSQL figures (phase `pg`).
+    pub pg_rows: Vec<PgRow>,
+    /// Remarks of the PostgreSQL section (server, schema, why it was skipped).
+    pub pg_notes: Vec<String>,
     /// Integrity counts per run.
     pub checks: Vec<(String, Checks, Option<String>)>,
     /// Phases that failed outright.
@@ -68,6 +88,54 @@ impl Report {
         });
     }
 
+    /// Adds a PostgreSQL figure with its direct baseline and its SQLite comparison.
+    pub fn pg(
+        &mut self,
+        what: impl Into<String>,
+        meethook: impl Into<String>,
+        direct: impl Into<String>,
+        ratio: Option<f64>,
+        sqlite: impl Into<String>,
+        vs_sqlite: Option<f64>,
+    ) {
+        let r = |x: Option<f64>| x.map(fmt_ratio).unwrap_or_else(|| "–".into());
+        self.pg_rows.push(PgRow {
+            what: what.into(),
+            meethook: meethook.into(),
+            direct: direct.into(),
+            ratio: r(ratio),
+            sqlite: sqlite.into(),
+            vs_sqlite: r(vs_sqlite),
+        });
+    }
+
+    /// The "PostgreSQL store" section (phase `pg`), starting with its `##` heading.
+    pub fn pg_section(&self) -> String {
+        let mut s = String::from("## PostgreSQL store\n\n");
+        s.push_str(
+            "Phase `pg`: the relay on PostgreSQL (`meethook relay --store postgres://…`) against the \
+             direct baseline and against the relay on SQLite, all measured in this phase of the \
+             same run. Runs are labelled `pg phase: …` in the integrity checks.\n\n",
+        );
+        for n in &self.pg_notes {
+            let _ = writeln!(s, "- {n}");
+        }
+        if !self.pg_rows.is_empty() {
+            s.push_str(
+                "\n| figure | meethook | direct | meethook / direct | relay on SQLite, same load | PostgreSQL / SQLite |\n",
+            );
+            s.push_str("|---|---:|---:|---:|---:|---:|\n");
+            for r in &self.pg_rows {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    r.what, r.meethook, r.direct, r.ratio, r.sqlite, r.vs_sqlite
+                );
+            }
+        }
+        s
+    }
+
     /// Records a run's integrity counts.
     pub fn check(&mut self, run: impl Into<String>, c: Checks, first_error: Option<String>) {
         self.checks.push((run.into(), c, first_error));
@@ -103,6 +171,8 @@ impl Report {
                 r.fig, r.what, r.meethook, r.direct, r.ratio
             );
         }
+        s.push('\n');
+        s.push_str(&self.pg_section());
         s.push_str("\n## Integrity checks\n\n");
         s.push_str(
             "Every delivery is checked at the handler: body byte-identical to what was sent \
@@ -174,6 +244,14 @@ const METHOD: &str = "
   direct one-sender rate (one request at a time, like the daemon).
 - **Idle listeners** (g): websocket streams that sent a valid `hello` and got their `welcome`;
   relay RSS after minus before, divided by the number of streams.
+- **PostgreSQL** (phase `pg`, with `--postgres URL` or `MEETHOOK_BENCH_POSTGRES_URL`): a fresh
+  schema is created for the phase and dropped at its end; relays get
+  `--store URL?options=-csearch_path%3D<schema>`. Acknowledged events/s: 64 senders, 1 KiB, no
+  listener (like the backlog fill), 1 relay on PostgreSQL, 2 relays on the same database (sender
+  `i` posts to relay `i mod 2`) and 1 relay on SQLite; these runs check the relays' answers
+  (duplicates / out of order count repeated / missing seqs). e2e latency: 1 sender, 1 KiB, relay
+  + `meethook listen` → handler, with the full order and byte-identity checks, on PostgreSQL and
+  on SQLite. Each figure's direct baseline is taken in the same phase.
 - The bench process, the relay and the daemon share the same cores; on a small machine the
   bench's own sender and handler take a noticeable share of the CPU.
 ";
