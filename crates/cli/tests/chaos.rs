@@ -8,30 +8,11 @@ use std::time::Duration;
 
 use meethook_testkit::fault::{collect, jitter, senders, verify, CutProxy, Tmpfs};
 use meethook_testkit::{
-    client, post, request, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay,
+    post, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_meethook");
 const ADMIN: &str = "admin-test-token";
-
-async fn create_channel(relay: &str) -> (String, String) {
-    let auth = format!("Bearer {ADMIN}");
-    let r = request(
-        &client(),
-        "POST",
-        &format!("{relay}/api/channels"),
-        &[("authorization", auth.as_str())],
-        "",
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 201);
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    (
-        v["id"].as_str().unwrap().into(),
-        v["token"].as_str().unwrap().into(),
-    )
-}
 
 async fn start_relay(data: &Path, listen: &str) -> RelayProcess {
     RelayProcess::start(Path::new(BIN), data, listen, ADMIN).await
@@ -61,7 +42,7 @@ async fn relay_kill9_at_random_moments_under_load() {
     let mut relay = start_relay(data.path(), "127.0.0.1:0").await;
     let addr = relay.addr.to_string();
     let base = format!("http://{addr}");
-    let (ch, token) = create_channel(&base).await;
+    let (ch, token) = meethook_testkit::create_channel(&base, ADMIN).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
     let daemon = TestDaemon::start(TestDaemon::config(
@@ -137,7 +118,7 @@ async fn relay_restarted_on_a_copy_of_its_data_dir() {
     let mut relay = start_relay(first.path(), "127.0.0.1:0").await;
     let addr = relay.addr.to_string();
     let base = format!("http://{addr}");
-    let (ch, token) = create_channel(&base).await;
+    let (ch, token) = meethook_testkit::create_channel(&base, ADMIN).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
     let daemon = TestDaemon::start(TestDaemon::config(

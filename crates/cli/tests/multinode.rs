@@ -241,25 +241,6 @@ impl Drop for PgRelay {
     }
 }
 
-async fn create_channel(relay: &str) -> (String, String) {
-    let auth = format!("Bearer {ADMIN}");
-    let r = request(
-        &client(),
-        "POST",
-        &format!("{relay}/api/channels"),
-        &[("authorization", auth.as_str())],
-        "",
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    (
-        v["id"].as_str().unwrap().into(),
-        v["token"].as_str().unwrap().into(),
-    )
-}
-
 // ---- load and proxies ----
 
 /// `n` senders, each posting `max_each` unique bodies `pace` apart, sender `s`'s `i`-th to
@@ -423,7 +404,7 @@ async fn two_relays_share_a_database_while_the_listener_moves_and_one_dies() {
         PgRelay::start(&url, "127.0.0.1:0")
     );
     let (mut a, b) = (a, b);
-    let (ch, token) = create_channel(&a.base()).await;
+    let (ch, token) = meethook_testkit::create_channel(&a.base(), ADMIN).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
     let on = |relay: &PgRelay| {
@@ -479,7 +460,7 @@ async fn a_listener_behind_a_balancer_survives_the_kill9_of_its_relay() {
     // The balancer prefers A, so the listener and most senders start there.
     let lb = Proxy::start(vec![a.addr, b.addr]).await;
     let lb_url = format!("http://{}", lb.addr);
-    let (ch, token) = create_channel(&lb_url).await;
+    let (ch, token) = meethook_testkit::create_channel(&lb_url, ADMIN).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
     let daemon = TestDaemon::start(TestDaemon::config(
@@ -524,7 +505,7 @@ async fn a_database_outage_under_load_is_503_then_recovers_without_a_restart() {
         PgRelay::start(&url, "127.0.0.1:0"),
         PgRelay::start(&url, "127.0.0.1:0")
     );
-    let (ch, token) = create_channel(&a.base()).await;
+    let (ch, token) = meethook_testkit::create_channel(&a.base(), ADMIN).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
     let daemon = TestDaemon::start(TestDaemon::config(

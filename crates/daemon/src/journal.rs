@@ -75,7 +75,8 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    /// The state as stored and shown (`pending`, `delivered`, `failed`, `skipped`).
+    pub fn name(self) -> &'static str {
         match self {
             State::Pending => "pending",
             State::Delivered => "delivered",
@@ -269,30 +270,12 @@ impl Journal {
     pub fn insert(&self, channel: &str, events: &[Event], now_ms: i64) -> Result<(), JournalError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO events
-                     (channel, seq, received_at, journaled_at, method, path, headers, body, event_type, bot_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
-                for ev in events {
-                    let mut h = BytesMut::with_capacity(headers_len(&ev.headers));
-                    encode_headers(&ev.headers, &mut h);
-                    let summary = Summary::parse(&ev.body);
-                    st.execute(params![
-                        channel,
-                        ev.seq as i64,
-                        ev.received_at_ms,
-                        now_ms,
-                        ev.method,
-                        ev.path,
-                        &h[..],
-                        &ev.body[..],
-                        summary.as_ref().map(|s| s.event.clone()),
-                        summary.and_then(|s| s.bot_id),
-                    ])?;
-                }
-            }
+            insert_rows(
+                &tx,
+                events.iter().map(|e| (channel, e)),
+                now_ms,
+                State::Pending,
+            )?;
             tx.commit()
         })
     }
@@ -363,7 +346,7 @@ impl Journal {
                             r.seq as i64,
                             r.attempt.as_ref().map(|a| a.attempt),
                             r.attempt.as_ref().and_then(|a| a.status),
-                            r.state.map(State::as_str),
+                            r.state.map(State::name),
                         ])?;
                     }
                 }
@@ -469,11 +452,6 @@ fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 // ---- Queries for `meethook events` and `meethook replay` ----
 
 impl State {
-    /// The state as stored and shown (`pending`, `delivered`, `failed`, `skipped`).
-    pub fn name(self) -> &'static str {
-        self.as_str()
-    }
-
     /// The state stored as `s`, if it is one.
     pub fn parse(s: &str) -> Option<State> {
         [
@@ -483,7 +461,7 @@ impl State {
             State::Skipped,
         ]
         .into_iter()
-        .find(|st| st.as_str() == s)
+        .find(|st| st.name() == s)
     }
 }
 
@@ -563,7 +541,7 @@ impl Query {
             param(&mut conds, "event_type = ?", Value::Text(e.clone()));
         }
         if let Some(s) = self.state {
-            param(&mut conds, "state = ?", Value::Text(s.as_str().into()));
+            param(&mut conds, "state = ?", Value::Text(s.name().into()));
         }
         if let Some(t) = self.since_ms {
             param(&mut conds, "received_at >= ?", Value::Integer(t));
@@ -734,36 +712,47 @@ impl Journal {
     ) -> Result<(usize, usize), JournalError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let mut imported = 0;
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO events
-                     (channel, seq, received_at, journaled_at, method, path, headers, body,
-                      event_type, bot_id, state)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'delivered')",
-                )?;
-                for (channel, ev) in events {
-                    let mut h = BytesMut::with_capacity(headers_len(&ev.headers));
-                    encode_headers(&ev.headers, &mut h);
-                    let summary = Summary::parse(&ev.body);
-                    imported += st.execute(params![
-                        channel,
-                        sql_seq(ev.seq),
-                        ev.received_at_ms,
-                        now_ms,
-                        ev.method,
-                        ev.path,
-                        &h[..],
-                        &ev.body[..],
-                        summary.as_ref().map(|s| s.event.clone()),
-                        summary.and_then(|s| s.bot_id),
-                    ])?;
-                }
-            }
+            let rows = events.iter().map(|(ch, e)| (ch.as_str(), e));
+            let imported = insert_rows(&tx, rows, now_ms, State::Delivered)?;
             tx.commit()?;
             Ok((imported, events.len() - imported))
         })
     }
+}
+
+/// Inserts events in `state`, ignoring `(channel, seq)` pairs already there; returns how many
+/// were new.
+fn insert_rows<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    events: impl Iterator<Item = (&'a str, &'a Event)>,
+    now_ms: i64,
+    state: State,
+) -> rusqlite::Result<usize> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR IGNORE INTO events
+         (channel, seq, received_at, journaled_at, method, path, headers, body, event_type, bot_id, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    let mut added = 0;
+    for (channel, ev) in events {
+        let mut h = BytesMut::with_capacity(headers_len(&ev.headers));
+        encode_headers(&ev.headers, &mut h);
+        let summary = Summary::parse(&ev.body);
+        added += st.execute(params![
+            channel,
+            sql_seq(ev.seq),
+            ev.received_at_ms,
+            now_ms,
+            ev.method,
+            ev.path,
+            &h[..],
+            &ev.body[..],
+            summary.as_ref().map(|s| s.event.clone()),
+            summary.and_then(|s| s.bot_id),
+            state.name(),
+        ])?;
+    }
+    Ok(added)
 }
 
 #[cfg(test)]

@@ -294,6 +294,25 @@ pub async fn request(
     Ok(Posted { status, body })
 }
 
+/// Creates a channel through a relay's API; returns `(id, token)`.
+pub async fn create_channel(relay: &str, admin: &str) -> (String, String) {
+    let auth = format!("Bearer {admin}");
+    let url = format!("{relay}/api/channels");
+    let r = request(
+        &client(),
+        "POST",
+        &url,
+        &[("authorization", auth.as_str())],
+        "",
+    )
+    .await
+    .expect("channel API reachable");
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON answer");
+    let field = |k: &str| v[k].as_str().expect("id and token").to_string();
+    (field("id"), field("token"))
+}
+
 /// POSTs a webhook with a fresh client.
 pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Posted {
     request(&client(), "POST", url, headers, body)
