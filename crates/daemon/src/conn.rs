@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use meethook_proto::frame::{decode_event, MAX_FRAME_OVERHEAD};
+use meethook_proto::meeting::Summary;
 use meethook_proto::{ClientFrame, ErrorCode, Event, ServerFrame, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -67,7 +68,7 @@ pub(crate) async fn run(
     cfg: Arc<DaemonConfig>,
     journal: Journal,
     recorder: Option<Arc<Recorder>>,
-    events_tx: mpsc::UnboundedSender<Event>,
+    events_tx: mpsc::UnboundedSender<(Event, Option<Summary>)>,
     mut delivered_rx: watch::Receiver<u64>,
     stop: CancellationToken,
 ) -> Result<(), DaemonError> {
@@ -239,7 +240,7 @@ async fn once(
     journal: &Journal,
     listener_id: &str,
     recorder: Option<&Arc<Recorder>>,
-    events_tx: &mpsc::UnboundedSender<Event>,
+    events_tx: &mpsc::UnboundedSender<(Event, Option<Summary>)>,
     delivered_rx: &mut watch::Receiver<u64>,
     stop: &CancellationToken,
 ) -> End {
@@ -384,21 +385,21 @@ async fn journal_batch(
     cfg: &DaemonConfig,
     batch: Vec<Event>,
     recorder: Option<&Arc<Recorder>>,
-    events_tx: &mpsc::UnboundedSender<Event>,
+    events_tx: &mpsc::UnboundedSender<(Event, Option<Summary>)>,
 ) -> Result<(), End> {
     let ch = cfg.channel.clone();
     // Called inline: a journal write (no fsync) is shorter than a hop to the blocking pool.
     match journal.insert(&ch, &batch, now_ms()) {
-        Ok(()) => {
+        Ok(summaries) => {
             // Recordings expire: start downloading as soon as the event is safe in the journal.
             if let Some(r) = recorder {
-                for ev in &batch {
-                    r.spawn_for(ev);
+                for (ev, s) in batch.iter().zip(&summaries) {
+                    r.spawn_for(ev, s.as_ref());
                 }
             }
             // Bounded by the relay's window: it sends no more than that ahead of our acks.
-            for ev in batch {
-                let _ = events_tx.send(ev);
+            for pair in batch.into_iter().zip(summaries) {
+                let _ = events_tx.send(pair);
             }
             Ok(())
         }

@@ -270,18 +270,26 @@ impl Journal {
         })
     }
 
-    /// Journals events (already-journaled seqs are ignored) in one transaction.
-    pub fn insert(&self, channel: &str, events: &[Event], now_ms: i64) -> Result<(), JournalError> {
+    /// Journals events (already-journaled seqs are ignored) in one transaction; returns each
+    /// event's summary, parsed once here (outside the lock) for the caller to reuse.
+    pub fn insert(
+        &self,
+        channel: &str,
+        events: &[Event],
+        now_ms: i64,
+    ) -> Result<Vec<Option<Summary>>, JournalError> {
+        let summaries: Vec<Option<Summary>> =
+            events.iter().map(|e| Summary::parse(&e.body)).collect();
         self.with(|c| {
             let tx = c.transaction()?;
-            insert_rows(
-                &tx,
-                events.iter().map(|e| (channel, e)),
-                now_ms,
-                State::Pending,
-            )?;
+            let rows = events
+                .iter()
+                .zip(&summaries)
+                .map(|(e, s)| (channel, e, s.as_ref()));
+            insert_rows(&tx, rows, now_ms, State::Pending)?;
             tx.commit()
-        })
+        })?;
+        Ok(summaries)
     }
 
     /// The lowest pending events of `channel` (with their attempt counts), in seq order.
@@ -716,7 +724,14 @@ impl Journal {
     ) -> Result<(usize, usize), JournalError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let rows = events.iter().map(|(ch, e)| (ch.as_str(), e));
+            let summaries: Vec<_> = events
+                .iter()
+                .map(|(_, e)| Summary::parse(&e.body))
+                .collect();
+            let rows = events
+                .iter()
+                .zip(&summaries)
+                .map(|((ch, e), s)| (ch.as_str(), e, s.as_ref()));
             let imported = insert_rows(&tx, rows, now_ms, State::Delivered)?;
             tx.commit()?;
             Ok((imported, events.len() - imported))
@@ -728,7 +743,7 @@ impl Journal {
 /// were new.
 fn insert_rows<'a>(
     tx: &rusqlite::Transaction<'_>,
-    events: impl Iterator<Item = (&'a str, &'a Event)>,
+    events: impl Iterator<Item = (&'a str, &'a Event, Option<&'a Summary>)>,
     now_ms: i64,
     state: State,
 ) -> rusqlite::Result<usize> {
@@ -738,10 +753,9 @@ fn insert_rows<'a>(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     let mut added = 0;
-    for (channel, ev) in events {
+    for (channel, ev, summary) in events {
         let mut h = BytesMut::with_capacity(headers_len(&ev.headers));
         encode_headers(&ev.headers, &mut h);
-        let summary = Summary::parse(&ev.body);
         added += st.execute(params![
             channel,
             sql_seq(ev.seq),
@@ -751,8 +765,8 @@ fn insert_rows<'a>(
             ev.path,
             &h[..],
             &ev.body[..],
-            summary.as_ref().map(|s| s.event.clone()),
-            summary.and_then(|s| s.bot_id),
+            summary.map(|s| s.event.as_str()),
+            summary.and_then(|s| s.bot_id.as_deref()),
             state.name(),
         ])?;
     }

@@ -218,23 +218,24 @@ async fn deliver_loop(
     cfg: &DaemonConfig,
     journal: &Journal,
     fwd: &Forwarder,
-    mut incoming: mpsc::UnboundedReceiver<Event>,
+    mut incoming: mpsc::UnboundedReceiver<(Event, Option<Summary>)>,
     delivered: watch::Sender<u64>,
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
     let printer = Printer { json: cfg.json };
     let ch = cfg.channel.clone();
+    // Events left pending by a previous run; their summaries are parsed as they come up.
     let mut queue: VecDeque<(Event, u32)> = blocking(journal, move |j| j.pending(&ch, usize::MAX))
         .await?
         .into();
     let mut last = 0u64;
     loop {
-        let (ev, mut attempts) = match queue.pop_front() {
-            Some(next) => next,
+        let (ev, mut attempts, parsed) = match queue.pop_front() {
+            Some((ev, attempts)) => (ev, attempts, None),
             None => tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 ev = incoming.recv() => match ev {
-                    Some(ev) => (ev, 0),
+                    Some((ev, summary)) => (ev, 0, Some(summary)),
                     // The connection task is gone; wait for the stop it triggered.
                     None => {
                         stop.cancelled().await;
@@ -248,7 +249,7 @@ async fn deliver_loop(
             continue;
         }
         last = ev.seq;
-        let summary = Summary::parse(&ev.body);
+        let summary = parsed.unwrap_or_else(|| Summary::parse(&ev.body));
         if !wanted(cfg, summary.as_ref()) {
             printer.print(&ev, summary.as_ref(), Line::Skipped);
             let r = Record {

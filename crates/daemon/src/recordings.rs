@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use meethook_proto::meeting::Webhook;
+use meethook_proto::meeting::{Summary, Webhook};
 use meethook_proto::Event;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
@@ -68,8 +68,12 @@ impl Recorder {
         }))
     }
 
-    /// Starts downloads for whatever recordings `ev` carries (none for most events).
-    pub fn spawn_for(self: &Arc<Self>, ev: &Event) {
+    /// Starts downloads for whatever recordings `ev` carries (only final events have any;
+    /// `summary` spares parsing the others).
+    pub fn spawn_for(self: &Arc<Self>, ev: &Event, summary: Option<&Summary>) {
+        if !summary.is_some_and(|s| matches!(s.event.as_str(), "complete" | "bot.completed")) {
+            return;
+        }
         let Some(hook) = Webhook::parse(&ev.body) else {
             return;
         };
@@ -97,7 +101,7 @@ impl Recorder {
                     seq = s.event.seq,
                     "resuming an interrupted recording download"
                 );
-                self.spawn_for(&s.event);
+                self.spawn_for(&s.event, Summary::parse(&s.event.body).as_ref());
             }
         }
     }
