@@ -774,13 +774,27 @@ async fn phase_throughput(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One concurrency: direct, then meethook. Returns the relay's and daemon's peak RSS.
-async fn throughput_at(ctx: &mut Ctx, c: usize) -> anyhow::Result<(u64, u64)> {
-    let (n, warm) = (ctx.plan.events, ctx.plan.warmup);
-    let bodies = Bodies::new(1 << 10);
-    let limit = ctx.plan.limit(n);
+/// What a direct flood came to.
+pub(crate) struct Direct {
+    /// Acknowledged (= delivered) events/s.
+    pub rate: f64,
+    /// CPU the bench process used during the flood.
+    pub cpu: Duration,
+    /// Events the handler got, warm-up included.
+    pub delivered: u64,
+}
 
-    // Direct.
+/// The baseline: `c` senders posting `size`-byte bodies straight to the bench's handler, with
+/// the same integrity checks as the meethook runs (reported under `label`).
+pub(crate) async fn direct_flood(
+    ctx: &mut Ctx,
+    c: usize,
+    size: usize,
+    label: &str,
+) -> anyhow::Result<Direct> {
+    let (n, warm) = (ctx.plan.events, ctx.plan.warmup);
+    let bodies = Bodies::new(size);
+    let limit = ctx.plan.limit(n);
     let tracker = Tracker::new((warm + n) as usize);
     let handler = Handler::start(tracker.clone(), false).await?;
     let target = Target {
@@ -814,14 +828,28 @@ async fn throughput_at(ctx: &mut Ctx, c: usize) -> anyhow::Result<(u64, u64)> {
         w.errors + d.errors,
     );
     ctx.report.check(
-        format!("direct, {c} senders"),
+        label.to_string(),
         checks,
         w.first_error.or(d.first_error.clone()),
     );
-    drop(handler);
-    let direct_rate = d.acked_per_sec();
+    Ok(Direct {
+        rate: d.acked_per_sec(),
+        cpu: cpu1 - cpu0,
+        delivered: checks.delivered,
+    })
+}
+
+/// One concurrency: direct, then meethook. Returns the relay's and daemon's peak RSS.
+async fn throughput_at(ctx: &mut Ctx, c: usize) -> anyhow::Result<(u64, u64)> {
+    let (n, warm) = (ctx.plan.events, ctx.plan.warmup);
+    let bodies = Bodies::new(1 << 10);
+    let limit = ctx.plan.limit(n);
+
+    // Direct.
+    let direct = direct_flood(ctx, c, 1 << 10, &format!("direct, {c} senders")).await?;
+    let direct_rate = direct.rate;
     ctx.direct_rates.push((c, direct_rate));
-    let direct_cpu_per_k = per_thousand(cpu1 - cpu0, checks.delivered.saturating_sub(warm));
+    let direct_cpu_per_k = per_thousand(direct.cpu, direct.delivered.saturating_sub(warm));
 
     // Through meethook.
     let tracker = Tracker::new((warm + n) as usize);

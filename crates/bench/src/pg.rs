@@ -12,7 +12,7 @@ use crate::handler::{Checks, Handler, Tracker};
 use crate::load::{self, LoadResult, Target};
 use crate::procs::Relay;
 use crate::report::{fmt_dur, fmt_rate, fmt_size, thousands};
-use crate::{dur_ratio, pct, ratio, serial_run, sorted, Ctx, Stack, PER_EVENT};
+use crate::{dur_ratio, pct, ratio, serial_run, sorted, Ctx, Stack};
 
 /// Concurrent senders of the acknowledged-events/s runs.
 pub const SENDERS: usize = 64;
@@ -133,7 +133,8 @@ async fn measure(ctx: &mut Ctx, store: &str) -> anyhow::Result<()> {
     let on_pg = vec!["--store".to_string(), store.to_string()];
 
     // Acknowledged events/s: direct, then SQLite, PostgreSQL × 1 and × 2.
-    let direct = direct_flood(ctx).await?;
+    let label = format!("pg phase: direct, {SENDERS} senders");
+    let direct = crate::direct_flood(ctx, SENDERS, SIZE, &label).await?.rate;
     let sqlite = ack_run(ctx, "SQLite, 1 relay", &[], 1).await?;
     let pg1 = ack_run(ctx, "PostgreSQL, 1 relay", &on_pg, 1).await?;
     let pg2 = ack_run(ctx, "PostgreSQL, 2 relays on one database", &on_pg, 2).await?;
@@ -220,49 +221,6 @@ async fn measure(ctx: &mut Ctx, store: &str) -> anyhow::Result<()> {
         dur_ratio(pv, sv),
     );
     Ok(())
-}
-
-/// Direct: `SENDERS` senders straight to the handler; acknowledged events/s.
-async fn direct_flood(ctx: &mut Ctx) -> anyhow::Result<f64> {
-    let (n, warm) = (ctx.plan.events, ctx.plan.warmup);
-    let limit = ctx.plan.limit(n);
-    let bodies = Bodies::new(SIZE);
-    let tracker = Tracker::new((warm + n) as usize);
-    let handler = Handler::start(tracker.clone(), false).await?;
-    let target = Target {
-        addr: handler.addr(),
-        path: "/hook".into(),
-        relay: false,
-    };
-    let w = load::serial(&target, &tracker, 0..warm, &bodies, PER_EVENT).await;
-    let d = load::flood(
-        &target,
-        &tracker,
-        warm..warm + n,
-        SENDERS,
-        &bodies,
-        Instant::now() + limit,
-        false,
-    )
-    .await;
-    tracker
-        .wait_unique(
-            w.acked + d.acked,
-            tokio::time::Instant::now() + ctx.plan.patience,
-        )
-        .await;
-    let checks = tracker.checks(
-        0..warm + n,
-        w.sent + d.sent,
-        w.acked + d.acked,
-        w.errors + d.errors,
-    );
-    ctx.report.check(
-        format!("pg phase: direct, {SENDERS} senders"),
-        checks,
-        w.first_error.or(d.first_error.clone()),
-    );
-    Ok(d.acked_per_sec())
 }
 
 /// `relays` relays started with `extra` flags, one channel, `SENDERS` senders spread over the
