@@ -31,6 +31,9 @@ type Ws = WebSocketStream<Box<dyn Io>>;
 /// Most frames journaled in one transaction.
 const JOURNAL_BATCH: usize = 256;
 /// Time allowed to connect and complete the handshake.
+/// How long a delivered seq may wait to be acked with the ones after it (acks are
+/// cumulative: one frame can cover many events).
+const ACK_DELAY: Duration = Duration::from_millis(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How one connection ended.
@@ -304,6 +307,8 @@ async fn once(
     }
     let mut last_journaled = journaled;
     let mut last_acked = delivered;
+    let ack_every = u64::from((cfg.window / 4).max(1));
+    let mut ack_due: Option<tokio::time::Instant> = None;
     // An ack the relay has not seen may be waiting from before the reconnect.
     delivered_rx.mark_changed();
     let mut last_rx = Instant::now();
@@ -358,6 +363,18 @@ async fn once(
                 }
                 let seq = *delivered_rx.borrow_and_update();
                 if seq > last_acked && seq <= last_journaled {
+                    // Ack at once when a quarter of the relay's window waits, else soon.
+                    if seq - last_acked >= ack_every {
+                        ack_due = Some(tokio::time::Instant::now());
+                    } else if ack_due.is_none() {
+                        ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
+                ack_due = None;
+                let seq = (*delivered_rx.borrow()).min(last_journaled);
+                if seq > last_acked {
                     last_acked = seq;
                     if let Err(e) = ws.send(Message::text(ClientFrame::Ack { seq }.to_json())).await {
                         return End::Retry(format!("relay connection lost: {e}"));

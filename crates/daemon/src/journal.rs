@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use meethook_proto::frame::{decode_headers, encode_headers, headers_len, Reader};
 use meethook_proto::meeting::Summary;
 use meethook_proto::Event;
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension};
 
 const SCHEMA: &str = "
@@ -197,6 +198,8 @@ impl Journal {
         };
         j.with(|c| {
             c.busy_timeout(Duration::from_secs(10))?;
+            // Stable plans: with STAT4 (bundled build) rebinding a range bound re-prepares.
+            c.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
             c.pragma_update(None, "journal_mode", "WAL")?;
             // NORMAL: survives kill -9 (the WAL is in the OS cache); the relay keeps every
             // unacked event, so only a power cut can cost a visible duplicate.
@@ -361,6 +364,30 @@ impl Journal {
             }
             tx.commit()
         })
+    }
+
+    /// Applies outcomes recovered from the outcome log, skipping attempts already recorded
+    /// (the log may hold records the journal got just before the daemon stopped).
+    pub(crate) fn recover(&self, channel: &str, records: &[Record]) -> Result<(), JournalError> {
+        let missing: Vec<Record> = self.with(|c| {
+            let mut seen = c.prepare_cached(
+                "SELECT 1 FROM attempts WHERE channel = ?1 AND seq = ?2 AND attempt = ?3 AND replay = 0",
+            )?;
+            let mut out = Vec::new();
+            for r in records {
+                let known = match &r.attempt {
+                    Some(a) => seen.exists(params![channel, sql_seq(r.seq), a.attempt])?,
+                    None => false,
+                };
+                let mut r = r.clone();
+                if known {
+                    r.attempt = None;
+                }
+                out.push(r);
+            }
+            Ok(out)
+        })?;
+        self.record_many(channel, &missing)
     }
 
     /// Notes that a recording download started (or restarted) into `path`.

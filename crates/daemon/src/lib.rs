@@ -14,13 +14,14 @@
 mod conn;
 pub mod deliver;
 pub mod journal;
+mod outcomes;
 pub mod output;
 pub mod recordings;
 pub mod replay;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 pub use conn::ws_url;
 use deliver::{Backoff, Forwarder, Verdict};
 use journal::{Attempt, Journal, JournalError, Record, State};
+use outcomes::OutcomeLog;
 use output::{Line, Printer};
 
 /// Everything `meethook listen` is told.
@@ -133,13 +135,19 @@ pub fn now_ms() -> i64 {
 /// Runs the daemon until `shutdown` is cancelled (returns `Ok`) or a fatal error.
 ///
 /// Two tasks: the connection journals events and hands them to the delivery loop; the
-/// delivery loop sends them one at a time, records each outcome before the next send (so a
-/// crash can repeat at most the one event in flight) and publishes the delivered cursor,
-/// which the connection acks.
+/// delivery loop sends them one at a time, makes each outcome crash-safe (the outcome log)
+/// before the next send, so a crash can repeat at most the one event in flight, and
+/// publishes the delivered cursor, which the connection acks.
 pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let forwarder = Forwarder::new(&cfg.forward_to, &cfg.channel, cfg.timeout)?;
     conn::ws_url(&cfg.relay, &cfg.channel)?;
     let journal = Journal::open(&cfg.data)?;
+    let log_err = |e: outcomes::LogError| DaemonError::Config(e.to_string());
+    let (mut log, leftover) = OutcomeLog::open(&cfg.data, &cfg.channel).map_err(log_err)?;
+    if !leftover.is_empty() {
+        journal.recover(&cfg.channel, &leftover)?;
+    }
+    log.clear().map_err(log_err)?;
     let cfg = Arc::new(cfg);
     let (_, delivered) = journal.cursors(&cfg.channel)?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -168,7 +176,16 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
         stop.clone(),
     ));
     let worker = async {
-        let r = deliver_loop(&cfg, &journal, &forwarder, events_rx, delivered_tx, &stop).await;
+        let r = deliver_loop(
+            &cfg,
+            &journal,
+            log,
+            &forwarder,
+            events_rx,
+            delivered_tx,
+            &stop,
+        )
+        .await;
         stop.cancel();
         r
     };
@@ -212,11 +229,102 @@ fn wanted(cfg: &DaemonConfig, summary: Option<&Summary>) -> bool {
     event_ok && bot_ok
 }
 
+/// Outcomes on their way to the journal: in the outcome log at once (one `write`, before the
+/// next send), in SQLite in batches.
+struct Settler<'a> {
+    cfg: &'a DaemonConfig,
+    journal: &'a Journal,
+    log: OutcomeLog,
+    batch: Vec<Record>,
+    since: Instant,
+}
+
+/// Most outcomes written to the journal in one transaction.
+const FLUSH_BATCH: usize = 256;
+/// Longest an outcome waits for the journal while events keep coming.
+const FLUSH_AFTER: Duration = Duration::from_millis(200);
+
+impl Settler<'_> {
+    /// Makes an outcome survive a crash before the caller moves on; retries while the disk
+    /// refuses it (nothing is acked meanwhile). `Ok(false)` when stopped first.
+    async fn settle(&mut self, r: Record, stop: &CancellationToken) -> Result<bool, DaemonError> {
+        let mut failures = 0u32;
+        while let Err(e) = self.log.append(&r) {
+            failures += 1;
+            tracing::error!(seq = r.seq, error = %e, "cannot record the delivery outcome; not acking until it works");
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(self.cfg.backoff.delay(failures, None)) => {}
+            }
+        }
+        if self.batch.is_empty() {
+            self.since = Instant::now();
+        }
+        self.batch.push(r);
+        if self.batch.len() >= FLUSH_BATCH || self.since.elapsed() >= FLUSH_AFTER {
+            return self.flush(stop).await;
+        }
+        Ok(true)
+    }
+
+    /// Writes the batched outcomes to the journal, retrying while it fails; then empties the
+    /// outcome log. `Ok(false)` when stopped first (the log still holds them).
+    async fn flush(&mut self, stop: &CancellationToken) -> Result<bool, DaemonError> {
+        let mut failures = 0u32;
+        while !self.batch.is_empty() {
+            // Inline: one transaction without fsync, cheaper than a hop to the blocking pool.
+            match self.journal.record_many(&self.cfg.channel, &self.batch) {
+                Ok(()) => {
+                    self.batch.clear();
+                    if let Err(e) = self.log.clear() {
+                        tracing::warn!(error = %e, "cannot empty the outcome log; it is applied again at start-up");
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::error!(error = %e, "cannot write delivery outcomes to the journal; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(false),
+                        _ = tokio::time::sleep(self.cfg.backoff.delay(failures, None)) => {}
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// Delivers events one at a time, in seq order: first what the journal holds as pending,
 /// then what the connection hands over.
 async fn deliver_loop(
     cfg: &DaemonConfig,
     journal: &Journal,
+    log: OutcomeLog,
+    fwd: &Forwarder,
+    incoming: mpsc::UnboundedReceiver<(Event, Option<Summary>)>,
+    delivered: watch::Sender<u64>,
+    stop: &CancellationToken,
+) -> Result<(), DaemonError> {
+    let mut settler = Settler {
+        cfg,
+        journal,
+        log,
+        batch: Vec::new(),
+        since: Instant::now(),
+    };
+    let r = deliver(cfg, &mut settler, fwd, incoming, delivered, stop).await;
+    // Best effort: whatever is not written here is applied from the log at the next start.
+    if !settler.batch.is_empty() {
+        if let Ok(()) = journal.record_many(&cfg.channel, &settler.batch) {
+            let _ = settler.log.clear();
+        }
+    }
+    r
+}
+
+async fn deliver(
+    cfg: &DaemonConfig,
+    settler: &mut Settler<'_>,
     fwd: &Forwarder,
     mut incoming: mpsc::UnboundedReceiver<(Event, Option<Summary>)>,
     delivered: watch::Sender<u64>,
@@ -225,24 +333,37 @@ async fn deliver_loop(
     let printer = Printer { json: cfg.json };
     let ch = cfg.channel.clone();
     // Events left pending by a previous run; their summaries are parsed as they come up.
-    let mut queue: VecDeque<(Event, u32)> = blocking(journal, move |j| j.pending(&ch, usize::MAX))
-        .await?
-        .into();
+    let mut queue: VecDeque<(Event, u32)> =
+        blocking(settler.journal, move |j| j.pending(&ch, usize::MAX))
+            .await?
+            .into();
     let mut last = 0u64;
     loop {
         let (ev, mut attempts, parsed) = match queue.pop_front() {
             Some((ev, attempts)) => (ev, attempts, None),
-            None => tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                ev = incoming.recv() => match ev {
+            None => {
+                let next = match incoming.try_recv() {
+                    Ok(next) => Some(next),
+                    Err(_) => {
+                        // Nothing waiting: a good moment to write outcomes to the journal.
+                        if !settler.flush(stop).await? {
+                            return Ok(());
+                        }
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(()),
+                            ev = incoming.recv() => ev,
+                        }
+                    }
+                };
+                match next {
                     Some((ev, summary)) => (ev, 0, Some(summary)),
                     // The connection task is gone; wait for the stop it triggered.
                     None => {
                         stop.cancelled().await;
                         return Ok(());
                     }
-                },
-            },
+                }
+            }
         };
         // The journal and the connection can both hand over the same event at start-up.
         if ev.seq <= last {
@@ -257,7 +378,7 @@ async fn deliver_loop(
                 attempt: None,
                 state: Some(State::Skipped),
             };
-            if !record(cfg, journal, r, stop).await? {
+            if !settler.settle(r, stop).await? {
                 return Ok(());
             }
             delivered.send_replace(ev.seq);
@@ -305,45 +426,26 @@ async fn deliver_loop(
                 attempt: Some(attempt),
                 state,
             };
-            if !record(cfg, journal, r, stop).await? {
+            if !settler.settle(r, stop).await? {
                 return Ok(());
             }
             match next_retry {
                 None => break,
-                Some(delay) => tokio::select! {
-                    _ = stop.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(delay) => {}
-                },
+                Some(delay) => {
+                    // The handler is struggling: show the attempts in `events show` now.
+                    if !settler.flush(stop).await? {
+                        return Ok(());
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
             }
         }
         delivered.send_replace(ev.seq);
         if stop.is_cancelled() {
             return Ok(());
-        }
-    }
-}
-
-/// Records an outcome, retrying while the journal fails (disk full): nothing is acked
-/// meanwhile. `Ok(false)` when stopped before it could be recorded.
-async fn record(
-    cfg: &DaemonConfig,
-    journal: &Journal,
-    r: Record,
-    stop: &CancellationToken,
-) -> Result<bool, DaemonError> {
-    let mut failures = 0u32;
-    loop {
-        // Inline: one small transaction without fsync, cheaper than a hop to the blocking pool.
-        match journal.record_many(&cfg.channel, std::slice::from_ref(&r)) {
-            Ok(()) => return Ok(true),
-            Err(e) => {
-                failures += 1;
-                tracing::error!(seq = r.seq, error = %e, "cannot record the delivery outcome; not acking until it works");
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(false),
-                    _ = tokio::time::sleep(cfg.backoff.delay(failures, None)) => {}
-                }
-            }
         }
     }
 }

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use meethook_proto::frame::{decode_headers, encode_headers, headers_len, Reader};
 use meethook_proto::Event;
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
@@ -121,6 +122,9 @@ fn open_conn(path: &Path, write: bool) -> rusqlite::Result<Connection> {
     } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    // A stable plan per statement: without it (the bundled build enables STAT4) every new
+    // value bound to `seq > ?` re-prepares the cached statement.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     if write {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit returns only after the WAL is fsync'd.
