@@ -14,7 +14,14 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse(); // exits 2 with a message on bad arguments
     init_tracing(cli.verbose);
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = if cli.needs_threads() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build();
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

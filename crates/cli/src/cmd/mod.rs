@@ -49,6 +49,15 @@ enum Command {
     Replay(replay::Args),
 }
 
+impl Cli {
+    /// Whether the command serves many connections at once (the relay): it gets a worker
+    /// thread per core. The others do one thing at a time, and a single thread spares them
+    /// a cross-thread wake-up per event.
+    pub fn needs_threads(&self) -> bool {
+        matches!(self.command, Command::Relay(_) | Command::Dev(_))
+    }
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     match cli.command {
