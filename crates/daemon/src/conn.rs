@@ -405,9 +405,14 @@ async fn journal_batch(
     events_tx: &mpsc::UnboundedSender<(Event, Option<Summary>)>,
 ) -> Result<(), End> {
     let ch = cfg.channel.clone();
-    // Called inline: a journal write (no fsync) is shorter than a hop to the blocking pool.
-    match journal.insert(&ch, &batch, now_ms()) {
-        Ok(summaries) => {
+    // On the blocking pool: delivery (on the runtime's one thread) goes on meanwhile.
+    let journaled = blocking(journal, move |j| {
+        let summaries = j.insert(&ch, &batch, now_ms())?;
+        Ok((batch, summaries))
+    })
+    .await;
+    match journaled {
+        Ok((batch, summaries)) => {
             // Recordings expire: start downloading as soon as the event is safe in the journal.
             if let Some(r) = recorder {
                 for (ev, s) in batch.iter().zip(&summaries) {

@@ -252,7 +252,10 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
             let room = (window - (sent - acked.min(sent))) as usize;
             let limit = room.min(READ_BATCH);
             let budget = st.cfg.max_inflight_bytes - bytes_in_flight;
-            let events = st.store.read_after(channel, sent, limit, budget).await?;
+            let events = match st.store.recent(channel, sent, limit, budget) {
+                Some(events) => events,
+                None => st.store.read_after(channel, sent, limit, budget).await?,
+            };
             more = events.len() == limit;
             for ev in &events {
                 inflight_bytes.push_back((ev.seq, ev.body.len()));

@@ -122,6 +122,18 @@ pub trait Store: Send + Sync + 'static {
     async fn prune(&self, retention: Duration, now_ms: i64) -> Result<u64>;
     /// A receiver whose value is the channel's latest known head; it changes on every append.
     fn subscribe(&self, channel: &str) -> watch::Receiver<u64>;
+    /// Like [`Store::read_after`], from memory: recent events this process committed, for a
+    /// stream that keeps up. `None` when memory does not hold them.
+    fn recent(
+        &self,
+        channel: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Event>> {
+        let _ = (channel, after, limit, max_bytes);
+        None
+    }
     /// Succeeds when the store answers.
     async fn ping(&self) -> Result<()>;
 }

@@ -537,15 +537,23 @@ async fn commit_appends(shared: &Shared, batch: Vec<AppendOp>) {
             ops.iter().map(|_| Err(other(msg.clone()))).collect()
         }
     };
-    let mut heads: HashMap<&str, u64> = HashMap::new();
+    // Local streams get these from memory (a gap-free run at a time; see Notifier).
+    let mut fresh: HashMap<&str, Vec<Event>> = HashMap::new();
     for (op, r) in batch.iter().zip(&results) {
         if let Ok(seq) = r {
-            let h = heads.entry(op.channel.as_str()).or_default();
-            *h = (*h).max(*seq);
+            fresh.entry(op.channel.as_str()).or_default().push(Event {
+                seq: *seq,
+                received_at_ms: op.event.received_at_ms,
+                method: op.event.method.clone(),
+                path: op.event.path.clone(),
+                headers: op.event.headers.clone(),
+                body: op.event.body.clone(),
+            });
         }
     }
-    for (channel, head) in heads {
-        shared.notifier.publish(channel, head);
+    for (channel, mut events) in fresh {
+        events.sort_by_key(|e| e.seq);
+        shared.notifier.publish_events(channel, events);
     }
     for (op, r) in batch.into_iter().zip(results) {
         let _ = op.reply.send(r);
@@ -1057,6 +1065,18 @@ impl Store for PostgresStore {
             tx.commit().await.map_err(pg)?;
             Ok(n)
         })
+    }
+
+    fn recent(
+        &self,
+        channel: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Event>> {
+        self.shared
+            .notifier
+            .recent(channel, after, limit, max_bytes)
     }
 
     fn subscribe(&self, channel: &str) -> watch::Receiver<u64> {

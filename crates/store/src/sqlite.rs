@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS listeners (
 const MAX_BATCH: usize = 1024;
 /// Most body bytes one group commit takes from the queue.
 const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Longest a commit waits for more ops once one is queued (only when the previous commit
+/// held more than one: a lone sender never waits).
+const GATHER: Duration = Duration::from_micros(100);
 /// Read connections kept open.
 const READ_POOL: usize = 8;
 
@@ -223,6 +226,10 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier) {
     let mut pending: Option<Op> = None;
+    // Ops in the previous commit: with several concurrent senders, waiting a moment for as
+    // many again saves fsyncs (a sender arriving just after a commit started would otherwise
+    // make the next commit a nearly empty one).
+    let mut last_batch = 0usize;
     loop {
         let first = match pending.take() {
             Some(op) => op,
@@ -237,8 +244,15 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier
         }
         let mut batch = vec![first];
         let mut bytes = 0usize;
+        let gather_until = Instant::now() + GATHER;
         while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
+            let next = if batch.len() < last_batch {
+                rx.recv_timeout(gather_until.saturating_duration_since(Instant::now()))
+                    .map_err(|_| ())
+            } else {
+                rx.try_recv().map_err(|_| ())
+            };
+            match next {
                 Ok(Op::Control(f)) => {
                     pending = Some(Op::Control(f));
                     break;
@@ -252,13 +266,14 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier
                 Err(_) => break,
             }
         }
+        last_batch = batch.len();
         commit_batch(&mut conn, batch, notifier);
     }
 }
 
 /// Outcome of one op inside a batch, replied only after the commit.
 enum Done {
-    Append(Reply<u64>, Result<u64>, String),
+    Append(Reply<u64>, Result<u64>, String, Option<Event>),
     Ack(Reply<()>, Result<()>),
 }
 
@@ -289,8 +304,8 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
                     } => {
                         let seq: Option<i64> =
                             bump.query_row(params![channel], |r| r.get(0)).optional()?;
-                        let res = match seq {
-                            None => Err(StoreError::NotFound),
+                        let (res, stored) = match seq {
+                            None => (Err(StoreError::NotFound), None),
                             Some(seq) => {
                                 let mut h = BytesMut::with_capacity(headers_len(&event.headers));
                                 encode_headers(&event.headers, &mut h);
@@ -303,10 +318,18 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
                                     &h[..],
                                     &event.body[..],
                                 ])?;
-                                Ok(seq as u64)
+                                let stored = Event {
+                                    seq: seq as u64,
+                                    received_at_ms: event.received_at_ms,
+                                    method: event.method,
+                                    path: event.path,
+                                    headers: event.headers,
+                                    body: event.body,
+                                };
+                                (Ok(seq as u64), Some(stored))
                             }
                         };
-                        done.push(Done::Append(reply, res, channel));
+                        done.push(Done::Append(reply, res, channel, stored));
                     }
                     Op::Ack {
                         channel,
@@ -326,13 +349,13 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
     })();
     match result {
         Ok(()) => {
-            let mut heads: HashMap<String, u64> = HashMap::new();
+            // Seqs ascend within a batch, so each channel's events are in order.
+            let mut fresh: HashMap<String, Vec<Event>> = HashMap::new();
             for d in done {
                 match d {
-                    Done::Append(reply, res, channel) => {
-                        if let Ok(seq) = res {
-                            let h = heads.entry(channel).or_default();
-                            *h = (*h).max(seq);
+                    Done::Append(reply, res, channel, stored) => {
+                        if let Some(ev) = stored {
+                            fresh.entry(channel).or_default().push(ev);
                         }
                         let _ = reply.send(res);
                     }
@@ -341,8 +364,8 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
                     }
                 }
             }
-            for (channel, head) in heads {
-                notifier.publish(&channel, head);
+            for (channel, events) in fresh {
+                notifier.publish_events(&channel, events);
             }
         }
         Err(e) => {
@@ -352,7 +375,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
             for d in done {
                 let err = || StoreError::unavailable(std::io::Error::other(msg.clone()));
                 match d {
-                    Done::Append(reply, _, _) => {
+                    Done::Append(reply, ..) => {
                         let _ = reply.send(Err(err()));
                     }
                     Done::Ack(reply, _) => {
@@ -560,6 +583,16 @@ impl Store for SqliteStore {
 
     fn subscribe(&self, channel: &str) -> watch::Receiver<u64> {
         self.inner.notifier.subscribe(channel)
+    }
+
+    fn recent(
+        &self,
+        channel: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Event>> {
+        self.inner.notifier.recent(channel, after, limit, max_bytes)
     }
 
     async fn ping(&self) -> Result<()> {
