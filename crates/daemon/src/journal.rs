@@ -4,6 +4,7 @@
 //! keeps them until they are acked, so a journal write lost to a crash is simply streamed again.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,13 +24,20 @@ CREATE TABLE IF NOT EXISTS events (
     journaled_at INTEGER NOT NULL,
     method TEXT NOT NULL,
     path TEXT NOT NULL,
-    headers BLOB NOT NULL,
-    body BLOB NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     last_status INTEGER,
     event_type TEXT,
     bot_id TEXT,
+    PRIMARY KEY (channel, seq)
+);
+-- Headers and body apart from the delivery state: updating the state then rewrites a small
+-- row, not a body of up to 16 MiB with its overflow pages.
+CREATE TABLE IF NOT EXISTS bodies (
+    channel TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    headers BLOB NOT NULL,
+    body BLOB NOT NULL,
     PRIMARY KEY (channel, seq)
 );
 -- Only pending events are indexed: a handful at a time, so the index stays one hot page
@@ -61,6 +69,35 @@ CREATE TABLE IF NOT EXISTS recordings (
     PRIMARY KEY (channel, seq, kind)
 );
 ";
+
+/// Journal layout version (`PRAGMA user_version`): 2 keeps headers and bodies in `bodies`.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Creates the schema, or moves a version-1 journal (bodies inside `events`) to it.
+fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = c.transaction()?;
+    let old_layout = tx
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'body'")?
+        .exists([])?;
+    if old_layout {
+        tx.execute_batch(
+            "CREATE TABLE bodies (
+                 channel TEXT NOT NULL, seq INTEGER NOT NULL, headers BLOB NOT NULL,
+                 body BLOB NOT NULL, PRIMARY KEY (channel, seq));
+             INSERT INTO bodies (channel, seq, headers, body)
+                 SELECT channel, seq, headers, body FROM events;
+             ALTER TABLE events DROP COLUMN headers;
+             ALTER TABLE events DROP COLUMN body;",
+        )?;
+    }
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
 
 /// Where an event stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +197,54 @@ pub enum JournalError {
 pub struct Journal {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    checkpoints: Arc<Checkpoints>,
+}
+
+/// WAL pages that start a checkpoint (SQLite's automatic threshold).
+const CHECKPOINT_PAGES: i32 = 1000;
+
+thread_local! {
+    /// Pages in the WAL after this thread's last journal commit (set by the WAL hook).
+    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    Ok(())
+}
+
+/// Checkpoints run on a thread of their own, with their own connection, so a commit never
+/// waits for the copy into the database file and its fsync (SQLite's automatic way).
+#[derive(Default)]
+struct Checkpoints {
+    running: AtomicBool,
+}
+
+impl Checkpoints {
+    /// Called on the thread that just committed: starts a checkpoint when the WAL is long.
+    fn after_commit(self: &Arc<Self>, path: &Path) {
+        if WAL_PAGES.get() < CHECKPOINT_PAGES || self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        WAL_PAGES.set(0);
+        let me = self.clone();
+        let path = path.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("meethook-checkpoint".into())
+            .spawn(move || {
+                let r = Connection::open(&path).and_then(|c| {
+                    c.busy_timeout(Duration::from_secs(10))?;
+                    c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                });
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "journal checkpoint failed; retrying later");
+                }
+                me.running.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.running.store(false, Ordering::Release);
+        }
+    }
 }
 
 impl Journal {
@@ -195,16 +280,22 @@ impl Journal {
                 }
             })?)),
             path,
+            checkpoints: Arc::default(),
         };
         j.with(|c| {
             c.busy_timeout(Duration::from_secs(10))?;
             // Stable plans: with STAT4 (bundled build) rebinding a range bound re-prepares.
             c.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+            // 16 KiB pages: big bodies take a quarter of the WAL frames they take with 4 KiB
+            // (new journals only; an existing one keeps its page size).
+            c.pragma_update(None, "page_size", 16384)?;
             c.pragma_update(None, "journal_mode", "WAL")?;
             // NORMAL: survives kill -9 (the WAL is in the OS cache); the relay keeps every
             // unacked event, so only a power cut can cost a visible duplicate.
             c.pragma_update(None, "synchronous", "NORMAL")?;
-            c.execute_batch(SCHEMA)
+            c.pragma_update(None, "wal_autocheckpoint", 0)?;
+            c.wal_hook(Some(note_wal_pages));
+            migrate(c)
         })?;
         Ok(j)
     }
@@ -288,6 +379,7 @@ impl Journal {
             insert_rows(&tx, rows, now_ms, State::Pending)?;
             tx.commit()
         })?;
+        self.checkpoints.after_commit(&self.path);
         Ok(summaries)
     }
 
@@ -295,7 +387,8 @@ impl Journal {
     pub fn pending(&self, channel: &str, limit: usize) -> Result<Vec<(Event, u32)>, JournalError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT seq, received_at, method, path, headers, body, attempts FROM events
+                "SELECT seq, received_at, method, path, headers, body, attempts
+                 FROM events JOIN bodies USING (channel, seq)
                  WHERE channel = ?1 AND state = 'pending' ORDER BY seq LIMIT ?2",
             )?;
             let rows = st.query_map(params![channel, limit as i64], |r| {
@@ -363,7 +456,9 @@ impl Journal {
                 }
             }
             tx.commit()
-        })
+        })?;
+        self.checkpoints.after_commit(&self.path);
+        Ok(())
     }
 
     /// Applies outcomes recovered from the outcome log, skipping attempts already recorded
@@ -599,16 +694,22 @@ impl Query {
         }
     }
 
-    /// `SELECT columns FROM events WHERE … ORDER BY …`, keeping the last `limit` rows.
-    fn select(&self, columns: &str) -> String {
+    /// `SELECT columns FROM events WHERE … ORDER BY …`, keeping the last `limit` rows;
+    /// `bodies` joins the headers and body in.
+    fn select(&self, columns: &str, bodies: bool) -> String {
         let (filter, _) = self.filter();
+        let from = if bodies {
+            "events JOIN bodies USING (channel, seq)"
+        } else {
+            "events"
+        };
         match self.limit {
             Some(n) => format!(
-                "SELECT * FROM (SELECT {columns} FROM events{filter}{} LIMIT {n}){}",
+                "SELECT * FROM (SELECT {columns} FROM {from}{filter}{} LIMIT {n}){}",
                 self.order(true),
                 self.order(false)
             ),
-            None => format!("SELECT {columns} FROM events{filter}{}", self.order(false)),
+            None => format!("SELECT {columns} FROM {from}{filter}{}", self.order(false)),
         }
     }
 }
@@ -666,7 +767,7 @@ impl Journal {
 
     /// `(channel, seq)` of the events matching `q`, in query order, without their bodies.
     pub fn keys(&self, q: &Query) -> Result<Vec<(String, u64)>, JournalError> {
-        let sql = q.select("channel, seq, received_at");
+        let sql = q.select("channel, seq, received_at", false);
         let (_, params) = q.filter();
         self.with(|c| {
             c.prepare(&sql)?
@@ -680,7 +781,7 @@ impl Journal {
     /// Calls `f` with each event matching `q`, in query order, until it returns `false`.
     /// Rows are read one at a time, so a whole journal can be streamed (`events export`).
     pub fn each(&self, q: &Query, mut f: impl FnMut(Stored) -> bool) -> Result<(), JournalError> {
-        let sql = q.select(STORED_COLUMNS);
+        let sql = q.select(STORED_COLUMNS, true);
         let (_, params) = q.filter();
         self.with(|c| {
             let mut st = c.prepare(&sql)?;
@@ -708,7 +809,8 @@ impl Journal {
     pub fn get(&self, channel: &str, seq: u64) -> Result<Option<Stored>, JournalError> {
         self.with(|c| {
             c.prepare_cached(&format!(
-                "SELECT {STORED_COLUMNS} FROM events WHERE channel = ?1 AND seq = ?2"
+                "SELECT {STORED_COLUMNS} FROM events JOIN bodies USING (channel, seq)
+                 WHERE channel = ?1 AND seq = ?2"
             ))?
             .query_row(params![channel, sql_seq(seq)], row_stored)
             .optional()
@@ -772,26 +874,32 @@ fn insert_rows<'a>(
 ) -> rusqlite::Result<usize> {
     let mut st = tx.prepare_cached(
         "INSERT OR IGNORE INTO events
-         (channel, seq, received_at, journaled_at, method, path, headers, body, event_type, bot_id, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         (channel, seq, received_at, journaled_at, method, path, event_type, bot_id, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut body_st = tx.prepare_cached(
+        "INSERT OR IGNORE INTO bodies (channel, seq, headers, body) VALUES (?1, ?2, ?3, ?4)",
     )?;
     let mut added = 0;
     for (channel, ev, summary) in events {
-        let mut h = BytesMut::with_capacity(headers_len(&ev.headers));
-        encode_headers(&ev.headers, &mut h);
-        added += st.execute(params![
+        let new = st.execute(params![
             channel,
             sql_seq(ev.seq),
             ev.received_at_ms,
             now_ms,
             ev.method,
             ev.path,
-            &h[..],
-            &ev.body[..],
             summary.map(|s| s.event.as_str()),
             summary.and_then(|s| s.bot_id.as_deref()),
             state.name(),
         ])?;
+        if new == 0 {
+            continue;
+        }
+        let mut h = BytesMut::with_capacity(headers_len(&ev.headers));
+        encode_headers(&ev.headers, &mut h);
+        body_st.execute(params![channel, sql_seq(ev.seq), &h[..], &ev.body[..]])?;
+        added += new;
     }
     Ok(added)
 }
@@ -1016,5 +1124,43 @@ mod tests {
         assert_eq!(j.cursors("c").unwrap(), (3, 2));
         assert_eq!(j.pending("c", 1).unwrap()[0].0, ev(3));
         assert_eq!(j.cursors("other").unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_version_1_journal_is_migrated_with_its_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("journal.sqlite")).unwrap();
+            // The layout before bodies moved to their own table.
+            c.execute_batch(
+                "CREATE TABLE events (
+                     channel TEXT NOT NULL, seq INTEGER NOT NULL, received_at INTEGER NOT NULL,
+                     journaled_at INTEGER NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL,
+                     headers BLOB NOT NULL, body BLOB NOT NULL,
+                     state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+                     last_status INTEGER, event_type TEXT, bot_id TEXT,
+                     PRIMARY KEY (channel, seq));
+                 CREATE INDEX events_pending ON events (channel, seq) WHERE state = 'pending';",
+            )
+            .unwrap();
+            let e = ev(1);
+            let mut h = BytesMut::new();
+            encode_headers(&e.headers, &mut h);
+            c.execute(
+                "INSERT INTO events (channel, seq, received_at, journaled_at, method, path, headers, body)
+                 VALUES ('c', 1, ?1, 0, 'POST', ?2, ?3, ?4)",
+                params![e.received_at_ms, e.path, &h[..], &e.body[..]],
+            )
+            .unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.pending("c", 10).unwrap()[0].0, ev(1));
+        assert_eq!(j.get("c", 1).unwrap().unwrap().event, ev(1));
+        j.insert("c", &[ev(2)], 0).unwrap();
+        assert_eq!(j.cursors("c").unwrap(), (2, 0));
+        drop(j);
+        // Opening again is a no-op.
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.get("c", 2).unwrap().unwrap().event, ev(2));
     }
 }
