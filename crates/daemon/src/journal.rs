@@ -286,9 +286,6 @@ impl Journal {
             c.busy_timeout(Duration::from_secs(10))?;
             // Stable plans: with STAT4 (bundled build) rebinding a range bound re-prepares.
             c.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-            // 16 KiB pages: big bodies take a quarter of the WAL frames they take with 4 KiB
-            // (new journals only; an existing one keeps its page size).
-            c.pragma_update(None, "page_size", 16384)?;
             c.pragma_update(None, "journal_mode", "WAL")?;
             // NORMAL: survives kill -9 (the WAL is in the OS cache); the relay keeps every
             // unacked event, so only a power cut can cost a visible duplicate.

@@ -241,6 +241,8 @@ struct Settler<'a> {
 
 /// Most outcomes written to the journal in one transaction.
 const FLUSH_BATCH: usize = 256;
+/// How long the delivery loop waits for more events before writing outcomes to the journal.
+const FLUSH_IDLE: Duration = Duration::from_millis(50);
 /// Longest an outcome waits for the journal while events keep coming.
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
 
@@ -342,16 +344,18 @@ async fn deliver(
         let (ev, mut attempts, parsed) = match queue.pop_front() {
             Some((ev, attempts)) => (ev, attempts, None),
             None => {
-                let next = match incoming.try_recv() {
-                    Ok(next) => Some(next),
-                    Err(_) => {
-                        // Nothing waiting: a good moment to write outcomes to the journal.
-                        if !settler.flush(stop).await? {
-                            return Ok(());
-                        }
-                        tokio::select! {
-                            _ = stop.cancelled() => return Ok(()),
-                            ev = incoming.recv() => ev,
+                // Nothing waiting: outcomes go to the journal once the lull lasts (they are
+                // safe in the outcome log already), not after every event of a slow trickle.
+                let idle_flush = tokio::time::sleep(FLUSH_IDLE);
+                tokio::pin!(idle_flush);
+                let next = loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        ev = incoming.recv() => break ev,
+                        _ = &mut idle_flush, if !settler.batch.is_empty() => {
+                            if !settler.flush(stop).await? {
+                                return Ok(());
+                            }
                         }
                     }
                 };
