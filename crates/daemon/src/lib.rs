@@ -19,6 +19,7 @@ pub mod output;
 pub mod recordings;
 pub mod replay;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,7 +148,8 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
     if !leftover.is_empty() {
         journal.recover(&cfg.channel, &leftover)?;
     }
-    log.clear().map_err(log_err)?;
+    log.clear(0).map_err(log_err)?;
+    log.clear(1).map_err(log_err)?;
     let cfg = Arc::new(cfg);
     let (_, delivered) = journal.cursors(&cfg.channel)?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -198,7 +200,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
         stop.cancel();
         r
     };
-    let (w, c) = tokio::join!(worker, conn);
+    let (w, c, ()) = tokio::join!(worker, conn, output::flush_lines(stop.clone()));
     c.and(w)
 }
 
@@ -230,14 +232,18 @@ fn wanted(cfg: &DaemonConfig, summary: Option<&Summary>) -> bool {
 }
 
 /// Outcomes on their way to the journal: in the outcome log at once (one `write`, before the
-/// next send), in SQLite in batches.
+/// next send), in SQLite in batches written behind delivery on the blocking pool.
 struct Settler<'a> {
     cfg: &'a DaemonConfig,
     journal: &'a Journal,
     log: OutcomeLog,
     batch: Vec<Record>,
     since: Instant,
+    /// The batch being written to the journal, and the log file that holds it.
+    writing: Option<(Writing, usize)>,
 }
+
+type Writing = tokio::task::JoinHandle<(Vec<Record>, Result<(), JournalError>)>;
 
 /// Most outcomes written to the journal in one transaction.
 const FLUSH_BATCH: usize = 256;
@@ -264,33 +270,86 @@ impl Settler<'_> {
         }
         self.batch.push(r);
         if self.batch.len() >= FLUSH_BATCH || self.since.elapsed() >= FLUSH_AFTER {
-            return self.flush(stop).await;
+            return self.write_behind(stop).await;
         }
         Ok(true)
     }
 
-    /// Writes the batched outcomes to the journal, retrying while it fails; then empties the
-    /// outcome log. `Ok(false)` when stopped first (the log still holds them).
-    async fn flush(&mut self, stop: &CancellationToken) -> Result<bool, DaemonError> {
-        let mut failures = 0u32;
-        while !self.batch.is_empty() {
-            // Inline: one transaction without fsync, cheaper than a hop to the blocking pool.
-            match self.journal.record_many(&self.cfg.channel, &self.batch) {
-                Ok(()) => {
-                    self.batch.clear();
-                    if let Err(e) = self.log.clear() {
-                        tracing::warn!(error = %e, "cannot empty the outcome log; it is applied again at start-up");
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::error!(error = %e, "cannot write delivery outcomes to the journal; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return Ok(false),
-                        _ = tokio::time::sleep(self.cfg.backoff.delay(failures, None)) => {}
-                    }
-                }
+    /// Hands the batch to the blocking pool and goes on: the outcome log holds it meanwhile.
+    /// While the previous batch is still being written, the batch just keeps growing.
+    async fn write_behind(&mut self, stop: &CancellationToken) -> Result<bool, DaemonError> {
+        if self.writing.as_ref().is_some_and(|(h, _)| !h.is_finished()) {
+            return Ok(true);
+        }
+        if !self.finish_writing(stop).await? {
+            return Ok(false);
+        }
+        let file = self.log.rotate();
+        let batch = std::mem::take(&mut self.batch);
+        let (j, ch) = (self.journal.clone(), self.cfg.channel.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let r = j.record_many(&ch, &batch);
+            (batch, r)
+        });
+        self.writing = Some((task, file));
+        Ok(true)
+    }
+
+    /// Waits for the batch being written (writing it again if that failed), then empties
+    /// its log file. `Ok(false)` when stopped first (the log still holds it).
+    async fn finish_writing(&mut self, stop: &CancellationToken) -> Result<bool, DaemonError> {
+        let Some((task, file)) = self.writing.take() else {
+            return Ok(true);
+        };
+        let (batch, r) = task
+            .await
+            .map_err(|e| DaemonError::Config(format!("journal task failed: {e}")))?;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot write delivery outcomes to the journal; retrying");
+            if !self.write_now(&batch, stop).await? {
+                return Ok(false);
             }
+        }
+        if let Err(e) = self.log.clear(file) {
+            tracing::warn!(error = %e, "cannot empty the outcome log; it is applied again at start-up");
+        }
+        Ok(true)
+    }
+
+    /// Writes `batch` to the journal, retrying while it fails (disk full): delivery waits,
+    /// so nothing more is acked meanwhile. `Ok(false)` when stopped first.
+    async fn write_now(
+        &self,
+        batch: &[Record],
+        stop: &CancellationToken,
+    ) -> Result<bool, DaemonError> {
+        let mut failures = 0u32;
+        while let Err(e) = self.journal.record_many(&self.cfg.channel, batch) {
+            failures += 1;
+            tracing::error!(error = %e, "cannot write delivery outcomes to the journal; retrying");
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(self.cfg.backoff.delay(failures, None)) => {}
+            }
+        }
+        Ok(true)
+    }
+
+    /// Brings the journal up to date with every outcome so far, and empties the log.
+    /// `Ok(false)` when stopped first (the log still holds what is missing).
+    async fn flush(&mut self, stop: &CancellationToken) -> Result<bool, DaemonError> {
+        if !self.finish_writing(stop).await? {
+            return Ok(false);
+        }
+        if self.batch.is_empty() {
+            return Ok(true);
+        }
+        if !self.write_now(&self.batch, stop).await? {
+            return Ok(false);
+        }
+        self.batch.clear();
+        if let Err(e) = self.log.clear(self.log.active()) {
+            tracing::warn!(error = %e, "cannot empty the outcome log; it is applied again at start-up");
         }
         Ok(true)
     }
@@ -313,13 +372,17 @@ async fn deliver_loop(
         log,
         batch: Vec::new(),
         since: Instant::now(),
+        writing: None,
     };
     let r = deliver(cfg, &mut settler, fwd, incoming, delivered, stop).await;
-    // Best effort: whatever is not written here is applied from the log at the next start.
-    if !settler.batch.is_empty() {
-        if let Ok(()) = journal.record_many(&cfg.channel, &settler.batch) {
-            let _ = settler.log.clear();
-        }
+    // One try, without retries: what is not written here is applied from the log at the
+    // next start.
+    let unstopped = CancellationToken::new();
+    unstopped.cancel();
+    if settler.flush(&unstopped).await.is_err() {
+        tracing::warn!(
+            "delivery outcomes left in the outcome log; they are applied at the next start"
+        );
     }
     r
 }
@@ -332,7 +395,10 @@ async fn deliver(
     delivered: watch::Sender<u64>,
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
-    let printer = Printer { json: cfg.json };
+    let printer = Printer {
+        json: cfg.json,
+        buffered: !std::io::stdout().is_terminal(),
+    };
     let ch = cfg.channel.clone();
     // Events left pending by a previous run; their summaries are parsed as they come up.
     let mut queue: VecDeque<(Event, u32)> =

@@ -3,8 +3,10 @@
 //!
 //! Recording each outcome in SQLite before the next send costs a commit per event (tens of
 //! µs, most of a delivery cycle). The log makes the outcome safe against `kill -9` for about
-//! one µs instead; the full rows (response head, error text) go to the journal in batches,
-//! after which the log is emptied. At start-up, records the journal missed are applied to it.
+//! one µs instead; the full rows (response head, error text) go to the journal in batches.
+//! Two files take turns: while one file's batch is written to the journal in the background,
+//! new outcomes go to the other; a file is emptied once its batch is in the journal. At
+//! start-up, records the journal missed are applied to it.
 //!
 //! Record layout (little-endian, 40 bytes): seq u64 · started_at_ms i64 · latency_us u32 ·
 //! attempt u32 · status u16 (0 = none) · state u8 · flags u8 · reserved u32 · crc32 u32 of
@@ -24,12 +26,14 @@ use crate::journal::{Attempt, Record, State};
 const RECORD: usize = 40;
 const FLAG_ATTEMPT: u8 = 1;
 
-/// An exclusively locked outcome log for one channel of one journal directory.
+/// An exclusively locked outcome log (two files) for one channel of one journal directory.
 pub(crate) struct OutcomeLog {
-    file: File,
-    path: PathBuf,
-    /// Records appended since the last [`OutcomeLog::clear`].
-    len: usize,
+    files: [File; 2],
+    paths: [PathBuf; 2],
+    /// The file new outcomes go to.
+    active: usize,
+    /// Records in each file since it was last emptied.
+    lens: [usize; 2],
 }
 
 /// Why the log could not be opened or written.
@@ -57,19 +61,24 @@ pub(crate) enum LogError {
     },
 }
 
-/// The log file's name for `channel` (channel ids are `[A-Za-z0-9_-]`; others are hex-encoded).
-fn file_name(channel: &str) -> String {
+/// The log files' names for `channel` (channel ids are `[A-Za-z0-9_-]`; others are
+/// hex-encoded). The first is also the lock.
+fn file_names(channel: &str) -> [String; 2] {
     let safe = !channel.is_empty()
         && channel.len() <= 64
         && channel
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if safe {
-        format!("outcomes-{channel}.log")
+    let stem = if safe {
+        channel.to_string()
     } else {
         let hex: String = channel.bytes().map(|b| format!("{b:02x}")).collect();
-        format!("outcomes-x{hex}.log")
-    }
+        format!("x{hex}")
+    };
+    [
+        format!("outcomes-{stem}.log"),
+        format!("outcomes-{stem}.1.log"),
+    ]
 }
 
 fn state_code(s: Option<State>) -> u8 {
@@ -140,60 +149,92 @@ fn decode(b: &[u8]) -> Option<Record> {
 }
 
 impl OutcomeLog {
-    /// Opens and locks `DIR/outcomes-<channel>.log`; returns it with the records it holds
-    /// (outcomes the journal may not have yet), oldest first.
+    /// Opens and locks the log of `channel` in `dir`; returns it with the records it holds
+    /// (outcomes the journal may not have yet), in the order they were made.
     pub(crate) fn open(dir: &Path, channel: &str) -> Result<(OutcomeLog, Vec<Record>), LogError> {
-        let path = dir.join(file_name(channel));
-        let io = |source| LogError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut opts = OpenOptions::new();
-        opts.read(true).append(true).create(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut file = opts.open(&path).map_err(io)?;
-        match file.try_lock() {
+        let [a, b] = file_names(channel).map(|n| dir.join(n));
+        let (fa, ra) = open_file(&a)?;
+        match fa.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(LogError::Locked {
                     channel: channel.to_string(),
-                    path,
+                    path: a,
                 })
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(LogError::Io { path: a, source })
+            }
         }
-        let mut raw = Vec::new();
-        file.read_to_end(&mut raw).map_err(io)?;
-        let records: Vec<Record> = raw.chunks_exact(RECORD).map_while(decode).collect();
-        let len = records.len();
-        Ok((OutcomeLog { file, path, len }, records))
+        let (fb, rb) = open_file(&b)?;
+        let lens = [ra.len(), rb.len()];
+        let mut records: Vec<Record> = ra.into_iter().chain(rb).collect();
+        // Either file may be the older one; an event's attempts are numbered in order.
+        records.sort_by_key(|r| (r.seq, r.attempt.as_ref().map_or(0, |a| a.attempt)));
+        let log = OutcomeLog {
+            files: [fa, fb],
+            paths: [a, b],
+            active: 0,
+            lens,
+        };
+        Ok((log, records))
     }
 
     /// Appends one outcome. After it returns the outcome survives the process being killed.
     pub(crate) fn append(&mut self, r: &Record) -> Result<(), LogError> {
-        self.file
+        let i = self.active;
+        self.files[i]
             .write_all(&encode(r))
             .map_err(|source| LogError::Io {
-                path: self.path.clone(),
+                path: self.paths[i].clone(),
                 source,
             })?;
-        self.len += 1;
+        self.lens[i] += 1;
         Ok(())
     }
 
-    /// Empties the log once the journal holds everything in it.
-    pub(crate) fn clear(&mut self) -> Result<(), LogError> {
-        if self.len == 0 {
+    /// Sends new outcomes to the other file (which must be empty) and returns the file
+    /// that holds the outcomes so far.
+    pub(crate) fn rotate(&mut self) -> usize {
+        debug_assert_eq!(self.lens[1 - self.active], 0, "rotating onto a full file");
+        self.active = 1 - self.active;
+        1 - self.active
+    }
+
+    /// The file new outcomes go to.
+    pub(crate) fn active(&self) -> usize {
+        self.active
+    }
+
+    /// Empties file `i` once the journal holds everything in it.
+    pub(crate) fn clear(&mut self, i: usize) -> Result<(), LogError> {
+        if self.lens[i] == 0 {
             return Ok(());
         }
-        self.file.set_len(0).map_err(|source| LogError::Io {
-            path: self.path.clone(),
+        self.files[i].set_len(0).map_err(|source| LogError::Io {
+            path: self.paths[i].clone(),
             source,
         })?;
-        self.len = 0;
+        self.lens[i] = 0;
         Ok(())
     }
+}
+
+/// Opens one log file for appending and reads the valid records it holds.
+fn open_file(path: &Path) -> Result<(File, Vec<Record>), LogError> {
+    let io = |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut opts = OpenOptions::new();
+    opts.read(true).append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut file = opts.open(path).map_err(io)?;
+    let mut raw = Vec::new();
+    file.read_to_end(&mut raw).map_err(io)?;
+    let records = raw.chunks_exact(RECORD).map_while(decode).collect();
+    Ok((file, records))
 }
 
 #[cfg(test)]
@@ -231,6 +272,10 @@ mod tests {
                 state: Some(State::Skipped),
             })
             .unwrap();
+            // Later outcomes in the other file come back in order too.
+            assert_eq!(log.rotate(), 0);
+            log.append(&rec(5, Some(200), Some(State::Delivered)))
+                .unwrap();
         }
         // A half-written fourth record, as after a power cut.
         let path = dir.path().join("outcomes-ch_1.log");
@@ -239,7 +284,8 @@ mod tests {
             .unwrap();
         drop(f);
         let (mut log, got) = OutcomeLog::open(dir.path(), "ch_1").unwrap();
-        assert_eq!(got.len(), 3);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[3].seq, 5);
         let a = got[0].attempt.as_ref().unwrap();
         assert_eq!((got[0].seq, got[0].state), (1, Some(State::Delivered)));
         assert_eq!(
@@ -255,7 +301,8 @@ mod tests {
         );
         assert!(got[2].attempt.is_none());
         assert_eq!(got[2].state, Some(State::Skipped));
-        log.clear().unwrap();
+        log.clear(0).unwrap();
+        log.clear(1).unwrap();
         drop(log);
         let (_, got) = OutcomeLog::open(dir.path(), "ch_1").unwrap();
         assert!(got.is_empty());
@@ -276,7 +323,7 @@ mod tests {
 
     #[test]
     fn unusual_channel_ids_get_a_safe_file_name() {
-        assert_eq!(file_name("ch_abc-1"), "outcomes-ch_abc-1.log");
-        assert_eq!(file_name("../x"), "outcomes-x2e2e2f78.log");
+        assert_eq!(file_names("ch_abc-1")[0], "outcomes-ch_abc-1.log");
+        assert_eq!(file_names("../x")[1], "outcomes-x2e2e2f78.1.log");
     }
 }

@@ -1,7 +1,10 @@
 //! What `meethook listen` prints: one readable line per event, or JSON lines with `--json`.
 
 use std::io::Write;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use meethook_proto::meeting::Summary;
 use meethook_proto::Event;
@@ -14,6 +17,8 @@ use crate::deliver::{Outcome, Verdict};
 pub struct Printer {
     /// One JSON object per line instead of text.
     pub json: bool,
+    /// Gather lines and let [`flush_lines`] write them (for a pipe or a file, not a terminal).
+    pub buffered: bool,
 }
 
 /// What happened to an attempt, for printing.
@@ -129,7 +134,49 @@ impl Printer {
                 ev.seq
             )
         };
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{out}");
+        if !self.buffered {
+            let _ = writeln!(std::io::stdout().lock(), "{out}");
+            return;
+        }
+        let mut pending = PENDING.lock().expect("output buffer");
+        if pending.is_empty() {
+            WAKE.notify_one();
+        }
+        pending.extend_from_slice(out.as_bytes());
+        pending.push(b'\n');
+        if pending.len() >= BUFFER_MAX {
+            write_out(&mut pending);
+        }
     }
+}
+
+/// Lines waiting for [`flush_lines`] when stdout is not a terminal.
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Wakes [`flush_lines`] when the buffer gets its first line.
+static WAKE: Notify = Notify::const_new();
+/// Buffered output written at once when it reaches this size.
+const BUFFER_MAX: usize = 64 << 10;
+/// Longest a buffered line waits.
+const BUFFER_DELAY: Duration = Duration::from_millis(20);
+
+fn write_out(pending: &mut Vec<u8>) {
+    let _ = std::io::stdout().lock().write_all(pending);
+    pending.clear();
+}
+
+/// Writes buffered lines out within [`BUFFER_DELAY`] of the first one, until `stop`; then
+/// writes what is left. A pipe or file then gets one write per burst instead of one per event.
+pub async fn flush_lines(stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = WAKE.notified() => {}
+            _ = stop.cancelled() => break,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(BUFFER_DELAY) => {}
+            _ = stop.cancelled() => break,
+        }
+        write_out(&mut PENDING.lock().expect("output buffer"));
+    }
+    write_out(&mut PENDING.lock().expect("output buffer"));
 }
