@@ -200,6 +200,8 @@ pub struct Journal {
     checkpoints: Arc<Checkpoints>,
 }
 
+/// Body bytes in one insert above which summaries are parsed beside the SQLite write.
+const PARSE_APART: usize = 1 << 20;
 /// WAL pages that start a checkpoint (SQLite's automatic threshold).
 const CHECKPOINT_PAGES: i32 = 1000;
 
@@ -365,16 +367,49 @@ impl Journal {
         events: &[Event],
         now_ms: i64,
     ) -> Result<Vec<Option<Summary>>, JournalError> {
-        let summaries: Vec<Option<Summary>> =
-            events.iter().map(|e| Summary::parse(&e.body)).collect();
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let rows = events
-                .iter()
-                .zip(&summaries)
-                .map(|(e, s)| (channel, e, s.as_ref()));
-            insert_rows(&tx, rows, now_ms, State::Pending)?;
-            tx.commit()
+        let parse = || -> Vec<Option<Summary>> {
+            events.iter().map(|e| Summary::parse(&e.body)).collect()
+        };
+        let bytes: usize = events.iter().map(|e| e.body.len()).sum();
+        if bytes < PARSE_APART {
+            let summaries = parse();
+            self.with(|c| {
+                let tx = c.transaction()?;
+                let rows = events
+                    .iter()
+                    .zip(&summaries)
+                    .map(|(e, s)| (channel, e, s.as_ref()));
+                insert_rows(&tx, rows, now_ms, State::Pending)?;
+                tx.commit()
+            })?;
+            self.checkpoints.after_commit(&self.path);
+            return Ok(summaries);
+        }
+        // Big bodies: parse them on another thread while SQLite copies them, then fill in
+        // the two parsed columns before committing.
+        let summaries = std::thread::scope(|scope| {
+            let parsed = scope.spawn(parse);
+            self.with(|c| {
+                let tx = c.transaction()?;
+                insert_rows(
+                    &tx,
+                    events.iter().map(|e| (channel, e, None)),
+                    now_ms,
+                    State::Pending,
+                )?;
+                let summaries = parsed.join().expect("summary parser panicked");
+                let mut st = tx.prepare_cached(
+                    "UPDATE events SET event_type = ?3, bot_id = ?4 WHERE channel = ?1 AND seq = ?2",
+                )?;
+                for (e, s) in events.iter().zip(&summaries) {
+                    if let Some(s) = s {
+                        st.execute(params![channel, sql_seq(e.seq), s.event, s.bot_id])?;
+                    }
+                }
+                drop(st);
+                tx.commit()?;
+                Ok(summaries)
+            })
         })?;
         self.checkpoints.after_commit(&self.path);
         Ok(summaries)
@@ -1159,5 +1194,26 @@ mod tests {
         // Opening again is a no-op.
         let j = Journal::open(dir.path()).unwrap();
         assert_eq!(j.get("c", 2).unwrap().unwrap().event, ev(2));
+    }
+
+    #[test]
+    fn big_bodies_get_their_summary_columns_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let transcript = "word ".repeat(300_000);
+        let body = format!(
+            r#"{{"event":"complete","data":{{"bot_id":"bot_big","transcript":"{transcript}"}}}}"#
+        );
+        let mut big = ev(1);
+        big.body = Bytes::from(body);
+        assert!(big.body.len() > PARSE_APART);
+        let summaries = j.insert("c", &[big.clone(), ev(2)], 0).unwrap();
+        assert_eq!(summaries[0].as_ref().unwrap().event, "complete");
+        assert!(summaries[1].is_none());
+        let stored = j.get("c", 1).unwrap().unwrap();
+        assert_eq!(stored.event, big);
+        assert_eq!(stored.event_type.as_deref(), Some("complete"));
+        assert_eq!(stored.bot_id.as_deref(), Some("bot_big"));
+        assert_eq!(j.get("c", 2).unwrap().unwrap().event_type, None);
     }
 }
