@@ -61,7 +61,10 @@ fn init_tracing(verbose: bool) {
         let raw = t.starts_with("hyper") || t.starts_with("h2");
         !((chatty && *m.level() > tracing::Level::INFO)
             || (raw && *m.level() == tracing::Level::TRACE))
-    });
+    })
+    // Without a hint the combined filter has none, so every `log::trace!` of the websocket
+    // crates (one per frame) went through the dispatcher only to be dropped.
+    .with_max_level_hint(tracing::level_filters::LevelFilter::TRACE);
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
