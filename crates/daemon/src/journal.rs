@@ -367,9 +367,8 @@ impl Journal {
         events: &[Event],
         now_ms: i64,
     ) -> Result<Vec<Option<Summary>>, JournalError> {
-        let parse = || -> Vec<Option<Summary>> {
-            events.iter().map(|e| Summary::parse(&e.body)).collect()
-        };
+        let parse =
+            || -> Vec<Option<Summary>> { events.iter().map(|e| Summary::parse(&e.body)).collect() };
         let bytes: usize = events.iter().map(|e| e.body.len()).sum();
         if bytes < PARSE_APART {
             let summaries = parse();

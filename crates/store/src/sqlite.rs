@@ -21,27 +21,29 @@ use tokio::sync::{oneshot, watch};
 use crate::{Bounds, Channel, NewEvent, Notifier, Result, Store, StoreError};
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
+/// Version 2. An event's row id packs its channel's number and its seq (`num << 40 | seq`):
+/// one b-tree, no secondary index, so a group commit writes a few pages (the newest leaf and
+/// the channel's head), and a channel's events are one contiguous id range.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (
     id TEXT PRIMARY KEY,
     token_hash TEXT NOT NULL,
     sender_secret TEXT,
     created_at INTEGER NOT NULL,
-    head_seq INTEGER NOT NULL DEFAULT 0
+    head_seq INTEGER NOT NULL DEFAULT 0,
+    num INTEGER
 );
+CREATE UNIQUE INDEX IF NOT EXISTS channels_num ON channels (num);
 CREATE TABLE IF NOT EXISTS events (
-    channel_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY,
     received_at INTEGER NOT NULL,
     method TEXT NOT NULL,
     path TEXT NOT NULL,
     headers BLOB NOT NULL,
-    body BLOB NOT NULL,
-    PRIMARY KEY (channel_id, seq)
+    body BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at);
 CREATE TABLE IF NOT EXISTS listeners (
     channel_id TEXT NOT NULL,
     listener_id TEXT NOT NULL,
@@ -50,6 +52,49 @@ CREATE TABLE IF NOT EXISTS listeners (
     PRIMARY KEY (channel_id, listener_id)
 );
 ";
+
+/// From version 1 (events keyed by channel id and seq, with an index on arrival time).
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE channels ADD COLUMN num INTEGER;
+UPDATE channels SET num = rowid;
+CREATE TABLE events_v2 (
+    id INTEGER PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    headers BLOB NOT NULL,
+    body BLOB NOT NULL
+);
+INSERT INTO events_v2 (id, received_at, method, path, headers, body)
+    SELECT (c.num << 40) | e.seq, e.received_at, e.method, e.path, e.headers, e.body
+    FROM events e JOIN channels c ON c.id = e.channel_id ORDER BY c.num, e.seq;
+DROP TABLE events;
+ALTER TABLE events_v2 RENAME TO events;
+";
+
+/// Bits of an event id that hold its seq.
+const SEQ_BITS: u32 = 40;
+/// Largest seq a channel can reach (about 10^12).
+const MAX_SEQ: u64 = (1 << SEQ_BITS) - 1;
+/// Largest channel number (ids stay positive 63-bit integers).
+const MAX_NUM: i64 = (1 << (63 - SEQ_BITS)) - 1;
+
+/// The row id of seq `seq` of channel number `num` (seqs past [`MAX_SEQ`] clamp to it).
+fn event_id(num: i64, seq: u64) -> i64 {
+    (num << SEQ_BITS) | seq.min(MAX_SEQ) as i64
+}
+
+/// The seq held in an event's row id.
+fn id_seq(id: i64) -> u64 {
+    id as u64 & MAX_SEQ
+}
+
+/// A channel's number, if the channel exists.
+fn channel_num(c: &Connection, channel: &str) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached("SELECT num FROM channels WHERE id = ?1")?
+        .query_row(params![channel], |r| r.get(0))
+        .optional()
+}
 
 /// Most operations one group commit takes from the queue.
 const MAX_BATCH: usize = 1024;
@@ -132,10 +177,10 @@ fn open_conn(path: &Path, write: bool) -> rusqlite::Result<Connection> {
     // value bound to `seq > ?` re-prepares the cached statement.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     if write {
-        // 16 KiB pages: a 16 MiB body is a quarter of the WAL frames (and write calls) it
-        // is with 4 KiB, and a group commit of small events costs the same. Only a new
-        // database takes it; an existing one keeps its page size.
-        conn.pragma_update(None, "page_size", 16384)?;
+        // 8 KiB pages: a 16 MiB body commits in about 2/3 of the time it takes with 4 KiB
+        // pages, for about 4 % more CPU per small event (16 KiB: 1/2 the time, 10 % more CPU).
+        // Only a new database takes it; an existing one keeps its page size.
+        conn.pragma_update(None, "page_size", 8192)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit returns only after the WAL is fsync'd.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -249,6 +294,9 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if v < SCHEMA_VERSION {
         let tx = conn.transaction()?;
+        if v == 1 {
+            tx.execute_batch(MIGRATE_1_TO_2)?;
+        }
         tx.execute_batch(SCHEMA)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -323,11 +371,11 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
         let tx = conn.transaction()?;
         {
             let mut bump = tx.prepare_cached(
-                "UPDATE channels SET head_seq = head_seq + 1 WHERE id = ?1 RETURNING head_seq",
+                "UPDATE channels SET head_seq = head_seq + 1 WHERE id = ?1 RETURNING head_seq, num",
             )?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (channel_id, seq, received_at, method, path, headers, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO events (id, received_at, method, path, headers, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let mut ack = tx.prepare_cached(
                 "INSERT INTO listeners (channel_id, listener_id, acked_seq, last_seen)
@@ -342,16 +390,21 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
                         event,
                         reply,
                     } => {
-                        let seq: Option<i64> =
-                            bump.query_row(params![channel], |r| r.get(0)).optional()?;
-                        let (res, stored) = match seq {
+                        let bumped: Option<(i64, i64)> = bump
+                            .query_row(params![channel], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()?;
+                        let (res, stored) = match bumped {
                             None => (Err(StoreError::NotFound), None),
-                            Some(seq) => {
+                            Some((seq, num)) => {
+                                if seq as u64 > MAX_SEQ {
+                                    // About 10^12 events on one channel: refuse the batch
+                                    // rather than leave a gap.
+                                    return Err(rusqlite::Error::IntegralValueOutOfRange(0, seq));
+                                }
                                 let mut h = BytesMut::with_capacity(headers_len(&event.headers));
                                 encode_headers(&event.headers, &mut h);
                                 insert.execute(params![
-                                    channel,
-                                    seq,
+                                    event_id(num, seq as u64),
                                     event.received_at_ms,
                                     event.method,
                                     event.path,
@@ -429,6 +482,44 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
     }
 }
 
+/// Deletes, channel by channel, the oldest events received before `cutoff` that every
+/// listener seen since `cutoff` has acked. Arrival order is seq order, so each channel's walk
+/// stops at its first younger (or unacked) event.
+fn prune_events(tx: &rusqlite::Transaction<'_>, cutoff: i64) -> rusqlite::Result<u64> {
+    let channels: Vec<(i64, Option<i64>)> = tx
+        .prepare(
+            "SELECT c.num, (SELECT MIN(l.acked_seq) FROM listeners l
+                            WHERE l.channel_id = c.id AND l.last_seen >= ?1)
+             FROM channels c",
+        )?
+        .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut walk =
+        tx.prepare("SELECT id, received_at FROM events WHERE id BETWEEN ?1 AND ?2 ORDER BY id")?;
+    let mut delete = tx.prepare("DELETE FROM events WHERE id BETWEEN ?1 AND ?2")?;
+    let mut pruned = 0;
+    for (num, acked) in channels {
+        let upto = acked.map_or(MAX_SEQ, |a| a.max(0) as u64);
+        if upto == 0 {
+            continue;
+        }
+        let (lo, hi) = (event_id(num, 0), event_id(num, upto));
+        let mut last = None;
+        let mut rows = walk.query(params![lo, hi])?;
+        while let Some(r) = rows.next()? {
+            if r.get::<_, i64>(1)? >= cutoff {
+                break;
+            }
+            last = Some(r.get::<_, i64>(0)?);
+        }
+        drop(rows);
+        if let Some(last) = last {
+            pruned += delete.execute(params![lo, last])? as u64;
+        }
+    }
+    Ok(pruned)
+}
+
 fn row_to_channel(r: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
     Ok(Channel {
         id: r.get(0)?,
@@ -445,11 +536,21 @@ const CHANNEL_COLS: &str = "id, token_hash, sender_secret, created_at, head_seq"
 impl Store for SqliteStore {
     async fn create_channel(&self, ch: Channel) -> Result<()> {
         self.write(move |c| {
+            let num: i64 = c
+                .query_row("SELECT COALESCE(MAX(num), 0) + 1 FROM channels", [], |r| {
+                    r.get(0)
+                })
+                .map_err(unavailable)?;
+            if num > MAX_NUM {
+                return Err(StoreError::unavailable(std::io::Error::other(
+                    "this store has as many channels as it can number; delete some first",
+                )));
+            }
             let n = c
                 .execute(
-                    "INSERT INTO channels (id, token_hash, sender_secret, created_at, head_seq)
-                     VALUES (?1, ?2, ?3, ?4, 0) ON CONFLICT (id) DO NOTHING",
-                    params![ch.id, ch.token_hash, ch.sender_secret, ch.created_at_ms],
+                    "INSERT INTO channels (id, token_hash, sender_secret, created_at, head_seq, num)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT (id) DO NOTHING",
+                    params![ch.id, ch.token_hash, ch.sender_secret, ch.created_at_ms, num],
                 )
                 .map_err(unavailable)?;
             if n == 0 {
@@ -489,8 +590,13 @@ impl Store for SqliteStore {
         let notifier = self.inner.notifier.clone();
         self.write(move |c| {
             let tx = c.transaction().map_err(unavailable)?;
-            tx.execute("DELETE FROM events WHERE channel_id = ?1", params![id])
+            if let Some(num) = channel_num(&tx, &id).map_err(unavailable)? {
+                tx.execute(
+                    "DELETE FROM events WHERE id BETWEEN ?1 AND ?2",
+                    params![event_id(num, 0), event_id(num, MAX_SEQ)],
+                )
                 .map_err(unavailable)?;
+            }
             tx.execute("DELETE FROM listeners WHERE channel_id = ?1", params![id])
                 .map_err(unavailable)?;
             let n = tx
@@ -535,11 +641,18 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Event>> {
         let channel = channel.to_string();
         self.read(move |c| {
+            let Some(num) = channel_num(c, &channel)? else {
+                return Ok(Vec::new());
+            };
+            if after >= MAX_SEQ {
+                return Ok(Vec::new());
+            }
             let mut st = c.prepare_cached(
-                "SELECT seq, received_at, method, path, headers, body FROM events
-                 WHERE channel_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                "SELECT id, received_at, method, path, headers, body FROM events
+                 WHERE id BETWEEN ?1 AND ?2 ORDER BY id LIMIT ?3",
             )?;
-            let mut rows = st.query(params![channel, after as i64, limit as i64])?;
+            let (lo, hi) = (event_id(num, after + 1), event_id(num, MAX_SEQ));
+            let mut rows = st.query(params![lo, hi, limit as i64])?;
             let mut out = Vec::new();
             let mut bytes = 0usize;
             while let Some(r) = rows.next()? {
@@ -549,7 +662,7 @@ impl Store for SqliteStore {
                 let headers = decode_headers(&mut Reader::new(Bytes::from(headers)))
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 out.push(Event {
-                    seq: r.get::<_, i64>(0)? as u64,
+                    seq: id_seq(r.get(0)?),
                     received_at_ms: r.get(1)?,
                     method: r.get(2)?,
                     path: r.get(3)?,
@@ -569,17 +682,22 @@ impl Store for SqliteStore {
         let channel = channel.to_string();
         let found = self
             .read(move |c| {
-                c.prepare_cached(
-                    "SELECT head_seq, (SELECT MIN(seq) FROM events WHERE channel_id = ?1)
-                     FROM channels WHERE id = ?1",
-                )?
-                .query_row(params![channel], |r| {
-                    Ok(Bounds {
-                        head: r.get::<_, i64>(0)? as u64,
-                        oldest: r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
-                    })
-                })
-                .optional()
+                let found: Option<(i64, i64)> = c
+                    .prepare_cached("SELECT head_seq, num FROM channels WHERE id = ?1")?
+                    .query_row(params![channel], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let Some((head, num)) = found else {
+                    return Ok(None);
+                };
+                let oldest: Option<i64> = c
+                    .prepare_cached("SELECT MIN(id) FROM events WHERE id BETWEEN ?1 AND ?2")?
+                    .query_row(params![event_id(num, 0), event_id(num, MAX_SEQ)], |r| {
+                        r.get(0)
+                    })?;
+                Ok(Some(Bounds {
+                    head: head as u64,
+                    oldest: oldest.map_or(0, id_seq),
+                }))
             })
             .await?;
         found.ok_or(StoreError::NotFound)
@@ -601,15 +719,7 @@ impl Store for SqliteStore {
         let cutoff = now_ms - retention.as_millis() as i64;
         self.write(move |c| {
             let tx = c.transaction().map_err(unavailable)?;
-            let n = tx
-                .execute(
-                    "DELETE FROM events WHERE received_at < ?1 AND seq <= COALESCE(
-                       (SELECT MIN(l.acked_seq) FROM listeners l
-                        WHERE l.channel_id = events.channel_id AND l.last_seen >= ?1),
-                       9223372036854775807)",
-                    params![cutoff],
-                )
-                .map_err(unavailable)?;
+            let n = prune_events(&tx, cutoff).map_err(unavailable)?;
             tx.execute(
                 "DELETE FROM listeners WHERE last_seen < ?1",
                 params![cutoff],

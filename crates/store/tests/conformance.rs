@@ -375,8 +375,8 @@ fn crash_child() {
     let conn = rusqlite::Connection::open(std::path::Path::new(&dir).join("relay.sqlite")).unwrap();
     conn.execute_batch(
         "BEGIN; UPDATE channels SET head_seq = head_seq + 1 WHERE id = 'c';
-         INSERT INTO events (channel_id, seq, received_at, method, path, headers, body)
-         VALUES ('c', 3, 0, 'POST', '', x'0000', x'00');",
+         INSERT INTO events (id, received_at, method, path, headers, body)
+         VALUES (((SELECT num FROM channels WHERE id = 'c') << 40) | 3, 0, 'POST', '', x'0000', x'00');",
     )
     .unwrap();
     std::process::abort();
@@ -413,6 +413,67 @@ async fn crash_mid_transaction_leaves_the_store_consistent() {
         s.append("c", event("after", 0)).await.unwrap(),
         3,
         "no gap after the crash"
+    );
+}
+
+#[tokio::test]
+async fn a_version_1_sqlite_store_is_migrated_with_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let c = rusqlite::Connection::open(dir.path().join("relay.sqlite")).unwrap();
+        // The layout before event ids packed the channel number and the seq.
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE channels (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL,
+                 sender_secret TEXT, created_at INTEGER NOT NULL,
+                 head_seq INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE events (channel_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                 received_at INTEGER NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL,
+                 headers BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY (channel_id, seq));
+             CREATE INDEX events_received_at ON events (received_at);
+             CREATE TABLE listeners (channel_id TEXT NOT NULL, listener_id TEXT NOT NULL,
+                 acked_seq INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+                 PRIMARY KEY (channel_id, listener_id));
+             INSERT INTO channels VALUES ('a', 'h', NULL, 0, 3), ('b', 'h', NULL, 0, 1);
+             INSERT INTO events VALUES
+                 ('a', 2, 5, 'POST', '/x', x'0000', x'6132'),
+                 ('a', 3, 6, 'PUT', '', x'0000', x'6133'),
+                 ('b', 1, 7, 'POST', '', x'0000', x'6231');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(dir.path()).unwrap();
+    let a = s.read_after("a", 0, 10, usize::MAX).await.unwrap();
+    let got: Vec<_> = a
+        .iter()
+        .map(|e| (e.seq, e.method.as_str(), e.path.as_str(), e.body.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (2, "POST", "/x", Bytes::from("a2")),
+            (3, "PUT", "", Bytes::from("a3"))
+        ]
+    );
+    assert_eq!(
+        s.bounds("a").await.unwrap(),
+        meethook_store::Bounds { oldest: 2, head: 3 }
+    );
+    assert_eq!(
+        s.read_after("b", 0, 10, usize::MAX).await.unwrap()[0].body,
+        Bytes::from("b1")
+    );
+    assert_eq!(s.append("a", event("a4", 8)).await.unwrap(), 4);
+    // A channel created after the migration gets its own id range.
+    s.create_channel(channel("c")).await.unwrap();
+    assert_eq!(s.append("c", event("c1", 9)).await.unwrap(), 1);
+    assert_eq!(s.read_after("c", 0, 10, usize::MAX).await.unwrap().len(), 1);
+    assert!(s.delete_channel("a").await.unwrap());
+    assert_eq!(
+        s.read_after("b", 0, 10, usize::MAX).await.unwrap().len(),
+        1,
+        "other channels keep their events"
     );
 }
 
