@@ -396,7 +396,8 @@ impl Journal {
                     now_ms,
                     State::Pending,
                 )?;
-                let summaries = parsed.join().expect("summary parser panicked");
+                // A parser panic costs the summaries, not the journal (its lock stays sound).
+                let summaries = parsed.join().unwrap_or_else(|_| vec![None; events.len()]);
                 let mut st = tx.prepare_cached(
                     "UPDATE events SET event_type = ?3, bot_id = ?4 WHERE channel = ?1 AND seq = ?2",
                 )?;

@@ -201,6 +201,8 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
         r
     };
     let (w, c, ()) = tokio::join!(worker, conn, output::flush_lines(stop.clone()));
+    // Lines printed after the stop (an attempt that was in flight) are still written.
+    output::flush_now();
     c.and(w)
 }
 
@@ -284,15 +286,22 @@ impl Settler<'_> {
         if !self.finish_writing(stop).await? {
             return Ok(false);
         }
-        let file = self.log.rotate();
-        let batch = std::mem::take(&mut self.batch);
-        let (j, ch) = (self.journal.clone(), self.cfg.channel.clone());
-        let task = tokio::task::spawn_blocking(move || {
-            let r = j.record_many(&ch, &batch);
-            (batch, r)
-        });
-        self.writing = Some((task, file));
+        self.start_writing();
         Ok(true)
+    }
+
+    /// Starts writing the batch on the blocking pool, new outcomes going to the other file.
+    /// If the other file cannot be emptied the batch stays (and keeps growing) where it is.
+    fn start_writing(&mut self) {
+        let file = match self.log.rotate() {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot empty the outcome log; trying again later");
+                return;
+            }
+        };
+        let batch = std::mem::take(&mut self.batch);
+        self.writing = Some((record_behind(self.journal, &self.cfg.channel, batch), file));
     }
 
     /// Waits for the batch being written (writing it again if that failed), then empties
@@ -301,36 +310,25 @@ impl Settler<'_> {
         let Some((task, file)) = self.writing.take() else {
             return Ok(true);
         };
-        let (batch, r) = task
-            .await
-            .map_err(|e| DaemonError::Config(format!("journal task failed: {e}")))?;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "cannot write delivery outcomes to the journal; retrying");
-            if !self.write_now(&batch, stop).await? {
-                return Ok(false);
-            }
-        }
-        if let Err(e) = self.log.clear(file) {
-            tracing::warn!(error = %e, "cannot empty the outcome log; it is applied again at start-up");
-        }
-        Ok(true)
-    }
-
-    /// Writes `batch` to the journal, retrying while it fails (disk full): delivery waits,
-    /// so nothing more is acked meanwhile. `Ok(false)` when stopped first.
-    async fn write_now(
-        &self,
-        batch: &[Record],
-        stop: &CancellationToken,
-    ) -> Result<bool, DaemonError> {
         let mut failures = 0u32;
-        while let Err(e) = self.journal.record_many(&self.cfg.channel, batch) {
+        let (mut batch, mut r) = join_record(task).await?;
+        // Disk full or similar: delivery waits, so nothing more is acked meanwhile.
+        while let Err(e) = r {
             failures += 1;
             tracing::error!(error = %e, "cannot write delivery outcomes to the journal; retrying");
             tokio::select! {
-                _ = stop.cancelled() => return Ok(false),
+                _ = stop.cancelled() => {
+                    // Still pending: its log file must not be emptied or reused before the
+                    // batch is written, so a later flush waits for this attempt.
+                    self.writing = Some((record_behind(self.journal, &self.cfg.channel, batch), file));
+                    return Ok(false);
+                }
                 _ = tokio::time::sleep(self.cfg.backoff.delay(failures, None)) => {}
             }
+            (batch, r) = join_record(record_behind(self.journal, &self.cfg.channel, batch)).await?;
+        }
+        if let Err(e) = self.log.clear(file) {
+            tracing::warn!(error = %e, "cannot empty the outcome log; it is applied again at start-up");
         }
         Ok(true)
     }
@@ -341,18 +339,27 @@ impl Settler<'_> {
         if !self.finish_writing(stop).await? {
             return Ok(false);
         }
-        if self.batch.is_empty() {
-            return Ok(true);
+        if !self.batch.is_empty() {
+            self.start_writing();
         }
-        if !self.write_now(&self.batch, stop).await? {
-            return Ok(false);
-        }
-        self.batch.clear();
-        if let Err(e) = self.log.clear(self.log.active()) {
-            tracing::warn!(error = %e, "cannot empty the outcome log; it is applied again at start-up");
-        }
-        Ok(true)
+        self.finish_writing(stop).await
     }
+}
+
+/// Writes outcomes to the journal on the blocking pool; the task hands the batch back.
+fn record_behind(journal: &Journal, channel: &str, batch: Vec<Record>) -> Writing {
+    let (j, ch) = (journal.clone(), channel.to_string());
+    tokio::task::spawn_blocking(move || {
+        let r = j.record_many(&ch, &batch);
+        (batch, r)
+    })
+}
+
+async fn join_record(
+    task: Writing,
+) -> Result<(Vec<Record>, Result<(), JournalError>), DaemonError> {
+    task.await
+        .map_err(|e| DaemonError::Config(format!("journal task failed: {e}")))
 }
 
 /// Delivers events one at a time, in seq order: first what the journal holds as pending,

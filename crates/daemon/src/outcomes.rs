@@ -183,27 +183,26 @@ impl OutcomeLog {
     /// Appends one outcome. After it returns the outcome survives the process being killed.
     pub(crate) fn append(&mut self, r: &Record) -> Result<(), LogError> {
         let i = self.active;
-        self.files[i]
-            .write_all(&encode(r))
-            .map_err(|source| LogError::Io {
+        if let Err(source) = self.files[i].write_all(&encode(r)) {
+            // A short write (disk full) may have left part of the record: cut it off, so
+            // the next record starts where a reader expects one.
+            let _ = self.files[i].set_len((self.lens[i] * RECORD) as u64);
+            return Err(LogError::Io {
                 path: self.paths[i].clone(),
                 source,
-            })?;
+            });
+        }
         self.lens[i] += 1;
         Ok(())
     }
 
-    /// Sends new outcomes to the other file (which must be empty) and returns the file
-    /// that holds the outcomes so far.
-    pub(crate) fn rotate(&mut self) -> usize {
-        debug_assert_eq!(self.lens[1 - self.active], 0, "rotating onto a full file");
+    /// Sends new outcomes to the other file and returns the file that holds the outcomes so
+    /// far. The other file's outcomes must already be in the journal: it is emptied first
+    /// if an earlier [`OutcomeLog::clear`] failed.
+    pub(crate) fn rotate(&mut self) -> Result<usize, LogError> {
+        self.clear(1 - self.active)?;
         self.active = 1 - self.active;
-        1 - self.active
-    }
-
-    /// The file new outcomes go to.
-    pub(crate) fn active(&self) -> usize {
-        self.active
+        Ok(1 - self.active)
     }
 
     /// Empties file `i` once the journal holds everything in it.
@@ -233,7 +232,12 @@ fn open_file(path: &Path) -> Result<(File, Vec<Record>), LogError> {
     let mut file = opts.open(path).map_err(io)?;
     let mut raw = Vec::new();
     file.read_to_end(&mut raw).map_err(io)?;
-    let records = raw.chunks_exact(RECORD).map_while(decode).collect();
+    let records: Vec<Record> = raw.chunks_exact(RECORD).map_while(decode).collect();
+    // Drop a torn or garbled tail, so records appended from now on can be read back.
+    let valid = (records.len() * RECORD) as u64;
+    if raw.len() as u64 != valid {
+        file.set_len(valid).map_err(io)?;
+    }
     Ok((file, records))
 }
 
@@ -273,7 +277,7 @@ mod tests {
             })
             .unwrap();
             // Later outcomes in the other file come back in order too.
-            assert_eq!(log.rotate(), 0);
+            assert_eq!(log.rotate().unwrap(), 0);
             log.append(&rec(5, Some(200), Some(State::Delivered)))
                 .unwrap();
         }
@@ -286,6 +290,15 @@ mod tests {
         let (mut log, got) = OutcomeLog::open(dir.path(), "ch_1").unwrap();
         assert_eq!(got.len(), 4);
         assert_eq!(got[3].seq, 5);
+        // The torn tail was cut off: a record appended now reads back after a reopen.
+        log.append(&rec(6, Some(200), Some(State::Delivered)))
+            .unwrap();
+        drop(log);
+        let (mut log, got) = OutcomeLog::open(dir.path(), "ch_1").unwrap();
+        assert_eq!(
+            got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 5, 6]
+        );
         let a = got[0].attempt.as_ref().unwrap();
         assert_eq!((got[0].seq, got[0].state), (1, Some(State::Delivered)));
         assert_eq!(

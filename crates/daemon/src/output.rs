@@ -176,7 +176,12 @@ pub async fn flush_lines(stop: tokio_util::sync::CancellationToken) {
             _ = tokio::time::sleep(BUFFER_DELAY) => {}
             _ = stop.cancelled() => break,
         }
-        write_out(&mut PENDING.lock().expect("output buffer"));
+        flush_now();
     }
+    flush_now();
+}
+
+/// Writes the buffered lines now.
+pub fn flush_now() {
     write_out(&mut PENDING.lock().expect("output buffer"));
 }

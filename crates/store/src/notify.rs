@@ -77,7 +77,17 @@ impl Notifier {
             return;
         };
         let mut head = 0;
+        // Nobody streams this channel now: keep no events for it.
+        let keep = e.head.receiver_count() > 0;
+        if !keep {
+            e.tail.clear();
+            e.tail_bytes = 0;
+        }
         for ev in events {
+            if !keep {
+                head = head.max(ev.seq);
+                continue;
+            }
             // Only a gap-free run is useful (another relay may commit seqs in between).
             if e.tail.back().is_some_and(|b| b.seq + 1 != ev.seq) {
                 e.tail.clear();
@@ -132,6 +142,15 @@ impl Notifier {
         Some(out)
     }
 
+    /// Forgets every channel's recent events (they are read from the store until new ones
+    /// are published).
+    pub fn clear_tails(&self) {
+        for e in self.channels.lock().expect("notifier lock").values_mut() {
+            e.tail.clear();
+            e.tail_bytes = 0;
+        }
+    }
+
     /// Drops a deleted channel's watch (its receivers see the sender close).
     pub fn forget(&self, channel: &str) {
         self.channels.lock().expect("notifier lock").remove(channel);
@@ -178,6 +197,19 @@ mod tests {
         assert!(n.recent("c", 5, 10, 1 << 20).is_none());
         assert_eq!(seqs(&n.recent("c", 7, 10, 1 << 20).unwrap()), [8]);
         assert!(n.recent("other", 0, 10, 1 << 20).is_none());
+        n.clear_tails();
+        assert!(n.recent("c", 7, 10, 1 << 20).is_none());
+    }
+
+    #[test]
+    fn nothing_is_kept_for_a_channel_nobody_streams() {
+        let n = Notifier::default();
+        let rx = n.subscribe("c");
+        drop(rx);
+        n.publish_events("c", (1..=3).map(|s| ev(s, 10)));
+        assert!(n.recent("c", 0, 10, 1 << 20).is_none());
+        let rx = n.subscribe("c");
+        assert_eq!(*rx.borrow(), 3, "the head still moves");
     }
 
     #[test]

@@ -773,6 +773,11 @@ async fn listen_session(
         .await
         .map_err(|_| "LISTEN timed out".to_string())?
         .map_err(|e| reason(&e))?;
+    // Notifications may have been missed while disconnected (a channel deleted and created
+    // again elsewhere): events kept in memory can no longer be trusted.
+    if let Some(shared) = shared.upgrade() {
+        shared.notifier.clear_tails();
+    }
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
