@@ -76,7 +76,16 @@ const SCHEMA_VERSION: i64 = 2;
 /// Creates the schema, or moves a version-1 journal (bodies inside `events`) to it.
 fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version >= SCHEMA_VERSION {
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(format!(
+                "the journal has layout {version}, newer than this build's {SCHEMA_VERSION}: \
+                 it was written by a newer meethook; upgrade meethook"
+            )),
+        ));
+    }
+    if version == SCHEMA_VERSION {
         return Ok(());
     }
     let tx = c.transaction()?;
@@ -1215,5 +1224,16 @@ mod tests {
         assert_eq!(stored.event_type.as_deref(), Some("complete"));
         assert_eq!(stored.bot_id.as_deref(), Some("bot_big"));
         assert_eq!(j.get("c", 2).unwrap().unwrap().event_type, None);
+    }
+
+    #[test]
+    fn a_journal_from_a_newer_meethook_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Connection::open(dir.path().join("journal.sqlite"))
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = Journal::open(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("upgrade meethook"), "{err}");
     }
 }

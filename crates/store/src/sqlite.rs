@@ -292,6 +292,15 @@ fn writer_gone() -> StoreError {
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if v > SCHEMA_VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(format!(
+                "relay.sqlite has layout {v}, newer than this build's {SCHEMA_VERSION}: \
+                 it was written by a newer meethook; upgrade meethook"
+            )),
+        ));
+    }
     if v < SCHEMA_VERSION {
         let tx = conn.transaction()?;
         if v == 1 {

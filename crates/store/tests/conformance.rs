@@ -477,6 +477,17 @@ async fn a_version_1_sqlite_store_is_migrated_with_its_events() {
     );
 }
 
+#[test]
+fn a_sqlite_store_from_a_newer_meethook_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    rusqlite::Connection::open(dir.path().join("relay.sqlite"))
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = SqliteStore::open(dir.path()).err().expect("refused");
+    assert!(err.to_string().contains("upgrade meethook"), "{err}");
+}
+
 // ---- PostgreSQL: several relays on one database ----
 
 /// Two stores on one schema, as two relay nodes would have (connected at once, so their
