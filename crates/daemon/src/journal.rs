@@ -92,18 +92,16 @@ fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     let old_layout = tx
         .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'body'")?
         .exists([])?;
+    // Creates what is missing (all of it for a new journal, `bodies` for a version-1 one).
+    tx.execute_batch(SCHEMA)?;
     if old_layout {
         tx.execute_batch(
-            "CREATE TABLE bodies (
-                 channel TEXT NOT NULL, seq INTEGER NOT NULL, headers BLOB NOT NULL,
-                 body BLOB NOT NULL, PRIMARY KEY (channel, seq));
-             INSERT INTO bodies (channel, seq, headers, body)
+            "INSERT INTO bodies (channel, seq, headers, body)
                  SELECT channel, seq, headers, body FROM events;
              ALTER TABLE events DROP COLUMN headers;
              ALTER TABLE events DROP COLUMN body;",
         )?;
     }
-    tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }
@@ -378,44 +376,41 @@ impl Journal {
     ) -> Result<Vec<Option<Summary>>, JournalError> {
         let parse =
             || -> Vec<Option<Summary>> { events.iter().map(|e| Summary::parse(&e.body)).collect() };
-        let bytes: usize = events.iter().map(|e| e.body.len()).sum();
-        if bytes < PARSE_APART {
-            let summaries = parse();
-            self.with(|c| {
-                let tx = c.transaction()?;
-                let rows = events
-                    .iter()
-                    .zip(&summaries)
-                    .map(|(e, s)| (channel, e, s.as_ref()));
-                insert_rows(&tx, rows, now_ms, State::Pending)?;
-                tx.commit()
-            })?;
-            self.checkpoints.after_commit(&self.path);
-            return Ok(summaries);
-        }
-        // Big bodies: parse them on another thread while SQLite copies them, then fill in
-        // the two parsed columns before committing.
+        let big = events.iter().map(|e| e.body.len()).sum::<usize>() >= PARSE_APART;
         let summaries = std::thread::scope(|scope| {
-            let parsed = scope.spawn(parse);
+            // Big bodies are parsed on another thread while SQLite copies them; their two
+            // parsed columns are filled in before the commit.
+            let (early, parsed) = if big {
+                (None, Some(scope.spawn(parse)))
+            } else {
+                (Some(parse()), None)
+            };
             self.with(|c| {
                 let tx = c.transaction()?;
-                insert_rows(
-                    &tx,
-                    events.iter().map(|e| (channel, e, None)),
-                    now_ms,
-                    State::Pending,
-                )?;
-                // A parser panic costs the summaries, not the journal (its lock stays sound).
-                let summaries = parsed.join().unwrap_or_else(|_| vec![None; events.len()]);
-                let mut st = tx.prepare_cached(
-                    "UPDATE events SET event_type = ?3, bot_id = ?4 WHERE channel = ?1 AND seq = ?2",
-                )?;
-                for (e, s) in events.iter().zip(&summaries) {
-                    if let Some(s) = s {
-                        st.execute(params![channel, sql_seq(e.seq), s.event, s.bot_id])?;
+                let rows = events.iter().enumerate().map(|(i, e)| {
+                    let s = early.as_ref().and_then(|s| s[i].as_ref());
+                    (channel, e, s)
+                });
+                insert_rows(&tx, rows, now_ms, State::Pending)?;
+                let summaries = match (early, parsed) {
+                    (Some(summaries), _) => summaries,
+                    (None, parsed) => {
+                        // A parser panic costs the summaries, not the journal (its lock stays
+                        // sound).
+                        let summaries = parsed
+                            .and_then(|p| p.join().ok())
+                            .unwrap_or_else(|| vec![None; events.len()]);
+                        let mut st = tx.prepare_cached(
+                            "UPDATE events SET event_type = ?3, bot_id = ?4 WHERE channel = ?1 AND seq = ?2",
+                        )?;
+                        for (e, s) in events.iter().zip(&summaries) {
+                            if let Some(s) = s {
+                                st.execute(params![channel, sql_seq(e.seq), s.event, s.bot_id])?;
+                            }
+                        }
+                        summaries
                     }
-                }
-                drop(st);
+                };
                 tx.commit()?;
                 Ok(summaries)
             })

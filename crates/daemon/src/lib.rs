@@ -384,9 +384,9 @@ async fn deliver_loop(
     let r = deliver(cfg, &mut settler, fwd, incoming, delivered, stop).await;
     // One try, without retries: what is not written here is applied from the log at the
     // next start.
-    let unstopped = CancellationToken::new();
-    unstopped.cancel();
-    if settler.flush(&unstopped).await.is_err() {
+    let no_retries = CancellationToken::new();
+    no_retries.cancel();
+    if !matches!(settler.flush(&no_retries).await, Ok(true)) {
         tracing::warn!(
             "delivery outcomes left in the outcome log; they are applied at the next start"
         );

@@ -164,8 +164,9 @@ fn write_out(pending: &mut Vec<u8>) {
     pending.clear();
 }
 
-/// Writes buffered lines out within [`BUFFER_DELAY`] of the first one, until `stop`; then
-/// writes what is left. A pipe or file then gets one write per burst instead of one per event.
+/// Writes buffered lines out within [`BUFFER_DELAY`] of the first one, until `stop` (call
+/// [`flush_now`] for what is left). A pipe or file then gets one write per burst instead of
+/// one per event.
 pub async fn flush_lines(stop: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
@@ -178,7 +179,6 @@ pub async fn flush_lines(stop: tokio_util::sync::CancellationToken) {
         }
         flush_now();
     }
-    flush_now();
 }
 
 /// Writes the buffered lines now.

@@ -36,6 +36,17 @@ impl Entry {
     }
 }
 
+/// Moves a head watch up to `head` (never down), waking its receivers only then.
+fn raise(tx: &watch::Sender<u64>, head: u64) {
+    tx.send_if_modified(|h| {
+        let higher = head > *h;
+        if higher {
+            *h = head;
+        }
+        higher
+    });
+}
+
 fn size(ev: &Event) -> usize {
     ev.body.len()
         + ev.headers
@@ -58,14 +69,7 @@ impl Notifier {
     pub fn publish(&self, channel: &str, head: u64) {
         let map = self.channels.lock().expect("notifier lock");
         if let Some(e) = map.get(channel) {
-            e.head.send_if_modified(|h| {
-                if head > *h {
-                    *h = head;
-                    true
-                } else {
-                    false
-                }
-            });
+            raise(&e.head, head);
         }
     }
 
@@ -101,14 +105,7 @@ impl Notifier {
                 e.tail_bytes -= size(&old);
             }
         }
-        e.head.send_if_modified(|h| {
-            if head > *h {
-                *h = head;
-                true
-            } else {
-                false
-            }
-        });
+        raise(&e.head, head);
     }
 
     /// Events of `channel` after seq `after` from memory, with [`crate::Store::read_after`]'s
