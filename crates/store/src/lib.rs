@@ -9,6 +9,7 @@
 //! A backend must answer [`Store::append`] only after the event is durable, and must hand out
 //! seqs 1, 2, 3… per channel with no gaps, whatever the concurrency.
 
+pub mod bodyfile;
 mod notify;
 pub mod postgres;
 pub mod sqlite;

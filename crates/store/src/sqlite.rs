@@ -3,6 +3,9 @@
 //! All writes go through one writer thread that drains its queue and commits whatever is
 //! waiting in one transaction (group commit): many concurrent webhooks share one fsync.
 //! Reads use a small pool of read-only connections, which WAL lets run beside the writer.
+//!
+//! Bodies of [`BODY_FILE_MIN`] bytes or more live in files of their own under
+//! `DIR/relay-bodies` ([`BodyFiles`]), fsync'd before the commit that refers to them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,12 +21,13 @@ use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
+use crate::bodyfile::{BodyFiles, BODY_FILE_MIN};
 use crate::{Bounds, Channel, NewEvent, Notifier, Result, Store, StoreError};
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
-/// Version 2. An event's row id packs its channel's number and its seq (`num << 40 | seq`):
+/// Version 3 (2 had no `body_files`). An event's row id packs its channel's number and its seq (`num << 40 | seq`):
 /// one b-tree, no secondary index, so a group commit writes a few pages (the newest leaf and
 /// the channel's head), and a channel's events are one contiguous id range.
 const SCHEMA: &str = "
@@ -43,6 +47,10 @@ CREATE TABLE IF NOT EXISTS events (
     path TEXT NOT NULL,
     headers BLOB NOT NULL,
     body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS body_files (
+    id INTEGER PRIMARY KEY,
+    file INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS listeners (
     channel_id TEXT NOT NULL,
@@ -116,6 +124,8 @@ enum Op {
     Append {
         channel: String,
         event: NewEvent,
+        /// The body's file under `bodies/`, already durable, when it has one.
+        body_file: Option<i64>,
         reply: Reply<u64>,
     },
     Ack {
@@ -136,6 +146,7 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    bodies: BodyFiles,
     writer: Mutex<mpsc::Sender<Op>>,
     readers: Mutex<Vec<Connection>>,
     notifier: Arc<Notifier>,
@@ -163,6 +174,15 @@ fn prepare_files(dir: &Path, file: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir)?;
     Ok(())
+}
+
+/// Removes body files no row refers to (see [`BodyFiles::sweep`]).
+fn sweep_body_files(conn: &Connection, bodies: &BodyFiles) -> std::io::Result<usize> {
+    let known: std::collections::HashSet<i64> = conn
+        .prepare("SELECT file FROM body_files")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(std::io::Error::other)?;
+    bodies.sweep(&known)
 }
 
 fn open_conn(path: &Path, write: bool) -> rusqlite::Result<Connection> {
@@ -199,6 +219,14 @@ impl SqliteStore {
         prepare_files(dir, &path).map_err(StoreError::unavailable)?;
         let mut conn = open_conn(&path, true).map_err(unavailable)?;
         migrate(&mut conn).map_err(unavailable)?;
+        let bodies = BodyFiles::open(dir.join("relay-bodies")).map_err(StoreError::unavailable)?;
+        let swept = sweep_body_files(&conn, &bodies).map_err(StoreError::unavailable)?;
+        if swept > 0 {
+            tracing::info!(
+                files = swept,
+                "removed body files of appends that never committed"
+            );
+        }
         let notifier = Arc::new(Notifier::default());
         let (tx, rx) = mpsc::channel();
         let n = notifier.clone();
@@ -209,6 +237,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
+                bodies,
                 writer: Mutex::new(tx),
                 readers: Mutex::new(Vec::new()),
                 notifier,
@@ -243,7 +272,7 @@ impl SqliteStore {
 
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection, &BodyFiles) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
@@ -252,7 +281,7 @@ impl SqliteStore {
                 Some(c) => c,
                 None => open_conn(&inner.path, false).map_err(unavailable)?,
             };
-            let out = f(&conn).map_err(unavailable);
+            let out = f(&conn, &inner.bodies).map_err(unavailable);
             let mut pool = inner.readers.lock().expect("reader pool");
             if pool.len() < READ_POOL {
                 pool.push(conn);
@@ -386,6 +415,8 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
                 "INSERT INTO events (id, received_at, method, path, headers, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut file =
+                tx.prepare_cached("INSERT INTO body_files (id, file) VALUES (?1, ?2)")?;
             let mut ack = tx.prepare_cached(
                 "INSERT INTO listeners (channel_id, listener_id, acked_seq, last_seen)
                  SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM channels WHERE id = ?1)
@@ -397,6 +428,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
                     Op::Append {
                         channel,
                         event,
+                        body_file,
                         reply,
                     } => {
                         let bumped: Option<(i64, i64)> = bump
@@ -412,13 +444,21 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
                                 }
                                 let mut h = BytesMut::with_capacity(headers_len(&event.headers));
                                 encode_headers(&event.headers, &mut h);
+                                let id = event_id(num, seq as u64);
+                                let inline = match body_file {
+                                    Some(n) => {
+                                        file.execute(params![id, n])?;
+                                        &[][..]
+                                    }
+                                    None => &event.body[..],
+                                };
                                 insert.execute(params![
-                                    event_id(num, seq as u64),
+                                    id,
                                     event.received_at_ms,
                                     event.method,
                                     event.path,
                                     &h[..],
-                                    &event.body[..],
+                                    inline,
                                 ])?;
                                 let stored = Event {
                                     seq: seq as u64,
@@ -494,7 +534,8 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
 /// Deletes, channel by channel, the oldest events received before `cutoff` that every
 /// listener seen since `cutoff` has acked. Arrival order is seq order, so each channel's walk
 /// stops at its first younger (or unacked) event.
-fn prune_events(tx: &rusqlite::Transaction<'_>, cutoff: i64) -> rusqlite::Result<u64> {
+/// Returns how many went and the body files to remove once the deletion is committed.
+fn prune_events(tx: &rusqlite::Transaction<'_>, cutoff: i64) -> rusqlite::Result<(u64, Vec<i64>)> {
     let channels: Vec<(i64, Option<i64>)> = tx
         .prepare(
             "SELECT c.num, (SELECT MIN(l.acked_seq) FROM listeners l
@@ -506,6 +547,7 @@ fn prune_events(tx: &rusqlite::Transaction<'_>, cutoff: i64) -> rusqlite::Result
     let mut walk =
         tx.prepare("SELECT id, received_at FROM events WHERE id BETWEEN ?1 AND ?2 ORDER BY id")?;
     let mut delete = tx.prepare("DELETE FROM events WHERE id BETWEEN ?1 AND ?2")?;
+    let mut files = Vec::new();
     let mut pruned = 0;
     for (num, acked) in channels {
         let upto = acked.map_or(MAX_SEQ, |a| a.max(0) as u64);
@@ -524,9 +566,17 @@ fn prune_events(tx: &rusqlite::Transaction<'_>, cutoff: i64) -> rusqlite::Result
         drop(rows);
         if let Some(last) = last {
             pruned += delete.execute(params![lo, last])? as u64;
+            files.extend(delete_body_files(tx, lo, last)?);
         }
     }
-    Ok(pruned)
+    Ok((pruned, files))
+}
+
+/// Deletes the `body_files` rows of event ids `lo..=hi`; returns their files.
+fn delete_body_files(c: &Connection, lo: i64, hi: i64) -> rusqlite::Result<Vec<i64>> {
+    c.prepare_cached("DELETE FROM body_files WHERE id BETWEEN ?1 AND ?2 RETURNING file")?
+        .query_map(params![lo, hi], |r| r.get(0))?
+        .collect()
 }
 
 fn row_to_channel(r: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
@@ -573,7 +623,7 @@ impl Store for SqliteStore {
 
     async fn channel(&self, id: &str) -> Result<Option<Channel>> {
         let id = id.to_string();
-        self.read(move |c| {
+        self.read(move |c, _| {
             c.prepare_cached(&format!(
                 "SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"
             ))?
@@ -584,7 +634,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_channels(&self) -> Result<Vec<Channel>> {
-        self.read(|c| {
+        self.read(|c, _| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {CHANNEL_COLS} FROM channels ORDER BY created_at, id"
             ))?;
@@ -597,14 +647,18 @@ impl Store for SqliteStore {
     async fn delete_channel(&self, id: &str) -> Result<bool> {
         let id = id.to_string();
         let notifier = self.inner.notifier.clone();
+        let bodies = self.inner.bodies.clone();
         self.write(move |c| {
             let tx = c.transaction().map_err(unavailable)?;
+            let mut files = Vec::new();
             if let Some(num) = channel_num(&tx, &id).map_err(unavailable)? {
+                let (lo, hi) = (event_id(num, 0), event_id(num, MAX_SEQ));
                 tx.execute(
                     "DELETE FROM events WHERE id BETWEEN ?1 AND ?2",
-                    params![event_id(num, 0), event_id(num, MAX_SEQ)],
+                    params![lo, hi],
                 )
                 .map_err(unavailable)?;
+                files = delete_body_files(&tx, lo, hi).map_err(unavailable)?;
             }
             tx.execute("DELETE FROM listeners WHERE channel_id = ?1", params![id])
                 .map_err(unavailable)?;
@@ -612,6 +666,7 @@ impl Store for SqliteStore {
                 .execute("DELETE FROM channels WHERE id = ?1", params![id])
                 .map_err(unavailable)?;
             tx.commit().map_err(unavailable)?;
+            bodies.remove(&files);
             notifier.forget(&id);
             Ok(n > 0)
         })
@@ -632,13 +687,29 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, channel: &str, event: NewEvent) -> Result<u64> {
+        let body_file = if event.body.len() >= BODY_FILE_MIN {
+            let (files, body) = (self.inner.bodies.clone(), event.body.clone());
+            let n = tokio::task::spawn_blocking(move || files.write(&body, true))
+                .await
+                .map_err(StoreError::unavailable)?
+                .map_err(StoreError::unavailable)?;
+            Some(n)
+        } else {
+            None
+        };
         let (tx, rx) = oneshot::channel();
         self.send(Op::Append {
             channel: channel.to_string(),
             event,
+            body_file,
             reply: tx,
         })?;
-        rx.await.map_err(|_| writer_gone())?
+        let res = rx.await.map_err(|_| writer_gone())?;
+        // Not stored: the file goes too (a lost reply leaves it to the sweep at start).
+        if let (Err(_), Some(n)) = (&res, body_file) {
+            self.inner.bodies.remove(&[n]);
+        }
+        res
     }
 
     async fn read_after(
@@ -649,7 +720,7 @@ impl Store for SqliteStore {
         max_bytes: usize,
     ) -> Result<Vec<Event>> {
         let channel = channel.to_string();
-        self.read(move |c| {
+        self.read(move |c, bodies| {
             let Some(num) = channel_num(c, &channel)? else {
                 return Ok(Vec::new());
             };
@@ -662,11 +733,23 @@ impl Store for SqliteStore {
             )?;
             let (lo, hi) = (event_id(num, after + 1), event_id(num, MAX_SEQ));
             let mut rows = st.query(params![lo, hi, limit as i64])?;
+            let mut file_of = c.prepare_cached("SELECT file FROM body_files WHERE id = ?1")?;
             let mut out = Vec::new();
             let mut bytes = 0usize;
             while let Some(r) = rows.next()? {
                 let headers: Vec<u8> = r.get(4)?;
-                let body: Vec<u8> = r.get(5)?;
+                let mut body = Bytes::from(r.get::<_, Vec<u8>>(5)?);
+                if body.is_empty() {
+                    let id: i64 = r.get(0)?;
+                    if let Some(n) = file_of
+                        .query_row(params![id], |r| r.get::<_, i64>(0))
+                        .optional()?
+                    {
+                        body = bodies
+                            .read(n)
+                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    }
+                }
                 bytes += body.len() + headers.len();
                 let headers = decode_headers(&mut Reader::new(Bytes::from(headers)))
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -676,7 +759,7 @@ impl Store for SqliteStore {
                     method: r.get(2)?,
                     path: r.get(3)?,
                     headers,
-                    body: Bytes::from(body),
+                    body,
                 });
                 if bytes >= max_bytes {
                     break;
@@ -690,7 +773,7 @@ impl Store for SqliteStore {
     async fn bounds(&self, channel: &str) -> Result<Bounds> {
         let channel = channel.to_string();
         let found = self
-            .read(move |c| {
+            .read(move |c, _| {
                 let found: Option<(i64, i64)> = c
                     .prepare_cached("SELECT head_seq, num FROM channels WHERE id = ?1")?
                     .query_row(params![channel], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -726,16 +809,18 @@ impl Store for SqliteStore {
 
     async fn prune(&self, retention: Duration, now_ms: i64) -> Result<u64> {
         let cutoff = now_ms - retention.as_millis() as i64;
+        let bodies = self.inner.bodies.clone();
         self.write(move |c| {
             let tx = c.transaction().map_err(unavailable)?;
-            let n = prune_events(&tx, cutoff).map_err(unavailable)?;
+            let (n, files) = prune_events(&tx, cutoff).map_err(unavailable)?;
             tx.execute(
                 "DELETE FROM listeners WHERE last_seen < ?1",
                 params![cutoff],
             )
             .map_err(unavailable)?;
             tx.commit().map_err(unavailable)?;
-            Ok(n as u64)
+            bodies.remove(&files);
+            Ok(n)
         })
         .await
     }
@@ -755,7 +840,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+        self.read(|c, _| c.query_row("SELECT 1", [], |_| Ok(())))
             .await?;
         // The writer must be alive too: a no-op through its queue.
         self.write(|_| Ok(())).await
