@@ -13,6 +13,8 @@ use meethook_proto::frame::{decode_headers, encode_headers, headers_len, Reader}
 use meethook_proto::meeting::Summary;
 use meethook_proto::Event;
 use rusqlite::config::DbConfig;
+use meethook_store::bodyfile::{BodyFiles, BODY_FILE_MIN};
+use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
 
 const SCHEMA: &str = "
@@ -29,8 +31,11 @@ CREATE TABLE IF NOT EXISTS events (
     last_status INTEGER,
     event_type TEXT,
     bot_id TEXT,
+    body_file INTEGER,
     PRIMARY KEY (channel, seq)
 );
+-- Bodies of 1 MiB and more are files under journal-bodies/ (their `bodies` row is empty).
+CREATE INDEX IF NOT EXISTS events_body_files ON events (body_file) WHERE body_file IS NOT NULL;
 -- Headers and body apart from the delivery state: updating the state then rewrites a small
 -- row, not a body of up to 16 MiB with its overflow pages.
 CREATE TABLE IF NOT EXISTS bodies (
@@ -70,10 +75,12 @@ CREATE TABLE IF NOT EXISTS recordings (
 );
 ";
 
-/// Journal layout version (`PRAGMA user_version`): 2 keeps headers and bodies in `bodies`.
-const SCHEMA_VERSION: i64 = 2;
+/// Journal layout version (`PRAGMA user_version`): 2 keeps headers and bodies in `bodies`,
+/// 3 big bodies in files (`events.body_file`).
+const SCHEMA_VERSION: i64 = 3;
 
-/// Creates the schema, or moves a version-1 journal (bodies inside `events`) to it.
+/// Creates the schema, or moves an older journal (version 1: bodies inside `events`; 2: no
+/// `body_file`) to it.
 fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -89,9 +96,14 @@ fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
         return Ok(());
     }
     let tx = c.transaction()?;
-    let old_layout = tx
-        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'body'")?
-        .exists([])?;
+    let has = |column: &str| {
+        tx.prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = ?1")?
+            .exists([column])
+    };
+    let old_layout = has("body")?;
+    if has("seq")? && !has("body_file")? {
+        tx.execute_batch("ALTER TABLE events ADD COLUMN body_file INTEGER")?;
+    }
     // Creates what is missing (all of it for a new journal, `bodies` for a version-1 one).
     tx.execute_batch(SCHEMA)?;
     if old_layout {
@@ -204,11 +216,14 @@ pub enum JournalError {
 pub struct Journal {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    bodies: BodyFiles,
     checkpoints: Arc<Checkpoints>,
 }
 
 /// Body bytes in one insert above which summaries are parsed beside the SQLite write.
 const PARSE_APART: usize = 1 << 20;
+/// Age past which a body file no event refers to is removed at open.
+const ORPHAN_AGE: Duration = Duration::from_secs(600);
 /// WAL pages that start a checkpoint (SQLite's automatic threshold).
 const CHECKPOINT_PAGES: i32 = 1000;
 
@@ -289,6 +304,7 @@ impl Journal {
                 }
             })?)),
             path,
+            bodies: BodyFiles::open(dir.join("journal-bodies")).map_err(io_err)?,
             checkpoints: Arc::default(),
         };
         j.with(|c| {
@@ -302,6 +318,17 @@ impl Journal {
             c.pragma_update(None, "wal_autocheckpoint", 0)?;
             c.wal_hook(Some(note_wal_pages));
             migrate(c)
+        })?;
+        let known = j.with(|c| {
+            c.prepare("SELECT body_file FROM events WHERE body_file IS NOT NULL")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })?;
+        // Several `listen`s may share the directory: spare files young enough to belong to
+        // an insert still in flight.
+        j.bodies.sweep(&known, ORPHAN_AGE).map_err(|source| JournalError::Io {
+            path: dir.join("journal-bodies"),
+            source,
         })?;
         Ok(j)
     }
@@ -391,7 +418,7 @@ impl Journal {
                     let s = early.as_ref().and_then(|s| s[i].as_ref());
                     (channel, e, s)
                 });
-                insert_rows(&tx, rows, now_ms, State::Pending)?;
+                insert_rows(&tx, &self.bodies, rows, now_ms, State::Pending)?;
                 let summaries = match (early, parsed) {
                     (Some(summaries), _) => summaries,
                     (None, parsed) => {
@@ -423,12 +450,12 @@ impl Journal {
     pub fn pending(&self, channel: &str, limit: usize) -> Result<Vec<(Event, u32)>, JournalError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT seq, received_at, method, path, headers, body, attempts
+                "SELECT seq, received_at, method, path, headers, COALESCE(body_file, body), attempts
                  FROM events JOIN bodies USING (channel, seq)
                  WHERE channel = ?1 AND state = 'pending' ORDER BY seq LIMIT ?2",
             )?;
             let rows = st.query_map(params![channel, limit as i64], |r| {
-                Ok((row_event(r)?, r.get::<_, i64>(6)? as u32))
+                Ok((row_event(r, &self.bodies)?, r.get::<_, i64>(6)? as u32))
             })?;
             rows.collect()
         })
@@ -600,7 +627,8 @@ impl Journal {
     }
 }
 
-fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+/// The event in a row's first six columns; the sixth is the body, or its file's number.
+fn row_event(r: &rusqlite::Row<'_>, bodies: &BodyFiles) -> rusqlite::Result<Event> {
     let headers: Vec<u8> = r.get(4)?;
     let headers = decode_headers(&mut Reader::new(Bytes::from(headers))).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Blob, Box::new(e))
@@ -611,7 +639,12 @@ fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
         method: r.get(2)?,
         path: r.get(3)?,
         headers,
-        body: Bytes::from(r.get::<_, Vec<u8>>(5)?),
+        body: match r.get_ref(5)? {
+            ValueRef::Integer(n) => bodies.read(n).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(5, Type::Integer, Box::new(e))
+            })?,
+            _ => Bytes::from(r.get::<_, Vec<u8>>(5)?),
+        },
     })
 }
 
@@ -755,13 +788,14 @@ fn sql_seq(seq: u64) -> i64 {
 }
 
 /// The columns [`row_stored`] reads, in order (the first six are [`row_event`]'s).
-const STORED_COLUMNS: &str = "seq, received_at, method, path, headers, body, channel, \
+const STORED_COLUMNS: &str = "seq, received_at, method, path, headers, \
+     COALESCE(body_file, body), channel, \
      journaled_at, state, attempts, last_status, event_type, bot_id";
 
-fn row_stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+fn row_stored(r: &rusqlite::Row<'_>, bodies: &BodyFiles) -> rusqlite::Result<Stored> {
     let state: String = r.get(8)?;
     Ok(Stored {
-        event: row_event(r)?,
+        event: row_event(r, bodies)?,
         channel: r.get(6)?,
         journaled_at_ms: r.get(7)?,
         state: State::parse(&state).ok_or_else(|| {
@@ -823,7 +857,7 @@ impl Journal {
             let mut st = c.prepare(&sql)?;
             let mut rows = st.query(rusqlite::params_from_iter(params))?;
             while let Some(r) = rows.next()? {
-                if !f(row_stored(r)?) {
+                if !f(row_stored(r, &self.bodies)?) {
                     break;
                 }
             }
@@ -848,7 +882,7 @@ impl Journal {
                 "SELECT {STORED_COLUMNS} FROM events JOIN bodies USING (channel, seq)
                  WHERE channel = ?1 AND seq = ?2"
             ))?
-            .query_row(params![channel, sql_seq(seq)], row_stored)
+            .query_row(params![channel, sql_seq(seq)], |r| row_stored(r, &self.bodies))
             .optional()
         })
     }
@@ -893,7 +927,7 @@ impl Journal {
                 .iter()
                 .zip(&summaries)
                 .map(|((ch, e), s)| (ch.as_str(), e, s.as_ref()));
-            let imported = insert_rows(&tx, rows, now_ms, State::Delivered)?;
+            let imported = insert_rows(&tx, &self.bodies, rows, now_ms, State::Delivered)?;
             tx.commit()?;
             Ok((imported, events.len() - imported))
         })
@@ -904,20 +938,30 @@ impl Journal {
 /// were new.
 fn insert_rows<'a>(
     tx: &rusqlite::Transaction<'_>,
+    bodies: &BodyFiles,
     events: impl Iterator<Item = (&'a str, &'a Event, Option<&'a Summary>)>,
     now_ms: i64,
     state: State,
 ) -> rusqlite::Result<usize> {
     let mut st = tx.prepare_cached(
         "INSERT OR IGNORE INTO events
-         (channel, seq, received_at, journaled_at, method, path, event_type, bot_id, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         (channel, seq, received_at, journaled_at, method, path, event_type, bot_id, state, body_file)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     let mut body_st = tx.prepare_cached(
         "INSERT OR IGNORE INTO bodies (channel, seq, headers, body) VALUES (?1, ?2, ?3, ?4)",
     )?;
     let mut added = 0;
     for (channel, ev, summary) in events {
+        // Not fsync'd, like the journal's commits (`synchronous=NORMAL`): safe from kill -9.
+        let file = if ev.body.len() >= BODY_FILE_MIN {
+            let n = bodies
+                .write(&ev.body, false)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            Some(n)
+        } else {
+            None
+        };
         let new = st.execute(params![
             channel,
             sql_seq(ev.seq),
@@ -928,13 +972,16 @@ fn insert_rows<'a>(
             summary.map(|s| s.event.as_str()),
             summary.and_then(|s| s.bot_id.as_deref()),
             state.name(),
+            file,
         ])?;
         if new == 0 {
+            bodies.remove(file.as_slice());
             continue;
         }
         let mut h = BytesMut::with_capacity(headers_len(&ev.headers));
         encode_headers(&ev.headers, &mut h);
-        body_st.execute(params![channel, sql_seq(ev.seq), &h[..], &ev.body[..]])?;
+        let inline = if file.is_some() { &[][..] } else { &ev.body[..] };
+        body_st.execute(params![channel, sql_seq(ev.seq), &h[..], inline])?;
         added += new;
     }
     Ok(added)
@@ -1219,6 +1266,35 @@ mod tests {
         assert_eq!(stored.event_type.as_deref(), Some("complete"));
         assert_eq!(stored.bot_id.as_deref(), Some("bot_big"));
         assert_eq!(j.get("c", 2).unwrap().unwrap().event_type, None);
+    }
+
+    #[test]
+    fn big_bodies_are_files_read_back_byte_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = || std::fs::read_dir(dir.path().join("journal-bodies")).unwrap().count();
+        let mut big = ev(1);
+        big.body = Bytes::from((0..BODY_FILE_MIN + 5).map(|i| (i % 241) as u8).collect::<Vec<_>>());
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            j.insert("c", &[big.clone(), ev(2)], 0).unwrap();
+            assert_eq!(files(), 1, "only the big body is a file");
+            // Journaled again (a reconnect's overlap): no second file.
+            j.insert("c", &[big.clone()], 0).unwrap();
+            assert_eq!(files(), 1);
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(files(), 1, "a referenced file survives the sweep at open");
+        let pending: Vec<Event> = j.pending("c", 10).unwrap().into_iter().map(|(e, _)| e).collect();
+        assert_eq!(pending, vec![big.clone(), ev(2)]);
+        assert_eq!(j.get("c", 1).unwrap().unwrap().event, big);
+        let all = j.query(&Query::default()).unwrap();
+        assert_eq!(all[0].event.body, big.body);
+        // Imported (`events import`) big bodies become files too.
+        let mut other = big.clone();
+        other.seq = 7;
+        j.import(&[("d".to_string(), other.clone())], 0).unwrap();
+        assert_eq!(files(), 2);
+        assert_eq!(j.get("d", 7).unwrap().unwrap().event, other);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -91,9 +92,10 @@ impl BodyFiles {
         }
     }
 
-    /// Removes the files not in `known`: written for a row that never committed (a crash, a
-    /// full disk), or left when a removal failed. Returns how many went.
-    pub fn sweep(&self, known: &HashSet<i64>) -> std::io::Result<usize> {
+    /// Removes the files not in `known` and unchanged for `min_age`: written for a row that
+    /// never committed (a crash, a full disk), or left when a removal failed. `min_age` spares
+    /// the files of another process's insert still in flight. Returns how many went.
+    pub fn sweep(&self, known: &HashSet<i64>, min_age: Duration) -> std::io::Result<usize> {
         let mut removed = 0;
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -101,7 +103,12 @@ impl BodyFiles {
             let Some(n) = name.to_str().and_then(|s| i64::from_str_radix(s, 16).ok()) else {
                 continue;
             };
-            if !known.contains(&n) {
+            let age = entry
+                .metadata()?
+                .modified()?
+                .elapsed()
+                .unwrap_or(Duration::ZERO);
+            if !known.contains(&n) && age >= min_age {
                 std::fs::remove_file(entry.path())?;
                 removed += 1;
             }
@@ -160,7 +167,12 @@ mod tests {
         assert_eq!(files.read(a).unwrap(), &big[..]);
         assert_eq!(files.read(b).unwrap(), &b"small"[..]);
         std::fs::write(dir.path().join("b").join("not-a-body"), b"x").unwrap();
-        assert_eq!(files.sweep(&HashSet::from([a])).unwrap(), 1);
+        assert_eq!(
+            files.sweep(&HashSet::new(), Duration::from_secs(60)).unwrap(),
+            0,
+            "young files are spared"
+        );
+        assert_eq!(files.sweep(&HashSet::from([a]), Duration::ZERO).unwrap(), 1);
         assert!(files.read(b).is_err());
         assert!(dir.path().join("b").join("not-a-body").exists());
         files.remove(&[a, a]);

@@ -182,7 +182,8 @@ fn sweep_body_files(conn: &Connection, bodies: &BodyFiles) -> std::io::Result<us
         .prepare("SELECT file FROM body_files")
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
         .map_err(std::io::Error::other)?;
-    bodies.sweep(&known)
+    // One relay per store directory: nothing else is writing files here.
+    bodies.sweep(&known, Duration::ZERO)
 }
 
 fn open_conn(path: &Path, write: bool) -> rusqlite::Result<Connection> {
