@@ -112,6 +112,20 @@ async fn daemon_kill9_at_random_moments_under_load() {
     relay.stop().await;
 }
 
+/// Copies `from` into `to`, subdirectories (the body files) included.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let e = entry.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir(&dest).unwrap();
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_restarted_on_a_copy_of_its_data_dir() {
     let first = tempdir();
@@ -137,11 +151,7 @@ async fn relay_restarted_on_a_copy_of_its_data_dir() {
         relay.proc.kill9().await;
         // The copy is a crash image: database, WAL and shared-memory files as they were.
         let next = tempdir();
-        let from = dirs.last().unwrap().path();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let e = entry.unwrap();
-            std::fs::copy(e.path(), next.path().join(e.file_name())).unwrap();
-        }
+        copy_dir(dirs.last().unwrap().path(), next.path());
         relay = start_relay(next.path(), &addr).await;
         dirs.push(next);
     }

@@ -386,3 +386,93 @@ async fn filtered_events_are_journaled_and_acked_but_not_delivered() {
     daemon.stop().await.unwrap();
     relay.stop().await;
 }
+
+/// Files in `dir/sub`.
+fn files_in(dir: &std::path::Path, sub: &str) -> usize {
+    std::fs::read_dir(dir.join(sub)).map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_bodies_kept_as_files_arrive_in_order_byte_identical_across_restarts() {
+    let rdir = tempdir();
+    let relay = TestRelay::start_in(rdir.path(), |c| c.max_body = 4 << 20).await;
+    let (ch, token) = relay.channel(None).await;
+    let mut handler = TestHandler::start().await;
+    // The first (big) event is refused twice: its retries run while its journal insert and
+    // its summary's parse finish beside them.
+    handler.script(&[503, 503]);
+    let jdir = tempdir();
+    let hook = handler.url("/");
+    let cfg = |relay: &TestRelay| {
+        let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &hook, jdir.path());
+        cfg.backoff.initial = std::time::Duration::from_millis(10);
+        cfg
+    };
+    let daemon = TestDaemon::start(cfg(&relay));
+    // Bodies of 1 MiB and more are files on both sides; small ones stay in SQLite.
+    let big_json = |n: usize| {
+        let words = "word ".repeat((1 << 20) / 5 + n);
+        Bytes::from(format!(
+            r#"{{"event":"complete","data":{{"bot_id":"bot_{n}","transcript":"{words}"}}}}"#
+        ))
+    };
+    let big_raw = |n: usize| {
+        Bytes::from(
+            (0..(3 << 20) + n)
+                .map(|i| (i * 13 % 256) as u8)
+                .collect::<Vec<u8>>(),
+        )
+    };
+    let small = |n: usize| Bytes::from(body_for(0, n));
+    let mut sent = vec![
+        big_json(1),
+        small(2),
+        big_raw(3),
+        small(4),
+        big_json(5),
+        small(6),
+    ];
+    for b in &sent {
+        assert_eq!(post(&relay.hook(&ch), &[], b.clone()).await.status, 200);
+    }
+    handler.wait_delivered(6).await;
+    assert_eq!(files_in(rdir.path(), "relay-bodies"), 3);
+    assert_eq!(files_in(jdir.path(), "journal-bodies"), 3);
+    // Handler down: two more are journaled as pending, then everything restarts. The daemon
+    // then reads the big one back from its journal file, the relay from its own.
+    handler.stop();
+    for b in [big_raw(7), small(8)] {
+        assert_eq!(post(&relay.hook(&ch), &[], b.clone()).await.status, 200);
+        sent.push(b);
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while files_in(jdir.path(), "journal-bodies") < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "big event never journaled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+    handler.restart().await;
+    let relay = TestRelay::start_in(rdir.path(), |c| c.max_body = 4 << 20).await;
+    let daemon = TestDaemon::start(cfg(&relay));
+    let got = handler.wait_delivered(8).await;
+    let delivered: Vec<_> = got.iter().filter(|r| r.answered == 200).collect();
+    assert_eq!(
+        delivered.iter().map(|r| r.seq()).collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<u64>>(),
+        "in seq order, once each"
+    );
+    for (r, b) in delivered.iter().zip(&sent) {
+        assert!(
+            r.body == b,
+            "seq {} byte-identical ({} bytes)",
+            r.seq(),
+            b.len()
+        );
+    }
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}

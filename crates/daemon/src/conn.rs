@@ -7,20 +7,21 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use meethook_proto::frame::{decode_event, MAX_FRAME_OVERHEAD};
-use meethook_proto::meeting::Summary;
 use meethook_proto::{ClientFrame, ErrorCode, Event, ServerFrame, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::journal::Journal;
+use crate::journal::{Journal, JournalError};
 use crate::recordings::Recorder;
+use crate::Handoff;
 use crate::{blocking, now_ms, DaemonConfig, DaemonError};
+use meethook_store::bodyfile::BODY_FILE_MIN;
 
 /// Anything a websocket can run over (TCP or TLS over TCP).
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -71,7 +72,7 @@ pub(crate) async fn run(
     cfg: Arc<DaemonConfig>,
     journal: Journal,
     recorder: Option<Arc<Recorder>>,
-    events_tx: mpsc::UnboundedSender<(Event, Option<Summary>)>,
+    events_tx: mpsc::UnboundedSender<Handoff>,
     mut delivered_rx: watch::Receiver<u64>,
     stop: CancellationToken,
 ) -> Result<(), DaemonError> {
@@ -243,7 +244,7 @@ async fn once(
     journal: &Journal,
     listener_id: &str,
     recorder: Option<&Arc<Recorder>>,
-    events_tx: &mpsc::UnboundedSender<(Event, Option<Summary>)>,
+    events_tx: &mpsc::UnboundedSender<Handoff>,
     delivered_rx: &mut watch::Receiver<u64>,
     stop: &CancellationToken,
 ) -> End {
@@ -402,15 +403,38 @@ async fn journal_batch(
     cfg: &DaemonConfig,
     batch: Vec<Event>,
     recorder: Option<&Arc<Recorder>>,
-    events_tx: &mpsc::UnboundedSender<(Event, Option<Summary>)>,
+    events_tx: &mpsc::UnboundedSender<Handoff>,
 ) -> Result<(), End> {
     let ch = cfg.channel.clone();
+    // Big bodies go to delivery as soon as this insert holds the journal, not after their
+    // files and parse: delivery outcomes still reach the journal after the insert, and the
+    // relay gets no ack before this returns (the caller sends the acks).
+    let early = batch
+        .iter()
+        .any(|e| e.body.len() >= BODY_FILE_MIN)
+        .then(|| batch.clone());
+    let (locked_tx, locked_rx) = oneshot::channel();
+    let j = journal.clone();
     // On the blocking pool: delivery (on the runtime's one thread) goes on meanwhile.
-    let journaled = blocking(journal, move |j| {
-        let summaries = j.insert(&ch, &batch, now_ms())?;
-        Ok((batch, summaries))
-    })
-    .await;
+    let insert = tokio::task::spawn_blocking(move || {
+        let summaries = j.insert_then(&ch, &batch, now_ms(), || {
+            let _ = locked_tx.send(());
+        })?;
+        Ok::<_, JournalError>((batch, summaries))
+    });
+    let mut handed = false;
+    if let Some(events) = early {
+        if locked_rx.await.is_ok() {
+            for ev in events {
+                let _ = events_tx.send((ev, None));
+            }
+            handed = true;
+        }
+    }
+    let journaled = match insert.await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("journal task failed: {e}")),
+    };
     match journaled {
         Ok((batch, summaries)) => {
             // Recordings expire: start downloading as soon as the event is safe in the journal.
@@ -420,8 +444,10 @@ async fn journal_batch(
                 }
             }
             // Bounded by the relay's window: it sends no more than that ahead of our acks.
-            for pair in batch.into_iter().zip(summaries) {
-                let _ = events_tx.send(pair);
+            if !handed {
+                for (ev, summary) in batch.into_iter().zip(summaries) {
+                    let _ = events_tx.send((ev, Some(summary)));
+                }
             }
             Ok(())
         }

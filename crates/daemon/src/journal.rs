@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use meethook_proto::frame::{decode_headers, encode_headers, headers_len, Reader};
 use meethook_proto::meeting::Summary;
 use meethook_proto::Event;
-use rusqlite::config::DbConfig;
 use meethook_store::bodyfile::{BodyFiles, BODY_FILE_MIN};
+use rusqlite::config::DbConfig;
 use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -326,10 +326,12 @@ impl Journal {
         })?;
         // Several `listen`s may share the directory: spare files young enough to belong to
         // an insert still in flight.
-        j.bodies.sweep(&known, ORPHAN_AGE).map_err(|source| JournalError::Io {
-            path: dir.join("journal-bodies"),
-            source,
-        })?;
+        j.bodies
+            .sweep(&known, ORPHAN_AGE)
+            .map_err(|source| JournalError::Io {
+                path: dir.join("journal-bodies"),
+                source,
+            })?;
         Ok(j)
     }
 
@@ -401,6 +403,18 @@ impl Journal {
         events: &[Event],
         now_ms: i64,
     ) -> Result<Vec<Option<Summary>>, JournalError> {
+        self.insert_then(channel, events, now_ms, || {})
+    }
+
+    /// [`Journal::insert`], calling `locked` once it holds the journal: whatever is written
+    /// after that (delivery outcomes) lands after these events.
+    pub fn insert_then(
+        &self,
+        channel: &str,
+        events: &[Event],
+        now_ms: i64,
+        locked: impl FnOnce(),
+    ) -> Result<Vec<Option<Summary>>, JournalError> {
         let parse =
             || -> Vec<Option<Summary>> { events.iter().map(|e| Summary::parse(&e.body)).collect() };
         let big = events.iter().map(|e| e.body.len()).sum::<usize>() >= PARSE_APART;
@@ -413,6 +427,7 @@ impl Journal {
                 (Some(parse()), None)
             };
             self.with(|c| {
+                locked();
                 let tx = c.transaction()?;
                 let rows = events.iter().enumerate().map(|(i, e)| {
                     let s = early.as_ref().and_then(|s| s[i].as_ref());
@@ -882,7 +897,9 @@ impl Journal {
                 "SELECT {STORED_COLUMNS} FROM events JOIN bodies USING (channel, seq)
                  WHERE channel = ?1 AND seq = ?2"
             ))?
-            .query_row(params![channel, sql_seq(seq)], |r| row_stored(r, &self.bodies))
+            .query_row(params![channel, sql_seq(seq)], |r| {
+                row_stored(r, &self.bodies)
+            })
             .optional()
         })
     }
@@ -980,7 +997,11 @@ fn insert_rows<'a>(
         }
         let mut h = BytesMut::with_capacity(headers_len(&ev.headers));
         encode_headers(&ev.headers, &mut h);
-        let inline = if file.is_some() { &[][..] } else { &ev.body[..] };
+        let inline = if file.is_some() {
+            &[][..]
+        } else {
+            &ev.body[..]
+        };
         body_st.execute(params![channel, sql_seq(ev.seq), &h[..], inline])?;
         added += new;
     }
@@ -1271,9 +1292,17 @@ mod tests {
     #[test]
     fn big_bodies_are_files_read_back_byte_identical() {
         let dir = tempfile::tempdir().unwrap();
-        let files = || std::fs::read_dir(dir.path().join("journal-bodies")).unwrap().count();
+        let files = || {
+            std::fs::read_dir(dir.path().join("journal-bodies"))
+                .unwrap()
+                .count()
+        };
         let mut big = ev(1);
-        big.body = Bytes::from((0..BODY_FILE_MIN + 5).map(|i| (i % 241) as u8).collect::<Vec<_>>());
+        big.body = Bytes::from(
+            (0..BODY_FILE_MIN + 5)
+                .map(|i| (i % 241) as u8)
+                .collect::<Vec<_>>(),
+        );
         {
             let j = Journal::open(dir.path()).unwrap();
             j.insert("c", &[big.clone(), ev(2)], 0).unwrap();
@@ -1284,7 +1313,12 @@ mod tests {
         }
         let j = Journal::open(dir.path()).unwrap();
         assert_eq!(files(), 1, "a referenced file survives the sweep at open");
-        let pending: Vec<Event> = j.pending("c", 10).unwrap().into_iter().map(|(e, _)| e).collect();
+        let pending: Vec<Event> = j
+            .pending("c", 10)
+            .unwrap()
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect();
         assert_eq!(pending, vec![big.clone(), ev(2)]);
         assert_eq!(j.get("c", 1).unwrap().unwrap().event, big);
         let all = j.query(&Query::default()).unwrap();

@@ -28,6 +28,7 @@ use std::collections::VecDeque;
 
 use meethook_proto::meeting::Summary;
 use meethook_proto::Event;
+use meethook_store::bodyfile::BODY_FILE_MIN;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -245,6 +246,10 @@ struct Settler<'a> {
     writing: Option<(Writing, usize)>,
 }
 
+/// An event on its way from the connection to delivery, with its summary once parsed
+/// (`None`: not parsed yet).
+type Handoff = (Event, Option<Option<Summary>>);
+
 type Writing = tokio::task::JoinHandle<(Vec<Record>, Result<(), JournalError>)>;
 
 /// Most outcomes written to the journal in one transaction.
@@ -369,7 +374,7 @@ async fn deliver_loop(
     journal: &Journal,
     log: OutcomeLog,
     fwd: &Forwarder,
-    incoming: mpsc::UnboundedReceiver<(Event, Option<Summary>)>,
+    incoming: mpsc::UnboundedReceiver<Handoff>,
     delivered: watch::Sender<u64>,
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
@@ -398,7 +403,7 @@ async fn deliver(
     cfg: &DaemonConfig,
     settler: &mut Settler<'_>,
     fwd: &Forwarder,
-    mut incoming: mpsc::UnboundedReceiver<(Event, Option<Summary>)>,
+    mut incoming: mpsc::UnboundedReceiver<Handoff>,
     delivered: watch::Sender<u64>,
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
@@ -433,7 +438,7 @@ async fn deliver(
                     }
                 };
                 match next {
-                    Some((ev, summary)) => (ev, 0, Some(summary)),
+                    Some((ev, summary)) => (ev, 0, summary),
                     // The connection task is gone; wait for the stop it triggered.
                     None => {
                         stop.cancelled().await;
@@ -447,7 +452,19 @@ async fn deliver(
             continue;
         }
         last = ev.seq;
-        let summary = parsed.unwrap_or_else(|| Summary::parse(&ev.body));
+        // A big body handed over before the journal parsed it is parsed beside its first
+        // send, unless a filter needs its summary first.
+        let filtering = !cfg.events.is_empty() || !cfg.bots.is_empty();
+        let mut later = None;
+        let mut summary = match parsed {
+            Some(summary) => summary,
+            None if !filtering && ev.body.len() >= BODY_FILE_MIN => {
+                let body = ev.body.clone();
+                later = Some(tokio::task::spawn_blocking(move || Summary::parse(&body)));
+                None
+            }
+            None => Summary::parse(&ev.body),
+        };
         if !wanted(cfg, summary.as_ref()) {
             printer.print(&ev, summary.as_ref(), Line::Skipped);
             let r = Record {
@@ -466,6 +483,9 @@ async fn deliver(
             attempts += 1;
             let started_at_ms = now_ms();
             let outcome = fwd.send(&ev, attempts, false).await;
+            if let Some(parsing) = later.take() {
+                summary = parsing.await.unwrap_or(None);
+            }
             let verdict = outcome.verdict();
             let out_of_attempts = cfg.max_attempts > 0 && attempts >= cfg.max_attempts;
             let state = match verdict {

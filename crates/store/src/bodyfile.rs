@@ -168,7 +168,9 @@ mod tests {
         assert_eq!(files.read(b).unwrap(), &b"small"[..]);
         std::fs::write(dir.path().join("b").join("not-a-body"), b"x").unwrap();
         assert_eq!(
-            files.sweep(&HashSet::new(), Duration::from_secs(60)).unwrap(),
+            files
+                .sweep(&HashSet::new(), Duration::from_secs(60))
+                .unwrap(),
             0,
             "young files are spared"
         );
