@@ -343,7 +343,13 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Each channel's number and head as the writer last committed them: an append then costs
+/// one insert, and a batch one head update per channel. The writer is the only one to change
+/// heads; it forgets them all before any other write and after a failed commit.
+type Heads = HashMap<String, (i64, u64)>;
+
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier) {
+    let mut heads = Heads::new();
     let mut pending: Option<Op> = None;
     // Ops in the previous commit: with several concurrent senders, waiting a moment for as
     // many again saves fsyncs (a sender arriving just after a commit started would otherwise
@@ -358,6 +364,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier
             },
         };
         if let Op::Control(f) = first {
+            heads.clear();
             f(&mut conn);
             checkpoint_if_due(&conn);
             continue;
@@ -393,7 +400,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier
             .iter()
             .filter(|op| matches!(op, Op::Append { .. }))
             .count();
-        commit_batch(&mut conn, batch, notifier);
+        commit_batch(&mut conn, batch, notifier, &mut heads);
         checkpoint_if_due(&conn);
     }
 }
@@ -404,14 +411,15 @@ enum Done {
     Ack(Reply<()>, Result<()>),
 }
 
-fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
+fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier, heads: &mut Heads) {
     let mut done = Vec::with_capacity(batch.len());
+    // Channels whose head this batch moves.
+    let mut moved: Vec<String> = Vec::new();
     let result = (|| -> rusqlite::Result<()> {
         let tx = conn.transaction()?;
         {
-            let mut bump = tx.prepare_cached(
-                "UPDATE channels SET head_seq = head_seq + 1 WHERE id = ?1 RETURNING head_seq, num",
-            )?;
+            let mut lookup =
+                tx.prepare_cached("SELECT num, head_seq FROM channels WHERE id = ?1")?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (id, received_at, method, path, headers, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -432,20 +440,35 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
                         body_file,
                         reply,
                     } => {
-                        let bumped: Option<(i64, i64)> = bump
-                            .query_row(params![channel], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()?;
-                        let (res, stored) = match bumped {
+                        let head = match heads.get_mut(&channel) {
+                            Some(h) => Some(h),
+                            None => {
+                                let found: Option<(i64, i64)> = lookup
+                                    .query_row(params![channel], |r| Ok((r.get(0)?, r.get(1)?)))
+                                    .optional()?;
+                                found.map(|(num, head)| {
+                                    heads.entry(channel.clone()).or_insert((num, head as u64))
+                                })
+                            }
+                        };
+                        let (res, stored) = match head {
                             None => (Err(StoreError::NotFound), None),
-                            Some((seq, num)) => {
-                                if seq as u64 > MAX_SEQ {
+                            Some((num, head)) => {
+                                let (num, seq) = (*num, *head + 1);
+                                if seq > MAX_SEQ {
                                     // About 10^12 events on one channel: refuse the batch
                                     // rather than leave a gap.
-                                    return Err(rusqlite::Error::IntegralValueOutOfRange(0, seq));
+                                    return Err(rusqlite::Error::IntegralValueOutOfRange(
+                                        0, seq as i64,
+                                    ));
+                                }
+                                *head = seq;
+                                if !moved.contains(&channel) {
+                                    moved.push(channel.clone());
                                 }
                                 let mut h = BytesMut::with_capacity(headers_len(&event.headers));
                                 encode_headers(&event.headers, &mut h);
-                                let id = event_id(num, seq as u64);
+                                let id = event_id(num, seq);
                                 let inline = match body_file {
                                     Some(n) => {
                                         file.execute(params![id, n])?;
@@ -462,14 +485,14 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
                                     inline,
                                 ])?;
                                 let stored = Event {
-                                    seq: seq as u64,
+                                    seq,
                                     received_at_ms: event.received_at_ms,
                                     method: event.method,
                                     path: event.path,
                                     headers: event.headers,
                                     body: event.body,
                                 };
-                                (Ok(seq as u64), Some(stored))
+                                (Ok(seq), Some(stored))
                             }
                         };
                         done.push(Done::Append(reply, res, channel, stored));
@@ -487,9 +510,18 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier) {
                     Op::Control(_) => unreachable!("control ops never join a batch"),
                 }
             }
+            let mut set_head =
+                tx.prepare_cached("UPDATE channels SET head_seq = ?2 WHERE id = ?1")?;
+            for channel in &moved {
+                set_head.execute(params![channel, heads[channel].1 as i64])?;
+            }
         }
         tx.commit()
     })();
+    if result.is_err() {
+        // The heads moved in the rolled-back transaction.
+        heads.clear();
+    }
     match result {
         Ok(()) => {
             // Seqs ascend within a batch, so each channel's events are in order.
