@@ -121,10 +121,10 @@ impl BodyFiles {
 /// ~20 ms on the development VM against ~6 ms in pieces). With `writeback`, each piece's
 /// writeback starts at once, so the final fsync waits for about one piece (16 MiB: ~9 ms
 /// in all instead of ~30).
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
 fn write_pieces(f: &mut std::fs::File, body: &[u8], writeback: bool) -> std::io::Result<()> {
     const PIECE: usize = 1 << 20;
-    let mut off = 0u64;
-    for piece in body.chunks(PIECE) {
+    for (i, piece) in body.chunks(PIECE).enumerate() {
         f.write_all(piece)?;
         // DONTNEED starts writeback of the dirty range (and then lets the cache drop it:
         // whoever needs the body soon holds it in memory).
@@ -132,14 +132,12 @@ fn write_pieces(f: &mut std::fs::File, body: &[u8], writeback: bool) -> std::io:
         if writeback {
             rustix::fs::fadvise(
                 &*f,
-                off,
+                (i * PIECE) as u64,
                 std::num::NonZeroU64::new(piece.len() as u64),
                 rustix::fs::Advice::DontNeed,
             )?;
         }
-        off += piece.len() as u64;
     }
-    let _ = (off, writeback);
     Ok(())
 }
 
