@@ -33,6 +33,10 @@ impl BodyFiles {
         }
         #[cfg(not(unix))]
         std::fs::create_dir_all(&dir)?;
+        // The directory's own entry, durable before any file in it is relied on.
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
         Ok(BodyFiles { dir })
     }
 
@@ -94,23 +98,37 @@ impl BodyFiles {
 
     /// Removes the files not in `known` and unchanged for `min_age`: written for a row that
     /// never committed (a crash, a full disk), or left when a removal failed. `min_age` spares
-    /// the files of another process's insert still in flight. Returns how many went.
+    /// the files of an insert still in flight. Returns how many went; a file it cannot look
+    /// at or remove is logged and left (another process may have swept it first).
     pub fn sweep(&self, known: &HashSet<i64>, min_age: Duration) -> std::io::Result<usize> {
         let mut removed = 0;
         for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
+            let Ok(entry) = entry else { continue };
             let name = entry.file_name();
             let Some(n) = name.to_str().and_then(|s| i64::from_str_radix(s, 16).ok()) else {
                 continue;
             };
-            let age = entry
-                .metadata()?
-                .modified()?
-                .elapsed()
-                .unwrap_or(Duration::ZERO);
-            if !known.contains(&n) && age >= min_age {
-                std::fs::remove_file(entry.path())?;
-                removed += 1;
+            if known.contains(&n) {
+                continue;
+            }
+            let old_enough = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or(Duration::ZERO) >= min_age);
+            let gone = old_enough.and_then(|old| {
+                if old {
+                    std::fs::remove_file(entry.path()).map(|()| true)
+                } else {
+                    Ok(false)
+                }
+            });
+            match gone {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %entry.path().display(), "could not sweep a body file");
+                }
             }
         }
         Ok(removed)

@@ -114,6 +114,8 @@ const GATHER: Duration = Duration::from_micros(100);
 /// WAL pages that make the writer checkpoint (SQLite's automatic threshold). A short WAL is
 /// rewritten in place, which keeps each commit's fsync from also growing the file.
 const CHECKPOINT_PAGES: i32 = 1000;
+/// Age past which a body file no row refers to is removed by a prune.
+const ORPHAN_AGE: Duration = Duration::from_secs(600);
 /// Read connections kept open.
 const READ_POOL: usize = 8;
 
@@ -146,6 +148,9 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    /// Held (flock) while the store is open: the writer's in-memory heads and the body-file
+    /// sweep assume no other relay writes this directory.
+    _lock: std::fs::File,
     bodies: BodyFiles,
     writer: Mutex<mpsc::Sender<Op>>,
     readers: Mutex<Vec<Connection>>,
@@ -174,6 +179,20 @@ fn prepare_files(dir: &Path, file: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir)?;
     Ok(())
+}
+
+/// Locks the store file against a second relay on the same directory.
+fn lock_store(path: &Path) -> Result<std::fs::File> {
+    let f = std::fs::File::open(path).map_err(StoreError::unavailable)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::unavailable(std::io::Error::other(format!(
+            "another meethook relay is using {} (it is locked); stop it, or give this relay its own --data \
+             (several relays share PostgreSQL: --store postgres://…)",
+            path.display()
+        )))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::unavailable(e)),
+    }
 }
 
 /// Removes body files no row refers to (see [`BodyFiles::sweep`]).
@@ -218,6 +237,7 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> std::result::Result<SqliteStore, StoreError> {
         let path = dir.join("relay.sqlite");
         prepare_files(dir, &path).map_err(StoreError::unavailable)?;
+        let lock = lock_store(&path)?;
         let mut conn = open_conn(&path, true).map_err(unavailable)?;
         migrate(&mut conn).map_err(unavailable)?;
         let bodies = BodyFiles::open(dir.join("relay-bodies")).map_err(StoreError::unavailable)?;
@@ -238,6 +258,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
+                _lock: lock,
                 bodies,
                 writer: Mutex::new(tx),
                 readers: Mutex::new(Vec::new()),
@@ -370,7 +391,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier
             continue;
         }
         let mut bytes = match &first {
-            Op::Append { event, .. } => event.body.len(),
+            Op::Append { event, .. } => inline_len(event.body.len()),
             _ => 0,
         };
         let mut batch = vec![first];
@@ -389,7 +410,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier
                 }
                 Ok(op) => {
                     if let Op::Append { event, .. } = &op {
-                        bytes += event.body.len();
+                        bytes += inline_len(event.body.len());
                     }
                     batch.push(op);
                 }
@@ -402,6 +423,15 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier
             .count();
         commit_batch(&mut conn, batch, notifier, &mut heads);
         checkpoint_if_due(&conn);
+    }
+}
+
+/// Body bytes an append adds to its commit (none when the body is a file).
+fn inline_len(len: usize) -> usize {
+    if len >= BODY_FILE_MIN {
+        0
+    } else {
+        len
     }
 }
 
@@ -853,6 +883,15 @@ impl Store for SqliteStore {
             .map_err(unavailable)?;
             tx.commit().map_err(unavailable)?;
             bodies.remove(&files);
+            // Files of appends that never committed while this relay ran (a request dropped
+            // mid-write, a batch that failed before reaching them); young ones may be in flight.
+            let known = c
+                .prepare_cached("SELECT file FROM body_files")
+                .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+                .map_err(unavailable)?;
+            if let Err(e) = bodies.sweep(&known, ORPHAN_AGE) {
+                tracing::warn!(error = %e, "could not sweep body files");
+            }
             Ok(n)
         })
         .await

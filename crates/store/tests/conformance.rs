@@ -546,6 +546,16 @@ async fn sqlite_big_bodies_live_in_files_that_go_with_their_events() {
 }
 
 #[test]
+fn a_second_relay_on_the_same_sqlite_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SqliteStore::open(dir.path()).unwrap();
+    let err = SqliteStore::open(dir.path()).err().expect("refused");
+    assert!(err.to_string().contains("another meethook relay"), "{err}");
+    drop(first);
+    SqliteStore::open(dir.path()).expect("free again once the first is closed");
+}
+
+#[test]
 fn a_sqlite_store_from_a_newer_meethook_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     rusqlite::Connection::open(dir.path().join("relay.sqlite"))
