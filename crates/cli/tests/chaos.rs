@@ -328,3 +328,47 @@ async fn daemon_disk_full_stops_acking_and_recovers() {
     daemon.stop().await.unwrap();
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_disk_full_on_big_bodies_redelivers_in_order_and_settles_all() {
+    let Some(disk) = Tmpfs::mount("4m") else {
+        println!("chaos: fault=daemon-disk-full-big skipped (mounting a tmpfs needs root)");
+        return;
+    };
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch,
+        &token,
+        &handler.url("/"),
+        disk.path(),
+    ));
+    // 1.5 MiB bodies are body files, handed to delivery before their insert commits; the
+    // third file does not fit, so an event is delivered whose insert then fails.
+    let load = senders(
+        relay.hook(&ch),
+        1,
+        6,
+        1536 << 10,
+        Arc::new(AtomicBool::new(false)),
+    );
+    let acked = collect(load).await;
+    handler
+        .wait_until("the journal to fill", |log| log.len() >= 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        handler.received().len() < 6,
+        "delivery stalled on a full disk"
+    );
+    disk.resize("64m");
+    let got = wait_all(&handler, &acked).await;
+    verify(&acked, &got).assert_promise("daemon-disk-full-big", 1);
+    daemon.stop().await.unwrap();
+    // Every event settled in the journal: none left pending to be delivered again later.
+    let journal = meethook_daemon::journal::Journal::open(disk.path()).unwrap();
+    assert_eq!(journal.pending(&ch, 100).unwrap().len(), 0);
+    relay.stop().await;
+}

@@ -392,6 +392,19 @@ fn files_in(dir: &std::path::Path, sub: &str) -> usize {
     std::fs::read_dir(dir.join(sub)).map_or(0, |d| d.count())
 }
 
+/// Waits until `dir/sub` holds `n` files.
+async fn wait_files(dir: &std::path::Path, sub: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while files_in(dir, sub) != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sub}: {} files, not {n}",
+            files_in(dir, sub)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_bodies_kept_as_files_arrive_in_order_byte_identical_across_restarts() {
     let rdir = tempdir();
@@ -437,7 +450,8 @@ async fn big_bodies_kept_as_files_arrive_in_order_byte_identical_across_restarts
     }
     handler.wait_delivered(6).await;
     assert_eq!(files_in(rdir.path(), "relay-bodies"), 3);
-    assert_eq!(files_in(jdir.path(), "journal-bodies"), 3);
+    // Delivery may finish before the journal's last file is written (early hand-off).
+    wait_files(jdir.path(), "journal-bodies", 3).await;
     // Handler down: two more are journaled as pending, then everything restarts. The daemon
     // then reads the big one back from its journal file, the relay from its own.
     handler.stop();
@@ -445,14 +459,7 @@ async fn big_bodies_kept_as_files_arrive_in_order_byte_identical_across_restarts
         assert_eq!(post(&relay.hook(&ch), &[], b.clone()).await.status, 200);
         sent.push(b);
     }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while files_in(jdir.path(), "journal-bodies") < 4 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "big event never journaled"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_files(jdir.path(), "journal-bodies", 4).await;
     daemon.stop().await.unwrap();
     relay.stop().await;
     handler.restart().await;

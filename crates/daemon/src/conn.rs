@@ -409,10 +409,12 @@ async fn journal_batch(
     // Big bodies go to delivery as soon as this insert holds the journal, not after their
     // files and parse: delivery outcomes still reach the journal after the insert, and the
     // relay gets no ack before this returns (the caller sends the acks).
-    let early = batch
-        .iter()
-        .any(|e| e.body.len() >= BODY_FILE_MIN)
-        .then(|| batch.clone());
+    // With a filter, delivery needs the summary first: no head start to win. After a failed
+    // insert (a full disk) none either, or each resend would be delivered again.
+    let filtering = !cfg.events.is_empty() || !cfg.bots.is_empty();
+    let big = batch.iter().any(|e| e.body.len() >= BODY_FILE_MIN);
+    let early = (big && !filtering && !journal.failing()).then(|| batch.clone());
+    let (journaled_tx, journaled_rx) = watch::channel(None);
     let (locked_tx, locked_rx) = oneshot::channel();
     let j = journal.clone();
     // On the blocking pool: delivery (on the runtime's one thread) goes on meanwhile.
@@ -426,7 +428,7 @@ async fn journal_batch(
     if let Some(events) = early {
         if locked_rx.await.is_ok() {
             for ev in events {
-                let _ = events_tx.send((ev, None));
+                let _ = events_tx.send((ev, None, Some(journaled_rx.clone())));
             }
             handed = true;
         }
@@ -435,6 +437,7 @@ async fn journal_batch(
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(format!("journal task failed: {e}")),
     };
+    journaled_tx.send_replace(Some(journaled.is_ok()));
     match journaled {
         Ok((batch, summaries)) => {
             // Recordings expire: start downloading as soon as the event is safe in the journal.
@@ -446,7 +449,7 @@ async fn journal_batch(
             // Bounded by the relay's window: it sends no more than that ahead of our acks.
             if !handed {
                 for (ev, summary) in batch.into_iter().zip(summaries) {
-                    let _ = events_tx.send((ev, Some(summary)));
+                    let _ = events_tx.send((ev, Some(summary), None));
                 }
             }
             Ok(())

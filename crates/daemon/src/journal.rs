@@ -217,6 +217,8 @@ pub struct Journal {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     bodies: BodyFiles,
+    /// Whether the last insert failed (a full disk): no early hand-off until one succeeds.
+    failing: Arc<AtomicBool>,
     checkpoints: Arc<Checkpoints>,
 }
 
@@ -305,6 +307,7 @@ impl Journal {
             })?)),
             path,
             bodies: BodyFiles::open(dir.join("journal-bodies")).map_err(io_err)?,
+            failing: Arc::default(),
             checkpoints: Arc::default(),
         };
         j.with(|c| {
@@ -456,9 +459,16 @@ impl Journal {
                 tx.commit()?;
                 Ok(summaries)
             })
-        })?;
+        });
+        self.failing.store(summaries.is_err(), Ordering::Relaxed);
+        let summaries = summaries?;
         self.checkpoints.after_commit(&self.path);
         Ok(summaries)
+    }
+
+    /// Whether the last insert failed (until one succeeds).
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// The lowest pending events of `channel` (with their attempt counts), in seq order.
@@ -970,10 +980,11 @@ fn insert_rows<'a>(
     )?;
     let mut added = 0;
     for (channel, ev, summary) in events {
-        // Not fsync'd, like the journal's commits (`synchronous=NORMAL`): safe from kill -9.
+        // fsync'd, unlike the journal's commits: a checkpoint makes the row durable, and a
+        // row must never outlive its body. Big events are delivered while this runs.
         let file = if ev.body.len() >= BODY_FILE_MIN {
             let n = bodies
-                .write(&ev.body, false)
+                .write(&ev.body, true)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             Some(n)
         } else {

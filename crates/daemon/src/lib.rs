@@ -247,8 +247,20 @@ struct Settler<'a> {
 }
 
 /// An event on its way from the connection to delivery, with its summary once parsed
-/// (`None`: not parsed yet).
-type Handoff = (Event, Option<Option<Summary>>);
+/// (`None`: not parsed yet) and, when handed over before its journal insert committed,
+/// where that insert's outcome will show.
+type Handoff = (Event, Option<Option<Summary>>, Option<Journaled>);
+
+/// Whether an early-handed batch's journal insert committed (`None` while it runs).
+type Journaled = watch::Receiver<Option<bool>>;
+
+/// Waits for an early-handed event's journal insert; false when it failed (or was dropped).
+async fn committed(mut journaled: Journaled) -> bool {
+    matches!(
+        journaled.wait_for(Option::is_some).await.map(|v| *v),
+        Ok(Some(true))
+    )
+}
 
 type Writing = tokio::task::JoinHandle<(Vec<Record>, Result<(), JournalError>)>;
 
@@ -418,9 +430,9 @@ async fn deliver(
             .await?
             .into();
     let mut last = 0u64;
-    loop {
-        let (ev, mut attempts, parsed) = match queue.pop_front() {
-            Some((ev, attempts)) => (ev, attempts, None),
+    'events: loop {
+        let (ev, mut attempts, parsed, mut journaled) = match queue.pop_front() {
+            Some((ev, attempts)) => (ev, attempts, None, None),
             None => {
                 // Nothing waiting: outcomes go to the journal once the lull lasts (they are
                 // safe in the outcome log already), not after every event of a slow trickle.
@@ -438,7 +450,7 @@ async fn deliver(
                     }
                 };
                 match next {
-                    Some((ev, summary)) => (ev, 0, summary),
+                    Some((ev, summary, journaled)) => (ev, 0, summary, journaled),
                     // The connection task is gone; wait for the stop it triggered.
                     None => {
                         stop.cancelled().await;
@@ -449,6 +461,13 @@ async fn deliver(
         };
         // The journal and the connection can both hand over the same event at start-up.
         if ev.seq <= last {
+            continue;
+        }
+        // The rest of a batch whose journal insert failed: the relay sends it again.
+        if journaled
+            .as_ref()
+            .is_some_and(|j| *j.borrow() == Some(false))
+        {
             continue;
         }
         last = ev.seq;
@@ -523,6 +542,17 @@ async fn deliver(
                 attempt: Some(attempt),
                 state,
             };
+            // Handed over early: its outcome may only be recorded once the event is journaled.
+            if let Some(j) = journaled.take() {
+                if !committed(j).await {
+                    tracing::warn!(
+                        seq = ev.seq,
+                        "the journal could not store this event; it is delivered again when the relay resends it"
+                    );
+                    last = ev.seq - 1;
+                    continue 'events;
+                }
+            }
             if !settler.settle(r, stop).await? {
                 return Ok(());
             }
