@@ -80,9 +80,17 @@ impl BodyFiles {
 
     /// The body in file `n`.
     pub fn read(&self, n: i64) -> std::io::Result<Bytes> {
-        std::fs::read(self.path(n))
-            .map(Bytes::from)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("body file {n:016x}: {e}")))
+        let path = self.path(n);
+        std::fs::read(&path).map(Bytes::from).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot read body file {}: {e} (restore the directory from the backup that \
+                     holds its database)",
+                    path.display()
+                ),
+            )
+        })
     }
 
     /// Removes files `ns` (a failure only leaves a file for the next [`BodyFiles::sweep`]).

@@ -65,8 +65,9 @@ pub enum StoreError {
     #[error("channel already exists")]
     Conflict,
     /// The store cannot write or read right now (disk full, I/O error, database down).
+    /// The cause is in the message, not chained: printed with its chain it showed twice.
     #[error("store unavailable: {0}")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl StoreError {
