@@ -288,11 +288,20 @@ async fn relay_disk_full_answers_503_and_recovers() {
     relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemon_disk_full_stops_acking_and_recovers() {
-    let Some(disk) = Tmpfs::mount("1m") else {
-        println!("chaos: fault=daemon-disk-full skipped (mounting a tmpfs needs root)");
-        return;
+/// A listener whose journal lives on a tmpfs of `size`: one sender posts `n` bodies of
+/// `body` bytes, delivery stalls once the disk is full (after at least `first`), the disk
+/// grows, and everything arrives. Returns the disk (stopped daemon's journal) and channel,
+/// or `None` when a tmpfs cannot be mounted.
+async fn daemon_disk_full(
+    fault: &str,
+    size: &str,
+    n: usize,
+    body: usize,
+    first: usize,
+) -> Option<(Tmpfs, String)> {
+    let Some(disk) = Tmpfs::mount(size) else {
+        println!("chaos: fault={fault} skipped (mounting a tmpfs needs root)");
+        return None;
     };
     let relay = TestRelay::start().await;
     let (ch, token) = relay.channel(None).await;
@@ -307,68 +316,43 @@ async fn daemon_disk_full_stops_acking_and_recovers() {
     let load = senders(
         relay.hook(&ch),
         1,
-        40,
-        64 << 10,
+        n,
+        body,
         Arc::new(AtomicBool::new(false)),
     );
     let acked = collect(load).await;
-    // 40 × 64 KiB cannot fit in 1 MiB: the journal fills and the daemon stops taking events.
     handler
-        .wait_until("the journal to fill", |log| !log.is_empty())
+        .wait_until("the journal to fill", |log| log.len() >= first)
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = handler.received().len();
     assert!(
-        before < 40,
+        before < n,
         "delivery stalled on a full journal ({before} delivered)"
     );
     disk.resize("64m");
     let got = wait_all(&handler, &acked).await;
-    verify(&acked, &got).assert_promise("daemon-disk-full", 1);
+    verify(&acked, &got).assert_promise(fault, 1);
     daemon.stop().await.unwrap();
     relay.stop().await;
+    Some((disk, ch))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_disk_full_stops_acking_and_recovers() {
+    // 40 × 64 KiB cannot fit in 1 MiB: the journal fills and the daemon stops taking events.
+    daemon_disk_full("daemon-disk-full", "1m", 40, 64 << 10, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_disk_full_on_big_bodies_redelivers_in_order_and_settles_all() {
-    let Some(disk) = Tmpfs::mount("4m") else {
-        println!("chaos: fault=daemon-disk-full-big skipped (mounting a tmpfs needs root)");
-        return;
-    };
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        disk.path(),
-    ));
     // 1.5 MiB bodies are body files, handed to delivery before their insert commits; the
     // third file does not fit, so an event is delivered whose insert then fails.
-    let load = senders(
-        relay.hook(&ch),
-        1,
-        6,
-        1536 << 10,
-        Arc::new(AtomicBool::new(false)),
-    );
-    let acked = collect(load).await;
-    handler
-        .wait_until("the journal to fill", |log| log.len() >= 2)
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        handler.received().len() < 6,
-        "delivery stalled on a full disk"
-    );
-    disk.resize("64m");
-    let got = wait_all(&handler, &acked).await;
-    verify(&acked, &got).assert_promise("daemon-disk-full-big", 1);
-    daemon.stop().await.unwrap();
+    let Some((disk, ch)) = daemon_disk_full("daemon-disk-full-big", "4m", 6, 1536 << 10, 2).await
+    else {
+        return;
+    };
     // Every event settled in the journal: none left pending to be delivered again later.
     let journal = meethook_daemon::journal::Journal::open(disk.path()).unwrap();
     assert_eq!(journal.pending(&ch, 100).unwrap().len(), 0);
-    relay.stop().await;
 }

@@ -411,9 +411,8 @@ async fn journal_batch(
     // relay gets no ack before this returns (the caller sends the acks).
     // With a filter, delivery needs the summary first: no head start to win. After a failed
     // insert (a full disk) none either, or each resend would be delivered again.
-    let filtering = !cfg.events.is_empty() || !cfg.bots.is_empty();
     let big = batch.iter().any(|e| e.body.len() >= BODY_FILE_MIN);
-    let early = (big && !filtering && !journal.failing()).then(|| batch.clone());
+    let early = (big && !cfg.filtering() && !journal.failing()).then(|| batch.clone());
     let (journaled_tx, journaled_rx) = watch::channel(None);
     let (locked_tx, locked_rx) = oneshot::channel();
     let j = journal.clone();

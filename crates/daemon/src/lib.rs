@@ -82,6 +82,11 @@ pub struct DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// Whether `--events` or `--bot` filters events (delivery then needs each summary first).
+    fn filtering(&self) -> bool {
+        !self.events.is_empty() || !self.bots.is_empty()
+    }
+
     /// A config with the contract's defaults for everything but the four required settings.
     pub fn new(relay: &str, channel: &str, token: &str, forward_to: &str) -> Self {
         DaemonConfig {
@@ -473,11 +478,10 @@ async fn deliver(
         last = ev.seq;
         // A big body handed over before the journal parsed it is parsed beside its first
         // send, unless a filter needs its summary first.
-        let filtering = !cfg.events.is_empty() || !cfg.bots.is_empty();
         let mut later = None;
         let mut summary = match parsed {
             Some(summary) => summary,
-            None if !filtering && ev.body.len() >= BODY_FILE_MIN => {
+            None if !cfg.filtering() && ev.body.len() >= BODY_FILE_MIN => {
                 let body = ev.body.clone();
                 later = Some(tokio::task::spawn_blocking(move || Summary::parse(&body)));
                 None

@@ -61,23 +61,20 @@ CREATE TABLE IF NOT EXISTS listeners (
 );
 ";
 
-/// From version 1 (events keyed by channel id and seq, with an index on arrival time).
-const MIGRATE_1_TO_2: &str = "
+/// From version 1 (events keyed by channel id and seq, with an index on arrival time), before
+/// [`SCHEMA`] creates the new tables: numbers the channels and sets the old events aside.
+const MIGRATE_1_SET_ASIDE: &str = "
 ALTER TABLE channels ADD COLUMN num INTEGER;
 UPDATE channels SET num = rowid;
-CREATE TABLE events_v2 (
-    id INTEGER PRIMARY KEY,
-    received_at INTEGER NOT NULL,
-    method TEXT NOT NULL,
-    path TEXT NOT NULL,
-    headers BLOB NOT NULL,
-    body BLOB NOT NULL
-);
-INSERT INTO events_v2 (id, received_at, method, path, headers, body)
+ALTER TABLE events RENAME TO events_v1;
+";
+
+/// From version 1, after [`SCHEMA`]: moves the old events into the new `events`.
+const MIGRATE_1_MOVE: &str = "
+INSERT INTO events (id, received_at, method, path, headers, body)
     SELECT (c.num << 40) | e.seq, e.received_at, e.method, e.path, e.headers, e.body
-    FROM events e JOIN channels c ON c.id = e.channel_id ORDER BY c.num, e.seq;
-DROP TABLE events;
-ALTER TABLE events_v2 RENAME TO events;
+    FROM events_v1 e JOIN channels c ON c.id = e.channel_id ORDER BY c.num, e.seq;
+DROP TABLE events_v1;
 ";
 
 /// Bits of an event id that hold its seq.
@@ -195,14 +192,17 @@ fn lock_store(path: &Path) -> Result<std::fs::File> {
     }
 }
 
-/// Removes body files no row refers to (see [`BodyFiles::sweep`]).
-fn sweep_body_files(conn: &Connection, bodies: &BodyFiles) -> std::io::Result<usize> {
+/// Removes body files no row refers to, unchanged for `min_age` (see [`BodyFiles::sweep`]).
+fn sweep_body_files(
+    conn: &Connection,
+    bodies: &BodyFiles,
+    min_age: Duration,
+) -> std::io::Result<usize> {
     let known: std::collections::HashSet<i64> = conn
-        .prepare("SELECT file FROM body_files")
+        .prepare_cached("SELECT file FROM body_files")
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
         .map_err(std::io::Error::other)?;
-    // One relay per store directory: nothing else is writing files here.
-    bodies.sweep(&known, Duration::ZERO)
+    bodies.sweep(&known, min_age)
 }
 
 fn open_conn(path: &Path, write: bool) -> rusqlite::Result<Connection> {
@@ -241,7 +241,9 @@ impl SqliteStore {
         let mut conn = open_conn(&path, true).map_err(unavailable)?;
         migrate(&mut conn).map_err(unavailable)?;
         let bodies = BodyFiles::open(dir.join("relay-bodies")).map_err(StoreError::unavailable)?;
-        let swept = sweep_body_files(&conn, &bodies).map_err(StoreError::unavailable)?;
+        // At open the lock is held: no append of this directory is in flight.
+        let swept =
+            sweep_body_files(&conn, &bodies, Duration::ZERO).map_err(StoreError::unavailable)?;
         if swept > 0 {
             tracing::info!(
                 files = swept,
@@ -355,9 +357,12 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     if v < SCHEMA_VERSION {
         let tx = conn.transaction()?;
         if v == 1 {
-            tx.execute_batch(MIGRATE_1_TO_2)?;
+            tx.execute_batch(MIGRATE_1_SET_ASIDE)?;
         }
         tx.execute_batch(SCHEMA)?;
+        if v == 1 {
+            tx.execute_batch(MIGRATE_1_MOVE)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
@@ -885,11 +890,7 @@ impl Store for SqliteStore {
             bodies.remove(&files);
             // Files of appends that never committed while this relay ran (a request dropped
             // mid-write, a batch that failed before reaching them); young ones may be in flight.
-            let known = c
-                .prepare_cached("SELECT file FROM body_files")
-                .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-                .map_err(unavailable)?;
-            if let Err(e) = bodies.sweep(&known, ORPHAN_AGE) {
+            if let Err(e) = sweep_body_files(c, &bodies, ORPHAN_AGE) {
                 tracing::warn!(error = %e, "could not sweep body files");
             }
             Ok(n)
