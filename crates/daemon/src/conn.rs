@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use meethook_proto::frame::{decode_event, MAX_FRAME_OVERHEAD};
+use meethook_proto::meeting::Summary;
 use meethook_proto::{ClientFrame, ErrorCode, Event, ServerFrame, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -406,25 +407,39 @@ async fn journal_batch(
     events_tx: &mpsc::UnboundedSender<Handoff>,
 ) -> Result<(), End> {
     let ch = cfg.channel.clone();
-    // Big bodies go to delivery as soon as this insert holds the journal, not after their
-    // files and parse: delivery outcomes still reach the journal after the insert, and the
-    // relay gets no ack before this returns (the caller sends the acks).
-    // With a filter, delivery needs the summary first: no head start to win. After a failed
-    // insert (a full disk) none either, or each resend would be delivered again.
+    // Delivery need not wait for the journal: an event handed over now has its outcome
+    // recorded only once its insert commits, and the relay gets no ack before this returns
+    // (the caller sends the acks). So the handler's work overlaps the journal's, and the
+    // next batch gathers what arrives meanwhile.
+    // Small bodies are parsed here, once, for both. Big ones go as soon as the insert holds
+    // the journal, not after their files and parse (delivery parses beside its first send).
+    // With a filter, delivery needs the summary first; after a failed insert (a full disk)
+    // no early hand-off, or each resend would be delivered again.
     let big = batch.iter().any(|e| e.body.len() >= BODY_FILE_MIN);
-    let early = (big && !cfg.filtering() && !journal.failing()).then(|| batch.clone());
+    let parsed: Option<Vec<Option<Summary>>> =
+        (!big).then(|| batch.iter().map(|e| Summary::parse(&e.body)).collect());
+    let early = !cfg.filtering() && !journal.failing();
     let (journaled_tx, journaled_rx) = watch::channel(None);
+    let mut handed = false;
+    if early {
+        if let Some(summaries) = &parsed {
+            for (ev, s) in batch.iter().zip(summaries) {
+                let _ = events_tx.send((ev.clone(), Some(s.clone()), Some(journaled_rx.clone())));
+            }
+            handed = true;
+        }
+    }
+    let handing_big = (early && !handed).then(|| batch.clone());
     let (locked_tx, locked_rx) = oneshot::channel();
     let j = journal.clone();
     // On the blocking pool: delivery (on the runtime's one thread) goes on meanwhile.
     let insert = tokio::task::spawn_blocking(move || {
-        let summaries = j.insert_then(&ch, &batch, now_ms(), || {
+        let summaries = j.insert_then(&ch, &batch, parsed, now_ms(), || {
             let _ = locked_tx.send(());
         })?;
         Ok::<_, JournalError>((batch, summaries))
     });
-    let mut handed = false;
-    if let Some(events) = early {
+    if let Some(events) = handing_big {
         if locked_rx.await.is_ok() {
             for ev in events {
                 let _ = events_tx.send((ev, None, Some(journaled_rx.clone())));

@@ -406,15 +406,17 @@ impl Journal {
         events: &[Event],
         now_ms: i64,
     ) -> Result<Vec<Option<Summary>>, JournalError> {
-        self.insert_then(channel, events, now_ms, || {})
+        self.insert_then(channel, events, None, now_ms, || {})
     }
 
-    /// [`Journal::insert`], calling `locked` once it holds the journal: whatever is written
-    /// after that (delivery outcomes) lands after these events.
+    /// [`Journal::insert`] with the events' summaries when the caller has them already,
+    /// calling `locked` once it holds the journal: whatever is written after that (delivery
+    /// outcomes) lands after these events.
     pub fn insert_then(
         &self,
         channel: &str,
         events: &[Event],
+        summaries: Option<Vec<Option<Summary>>>,
         now_ms: i64,
         locked: impl FnOnce(),
     ) -> Result<Vec<Option<Summary>>, JournalError> {
@@ -424,10 +426,10 @@ impl Journal {
         let summaries = std::thread::scope(|scope| {
             // Big bodies are parsed on another thread while SQLite copies them; their two
             // parsed columns are filled in before the commit.
-            let (early, parsed) = if big {
-                (None, Some(scope.spawn(parse)))
-            } else {
-                (Some(parse()), None)
+            let (early, parsed) = match summaries {
+                Some(s) => (Some(s), None),
+                None if big => (None, Some(scope.spawn(parse))),
+                None => (Some(parse()), None),
             };
             self.with(|c| {
                 locked();
