@@ -110,6 +110,10 @@ impl Backoff {
 pub struct Forwarder {
     client: Client<HttpConnector, Full<Bytes>>,
     base: Uri,
+    /// `target("")`, built once: most events have no sub-path.
+    root: Uri,
+    /// The `host` header, built once (the client would format it for every request).
+    host: HeaderValue,
     channel: HeaderValue,
     timeout: Duration,
 }
@@ -144,16 +148,34 @@ impl Forwarder {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(conn);
-        Ok(Forwarder {
+        // As the client would write it: the default port left out.
+        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        let host = match authority.port_u16() {
+            Some(p) if p != 80 => format!("{}:{p}", authority.host()),
+            _ => authority.host().to_string(),
+        };
+        let host = HeaderValue::from_str(&host).map_err(|_| bad("bad host"))?;
+        let mut f = Forwarder {
             client,
+            root: uri.clone(),
             base: uri,
+            host,
             channel: HeaderValue::from_str(channel).map_err(|_| bad("bad channel id"))?,
             timeout,
-        })
+        };
+        f.root = f.build_target("");
+        Ok(f)
     }
 
     /// The URL an event with sub-path `path` (`/sub?x=1`) goes to.
     pub fn target(&self, path: &str) -> Uri {
+        if path.is_empty() {
+            return self.root.clone();
+        }
+        self.build_target(path)
+    }
+
+    fn build_target(&self, path: &str) -> Uri {
         let base_path = self.base.path().trim_end_matches('/');
         let (sub, query) = match path.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -201,6 +223,7 @@ impl Forwarder {
                 h.append(n, v);
             }
         }
+        h.insert(header::HOST, self.host.clone());
         h.insert("meethook-seq", HeaderValue::from(ev.seq));
         h.insert("meethook-channel", self.channel.clone());
         h.insert("meethook-attempt", HeaderValue::from(attempt));

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use meethook_proto::meeting::Summary;
 use meethook_proto::Event;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::deliver::{Outcome, Verdict};
 
@@ -46,48 +46,45 @@ impl Printer {
     pub fn print(&self, ev: &Event, summary: Option<&Summary>, line: Line<'_>) {
         let now = chrono::Local::now();
         let out = if self.json {
-            let mut v = json!({
-                "time": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                "seq": ev.seq,
-                "method": ev.method,
-                "path": ev.path,
-                "event": summary.map(|s| s.event.clone()),
-                "bot_id": summary.and_then(|s| s.bot_id.clone()),
-                "code": summary.and_then(|s| s.code.clone()),
-            });
-            let m = v.as_object_mut().expect("object");
+            let mut l = JsonLine {
+                time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                seq: ev.seq,
+                method: &ev.method,
+                path: &ev.path,
+                event: summary.map(|s| s.event.as_str()),
+                bot_id: summary.and_then(|s| s.bot_id.as_deref()),
+                code: summary.and_then(|s| s.code.as_deref()),
+                result: "skipped",
+                attempt: None,
+                status: None,
+                error: None,
+                latency_ms: None,
+                retry_in_ms: None,
+            };
             match line {
                 Line::Attempt {
                     outcome,
                     attempt,
                     next_retry,
                 } => {
-                    let result = match (outcome.verdict(), next_retry) {
+                    l.result = match (outcome.verdict(), next_retry) {
                         (Verdict::Delivered, _) => "delivered",
                         (_, Some(_)) => "retrying",
                         (Verdict::Failed, None) | (Verdict::Retry, None) => "failed",
                     };
-                    m.insert("result".into(), json!(result));
-                    m.insert("attempt".into(), json!(attempt));
-                    m.insert("status".into(), json!(outcome.status));
-                    m.insert("error".into(), json!(outcome.error));
-                    m.insert(
-                        "latency_ms".into(),
-                        json!(outcome.latency.as_secs_f64() * 1e3),
-                    );
-                    if let Some(d) = next_retry {
-                        m.insert("retry_in_ms".into(), json!(d.as_millis() as u64));
-                    }
+                    l.attempt = Some(attempt);
+                    l.status = Some(outcome.status);
+                    l.error = Some(outcome.error.as_deref());
+                    l.latency_ms = Some(outcome.latency.as_secs_f64() * 1e3);
+                    l.retry_in_ms = next_retry.map(|d| d.as_millis() as u64);
                 }
                 Line::GaveUp { attempts } => {
-                    m.insert("result".into(), json!("gave_up"));
-                    m.insert("attempt".into(), json!(attempts));
+                    l.result = "gave_up";
+                    l.attempt = Some(attempts);
                 }
-                Line::Skipped => {
-                    m.insert("result".into(), json!("skipped"));
-                }
+                Line::Skipped => {}
             }
-            v.to_string()
+            serde_json::to_string(&l).expect("a JSON line")
         } else {
             let what = match summary {
                 Some(s) => {
@@ -148,6 +145,30 @@ impl Printer {
             write_out(&mut pending);
         }
     }
+}
+
+/// One `--json` line. Fields an attempt has (`status`, `error`: null when absent) are left
+/// out of other lines.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    time: String,
+    seq: u64,
+    method: &'a str,
+    path: &'a str,
+    event: Option<&'a str>,
+    bot_id: Option<&'a str>,
+    code: Option<&'a str>,
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Option<u16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_in_ms: Option<u64>,
 }
 
 /// Lines waiting for [`flush_lines`] when stdout is not a terminal.
