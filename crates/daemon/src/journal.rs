@@ -13,6 +13,7 @@ use meethook_proto::frame::{decode_headers, encode_headers, headers_len, Reader}
 use meethook_proto::meeting::Summary;
 use meethook_proto::Event;
 use meethook_store::bodyfile::{BodyFiles, BODY_FILE_MIN};
+use meethook_store::wal::{self, CheckpointClock};
 use rusqlite::config::DbConfig;
 use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -226,51 +227,82 @@ pub struct Journal {
 const PARSE_APART: usize = 1 << 20;
 /// Age past which a body file no event refers to is removed at open.
 const ORPHAN_AGE: Duration = Duration::from_secs(600);
-/// WAL pages that start a checkpoint (SQLite's automatic threshold).
-const CHECKPOINT_PAGES: i32 = 1000;
-
-thread_local! {
-    /// Pages in the WAL after this thread's last journal commit (set by the WAL hook).
-    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
-}
-
-fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
-    WAL_PAGES.set(pages);
-    Ok(())
-}
+/// WAL pages past which the committing thread checkpoints, holding the journal: under
+/// steady commits the checkpoint thread never catches up, so the WAL would never start
+/// over, only grow.
+const WAL_HIGH_PAGES: i32 = 4 * wal::CHECKPOINT_PAGES;
 
 /// Checkpoints run on a thread of their own, with their own connection, so a commit never
 /// waits for the copy into the database file and its fsync (SQLite's automatic way).
-#[derive(Default)]
 struct Checkpoints {
-    running: AtomicBool,
+    path: PathBuf,
+    /// The checkpoint thread's queue, started at the first checkpoint.
+    wake: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
+    running: Arc<AtomicBool>,
+    clock: Arc<CheckpointClock>,
 }
 
 impl Checkpoints {
-    /// Called on the thread that just committed: starts a checkpoint when the WAL is long.
-    fn after_commit(self: &Arc<Self>, path: &Path) {
-        if WAL_PAGES.get() < CHECKPOINT_PAGES || self.running.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        WAL_PAGES.set(0);
-        let me = self.clone();
-        let path = path.to_path_buf();
-        let spawned = std::thread::Builder::new()
-            .name("meethook-checkpoint".into())
-            .spawn(move || {
-                let r = Connection::open(&path).and_then(|c| {
-                    c.busy_timeout(Duration::from_secs(10))?;
-                    c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                });
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "journal checkpoint failed; retrying later");
-                }
-                me.running.store(false, Ordering::Release);
-            });
-        if spawned.is_err() {
-            self.running.store(false, Ordering::Release);
+    fn new(path: PathBuf) -> Checkpoints {
+        Checkpoints {
+            path,
+            wake: Mutex::new(None),
+            running: Arc::default(),
+            clock: Arc::default(),
         }
     }
+
+    /// Called on the thread that just committed: starts a checkpoint when the WAL grew.
+    fn after_commit(&self) {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if !self.clock.due() {
+            self.running.store(false, Ordering::Release);
+            return;
+        }
+        let mut wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        if wake.is_none() {
+            *wake = self.spawn();
+        }
+        if wake.as_ref().is_none_or(|w| w.try_send(()).is_err()) {
+            *wake = None;
+            self.running.store(false, Ordering::Release);
+            self.clock.retry();
+        }
+    }
+
+    /// The checkpoint thread; it ends when the journal is dropped (its queue closes).
+    fn spawn(&self) -> Option<std::sync::mpsc::SyncSender<()>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let (path, running, clock) = (self.path.clone(), self.running.clone(), self.clock.clone());
+        std::thread::Builder::new()
+            .name("meethook-checkpoint".into())
+            .spawn(move || {
+                let mut conn: Option<Connection> = None;
+                for () in rx {
+                    if let Err(e) = checkpoint(&mut conn, &path) {
+                        conn = None;
+                        clock.retry();
+                        tracing::warn!(error = %e, "journal checkpoint failed; retrying later");
+                    }
+                    running.store(false, Ordering::Release);
+                }
+            })
+            .ok()?;
+        Some(tx)
+    }
+}
+
+/// One checkpoint on the checkpoint thread's own connection (opened on first use).
+fn checkpoint(conn: &mut Option<Connection>, path: &Path) -> rusqlite::Result<()> {
+    if conn.is_none() {
+        let c = Connection::open(path)?;
+        c.busy_timeout(Duration::from_secs(10))?;
+        *conn = Some(c);
+    }
+    let c = conn.as_ref().expect("just opened");
+    c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
 
 impl Journal {
@@ -305,10 +337,10 @@ impl Journal {
                     source,
                 }
             })?)),
+            checkpoints: Arc::new(Checkpoints::new(path.clone())),
             path,
             bodies: BodyFiles::open(dir.join("journal-bodies")).map_err(io_err)?,
             failing: Arc::default(),
-            checkpoints: Arc::default(),
         };
         j.with(|c| {
             c.busy_timeout(Duration::from_secs(10))?;
@@ -319,7 +351,7 @@ impl Journal {
             // unacked event, so only a power cut can cost a visible duplicate.
             c.pragma_update(None, "synchronous", "NORMAL")?;
             c.pragma_update(None, "wal_autocheckpoint", 0)?;
-            c.wal_hook(Some(note_wal_pages));
+            c.wal_hook(Some(wal::note_wal_pages));
             migrate(c)
         })?;
         let known = j.with(|c| {
@@ -464,8 +496,20 @@ impl Journal {
         });
         self.failing.store(summaries.is_err(), Ordering::Relaxed);
         let summaries = summaries?;
-        self.checkpoints.after_commit(&self.path);
+        self.after_commit();
         Ok(summaries)
+    }
+
+    /// Starts a checkpoint when one is due; checkpoints here when the WAL is too long.
+    fn after_commit(&self) {
+        if wal::wal_pages() < WAL_HIGH_PAGES {
+            self.checkpoints.after_commit();
+            return;
+        }
+        let r = self.with(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())));
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "journal checkpoint failed; retrying later");
+        }
     }
 
     /// Whether the last insert failed (until one succeeds).
@@ -547,7 +591,7 @@ impl Journal {
             }
             tx.commit()
         })?;
-        self.checkpoints.after_commit(&self.path);
+        self.after_commit();
         Ok(())
     }
 
@@ -1211,6 +1255,30 @@ mod tests {
             response_head: Bytes::new(),
             replay: false,
         }
+    }
+
+    #[test]
+    fn the_wal_stays_bounded_under_steady_inserts() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        // About 30,000 WAL pages written with no pause for a checkpoint to catch up in.
+        let body = Bytes::from(vec![b'x'; 3000]);
+        for first in (1..=15_000u64).step_by(10) {
+            let evs: Vec<Event> = (first..first + 10)
+                .map(|seq| Event {
+                    body: body.clone(),
+                    ..ev(seq)
+                })
+                .collect();
+            j.insert("c", &evs, 0).unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join("journal.sqlite-wal")).unwrap();
+        assert!(
+            wal.len() < 40 << 20,
+            "WAL grew to {} MiB: checkpoints never let it start over",
+            wal.len() >> 20
+        );
+        assert_eq!(j.cursors("c").unwrap(), (15_000, 0));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod bodyfile;
 mod notify;
 pub mod postgres;
 pub mod sqlite;
+pub mod wal;
 
 use std::time::Duration;
 

@@ -22,6 +22,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
 use crate::bodyfile::{BodyFiles, BODY_FILE_MIN};
+use crate::wal::{note_wal_pages, CheckpointClock};
 use crate::{Bounds, Channel, NewEvent, Notifier, Result, Store, StoreError};
 
 /// Schema version stored in `PRAGMA user_version`.
@@ -108,9 +109,6 @@ const MAX_BATCH_BYTES: usize = 64 << 20;
 /// Longest a commit waits for more ops once one is queued (only when the previous commit
 /// held more than one: a lone sender never waits).
 const GATHER: Duration = Duration::from_micros(100);
-/// WAL pages that make the writer checkpoint (SQLite's automatic threshold). A short WAL is
-/// rewritten in place, which keeps each commit's fsync from also growing the file.
-const CHECKPOINT_PAGES: i32 = 1000;
 /// Age past which a body file no row refers to is removed by a prune.
 const ORPHAN_AGE: Duration = Duration::from_secs(600);
 /// Read connections kept open.
@@ -317,25 +315,16 @@ impl SqliteStore {
     }
 }
 
-thread_local! {
-    /// Pages in the WAL after this thread's last commit (set by the WAL hook).
-    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
-}
-
-fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
-    WAL_PAGES.set(pages);
-    Ok(())
-}
-
-/// Checkpoints once the WAL is long, after the commit's answers are out: inside the commit
-/// (SQLite's automatic way) the copy and its fsync would delay that batch's 200s.
-fn checkpoint_if_due(conn: &Connection) {
-    if WAL_PAGES.get() < CHECKPOINT_PAGES {
+/// Checkpoints once the WAL grew, after the commit's answers are out: inside the commit
+/// (SQLite's automatic way) the copy and its fsync would delay that batch's 200s. A short
+/// WAL is rewritten in place, which keeps each commit's fsync from also growing the file.
+fn checkpoint_if_due(conn: &Connection, clock: &CheckpointClock) {
+    if !clock.due() {
         return;
     }
-    WAL_PAGES.set(0);
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
         tracing::warn!(error = %e, "WAL checkpoint failed; retrying after the next commits");
+        clock.retry();
     }
 }
 
@@ -375,6 +364,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 type Heads = HashMap<String, (i64, u64)>;
 
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier) {
+    let clock = CheckpointClock::default();
     let mut heads = Heads::new();
     let mut pending: Option<Op> = None;
     // Ops in the previous commit: with several concurrent senders, waiting a moment for as
@@ -392,7 +382,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier
         if let Op::Control(f) = first {
             heads.clear();
             f(&mut conn);
-            checkpoint_if_due(&conn);
+            checkpoint_if_due(&conn, &clock);
             continue;
         }
         let mut bytes = match &first {
@@ -427,7 +417,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, notifier: &Notifier
             .filter(|op| matches!(op, Op::Append { .. }))
             .count();
         commit_batch(&mut conn, batch, notifier, &mut heads);
-        checkpoint_if_due(&conn);
+        checkpoint_if_due(&conn, &clock);
     }
 }
 
