@@ -7,11 +7,12 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use meethook_proto::Header;
+use meethook_store::bodyfile::{BodySink, WrittenBody, BODY_FILE_MIN};
 use meethook_store::{now_ms, Channel, NewEvent, StoreError};
 use serde::Deserialize;
 use serde_json::json;
@@ -177,15 +178,16 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
         return too_large();
     }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, st.cfg.max_body).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(e) => {
+    let (body, written) = match read_body(st, body, declared).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Read(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("could not read the request body: {e}"),
             )
         }
+        Err(BodyError::Store(e)) => return store_error(m, StoreError::unavailable(e)),
     };
     if let Some(secret) = &ch.sender_secret {
         let now = now_ms() / 1000;
@@ -216,7 +218,11 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
         headers,
         body,
     };
-    match st.store.append(&channel, ev).await {
+    let stored = match written {
+        Some(file) => st.store.append_written(&channel, ev, file).await,
+        None => st.store.append(&channel, ev).await,
+    };
+    match stored {
         Ok(seq) => {
             Metrics::inc(&m.webhooks_accepted);
             m.webhook_bytes
@@ -225,6 +231,71 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
         }
         Err(e) => store_error(m, e),
     }
+}
+
+/// Why a webhook's body could not be taken.
+enum BodyError {
+    TooLarge,
+    Read(Box<dyn std::error::Error + Send + Sync>),
+    Store(std::io::Error),
+}
+
+/// Reads a webhook's body (at most `--max-body`). A big one, where the store keeps such
+/// bodies as files, is also written to its file while it arrives, so its 200 waits for
+/// about one piece's fsync instead of writing the whole body after the upload.
+async fn read_body(
+    st: &State,
+    body: Incoming,
+    declared: Option<u64>,
+) -> Result<(Bytes, Option<WrittenBody>), BodyError> {
+    let files = st.store.body_files();
+    let mut body = Limited::new(body, st.cfg.max_body);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    let mut sink: Option<BodySink> = None;
+    let big =
+        |len: usize| declared.is_some_and(|n| n >= BODY_FILE_MIN as u64) || len >= BODY_FILE_MIN;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                BodyError::TooLarge
+            } else {
+                BodyError::Read(e)
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len += data.len();
+        chunks.push(data);
+        if let Some(s) = &sink {
+            s.push(chunks.last().expect("just pushed").clone());
+        } else if let Some(files) = files.filter(|_| big(len)) {
+            let s = files.sink();
+            for c in &chunks {
+                s.push(c.clone());
+            }
+            sink = Some(s);
+        }
+    }
+    let written = match sink {
+        Some(s) => Some(s.finish().await.map_err(BodyError::Store)?),
+        None => None,
+    };
+    let body = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => {
+            let mut all = BytesMut::with_capacity(len);
+            for c in chunks {
+                all.extend_from_slice(&c);
+            }
+            all.freeze()
+        }
+    };
+    // The store decides by the final length; a body that stayed small needs no file.
+    let written = written.filter(|_| body.len() >= BODY_FILE_MIN);
+    Ok((body, written))
 }
 
 fn admin_ok(st: &State, req: &Request<Incoming>) -> Result<(), Resp> {

@@ -44,10 +44,8 @@ impl BodyFiles {
         self.dir.join(format!("{n:016x}"))
     }
 
-    /// Writes `body` to a new file (mode 0600) and returns its number. With `durable` the
-    /// data and the file's name are fsync'd before this returns; without, the file is as
-    /// safe as a write to the OS cache (it survives `kill -9`).
-    pub fn write(&self, body: &[u8], durable: bool) -> std::io::Result<i64> {
+    /// Creates a new, empty body file (mode 0600): its handle, number and path.
+    fn create(&self) -> std::io::Result<(std::fs::File, i64, PathBuf)> {
         let mut n = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
@@ -56,14 +54,21 @@ impl BodyFiles {
         opts.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let (mut f, path) = loop {
+        loop {
             let path = self.path(n);
             match opts.open(&path) {
-                Ok(f) => break (f, path),
+                Ok(f) => return Ok((f, n, path)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
                 Err(e) => return Err(e),
             }
-        };
+        }
+    }
+
+    /// Writes `body` to a new file (mode 0600) and returns its number. With `durable` the
+    /// data and the file's name are fsync'd before this returns; without, the file is as
+    /// safe as a write to the OS cache (it survives `kill -9`).
+    pub fn write(&self, body: &[u8], durable: bool) -> std::io::Result<i64> {
+        let (mut f, n, path) = self.create()?;
         let written = write_pieces(&mut f, body, durable).and_then(|()| {
             if durable {
                 f.sync_data()?;
@@ -76,6 +81,43 @@ impl BodyFiles {
             return Err(e);
         }
         Ok(n)
+    }
+
+    /// Starts a durable body file written while the body still arrives: the upload and the
+    /// disk work overlap, and what is left for the final fsync is about one piece.
+    pub fn sink(&self) -> BodySink {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<Bytes>>();
+        let files = self.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let (mut f, n, path) = files.create()?;
+            let written = (|| {
+                let (mut written, mut started) = (0u64, 0u64);
+                loop {
+                    match rx.blocking_recv() {
+                        Some(Some(piece)) => {
+                            f.write_all(&piece)?;
+                            written += piece.len() as u64;
+                            if written - started >= PIECE as u64 {
+                                start_writeback(&f, started, written - started)?;
+                                started = written;
+                            }
+                        }
+                        Some(None) => {
+                            start_writeback(&f, started, written - started)?;
+                            f.sync_data()?;
+                            return sync_dir(&files.dir);
+                        }
+                        None => return Err(std::io::Error::other("the upload ended early")),
+                    }
+                }
+            })();
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            Ok(WrittenBody { files, n: Some(n) })
+        });
+        BodySink { tx, task }
     }
 
     /// The body in file `n`.
@@ -143,28 +185,74 @@ impl BodyFiles {
     }
 }
 
+/// Pieces a body file is written in.
+const PIECE: usize = 1 << 20;
+
 /// Writes `body` in 1 MiB pieces. One big write stalls on dirty-page throttling (16 MiB:
 /// ~20 ms on the development VM against ~6 ms in pieces). With `writeback`, each piece's
 /// writeback starts at once, so the final fsync waits for about one piece (16 MiB: ~9 ms
 /// in all instead of ~30).
-#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
 fn write_pieces(f: &mut std::fs::File, body: &[u8], writeback: bool) -> std::io::Result<()> {
-    const PIECE: usize = 1 << 20;
     for (i, piece) in body.chunks(PIECE).enumerate() {
         f.write_all(piece)?;
-        // DONTNEED starts writeback of the dirty range (and then lets the cache drop it:
-        // whoever needs the body soon holds it in memory).
-        #[cfg(target_os = "linux")]
         if writeback {
-            rustix::fs::fadvise(
-                &*f,
-                (i * PIECE) as u64,
-                std::num::NonZeroU64::new(piece.len() as u64),
-                rustix::fs::Advice::DontNeed,
-            )?;
+            start_writeback(f, (i * PIECE) as u64, piece.len() as u64)?;
         }
     }
     Ok(())
+}
+
+/// Starts writeback of `len` bytes at `offset`. DONTNEED does that (and then lets the cache
+/// drop them: whoever needs the body soon holds it in memory).
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+fn start_writeback(f: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if let Some(len) = std::num::NonZeroU64::new(len) {
+        rustix::fs::fadvise(f, offset, Some(len), rustix::fs::Advice::DontNeed)?;
+    }
+    Ok(())
+}
+
+/// A body file being written by [`BodyFiles::sink`]. Dropped unfinished, the file goes.
+#[derive(Debug)]
+pub struct BodySink {
+    tx: tokio::sync::mpsc::UnboundedSender<Option<Bytes>>,
+    task: tokio::task::JoinHandle<std::io::Result<WrittenBody>>,
+}
+
+impl BodySink {
+    /// Appends the next piece of the body (written on the blocking pool).
+    pub fn push(&self, piece: Bytes) {
+        let _ = self.tx.send(Some(piece));
+    }
+
+    /// Waits for the whole body to be written and fsync'd, with the file's name.
+    pub async fn finish(self) -> std::io::Result<WrittenBody> {
+        let _ = self.tx.send(None);
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// A durable body file no row refers to yet: removed when dropped, unless kept.
+#[derive(Debug)]
+pub struct WrittenBody {
+    files: BodyFiles,
+    n: Option<i64>,
+}
+
+impl WrittenBody {
+    /// The file's number, now the caller's to refer to (or remove).
+    pub fn keep(mut self) -> i64 {
+        self.n.take().expect("kept once")
+    }
+}
+
+impl Drop for WrittenBody {
+    fn drop(&mut self) {
+        if let Some(n) = self.n {
+            self.files.remove(&[n]);
+        }
+    }
 }
 
 /// Makes the entries of `dir` durable (a new file's name, not only its data).
@@ -179,6 +267,42 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn files_in(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn a_sink_writes_the_pieces_and_its_file_goes_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = BodyFiles::open(dir.path().join("b")).unwrap();
+        let body: Vec<u8> = (0..(2 << 20) + 5).map(|i| (i % 253) as u8).collect();
+        let sink = files.sink();
+        for piece in body.chunks(300_000) {
+            sink.push(Bytes::copy_from_slice(piece));
+        }
+        let n = sink.finish().await.unwrap().keep();
+        assert_eq!(files.read(n).unwrap(), &body[..]);
+
+        // An upload cut short leaves no file, nor does a written body nobody keeps.
+        let sink = files.sink();
+        sink.push(Bytes::from_static(b"partial"));
+        drop(sink);
+        let unkept = files.sink();
+        unkept.push(Bytes::from_static(b"whole"));
+        drop(unkept.finish().await.unwrap());
+        for _ in 0..100 {
+            if files_in(&dir.path().join("b")) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            files_in(&dir.path().join("b")),
+            1,
+            "only the kept body is left"
+        );
+    }
 
     #[test]
     fn bodies_round_trip_and_the_sweep_keeps_only_known_files() {

@@ -106,6 +106,22 @@ pub trait Store: Send + Sync + 'static {
     async fn set_token_hash(&self, id: &str, token_hash: &str) -> Result<bool>;
     /// Durably stores an event and returns its seq (the next gap-free one of its channel).
     async fn append(&self, channel: &str, event: NewEvent) -> Result<u64>;
+    /// Where this store keeps big bodies (from [`bodyfile::BODY_FILE_MIN`]) as files, if it
+    /// does: the relay then writes such a body while it arrives, for [`Store::append_written`].
+    fn body_files(&self) -> Option<&bodyfile::BodyFiles> {
+        None
+    }
+    /// [`Store::append`] of an event whose body is already in `file`, one of
+    /// [`Store::body_files`].
+    async fn append_written(
+        &self,
+        channel: &str,
+        event: NewEvent,
+        file: bodyfile::WrittenBody,
+    ) -> Result<u64> {
+        drop(file);
+        self.append(channel, event).await
+    }
     /// Events with seq > `after`, oldest first, at most `limit` of them and about `max_bytes`
     /// of body (always at least one when there is one).
     async fn read_after(

@@ -21,7 +21,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
-use crate::bodyfile::{BodyFiles, BODY_FILE_MIN};
+use crate::bodyfile::{BodyFiles, WrittenBody, BODY_FILE_MIN};
 use crate::wal::{note_wal_pages, CheckpointClock};
 use crate::{Bounds, Channel, NewEvent, Notifier, Result, Store, StoreError};
 
@@ -270,6 +270,32 @@ impl SqliteStore {
     /// The database file's path.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Queues an append for the writer's next group commit; `body_file` holds the body when
+    /// it is one of the store's files (removed again when the event is not stored).
+    async fn append_op(
+        &self,
+        channel: &str,
+        event: NewEvent,
+        body_file: Option<i64>,
+    ) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(Op::Append {
+            channel: channel.to_string(),
+            event,
+            body_file,
+            reply: tx,
+        });
+        let res = match sent {
+            Ok(()) => rx.await.map_err(|_| writer_gone()).and_then(|r| r),
+            Err(e) => Err(e),
+        };
+        // Not stored: the file goes too (a lost reply leaves it to the sweep at start).
+        if let (Err(_), Some(n)) = (&res, body_file) {
+            self.inner.bodies.remove(&[n]);
+        }
+        res
     }
 
     fn send(&self, op: Op) -> Result<()> {
@@ -755,21 +781,21 @@ impl Store for SqliteStore {
         } else {
             None
         };
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Append {
-            channel: channel.to_string(),
-            event,
-            body_file,
-            reply: tx,
-        })?;
-        let res = rx.await.map_err(|_| writer_gone())?;
-        // Not stored: the file goes too (a lost reply leaves it to the sweep at start).
-        if let (Err(_), Some(n)) = (&res, body_file) {
-            self.inner.bodies.remove(&[n]);
-        }
-        res
+        self.append_op(channel, event, body_file).await
     }
 
+    fn body_files(&self) -> Option<&BodyFiles> {
+        Some(&self.inner.bodies)
+    }
+
+    async fn append_written(
+        &self,
+        channel: &str,
+        event: NewEvent,
+        file: WrittenBody,
+    ) -> Result<u64> {
+        self.append_op(channel, event, Some(file.keep())).await
+    }
     async fn read_after(
         &self,
         channel: &str,
