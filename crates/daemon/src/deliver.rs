@@ -1,15 +1,20 @@
 //! Forwarding one event to the local handler, and the retry rules of the contract.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use meethook_proto::Event;
 use rand::Rng;
+use tokio::net::TcpStream;
 
 /// Headers that describe one hop, never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -105,17 +110,60 @@ impl Backoff {
     }
 }
 
-/// Sends events to the handler over a keep-alive HTTP/1 client.
+/// Sends events to the handler over one keep-alive HTTP/1 connection, driven by the
+/// sending task itself: no connection task and no pool between an event and its socket.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Full<Bytes>>,
     base: Uri,
-    /// `target("")`, built once: most events have no sub-path.
+    /// Where to connect: the URL's host (no brackets) and port.
+    addr: (String, u16),
+    /// `target("")` in origin form, built once: most events have no sub-path.
     root: Uri,
-    /// The `host` header, built once (the client would format it for every request).
+    /// The `host` header, built once.
     host: HeaderValue,
     channel: HeaderValue,
     timeout: Duration,
+    /// The connection between events (taken while one is sent; a concurrent send opens
+    /// another, and the last one back is kept).
+    idle: Arc<Mutex<Option<Conn>>>,
+}
+
+/// A handler connection: the request side and the connection future that does its I/O.
+struct Conn {
+    tx: http1::SendRequest<Full<Bytes>>,
+    io: Pin<Box<http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+}
+
+impl Conn {
+    /// Runs `f` while doing the connection's I/O; an error when the connection ends first.
+    async fn drive<F: Future>(
+        io: &mut Pin<Box<http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+        f: F,
+    ) -> Result<F::Output, String> {
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = f.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
+            }
+            let ended = match io.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => "connection closed by the handler".to_string(),
+                Poll::Ready(Err(e)) => innermost(&e),
+            };
+            // The request may have its answer (or error) now that the connection ended.
+            match f.as_mut().poll(cx) {
+                Poll::Ready(out) => Poll::Ready(Ok(out)),
+                Poll::Pending => Poll::Ready(Err(ended)),
+            }
+        })
+        .await
+    }
+
+    /// Whether the connection still takes requests (a FIN from the handler is read here).
+    fn usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        matches!(self.io.as_mut().poll(&mut cx), Poll::Pending) && self.tx.is_ready()
+    }
 }
 
 /// `--forward-to` was not a usable URL.
@@ -139,39 +187,33 @@ impl Forwarder {
             Some("https") => return Err(bad("https handlers are not supported yet; use http")),
             _ => return Err(bad("it must start with http://")),
         }
-        if uri.host().is_none() {
-            return Err(bad("no host"));
-        }
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(conn);
-        // As the client would write it: the default port left out.
         let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        let port = authority.port_u16().unwrap_or(80);
+        // As clients write it: the default port left out.
         let host = match authority.port_u16() {
             Some(p) if p != 80 => format!("{}:{p}", authority.host()),
             _ => authority.host().to_string(),
         };
         let host = HeaderValue::from_str(&host).map_err(|_| bad("bad host"))?;
+        let name = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let mut f = Forwarder {
-            client,
+            addr: (name.to_string(), port),
             root: uri.clone(),
             base: uri,
             host,
             channel: HeaderValue::from_str(channel).map_err(|_| bad("bad channel id"))?,
             timeout,
+            idle: Arc::default(),
         };
-        f.root = f.build_target("");
+        f.root = origin_form(&f.build_target(""));
         Ok(f)
     }
 
     /// The URL an event with sub-path `path` (`/sub?x=1`) goes to.
     pub fn target(&self, path: &str) -> Uri {
-        if path.is_empty() {
-            return self.root.clone();
-        }
         self.build_target(path)
     }
 
@@ -205,58 +247,21 @@ impl Forwarder {
     /// `meethook-seq`, `meethook-channel`, `meethook-attempt` (and `meethook-replay`).
     pub async fn send(&self, ev: &Event, attempt: u32, replay: bool) -> Outcome {
         let started = Instant::now();
-        let method = Method::from_bytes(ev.method.as_bytes()).unwrap_or(Method::POST);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(self.target(&ev.path))
-            .body(Full::new(ev.body.clone()))
-            .expect("valid request parts");
-        let h = req.headers_mut();
-        for hd in &ev.headers {
-            if HOP_BY_HOP.contains(&hd.name.as_str()) || hd.name.starts_with("meethook-") {
-                continue;
+        let exchange = async {
+            let kept = self.idle.lock().expect("idle connection").take();
+            let conn = kept.and_then(|mut c| c.usable().then_some(c));
+            let fresh = conn.is_none();
+            match self.exchange(conn, ev, attempt, replay).await {
+                // A kept connection the handler closed as this request went: once more on a
+                // new one (the handler had not answered, so it saw no complete request).
+                Err(Failure::Closed(_)) if !fresh => self.exchange(None, ev, attempt, replay).await,
+                r => r,
             }
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(hd.name.as_bytes()),
-                HeaderValue::from_bytes(&hd.value),
-            ) {
-                h.append(n, v);
-            }
-        }
-        h.insert(header::HOST, self.host.clone());
-        h.insert("meethook-seq", HeaderValue::from(ev.seq));
-        h.insert("meethook-channel", self.channel.clone());
-        h.insert("meethook-attempt", HeaderValue::from(attempt));
-        if replay {
-            h.insert("meethook-replay", HeaderValue::from_static("true"));
-        }
-        let fut = async {
-            let resp = self.client.request(req).await.map_err(describe)?;
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(parse_retry_after);
-            let mut body = resp.into_body();
-            let mut head = BytesMut::new();
-            let mut read = 0usize;
-            while let Some(frame) = body.frame().await {
-                let Ok(frame) = frame else { break };
-                if let Some(d) = frame.data_ref() {
-                    read += d.len();
-                    let room = RESPONSE_HEAD.saturating_sub(head.len());
-                    head.extend_from_slice(&d[..d.len().min(room)]);
-                }
-                if read > RESPONSE_MAX {
-                    break;
-                }
-            }
-            Ok::<_, String>((status, retry_after, head.freeze()))
         };
         let (status, error, response_head, retry_after) =
-            match tokio::time::timeout(self.timeout, fut).await {
+            match tokio::time::timeout(self.timeout, exchange).await {
                 Ok(Ok((s, ra, head))) => (Some(s), None, head, ra),
-                Ok(Err(e)) => (None, Some(e), Bytes::new(), None),
+                Ok(Err(f)) => (None, Some(f.message()), Bytes::new(), None),
                 Err(_) => (
                     None,
                     Some(format!("timed out after {:?}", self.timeout)),
@@ -272,19 +277,146 @@ impl Forwarder {
             retry_after,
         }
     }
+
+    /// Sends one request on `conn` (or a new connection) and reads the answer; the
+    /// connection is kept for the next one when it can take it.
+    async fn exchange(
+        &self,
+        conn: Option<Conn>,
+        ev: &Event,
+        attempt: u32,
+        replay: bool,
+    ) -> Result<(u16, Option<Duration>, Bytes), Failure> {
+        let mut conn = match conn {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        let req = self.request(ev, attempt, replay);
+        let Conn { tx, io } = &mut conn;
+        let resp = Conn::drive(io, tx.send_request(req))
+            .await
+            .map_err(Failure::Closed)?
+            .map_err(|e| {
+                if e.is_incomplete_message() || e.is_canceled() {
+                    Failure::Closed(innermost(&e))
+                } else {
+                    Failure::Other(innermost(&e))
+                }
+            })?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(parse_retry_after);
+        let mut body = resp.into_body();
+        let mut head = BytesMut::new();
+        let mut read = 0usize;
+        let mut whole = true;
+        while let Some(frame) = Conn::drive(io, body.frame())
+            .await
+            .map_err(Failure::Other)?
+        {
+            let Ok(frame) = frame else {
+                whole = false;
+                break;
+            };
+            if let Some(d) = frame.data_ref() {
+                read += d.len();
+                let room = RESPONSE_HEAD.saturating_sub(head.len());
+                head.extend_from_slice(&d[..d.len().min(room)]);
+            }
+            if read > RESPONSE_MAX {
+                whole = false;
+                break;
+            }
+        }
+        if whole && conn.usable() {
+            *self.idle.lock().expect("idle connection") = Some(conn);
+        }
+        Ok((status, retry_after, head.freeze()))
+    }
+
+    async fn connect(&self) -> Result<Conn, Failure> {
+        let cannot = |e: &dyn std::fmt::Display| Failure::Other(format!("cannot connect: {e}"));
+        let stream = TcpStream::connect((self.addr.0.as_str(), self.addr.1))
+            .await
+            .map_err(|e| cannot(&e))?;
+        let _ = stream.set_nodelay(true);
+        let (tx, io) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| cannot(&innermost(&e)))?;
+        Ok(Conn {
+            tx,
+            io: Box::pin(io),
+        })
+    }
+
+    /// The request for one attempt at `ev`.
+    fn request(&self, ev: &Event, attempt: u32, replay: bool) -> Request<Full<Bytes>> {
+        let method = Method::from_bytes(ev.method.as_bytes()).unwrap_or(Method::POST);
+        let uri = if ev.path.is_empty() {
+            self.root.clone()
+        } else {
+            origin_form(&self.build_target(&ev.path))
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(ev.body.clone()))
+            .expect("valid request parts");
+        let h = req.headers_mut();
+        h.insert(header::HOST, self.host.clone());
+        for hd in &ev.headers {
+            if HOP_BY_HOP.contains(&hd.name.as_str()) || hd.name.starts_with("meethook-") {
+                continue;
+            }
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(hd.name.as_bytes()),
+                HeaderValue::from_bytes(&hd.value),
+            ) {
+                h.append(n, v);
+            }
+        }
+        h.insert("meethook-seq", HeaderValue::from(ev.seq));
+        h.insert("meethook-channel", self.channel.clone());
+        h.insert("meethook-attempt", HeaderValue::from(attempt));
+        if replay {
+            h.insert("meethook-replay", HeaderValue::from_static("true"));
+        }
+        req
+    }
 }
 
-/// The innermost cause of a client error ("connection refused", not "client error").
-fn describe(e: hyper_util::client::legacy::Error) -> String {
-    let mut s: &dyn std::error::Error = &e;
+/// Why an attempt got no answer.
+enum Failure {
+    /// The connection ended before the answer began.
+    Closed(String),
+    /// Anything else (connect errors included).
+    Other(String),
+}
+
+impl Failure {
+    fn message(self) -> String {
+        match self {
+            Failure::Closed(m) | Failure::Other(m) => m,
+        }
+    }
+}
+
+/// `uri` as a request line writes it to a server: path and query only.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .map(|pq| Uri::from(pq.clone()))
+        .unwrap_or_else(|| Uri::from_static("/"))
+}
+
+/// The innermost cause of a client error ("connection reset by peer", not "error").
+fn innermost(e: &hyper::Error) -> String {
+    let mut s: &dyn std::error::Error = e;
     while let Some(src) = s.source() {
         s = src;
     }
-    if e.is_connect() {
-        format!("cannot connect: {s}")
-    } else {
-        s.to_string()
-    }
+    s.to_string()
 }
 
 fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
@@ -309,6 +441,117 @@ mod tests {
             response_head: Bytes::new(),
             retry_after: None,
         }
+    }
+
+    /// A handler on loopback that answers 200 and counts its connections; with `close` it
+    /// closes each connection after its answer.
+    async fn handler(close: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper::service::service_fn(
+                    move |req: Request<hyper::body::Incoming>| async move {
+                        let seq = req.headers()["meethook-seq"].clone();
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let mut resp = http::Response::new(Full::new(body));
+                        resp.headers_mut().insert("seq", seq);
+                        if close {
+                            resp.headers_mut()
+                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        Ok::<_, hyper::Error>(resp)
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc),
+                );
+            }
+        });
+        (url, conns)
+    }
+
+    fn event(seq: u64) -> Event {
+        Event {
+            seq,
+            received_at_ms: 0,
+            method: "POST".into(),
+            path: String::new(),
+            headers: vec![],
+            body: Bytes::from(format!("event {seq}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_kept_connection_carries_every_event_and_a_closed_one_is_replaced() {
+        use std::sync::atomic::Ordering;
+        for close in [false, true] {
+            let (url, conns) = handler(close).await;
+            let f = Forwarder::new(&url, "c", Duration::from_secs(5)).unwrap();
+            for seq in 1..=5 {
+                let out = f.send(&event(seq), 1, false).await;
+                assert_eq!(
+                    (out.status, out.error),
+                    (Some(200), None),
+                    "close={close} seq={seq}"
+                );
+                assert_eq!(out.response_head, format!("event {seq}"));
+            }
+            let expected = if close { 5 } else { 1 };
+            assert_eq!(conns.load(Ordering::SeqCst), expected, "close={close}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_drops_kept_connections_still_gets_every_event_once() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        // Answers as if keeping the connection, then closes it without a word.
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        let f = Forwarder::new(&url, "c", Duration::from_secs(5)).unwrap();
+        for seq in 1..=4 {
+            let out = f.send(&event(seq), 1, false).await;
+            assert_eq!((out.status, out.error), (Some(200), None), "seq={seq}");
+        }
+        let seen = seen.lock().unwrap();
+        let requests: Vec<_> = seen.iter().filter(|r| r.starts_with("POST")).collect();
+        assert_eq!(
+            requests.len(),
+            4,
+            "each event reached the handler once: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_handler_is_an_error_that_says_so() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        drop(listener);
+        let f = Forwarder::new(&url, "c", Duration::from_secs(5)).unwrap();
+        let out = f.send(&event(1), 1, false).await;
+        assert_eq!(out.status, None);
+        assert_eq!(out.verdict(), Verdict::Retry);
+        let err = out.error.unwrap();
+        assert!(err.starts_with("cannot connect: "), "{err}");
     }
 
     #[test]
