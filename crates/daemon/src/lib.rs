@@ -183,17 +183,31 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
         delivered_rx,
         stop.clone(),
     ));
+    // A task of its own rather than part of this future: on the one-thread runtime, a
+    // future polled by `block_on` that wakes itself (an answer read while it sends) costs
+    // the runtime an extra look at the sockets per event.
+    let worker_task = tokio::spawn({
+        let (cfg, journal, stop) = (cfg.clone(), journal.clone(), stop.clone());
+        async move {
+            let r = deliver_loop(
+                &cfg,
+                &journal,
+                log,
+                &forwarder,
+                events_rx,
+                delivered_tx,
+                &stop,
+            )
+            .await;
+            stop.cancel();
+            r
+        }
+    });
     let worker = async {
-        let r = deliver_loop(
-            &cfg,
-            &journal,
-            log,
-            &forwarder,
-            events_rx,
-            delivered_tx,
-            &stop,
-        )
-        .await;
+        let r = match worker_task.await {
+            Ok(r) => r,
+            Err(e) => Err(DaemonError::Config(format!("delivery task failed: {e}"))),
+        };
         stop.cancel();
         r
     };
