@@ -411,13 +411,17 @@ async fn journal_batch(
     // recorded only once its insert commits, and the relay gets no ack before this returns
     // (the caller sends the acks). So the handler's work overlaps the journal's, and the
     // next batch gathers what arrives meanwhile.
-    // Small bodies are parsed here, once, for both. Big ones go as soon as the insert holds
-    // the journal, not after their files and parse (delivery parses beside its first send).
+    // Small batches are parsed here, once, for both. A batch with a big body goes as soon as
+    // the insert holds the journal, not after its files and parse (delivery parses beside
+    // the first send); other batches of 1 MiB or more go after the insert, which parses
+    // them beside its SQLite work.
     // With a filter, delivery needs the summary first; after a failed insert (a full disk)
     // no early hand-off, or each resend would be delivered again.
     let big = batch.iter().any(|e| e.body.len() >= BODY_FILE_MIN);
+    // Parsed here only while that is quick: this thread is also the one delivering.
+    let total: usize = batch.iter().map(|e| e.body.len()).sum();
     let parsed: Option<Vec<Option<Summary>>> =
-        (!big).then(|| batch.iter().map(|e| Summary::parse(&e.body)).collect());
+        (total < BODY_FILE_MIN).then(|| batch.iter().map(|e| Summary::parse(&e.body)).collect());
     let early = !cfg.filtering() && !journal.failing();
     let (journaled_tx, journaled_rx) = watch::channel(None);
     let mut handed = false;
@@ -429,7 +433,7 @@ async fn journal_batch(
             handed = true;
         }
     }
-    let handing_big = (early && !handed).then(|| batch.clone());
+    let handing_big = (early && big).then(|| batch.clone());
     let (locked_tx, locked_rx) = oneshot::channel();
     let j = journal.clone();
     // On the blocking pool: delivery (on the runtime's one thread) goes on meanwhile.

@@ -252,9 +252,9 @@ impl Forwarder {
             let conn = kept.and_then(|mut c| c.usable().then_some(c));
             let fresh = conn.is_none();
             match self.exchange(conn, ev, attempt, replay).await {
-                // A kept connection the handler closed as this request went: once more on a
-                // new one (the handler had not answered, so it saw no complete request).
-                Err(Failure::Closed(_)) if !fresh => self.exchange(None, ev, attempt, replay).await,
+                // A kept connection that closed before the request was written to it: once
+                // more on a new one (the handler cannot have seen it).
+                Err(Failure::Unsent(_)) if !fresh => self.exchange(None, ev, attempt, replay).await,
                 r => r,
             }
         };
@@ -293,14 +293,15 @@ impl Forwarder {
         };
         let req = self.request(ev, attempt, replay);
         let Conn { tx, io } = &mut conn;
-        let resp = Conn::drive(io, tx.send_request(req))
+        let resp = Conn::drive(io, tx.try_send_request(req))
             .await
-            .map_err(Failure::Closed)?
-            .map_err(|e| {
-                if e.is_incomplete_message() || e.is_canceled() {
-                    Failure::Closed(innermost(&e))
+            .map_err(Failure::Other)?
+            .map_err(|mut e| {
+                // hyper hands the request back only when none of it was written.
+                if e.take_message().is_some() {
+                    Failure::Unsent(innermost(e.error()))
                 } else {
-                    Failure::Other(innermost(&e))
+                    Failure::Other(innermost(e.error()))
                 }
             })?;
         let status = resp.status().as_u16();
@@ -389,8 +390,8 @@ impl Forwarder {
 
 /// Why an attempt got no answer.
 enum Failure {
-    /// The connection ended before the answer began.
-    Closed(String),
+    /// The request was not written: the connection had closed first.
+    Unsent(String),
     /// Anything else (connect errors included).
     Other(String),
 }
@@ -398,7 +399,7 @@ enum Failure {
 impl Failure {
     fn message(self) -> String {
         match self {
-            Failure::Closed(m) | Failure::Other(m) => m,
+            Failure::Unsent(m) | Failure::Other(m) => m,
         }
     }
 }
@@ -531,6 +532,8 @@ mod tests {
         for seq in 1..=4 {
             let out = f.send(&event(seq), 1, false).await;
             assert_eq!((out.status, out.error), (Some(200), None), "seq={seq}");
+            // Events come apart: the handler's close arrives while the connection is idle.
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let seen = seen.lock().unwrap();
         let requests: Vec<_> = seen.iter().filter(|r| r.starts_with("POST")).collect();

@@ -227,10 +227,6 @@ pub struct Journal {
 const PARSE_APART: usize = 1 << 20;
 /// Age past which a body file no event refers to is removed at open.
 const ORPHAN_AGE: Duration = Duration::from_secs(600);
-/// WAL pages past which the committing thread checkpoints, holding the journal: under
-/// steady commits the checkpoint thread never catches up, so the WAL would never start
-/// over, only grow.
-const WAL_HIGH_PAGES: i32 = 4 * wal::CHECKPOINT_PAGES;
 
 /// Checkpoints run on a thread of their own, with their own connection, so a commit never
 /// waits for the copy into the database file and its fsync (SQLite's automatic way).
@@ -279,14 +275,21 @@ impl Checkpoints {
         std::thread::Builder::new()
             .name("meethook-checkpoint".into())
             .spawn(move || {
+                /// Lets the next commit ask again, even after a panic here.
+                struct Done<'a>(&'a AtomicBool);
+                impl Drop for Done<'_> {
+                    fn drop(&mut self) {
+                        self.0.store(false, Ordering::Release);
+                    }
+                }
                 let mut conn: Option<Connection> = None;
                 for () in rx {
+                    let _done = Done(&running);
                     if let Err(e) = checkpoint(&mut conn, &path) {
                         conn = None;
                         clock.retry();
                         tracing::warn!(error = %e, "journal checkpoint failed; retrying later");
                     }
-                    running.store(false, Ordering::Release);
                 }
             })
             .ok()?;
@@ -379,7 +382,9 @@ impl Journal {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, JournalError> {
-        let mut c = self.conn.lock().expect("journal lock");
+        // A panic while holding the lock leaves SQLite consistent (an open transaction rolls
+        // back when dropped): go on rather than fail every later call.
+        let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut c).map_err(|source| JournalError::Sqlite {
             path: self.path.clone(),
             source,
@@ -500,9 +505,11 @@ impl Journal {
         Ok(summaries)
     }
 
-    /// Starts a checkpoint when one is due; checkpoints here when the WAL is too long.
+    /// Starts a checkpoint when one is due. Past [`wal::WAL_HIGH_PAGES`] it checkpoints
+    /// here, holding the journal: under steady commits the checkpoint thread never catches
+    /// up with the end of the WAL, so the WAL would never start over, only grow.
     fn after_commit(&self) {
-        if wal::wal_pages() < WAL_HIGH_PAGES {
+        if wal::wal_pages() < wal::WAL_HIGH_PAGES {
             self.checkpoints.after_commit();
             return;
         }

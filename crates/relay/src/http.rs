@@ -181,6 +181,15 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
     let (body, written) = match read_body(st, body, declared).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Timeout) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s; send it again",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+        }
         Err(BodyError::Read(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -233,9 +242,13 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
     }
 }
 
+/// Longest a webhook's body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Why a webhook's body could not be taken.
 enum BodyError {
     TooLarge,
+    Timeout,
     Read(Box<dyn std::error::Error + Send + Sync>),
     Store(std::io::Error),
 }
@@ -255,7 +268,14 @@ async fn read_body(
     let mut sink: Option<BodySink> = None;
     let big =
         |len: usize| declared.is_some_and(|n| n >= BODY_FILE_MIN as u64) || len >= BODY_FILE_MIN;
-    while let Some(frame) = body.frame().await {
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    loop {
+        let Some(frame) = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .map_err(|_| BodyError::Timeout)?
+        else {
+            break;
+        };
         let frame = frame.map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 BodyError::TooLarge
@@ -268,12 +288,13 @@ async fn read_body(
         };
         len += data.len();
         chunks.push(data);
-        if let Some(s) = &sink {
-            s.push(chunks.last().expect("just pushed").clone());
+        if let Some(s) = &mut sink {
+            let last = chunks.last().expect("just pushed").clone();
+            s.push(last).await.map_err(BodyError::Store)?;
         } else if let Some(files) = files.filter(|_| big(len)) {
-            let s = files.sink();
+            let mut s = files.sink().map_err(BodyError::Store)?;
             for c in &chunks {
-                s.push(c.clone());
+                s.push(c.clone()).await.map_err(BodyError::Store)?;
             }
             sink = Some(s);
         }

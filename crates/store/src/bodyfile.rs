@@ -85,39 +85,20 @@ impl BodyFiles {
 
     /// Starts a durable body file written while the body still arrives: the upload and the
     /// disk work overlap, and what is left for the final fsync is about one piece.
-    pub fn sink(&self) -> BodySink {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<Bytes>>();
-        let files = self.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let (mut f, n, path) = files.create()?;
-            let written = (|| {
-                let (mut written, mut started) = (0u64, 0u64);
-                loop {
-                    match rx.blocking_recv() {
-                        Some(Some(piece)) => {
-                            f.write_all(&piece)?;
-                            written += piece.len() as u64;
-                            if written - started >= PIECE as u64 {
-                                start_writeback(&f, started, written - started)?;
-                                started = written;
-                            }
-                        }
-                        Some(None) => {
-                            start_writeback(&f, started, written - started)?;
-                            f.sync_data()?;
-                            return sync_dir(&files.dir);
-                        }
-                        None => return Err(std::io::Error::other("the upload ended early")),
-                    }
-                }
-            })();
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
-            }
-            Ok(WrittenBody { files, n: Some(n) })
-        });
-        BodySink { tx, task }
+    pub fn sink(&self) -> std::io::Result<BodySink> {
+        let (f, _, path) = self.create()?;
+        Ok(BodySink {
+            files: self.clone(),
+            file: Some(SinkFile {
+                f,
+                written: 0,
+                started: 0,
+            }),
+            writing: None,
+            pending: Vec::new(),
+            pending_len: 0,
+            path: Some(path),
+        })
     }
 
     /// The body in file `n`.
@@ -213,23 +194,108 @@ fn start_writeback(f: &std::fs::File, offset: u64, len: u64) -> std::io::Result<
     Ok(())
 }
 
-/// A body file being written by [`BodyFiles::sink`]. Dropped unfinished, the file goes.
+/// A body file being written by [`BodyFiles::sink`], a piece at a time on the blocking pool
+/// (no thread waits for a slow upload). Dropped unfinished, the file goes.
 #[derive(Debug)]
 pub struct BodySink {
-    tx: tokio::sync::mpsc::UnboundedSender<Option<Bytes>>,
-    task: tokio::task::JoinHandle<std::io::Result<WrittenBody>>,
+    files: BodyFiles,
+    /// The file between writes (a write in flight holds it).
+    file: Option<SinkFile>,
+    writing: Option<tokio::task::JoinHandle<std::io::Result<SinkFile>>>,
+    /// Received bytes not yet handed to a write.
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    /// The file's path until it is finished (and its removal someone else's).
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+struct SinkFile {
+    f: std::fs::File,
+    written: u64,
+    /// Where the writeback not yet started begins.
+    started: u64,
 }
 
 impl BodySink {
-    /// Appends the next piece of the body (written on the blocking pool).
-    pub fn push(&self, piece: Bytes) {
-        let _ = self.tx.send(Some(piece));
+    /// Appends the next piece of the body; every 1 MiB goes to the disk while the next one
+    /// arrives (this waits only when the disk is a piece behind).
+    pub async fn push(&mut self, piece: Bytes) -> std::io::Result<()> {
+        self.pending_len += piece.len();
+        self.pending.push(piece);
+        if self.pending_len >= PIECE {
+            self.write_pending(false).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_pending(&mut self, last: bool) -> std::io::Result<()> {
+        if let Some(w) = self.writing.take() {
+            self.file = Some(w.await.map_err(std::io::Error::other)??);
+        }
+        let mut sf = self
+            .file
+            .take()
+            .ok_or_else(|| std::io::Error::other("body file lost"))?;
+        let pieces = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let task = tokio::task::spawn_blocking(move || {
+            for p in &pieces {
+                sf.f.write_all(p)?;
+                sf.written += p.len() as u64;
+            }
+            start_writeback(&sf.f, sf.started, sf.written - sf.started)?;
+            sf.started = sf.written;
+            Ok(sf)
+        });
+        if last {
+            self.file = Some(task.await.map_err(std::io::Error::other)??);
+        } else {
+            self.writing = Some(task);
+        }
+        Ok(())
     }
 
     /// Waits for the whole body to be written and fsync'd, with the file's name.
-    pub async fn finish(self) -> std::io::Result<WrittenBody> {
-        let _ = self.tx.send(None);
-        self.task.await.map_err(std::io::Error::other)?
+    pub async fn finish(mut self) -> std::io::Result<WrittenBody> {
+        self.write_pending(true).await?;
+        let sf = self
+            .file
+            .take()
+            .ok_or_else(|| std::io::Error::other("body file lost"))?;
+        let path = self.path.clone().expect("unfinished");
+        let dir = self.files.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            sf.f.sync_data()?;
+            sync_dir(&dir)?;
+            // A sweep takes files no row refers to once unchanged for 10 minutes: an upload
+            // that paused that long may have lost its file.
+            std::fs::metadata(&path).map(|_| ())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let n = self
+            .path
+            .take()
+            .and_then(|p| {
+                p.file_name()?
+                    .to_str()
+                    .and_then(|s| i64::from_str_radix(s, 16).ok())
+            })
+            .ok_or_else(|| std::io::Error::other("body file name"))?;
+        Ok(WrittenBody {
+            files: self.files.clone(),
+            n: Some(n),
+        })
+    }
+}
+
+impl Drop for BodySink {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            // A write still in flight goes to the removed file, harmlessly.
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -277,31 +343,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = BodyFiles::open(dir.path().join("b")).unwrap();
         let body: Vec<u8> = (0..(2 << 20) + 5).map(|i| (i % 253) as u8).collect();
-        let sink = files.sink();
+        let mut sink = files.sink().unwrap();
         for piece in body.chunks(300_000) {
-            sink.push(Bytes::copy_from_slice(piece));
+            sink.push(Bytes::copy_from_slice(piece)).await.unwrap();
         }
         let n = sink.finish().await.unwrap().keep();
         assert_eq!(files.read(n).unwrap(), &body[..]);
 
         // An upload cut short leaves no file, nor does a written body nobody keeps.
-        let sink = files.sink();
-        sink.push(Bytes::from_static(b"partial"));
+        let mut sink = files.sink().unwrap();
+        sink.push(Bytes::from(vec![7u8; (1 << 20) + 1]))
+            .await
+            .unwrap();
         drop(sink);
-        let unkept = files.sink();
-        unkept.push(Bytes::from_static(b"whole"));
+        let mut unkept = files.sink().unwrap();
+        unkept.push(Bytes::from_static(b"whole")).await.unwrap();
         drop(unkept.finish().await.unwrap());
-        for _ in 0..100 {
-            if files_in(&dir.path().join("b")) == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         assert_eq!(
             files_in(&dir.path().join("b")),
             1,
             "only the kept body is left"
         );
+
+        // A file swept while its upload paused fails the upload instead of being referred to.
+        let mut swept = files.sink().unwrap();
+        swept.push(Bytes::from_static(b"slow")).await.unwrap();
+        files.sweep(&HashSet::from([n]), Duration::ZERO).unwrap();
+        assert!(swept.finish().await.is_err());
+        assert_eq!(files_in(&dir.path().join("b")), 1);
     }
 
     #[test]

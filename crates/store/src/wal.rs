@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 /// WAL growth, in pages, between checkpoints (SQLite's automatic threshold).
 pub const CHECKPOINT_PAGES: i32 = 1000;
+/// WAL length, in pages, past which every commit calls for a checkpoint until the WAL
+/// starts over (a reader may be holding it back).
+pub const WAL_HIGH_PAGES: i32 = 4 * CHECKPOINT_PAGES;
 
 thread_local! {
     /// Pages in the WAL after this thread's last commit (set by [`note_wal_pages`]).
@@ -43,7 +46,8 @@ impl Default for CheckpointClock {
 
 impl CheckpointClock {
     /// Called right after a commit, on its thread: whether to checkpoint now. Once it says
-    /// yes, the next yes waits for [`CHECKPOINT_PAGES`] more (or for the WAL to start over).
+    /// yes, the next yes waits for [`CHECKPOINT_PAGES`] more (or for the WAL to start over),
+    /// unless the WAL is past [`WAL_HIGH_PAGES`].
     pub fn due(&self) -> bool {
         let pages = wal_pages();
         let mut at = self.next_at.load(Ordering::Relaxed);
@@ -52,7 +56,7 @@ impl CheckpointClock {
             at = CHECKPOINT_PAGES;
             self.next_at.store(at, Ordering::Relaxed);
         }
-        if pages < at {
+        if pages < at && pages < WAL_HIGH_PAGES {
             return false;
         }
         self.next_at
@@ -90,5 +94,9 @@ mod tests {
         assert!(after_commit(&c, 1000));
         c.retry();
         assert!(after_commit(&c, 1001));
+        // Very long: at every commit, until it starts over.
+        assert!(after_commit(&c, 4000));
+        assert!(after_commit(&c, 4001));
+        assert!(!after_commit(&c, 3));
     }
 }
