@@ -124,7 +124,9 @@ impl Tracker {
 
     /// Whether `id` arrived.
     pub fn received(&self, id: u64) -> bool {
-        self.recv[id as usize].load(R) > 0
+        // Its arrival time, not the count: the count goes up first, so a waiter could see
+        // it before the time is there.
+        self.recv_ns[id as usize].load(R) > 0
     }
 
     /// When `id` first arrived.
