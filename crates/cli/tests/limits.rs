@@ -55,6 +55,29 @@ async fn slow_headers_are_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_gets_408_and_nothing_is_stored() {
+    let relay = TestRelay::start_with(|c| c.body_timeout = Duration::from_millis(300)).await;
+    let (ch, _) = relay.channel(None).await;
+    for len in [100usize, 2 << 20] {
+        // Half the declared body (a big one goes to a body file as it arrives), then nothing.
+        let mut s = TcpStream::connect(relay.addr).await.unwrap();
+        let head = format!("POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\ncontent-length: {len}\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&vec![b'x'; len / 2]).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("the relay answers")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("did not arrive within"), "{answer}");
+    }
+    assert_eq!(relay.store.bounds(&ch).await.unwrap().head, 0);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_get_431() {
     let relay = TestRelay::start_with(|c| c.max_header_size = 16 << 10).await;
     let (ch, _) = relay.channel(None).await;

@@ -185,8 +185,8 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
             return error(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
-                    "the request body did not arrive within {} s; send it again",
-                    BODY_TIMEOUT.as_secs()
+                    "the request body did not arrive within {:?}; send it again",
+                    st.cfg.body_timeout
                 ),
             )
         }
@@ -242,9 +242,6 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
     }
 }
 
-/// Longest a webhook's body may take to arrive.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
-
 /// Why a webhook's body could not be taken.
 enum BodyError {
     TooLarge,
@@ -268,7 +265,7 @@ async fn read_body(
     let mut sink: Option<BodySink> = None;
     let big =
         |len: usize| declared.is_some_and(|n| n >= BODY_FILE_MIN as u64) || len >= BODY_FILE_MIN;
-    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + st.cfg.body_timeout;
     loop {
         let Some(frame) = tokio::time::timeout_at(deadline, body.frame())
             .await

@@ -51,6 +51,8 @@ pub struct RelayConfig {
     pub max_inflight_bytes: usize,
     /// Time allowed for a client to send its request headers.
     pub header_read_timeout: Duration,
+    /// Longest a webhook's body may take to arrive (then 408, nothing stored).
+    pub body_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// Serve HTTPS/WSS with this certificate instead of plain HTTP.
@@ -82,6 +84,7 @@ impl Default for RelayConfig {
             max_window: 1024,
             max_inflight_bytes: 32 << 20,
             header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             tls: None,
             max_connections: 4096,
