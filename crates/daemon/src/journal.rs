@@ -513,7 +513,9 @@ impl Journal {
             self.checkpoints.after_commit();
             return;
         }
-        let r = self.with(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())));
+        // RESTART: waits for a checkpoint the thread may be running (a passive one would
+        // just give up) and for readers, so that the next commit starts the WAL over.
+        let r = self.with(|c| c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())));
         if let Err(e) = r {
             tracing::warn!(error = %e, "journal checkpoint failed; retrying later");
         }
