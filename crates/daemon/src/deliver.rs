@@ -208,16 +208,12 @@ impl Forwarder {
             timeout,
             idle: Arc::default(),
         };
-        f.root = origin_form(&f.build_target(""));
+        f.root = origin_form(&f.target(""));
         Ok(f)
     }
 
     /// The URL an event with sub-path `path` (`/sub?x=1`) goes to.
     pub fn target(&self, path: &str) -> Uri {
-        self.build_target(path)
-    }
-
-    fn build_target(&self, path: &str) -> Uri {
         let base_path = self.base.path().trim_end_matches('/');
         let (sub, query) = match path.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -358,7 +354,7 @@ impl Forwarder {
         let uri = if ev.path.is_empty() {
             self.root.clone()
         } else {
-            origin_form(&self.build_target(&ev.path))
+            origin_form(&self.target(&ev.path))
         };
         let mut req = Request::builder()
             .method(method)

@@ -86,7 +86,7 @@ impl BodyFiles {
     /// Starts a durable body file written while the body still arrives: the upload and the
     /// disk work overlap, and what is left for the final fsync is about one piece.
     pub fn sink(&self) -> std::io::Result<BodySink> {
-        let (f, _, path) = self.create()?;
+        let (f, n, _) = self.create()?;
         Ok(BodySink {
             files: self.clone(),
             file: Some(SinkFile {
@@ -97,7 +97,7 @@ impl BodyFiles {
             writing: None,
             pending: Vec::new(),
             pending_len: 0,
-            path: Some(path),
+            n: Some(n),
         })
     }
 
@@ -205,8 +205,8 @@ pub struct BodySink {
     /// Received bytes not yet handed to a write.
     pending: Vec<Bytes>,
     pending_len: usize,
-    /// The file's path until it is finished (and its removal someone else's).
-    path: Option<PathBuf>,
+    /// The file's number until it is finished (and its removal someone else's).
+    n: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -263,8 +263,8 @@ impl BodySink {
             .file
             .take()
             .ok_or_else(|| std::io::Error::other("body file lost"))?;
-        let path = self.path.clone().expect("unfinished");
-        let dir = self.files.dir.clone();
+        let n = self.n.expect("unfinished");
+        let (path, dir) = (self.files.path(n), self.files.dir.clone());
         tokio::task::spawn_blocking(move || {
             sf.f.sync_data()?;
             sync_dir(&dir)?;
@@ -274,27 +274,18 @@ impl BodySink {
         })
         .await
         .map_err(std::io::Error::other)??;
-        let n = self
-            .path
-            .take()
-            .and_then(|p| {
-                p.file_name()?
-                    .to_str()
-                    .and_then(|s| i64::from_str_radix(s, 16).ok())
-            })
-            .ok_or_else(|| std::io::Error::other("body file name"))?;
         Ok(WrittenBody {
             files: self.files.clone(),
-            n: Some(n),
+            n: self.n.take(),
         })
     }
 }
 
 impl Drop for BodySink {
     fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
+        if let Some(n) = self.n.take() {
             // A write still in flight goes to the removed file, harmlessly.
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(self.files.path(n));
         }
     }
 }
