@@ -54,6 +54,10 @@ struct Args {
     /// Events per 1-sender latency run at 1 KiB [default: 2000; smoke: 200].
     #[arg(long)]
     latency_events: Option<u64>,
+    /// Bigger bodies of the 1-sender runs, besides 1 KiB: any of 64KiB, 1MiB, 16MiB
+    /// (comma-separated) [default: all three; smoke: 64KiB,1MiB].
+    #[arg(long, value_delimiter = ',', value_parser = parse_body_size)]
+    body_sizes: Option<Vec<usize>>,
     /// Events per throughput run [default: 50000; smoke: 200].
     #[arg(long)]
     events: Option<u64>,
@@ -102,11 +106,23 @@ struct Plan {
     postgres: Option<String>,
 }
 
+/// Parses a `--body-sizes` entry.
+fn parse_body_size(s: &str) -> Result<usize, String> {
+    match s.trim() {
+        "64KiB" => Ok(64 << 10),
+        "1MiB" => Ok(1 << 20),
+        "16MiB" => Ok(16 << 20),
+        other => Err(format!(
+            "unknown body size {other:?}: use 64KiB, 1MiB or 16MiB"
+        )),
+    }
+}
+
 impl Plan {
     fn from_args(a: &Args) -> Plan {
         let s = a.smoke;
         let latency_events = a.latency_events.unwrap_or(if s { 200 } else { 2000 });
-        let bodies = if s {
+        let mut bodies = if s {
             vec![(1 << 10, latency_events), (64 << 10, 20), (1 << 20, 5)]
         } else {
             vec![
@@ -116,6 +132,16 @@ impl Plan {
                 (16 << 20, 20),
             ]
         };
+        if let Some(keep) = &a.body_sizes {
+            let counts: &[(usize, u64)] = &[(64 << 10, 500), (1 << 20, 100), (16 << 20, 20)];
+            bodies.truncate(1);
+            bodies.extend(
+                counts
+                    .iter()
+                    .filter(|(n, _)| keep.contains(n))
+                    .map(|&(n, c)| (n, if s { c.min(5) } else { c })),
+            );
+        }
         let concurrency =
             a.concurrency
                 .clone()

@@ -36,7 +36,7 @@ fn make_certs(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 /// POSTs over HTTPS trusting only `ca`; `Err` when the handshake fails.
-async fn https_post(url: &str, ca: &Path, body: &'static str) -> Result<u16, String> {
+async fn https_post(url: &str, ca: &Path, body: impl Into<Bytes>) -> Result<u16, String> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).unwrap();
     for c in rustls_pemfile::certs(&mut &pem[..]) {
@@ -56,7 +56,7 @@ async fn https_post(url: &str, ca: &Path, body: &'static str) -> Result<u16, Str
         .build();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(conn);
     let req = http::Request::post(url)
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .body(Full::new(body.into()))
         .unwrap();
     let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
     let status = resp.status().as_u16();
@@ -84,6 +84,14 @@ async fn wss_end_to_end_and_certificate_reload_keeps_listeners() {
     assert_eq!(https_post(&hook, &ca1, "over tls").await.unwrap(), 200);
     let got = handler.wait_delivered(1).await;
     assert_eq!(got[0].body, Bytes::from("over tls"));
+    // A big body (a body file, written to the socket past tungstenite) arrives byte-identical.
+    let big: Bytes = (0..(1 << 20) + 4099u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    assert_eq!(https_post(&hook, &ca1, big.clone()).await.unwrap(), 200);
+    let got = handler.wait_delivered(2).await;
+    assert!(got[1].body == big, "big body byte-identical over wss");
 
     // Plain HTTP to the TLS port is not served.
     assert!(meethook_testkit::request(
@@ -106,8 +114,8 @@ async fn wss_end_to_end_and_certificate_reload_keeps_listeners() {
     );
     assert_eq!(https_post(&hook, &ca2, "after reload").await.unwrap(), 200);
     // The listener trusts only the old CA: it can only receive this over its existing connection.
-    let got = handler.wait_delivered(2).await;
-    assert_eq!(got[1].body, Bytes::from("after reload"));
+    let got = handler.wait_delivered(3).await;
+    assert_eq!(got[2].body, Bytes::from("after reload"));
     assert_eq!(
         relay
             .metrics

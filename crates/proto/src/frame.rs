@@ -163,16 +163,25 @@ pub fn decode_headers(buf: &mut Reader) -> Result<Vec<Header>, DecodeError> {
 /// Encodes an event as a binary frame:
 /// `0x01, u64 seq, i64 received_at_ms, u8 method_len, method, u16 path_len, path, headers, body`.
 pub fn encode_event(ev: &Event) -> Bytes {
-    let mut out = BytesMut::with_capacity(
-        1 + 8
-            + 8
-            + 1
-            + ev.method.len()
-            + 2
-            + ev.path.len()
-            + headers_len(&ev.headers)
-            + ev.body.len(),
-    );
+    let mut out = BytesMut::with_capacity(event_head_len(ev) + ev.body.len());
+    put_event_head(ev, &mut out);
+    out.put_slice(&ev.body);
+    out.freeze()
+}
+
+/// An event frame without its body: what [`encode_event`] puts before `ev.body`. A big body
+/// can then be written after it as it is, not copied into one frame first.
+pub fn encode_event_head(ev: &Event) -> Bytes {
+    let mut out = BytesMut::with_capacity(event_head_len(ev));
+    put_event_head(ev, &mut out);
+    out.freeze()
+}
+
+fn event_head_len(ev: &Event) -> usize {
+    1 + 8 + 8 + 1 + ev.method.len() + 2 + ev.path.len() + headers_len(&ev.headers)
+}
+
+fn put_event_head(ev: &Event, out: &mut BytesMut) {
     out.put_u8(EVENT_TAG);
     out.put_u64(ev.seq);
     out.put_i64(ev.received_at_ms);
@@ -181,9 +190,7 @@ pub fn encode_event(ev: &Event) -> Bytes {
     let path = &ev.path.as_bytes()[..ev.path.len().min(u16::MAX as usize)];
     out.put_u16(path.len() as u16);
     out.put_slice(path);
-    encode_headers(&ev.headers, &mut out);
-    out.put_slice(&ev.body);
-    out.freeze()
+    encode_headers(&ev.headers, out);
 }
 
 /// Decodes a binary event frame; the body shares `frame`'s memory (no copy).
@@ -291,6 +298,14 @@ mod tests {
         assert_eq!(decode_event(enc.clone()).unwrap(), ev);
         // Stable layout: tag, seq, then the timestamp.
         assert_eq!(&enc[..9], &[1, 0, 0, 0, 0, 0, 0, 0, 42]);
+    }
+
+    #[test]
+    fn the_head_is_the_frame_up_to_its_body() {
+        let ev = sample();
+        let mut parts = encode_event_head(&ev).to_vec();
+        parts.extend_from_slice(&ev.body);
+        assert_eq!(parts, encode_event(&ev).to_vec());
     }
 
     #[test]

@@ -263,6 +263,9 @@ async fn read_body(
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     let mut sink: Option<BodySink> = None;
+    // A big body of known length is gathered into one buffer while it arrives, so nothing is
+    // left to copy between its fsync and its 200.
+    let mut gathered: Option<BytesMut> = None;
     let big =
         |len: usize| declared.is_some_and(|n| n >= BODY_FILE_MIN as u64) || len >= BODY_FILE_MIN;
     let deadline = tokio::time::Instant::now() + st.cfg.body_timeout;
@@ -284,26 +287,40 @@ async fn read_body(
             continue;
         };
         len += data.len();
-        chunks.push(data);
         if let Some(s) = &mut sink {
-            let last = chunks.last().expect("just pushed").clone();
-            s.push(last).await.map_err(BodyError::Store)?;
-        } else if let Some(files) = files.filter(|_| big(len)) {
+            match &mut gathered {
+                Some(g) => g.extend_from_slice(&data),
+                None => chunks.push(data.clone()),
+            }
+            s.push(data).await.map_err(BodyError::Store)?;
+            continue;
+        }
+        chunks.push(data);
+        if let Some(files) = files.filter(|_| big(len)) {
             let mut s = files.sink().map_err(BodyError::Store)?;
             for c in &chunks {
                 s.push(c.clone()).await.map_err(BodyError::Store)?;
             }
             sink = Some(s);
+            // The limit caps the declared length: a lying header costs no more than max_body.
+            if let Some(n) = declared.filter(|&n| n <= st.cfg.max_body as u64) {
+                let mut g = BytesMut::with_capacity(n as usize);
+                for c in chunks.drain(..) {
+                    g.extend_from_slice(&c);
+                }
+                gathered = Some(g);
+            }
         }
     }
     let written = match sink {
         Some(s) => Some(s.finish().await.map_err(BodyError::Store)?),
         None => None,
     };
-    let body = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().expect("one chunk"),
-        _ => {
+    let body = match (gathered, chunks.len()) {
+        (Some(g), _) => g.freeze(),
+        (None, 0) => Bytes::new(),
+        (None, 1) => chunks.pop().expect("one chunk"),
+        (None, _) => {
             let mut all = BytesMut::with_capacity(len);
             for c in chunks {
                 all.extend_from_slice(&c);

@@ -12,13 +12,15 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use meethook_proto::frame::encode_event;
+use meethook_proto::frame::{encode_event, encode_event_head};
+use meethook_proto::Event;
 use meethook_proto::{ClientFrame, ErrorCode, ServerFrame, PROTOCOL_VERSION};
 use meethook_store::{now_ms, StoreError};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{
-    frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig,
-};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -34,6 +36,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_BATCH: usize = 256;
 /// How often acks are written to the store (they are cumulative, so coalescing is safe).
 const ACK_FLUSH: Duration = Duration::from_secs(1);
+/// Bodies from this size are written to the socket as they are (see [`send_big`]).
+const WRITE_THROUGH_MIN: usize = 256 << 10;
 /// How often a connected listener's `last_seen` is refreshed even without new acks.
 const SEEN_REFRESH: Duration = Duration::from_secs(60);
 
@@ -173,6 +177,30 @@ async fn serve(st: &State, channel: &str, mut ws: Ws) -> Result<(), StreamEnd> {
     result
 }
 
+/// Sends a big event as one binary message written straight to the socket: its frame head,
+/// then the body from the store's own buffer. Through tungstenite, a 16 MiB body was copied
+/// twice more (into one frame, then into the write buffer), each copy into fresh memory.
+async fn send_big(ws: &mut Ws, ev: &Event) -> Result<(), StreamEnd> {
+    // Whatever tungstenite holds goes first: frames must not interleave.
+    ws.flush().await?;
+    let head = encode_event_head(ev);
+    let len = (head.len() + ev.body.len()) as u64;
+    let ws_head = FrameHeader {
+        opcode: OpCode::Data(Data::Binary),
+        ..FrameHeader::default()
+    };
+    let mut start = Vec::with_capacity(ws_head.len(len) + head.len());
+    ws_head.format(len, &mut start)?;
+    start.extend_from_slice(&head);
+    let io = ws.get_mut();
+    let sent = async {
+        io.write_all(&start).await?;
+        io.write_all(&ev.body).await?;
+        io.flush().await
+    };
+    sent.await.map_err(|e| StreamEnd::Ws(e.into()))
+}
+
 async fn read_hello(ws: &mut Ws, limit: Duration) -> Result<(String, u64, u64, u32), StreamEnd> {
     let msg = tokio::time::timeout(limit, ws.next())
         .await
@@ -260,7 +288,11 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
             for ev in &events {
                 inflight_bytes.push_back((ev.seq, ev.body.len()));
                 sent = ev.seq;
-                ws.feed(Message::Binary(encode_event(ev))).await?;
+                if ev.body.len() >= WRITE_THROUGH_MIN {
+                    send_big(ws, ev).await?;
+                } else {
+                    ws.feed(Message::Binary(encode_event(ev))).await?;
+                }
             }
             if !events.is_empty() {
                 ws.flush().await?;
