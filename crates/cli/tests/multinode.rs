@@ -12,13 +12,13 @@ use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use meethook_store::postgres::tokio_postgres;
-use meethook_testkit::fault::{collect, random, verify, Acked};
+use meethook_testkit::fault::{collect, verify, Acked, Proxy};
+use meethook_testkit::pg::Schema;
 use meethook_testkit::{client, request, tempdir, Child, TestDaemon, TestHandler, PATIENCE};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -27,130 +27,19 @@ const ADMIN: &str = "admin-test-token";
 
 // ---- PostgreSQL: one schema per test ----
 
-fn postgres_url() -> Option<String> {
-    match std::env::var("MEETHOOK_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!(
-                "note: MEETHOOK_TEST_POSTGRES_URL is unset; multi-node PostgreSQL test skipped"
-            );
-            None
-        }
-    }
+async fn schema() -> Option<Schema> {
+    Schema::create("mh_multi", "multi-node PostgreSQL test").await
 }
 
-/// A throwaway schema in the test database, dropped on drop.
-struct Schema {
-    base: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create() -> Option<Schema> {
-        let base = postgres_url()?;
-        static N: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "mh_multi_{}_{}_{:x}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed),
-            random() & 0xffff_ffff
-        );
-        raw_connect(&base)
-            .await
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .unwrap();
-        Some(Schema { base, name })
-    }
-
-    /// `--store` URL selecting this schema.
-    fn url(&self) -> String {
-        with_search_path(&self.base, &self.name)
-    }
-
-    /// The same through `addr` (a proxy) instead of the server.
-    fn url_via(&self, addr: SocketAddr) -> String {
-        let cfg: tokio_postgres::Config = self.base.parse().unwrap();
-        let user = cfg.get_user().unwrap_or("postgres");
-        let db = cfg.get_dbname().unwrap_or(user);
-        let pass = cfg
-            .get_password()
-            .map(|p| format!(":{}", pct(&String::from_utf8_lossy(p))))
-            .unwrap_or_default();
-        with_search_path(
-            &format!("postgres://{}{pass}@{addr}/{db}", pct(user)),
-            &self.name,
-        )
-    }
-
-    async fn server_addr(&self) -> SocketAddr {
-        let cfg: tokio_postgres::Config = self.base.parse().unwrap();
-        let host = match cfg.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => "127.0.0.1".into(),
-        };
-        let port = cfg.get_ports().first().copied().unwrap_or(5432);
-        let mut addrs = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .unwrap();
-        addrs.next().unwrap()
-    }
-
-    /// The channel's counter as stored.
-    async fn head(&self, channel: &str) -> u64 {
-        let c = raw_connect(&self.url()).await;
-        let row = c
-            .query_one("SELECT head_seq FROM channels WHERE id = $1", &[&channel])
-            .await
-            .unwrap();
-        row.get::<_, i64>(0) as u64
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let _ = raw_connect(&base)
-                    .await
-                    .batch_execute(&format!(
-                        "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {name} CASCADE"
-                    ))
-                    .await;
-            });
-        })
-        .join();
-    }
-}
-
-fn with_search_path(url: &str, schema: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-csearch_path%3D{schema}")
-}
-
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-async fn raw_connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+/// The channel's counter as stored.
+async fn head(schema: &Schema, channel: &str) -> u64 {
+    let row = schema
+        .client()
         .await
-        .expect("connect to MEETHOOK_TEST_POSTGRES_URL");
-    tokio::spawn(conn);
-    client
+        .query_one("SELECT head_seq FROM channels WHERE id = $1", &[&channel])
+        .await
+        .unwrap();
+    row.get::<_, i64>(0) as u64
 }
 
 // ---- relay processes on PostgreSQL ----
@@ -302,57 +191,6 @@ fn spray(
         .collect()
 }
 
-/// A TCP proxy to the first upstream that accepts (a load balancer with failover, or a plain
-/// proxy to PostgreSQL); it can be taken down (connections cut, new ones closed at once) and
-/// brought back.
-struct Proxy {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start(upstreams: Vec<SocketAddr>) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let (cut, _) = tokio::sync::watch::channel(0u64);
-        let (up2, cut2) = (up.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    continue; // dropped: the client sees the connection close
-                }
-                let mut gone = cut2.subscribe();
-                let upstreams = upstreams.clone();
-                tokio::spawn(async move {
-                    for u in upstreams {
-                        if let Ok(mut upstream) = tokio::net::TcpStream::connect(u).await {
-                            let _ = upstream.set_nodelay(true);
-                            let _ = down.set_nodelay(true);
-                            tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut down, &mut upstream) => {}
-                                _ = gone.changed() => {}
-                            }
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Proxy { addr, up, cut }
-    }
-
-    fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|g| *g += 1);
-    }
-
-    fn up(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
 /// Waits until the handler has delivered every acknowledged seq.
 async fn wait_all(handler: &TestHandler, acked: &Acked) -> Vec<meethook_testkit::Received> {
     let want: HashSet<u64> = acked.iter().map(|a| a.0).collect();
@@ -375,7 +213,7 @@ async fn assert_exactly_the_stored_seqs(
     channel: &str,
     handler: &TestHandler,
 ) -> u64 {
-    let head = schema.head(channel).await;
+    let head = head(schema, channel).await;
     let got = handler.wait_delivered(head as usize).await;
     let seqs: Vec<u64> = got
         .iter()
@@ -394,7 +232,7 @@ async fn assert_exactly_the_stored_seqs(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_share_a_database_while_the_listener_moves_and_one_dies() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = schema().await else {
         return;
     };
     let url = schema.url();
@@ -448,7 +286,7 @@ async fn two_relays_share_a_database_while_the_listener_moves_and_one_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_behind_a_balancer_survives_the_kill9_of_its_relay() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = schema().await else {
         return;
     };
     let url = schema.url();
@@ -496,7 +334,7 @@ async fn a_listener_behind_a_balancer_survives_the_kill9_of_its_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_under_load_is_503_then_recovers_without_a_restart() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = schema().await else {
         return;
     };
     let db = Proxy::start(vec![schema.server_addr().await]).await;

@@ -5,14 +5,14 @@
 //! selected with `options=-csearch_path=…` and dropped at the end.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use meethook_proto::Header;
-use meethook_store::postgres::tokio_postgres;
 use meethook_store::{Channel, NewEvent, PostgresStore, SqliteStore, Store, StoreError};
+use meethook_testkit::fault::Proxy;
+use meethook_testkit::pg::{postgres_url, with_search_path, Schema};
 
 /// Where a backend keeps its data for one test; removed on drop.
 #[allow(dead_code)]
@@ -27,136 +27,11 @@ async fn backends() -> Vec<(&'static str, Arc<dyn Store>, Place)> {
     let sqlite = SqliteStore::open(dir.path()).unwrap();
     let mut all: Vec<(&'static str, Arc<dyn Store>, Place)> =
         vec![("sqlite", Arc::new(sqlite), Place::Dir(dir))];
-    if let Some(schema) = Schema::create().await {
+    if let Some(schema) = Schema::create("mh_conf", "PostgreSQL backend").await {
         let pg = PostgresStore::connect(&schema.url()).await.unwrap();
         all.push(("postgres", Arc::new(pg), Place::Schema(schema)));
     }
     all
-}
-
-/// The PostgreSQL server to test against, or `None` (with a note) when not configured.
-fn postgres_url() -> Option<String> {
-    match std::env::var("MEETHOOK_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("note: MEETHOOK_TEST_POSTGRES_URL is unset; PostgreSQL backend skipped");
-            None
-        }
-    }
-}
-
-/// A throwaway schema in the test database.
-struct Schema {
-    base: String,
-    name: String,
-}
-
-impl Schema {
-    /// Creates a uniquely named schema, or `None` when PostgreSQL is not configured.
-    async fn create() -> Option<Schema> {
-        let base = postgres_url()?;
-        static N: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "mh_conf_{}_{}_{:x}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed),
-            random() & 0xffff_ffff
-        );
-        let client = raw_connect(&base).await;
-        client
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .unwrap();
-        Some(Schema { base, name })
-    }
-
-    /// The test URL with this schema as the search path.
-    fn url(&self) -> String {
-        with_search_path(&self.base, &self.name)
-    }
-
-    /// The same, but through `addr` (a proxy) instead of the server's address.
-    fn url_via(&self, addr: SocketAddr) -> String {
-        let cfg: tokio_postgres::Config = self.base.parse().unwrap();
-        let user = cfg.get_user().unwrap_or("postgres");
-        let db = cfg.get_dbname().unwrap_or(user);
-        let pass = cfg
-            .get_password()
-            .map(|p| format!(":{}", pct(&String::from_utf8_lossy(p))))
-            .unwrap_or_default();
-        with_search_path(
-            &format!("postgres://{}{pass}@{addr}/{db}", pct(user)),
-            &self.name,
-        )
-    }
-
-    /// The server's address, for a proxy in front of it.
-    async fn server_addr(&self) -> SocketAddr {
-        let cfg: tokio_postgres::Config = self.base.parse().unwrap();
-        let host = match cfg.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => "127.0.0.1".into(),
-        };
-        let port = cfg.get_ports().first().copied().unwrap_or(5432);
-        let mut addrs = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .unwrap();
-        addrs.next().unwrap()
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        // Drop runs inside the test's runtime; a thread of its own may block on a new one.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let client = raw_connect(&base).await;
-                let _ = client
-                    .batch_execute(&format!(
-                        "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {name} CASCADE"
-                    ))
-                    .await;
-            });
-        })
-        .join();
-    }
-}
-
-fn with_search_path(url: &str, schema: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-csearch_path%3D{schema}")
-}
-
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-async fn raw_connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to MEETHOOK_TEST_POSTGRES_URL");
-    tokio::spawn(conn);
-    client
-}
-
-fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
 }
 
 fn channel(id: &str) -> Channel {
@@ -590,7 +465,7 @@ async fn wait_head(rx: &mut tokio::sync::watch::Receiver<u64>, head: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_nodes_hand_out_gap_free_seqs() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = Schema::create("mh_conf", "PostgreSQL backend").await else {
         return;
     };
     let (a, b) = two_nodes(&schema).await;
@@ -642,7 +517,7 @@ async fn postgres_two_nodes_hand_out_gap_free_seqs() {
 
 #[tokio::test]
 async fn postgres_appends_on_one_node_wake_subscribers_on_another() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = Schema::create("mh_conf", "PostgreSQL backend").await else {
         return;
     };
     let (a, b) = two_nodes(&schema).await;
@@ -676,7 +551,7 @@ async fn postgres_appends_on_one_node_wake_subscribers_on_another() {
 
 #[tokio::test]
 async fn postgres_migrations_are_idempotent_and_refuse_a_newer_schema() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = Schema::create("mh_conf", "PostgreSQL backend").await else {
         return;
     };
     let url = schema.url();
@@ -686,7 +561,7 @@ async fn postgres_migrations_are_idempotent_and_refuse_a_newer_schema() {
     drop(s);
     let s = PostgresStore::connect(&url).await.unwrap();
     assert_eq!(s.read_after("c", 0, 10, usize::MAX).await.unwrap().len(), 1);
-    let client = raw_connect(&url).await;
+    let client = schema.client().await;
     let versions: Vec<i32> = client
         .query("SELECT version FROM meethook_schema ORDER BY version", &[])
         .await
@@ -723,7 +598,7 @@ async fn postgres_connect_errors_name_the_fix_and_hide_the_password() {
         .err()
         .unwrap();
     assert!(!err.to_string().contains("s3cr3tpw"), "{err}");
-    let Some(base) = postgres_url() else {
+    let Some(base) = postgres_url("PostgreSQL backend") else {
         return;
     };
     let err = PostgresStore::connect(&with_search_path(&base, "mh_no_such_schema"))
@@ -733,56 +608,12 @@ async fn postgres_connect_errors_name_the_fix_and_hide_the_password() {
     assert!(err.to_string().contains("CREATE SCHEMA"), "{err}");
 }
 
-/// A TCP proxy that can be taken down (connections cut, new ones refused) and brought back.
-struct Proxy {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let (cut, _) = tokio::sync::watch::channel(0u64);
-        let (up2, cut2) = (up.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    continue; // dropped: the client sees the connection close
-                }
-                let mut gone = cut2.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut upstream) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut down, &mut upstream) => {}
-                        _ = gone.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, up, cut }
-    }
-
-    fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|g| *g += 1);
-    }
-
-    fn up(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_is_unavailable_then_recovers() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = Schema::create("mh_conf", "PostgreSQL backend").await else {
         return;
     };
-    let proxy = Proxy::start(schema.server_addr().await).await;
+    let proxy = Proxy::start(vec![schema.server_addr().await]).await;
     let s = PostgresStore::connect(&schema.url_via(proxy.addr))
         .await
         .unwrap();
@@ -902,7 +733,7 @@ async fn tls_front(
 
 #[tokio::test]
 async fn postgres_sslmode_require_verifies_the_server() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = Schema::create("mh_conf", "PostgreSQL backend").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -935,7 +766,7 @@ async fn postgres_sslmode_require_verifies_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_an_event_the_database_rejects_does_not_sink_its_batch() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = Schema::create("mh_conf", "PostgreSQL backend").await else {
         return;
     };
     let s: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url()).await.unwrap());

@@ -1,5 +1,5 @@
-//! Fault injection: load that retries like a real sender, a TCP proxy that cuts connections
-//! mid-stream, and a size-limited tmpfs that fills up on demand.
+//! Fault injection: load that retries like a real sender, TCP proxies that cut connections
+//! mid-stream or go down on demand, and a size-limited tmpfs that fills up on demand.
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
@@ -24,6 +24,61 @@ pub fn random() -> u64 {
 /// A random delay in `lo..hi` milliseconds.
 pub fn jitter(lo: u64, hi: u64) -> Duration {
     Duration::from_millis(lo + random() % (hi - lo).max(1))
+}
+
+/// A TCP proxy to the first upstream that accepts (a load balancer with failover, or a plain
+/// proxy in front of PostgreSQL); it can be taken down (connections cut, new ones closed at
+/// once) and brought back.
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    /// Listens on an ephemeral loopback port.
+    pub async fn start(upstreams: Vec<SocketAddr>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let mut gone = cut2.subscribe();
+                let upstreams = upstreams.clone();
+                tokio::spawn(async move {
+                    for u in upstreams {
+                        if let Ok(mut upstream) = TcpStream::connect(u).await {
+                            let _ = upstream.set_nodelay(true);
+                            let _ = down.set_nodelay(true);
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut down, &mut upstream) => {}
+                                _ = gone.changed() => {}
+                            }
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Proxy { addr, up, cut }
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
 }
 
 /// What one sender got acknowledged: `(seq, body)`.

@@ -10,6 +10,7 @@
 //! - [`fault`]: retrying load, a connection-cutting proxy, a tmpfs that fills up.
 
 pub mod fault;
+pub mod pg;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
