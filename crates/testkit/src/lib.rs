@@ -215,11 +215,12 @@ async fn record(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    // A request cut short is not a delivery: as a real handler, it never sees it.
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"incomplete body")));
+        *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+        return Ok(resp);
+    };
     let answered = state.script.lock().unwrap().pop_front().unwrap_or(200);
     let r = Received {
         method: parts.method.to_string(),
