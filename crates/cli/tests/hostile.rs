@@ -209,6 +209,53 @@ async fn sender_secret_is_required_when_set_and_never_echoed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_without_the_secret_is_refused_before_its_body() {
+    let relay = TestRelay::start().await;
+    let (ch, _) = relay.channel(Some("mb_sender_secret_1234")).await;
+    // 8 MiB announced, 1 KiB sent: the answer comes from the headers alone (waiting for the
+    // body would take the relay's 5-minute body timeout).
+    for creds in ["", "x-meeting-baas-api-key: nope\r\n"] {
+        let head = format!(
+            "POST /hooks/{ch} HTTP/1.1\r\nhost: x\r\n{creds}content-length: {}\r\n\r\n",
+            8 << 20
+        );
+        let mut req = head.into_bytes();
+        req.extend_from_slice(&[b'x'; 1024]);
+        let answer = raw(relay.addr, &req, std::time::Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{creds:?}: {answer}");
+    }
+    // A signature needs the body: its headers alone pass, and the whole request is checked.
+    let stale = post(
+        &relay.hook(&ch),
+        &[
+            ("webhook-id", "msg_1"),
+            ("webhook-timestamp", "1000"),
+            ("webhook-signature", "v1,AAAA"),
+        ],
+        "x",
+    )
+    .await;
+    assert_eq!(stale.status, 401);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let forged = post(
+        &relay.hook(&ch),
+        &[
+            ("webhook-id", "msg_1"),
+            ("webhook-timestamp", now.as_str()),
+            ("webhook-signature", "v1,AAAA"),
+        ],
+        "x",
+    )
+    .await;
+    assert_eq!(forged.status, 401);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_does_not_take_the_relay_down() {
     let relay = TestRelay::start().await;
     let (ch, token) = relay.channel(None).await;

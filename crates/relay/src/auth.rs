@@ -61,6 +61,58 @@ pub enum SenderRejection {
 /// Tolerance for Standard Webhooks / Svix timestamps.
 const SIGNATURE_TOLERANCE_SECS: i64 = 5 * 60;
 
+/// What a webhook's headers alone say about its sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderHeads {
+    /// An API key matched: no more to check.
+    Accepted,
+    /// A signature to verify against the body (see [`check_sender`]).
+    Signed,
+}
+
+/// Checks what can be checked before the body arrives, so a sender without the secret is
+/// refused before the relay reads (and writes out) up to `--max-body` of its upload.
+pub fn check_sender_heads(
+    secret: &str,
+    headers: &http::HeaderMap,
+    now_secs: i64,
+) -> Result<SenderHeads, SenderRejection> {
+    let mut seen = false;
+    for name in ["x-meeting-baas-api-key", "x-mb-secret"] {
+        for v in headers.get_all(name) {
+            seen = true;
+            if secret_eq(v.as_bytes(), secret.as_bytes()) {
+                return Ok(SenderHeads::Accepted);
+            }
+        }
+    }
+    if let Some((_, ts, _)) = signature_headers(headers) {
+        let ts = ts.parse::<i64>().map_err(|_| SenderRejection::Wrong)?;
+        if (now_secs - ts).abs() > SIGNATURE_TOLERANCE_SECS {
+            return Err(SenderRejection::Stale);
+        }
+        return Ok(SenderHeads::Signed);
+    }
+    Err(if seen {
+        SenderRejection::Wrong
+    } else {
+        SenderRejection::Missing
+    })
+}
+
+/// The first complete set of Standard Webhooks (`webhook-*`) or Svix (`svix-*`) signature
+/// headers: id, timestamp, signatures.
+fn signature_headers(headers: &http::HeaderMap) -> Option<(&str, &str, &str)> {
+    ["webhook", "svix"].into_iter().find_map(|prefix| {
+        let get = |n: &str| {
+            headers
+                .get(format!("{prefix}-{n}"))
+                .and_then(|v| v.to_str().ok())
+        };
+        Some((get("id")?, get("timestamp")?, get("signature")?))
+    })
+}
+
 /// Checks a webhook against a channel's sender secret: `x-meeting-baas-api-key`, `x-mb-secret`,
 /// or a Standard Webhooks / Svix signature (`webhook-*` or `svix-*` headers).
 pub fn check_sender(
@@ -69,48 +121,20 @@ pub fn check_sender(
     body: &[u8],
     now_secs: i64,
 ) -> Result<(), SenderRejection> {
-    let mut seen = false;
-    for name in ["x-meeting-baas-api-key", "x-mb-secret"] {
-        for v in headers.get_all(name) {
-            seen = true;
-            if secret_eq(v.as_bytes(), secret.as_bytes()) {
-                return Ok(());
-            }
-        }
-    }
-    for prefix in ["webhook", "svix"] {
-        let get = |n: &str| {
-            headers
-                .get(format!("{prefix}-{n}"))
-                .and_then(|v| v.to_str().ok())
-        };
-        let (Some(id), Some(ts), Some(sigs)) = (get("id"), get("timestamp"), get("signature"))
-        else {
-            continue;
-        };
-        let Ok(ts_num) = ts.parse::<i64>() else {
-            return Err(SenderRejection::Wrong);
-        };
-        let Some(expected) = sign(secret, id, ts, body) else {
-            return Err(SenderRejection::Wrong);
-        };
-        let valid = sigs.split(' ').any(|s| {
-            s.strip_prefix("v1,")
-                .is_some_and(|sig| sig.as_bytes().ct_eq(expected.as_bytes()).into())
-        });
-        if !valid {
-            return Err(SenderRejection::Wrong);
-        }
-        if (now_secs - ts_num).abs() > SIGNATURE_TOLERANCE_SECS {
-            return Err(SenderRejection::Stale);
-        }
+    if check_sender_heads(secret, headers, now_secs)? == SenderHeads::Accepted {
         return Ok(());
     }
-    Err(if seen {
-        SenderRejection::Wrong
+    let (id, ts, sigs) = signature_headers(headers).ok_or(SenderRejection::Missing)?;
+    let expected = sign(secret, id, ts, body).ok_or(SenderRejection::Wrong)?;
+    let valid = sigs.split(' ').any(|s| {
+        s.strip_prefix("v1,")
+            .is_some_and(|sig| sig.as_bytes().ct_eq(expected.as_bytes()).into())
+    });
+    if valid {
+        Ok(())
     } else {
-        SenderRejection::Missing
-    })
+        Err(SenderRejection::Wrong)
+    }
 }
 
 /// Standard Webhooks signature: base64(HMAC-SHA256(key, "{id}.{ts}.{body}")), where the key is

@@ -177,6 +177,14 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
     if declared.is_some_and(|n| n > st.cfg.max_body as u64) {
         return too_large();
     }
+    // Whatever the headers settle is settled before the body is read.
+    let mut signed = false;
+    if let Some(secret) = &ch.sender_secret {
+        match auth::check_sender_heads(secret, req.headers(), now_ms() / 1000) {
+            Ok(heads) => signed = heads == auth::SenderHeads::Signed,
+            Err(why) => return reject_sender(m, &channel, why),
+        }
+    }
     let (parts, body) = req.into_parts();
     let (body, written) = match read_body(st, body, declared).await {
         Ok(b) => b,
@@ -198,16 +206,10 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
         }
         Err(BodyError::Store(e)) => return store_error(m, StoreError::unavailable(e)),
     };
-    if let Some(secret) = &ch.sender_secret {
-        let now = now_ms() / 1000;
-        if let Err(why) = auth::check_sender(secret, &parts.headers, &body, now) {
-            Metrics::inc(&m.rejected_sender_auth);
-            tracing::warn!(%channel, reason = ?why, "webhook failed the sender check");
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "sender check failed: this channel requires its sender secret \
-                 (x-meeting-baas-api-key, x-mb-secret or a valid webhook signature)",
-            );
+    if let Some(secret) = ch.sender_secret.as_deref().filter(|_| signed) {
+        let checked = auth::check_sender(secret, &parts.headers, &body, now_ms() / 1000);
+        if let Err(why) = checked {
+            return reject_sender(m, &channel, why);
         }
     }
     let path = match hook_target(parts.uri.path(), parts.uri.query()) {
@@ -253,6 +255,17 @@ enum BodyError {
 /// Reads a webhook's body (at most `--max-body`). A big one, where the store keeps such
 /// bodies as files, is also written to its file while it arrives, so its 200 waits for
 /// about one piece's fsync instead of writing the whole body after the upload.
+/// The 401 for a webhook that failed its channel's sender check.
+fn reject_sender(m: &Metrics, channel: &str, why: auth::SenderRejection) -> Resp {
+    Metrics::inc(&m.rejected_sender_auth);
+    tracing::warn!(%channel, reason = ?why, "webhook failed the sender check");
+    error(
+        StatusCode::UNAUTHORIZED,
+        "sender check failed: this channel requires its sender secret \
+         (x-meeting-baas-api-key, x-mb-secret or a valid webhook signature)",
+    )
+}
+
 async fn read_body(
     st: &State,
     body: Incoming,
