@@ -44,93 +44,7 @@ pub enum Line<'a> {
 impl Printer {
     /// Prints one line about `ev` (with its parsed summary, when it has one).
     pub fn print(&self, ev: &Event, summary: Option<&Summary>, line: Line<'_>) {
-        let now = chrono::Local::now();
-        let out = if self.json {
-            let mut l = JsonLine {
-                time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                seq: ev.seq,
-                method: &ev.method,
-                path: &ev.path,
-                event: summary.map(|s| s.event.as_str()),
-                bot_id: summary.and_then(|s| s.bot_id.as_deref()),
-                code: summary.and_then(|s| s.code.as_deref()),
-                result: "skipped",
-                attempt: None,
-                status: None,
-                error: None,
-                latency_ms: None,
-                retry_in_ms: None,
-            };
-            match line {
-                Line::Attempt {
-                    outcome,
-                    attempt,
-                    next_retry,
-                } => {
-                    l.result = match (outcome.verdict(), next_retry) {
-                        (Verdict::Delivered, _) => "delivered",
-                        (_, Some(_)) => "retrying",
-                        (Verdict::Failed, None) | (Verdict::Retry, None) => "failed",
-                    };
-                    l.attempt = Some(attempt);
-                    l.status = Some(outcome.status);
-                    l.error = Some(outcome.error.as_deref());
-                    l.latency_ms = Some(outcome.latency.as_secs_f64() * 1e3);
-                    l.retry_in_ms = next_retry.map(|d| d.as_millis() as u64);
-                }
-                Line::GaveUp { attempts } => {
-                    l.result = "gave_up";
-                    l.attempt = Some(attempts);
-                }
-                Line::Skipped => {}
-            }
-            serde_json::to_string(&l).expect("a JSON line")
-        } else {
-            let what = match summary {
-                Some(s) => {
-                    let d = s.detail();
-                    if d.is_empty() {
-                        s.event.clone()
-                    } else {
-                        format!("{:<20} {d}", s.event)
-                    }
-                }
-                None => format!(
-                    "{} {}",
-                    ev.method,
-                    if ev.path.is_empty() { "/" } else { &ev.path }
-                ),
-            };
-            let result = match line {
-                Line::Attempt {
-                    outcome,
-                    attempt,
-                    next_retry,
-                } => {
-                    let answer = match (outcome.status, &outcome.error) {
-                        (Some(s), _) => s.to_string(),
-                        (None, Some(e)) => e.clone(),
-                        (None, None) => "no answer".into(),
-                    };
-                    let ms = outcome.latency.as_secs_f64() * 1e3;
-                    let tail = match (outcome.verdict(), next_retry) {
-                        (Verdict::Delivered, _) => String::new(),
-                        (_, Some(d)) => {
-                            format!("  retry #{} in {:.1}s", attempt + 1, d.as_secs_f64())
-                        }
-                        (_, None) => "  failed, moving on".into(),
-                    };
-                    format!("→ {answer} ({ms:.1} ms){tail}")
-                }
-                Line::GaveUp { attempts } => format!("→ gave up after {attempts} attempts"),
-                Line::Skipped => "→ skipped (filtered out)".into(),
-            };
-            format!(
-                "{}  #{:<5} {what}  {result}",
-                now.format("%H:%M:%S%.3f"),
-                ev.seq
-            )
-        };
+        let out = format_line(ev, summary, line, self.json, None);
         if !self.buffered {
             let _ = writeln!(std::io::stdout().lock(), "{out}");
             return;
@@ -147,12 +61,119 @@ impl Printer {
     }
 }
 
+/// One line about `ev`: text, or with `json` one JSON object. A replay names its channel
+/// (`replay_of`) and marks its JSON lines `"replay": true`.
+pub fn format_line(
+    ev: &Event,
+    summary: Option<&Summary>,
+    line: Line<'_>,
+    json: bool,
+    replay_of: Option<&str>,
+) -> String {
+    let now = chrono::Local::now();
+    if json {
+        let mut l = JsonLine {
+            time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            seq: ev.seq,
+            channel: replay_of,
+            replay: replay_of.map(|_| true),
+            method: &ev.method,
+            path: &ev.path,
+            event: summary.map(|s| s.event.as_str()),
+            bot_id: summary.and_then(|s| s.bot_id.as_deref()),
+            code: summary.and_then(|s| s.code.as_deref()),
+            result: "skipped",
+            attempt: None,
+            status: None,
+            error: None,
+            latency_ms: None,
+            retry_in_ms: None,
+        };
+        match line {
+            Line::Attempt {
+                outcome,
+                attempt,
+                next_retry,
+            } => {
+                l.result = match (outcome.verdict(), next_retry) {
+                    (Verdict::Delivered, _) => "delivered",
+                    (_, Some(_)) => "retrying",
+                    (Verdict::Failed, None) | (Verdict::Retry, None) => "failed",
+                };
+                l.attempt = Some(attempt);
+                l.status = Some(outcome.status);
+                l.error = Some(outcome.error.as_deref());
+                l.latency_ms = Some(outcome.latency.as_secs_f64() * 1e3);
+                l.retry_in_ms = next_retry.map(|d| d.as_millis() as u64);
+            }
+            Line::GaveUp { attempts } => {
+                l.result = "gave_up";
+                l.attempt = Some(attempts);
+            }
+            Line::Skipped => {}
+        }
+        return serde_json::to_string(&l).expect("a JSON line");
+    }
+    let what = match summary {
+        Some(s) => {
+            let d = s.detail();
+            if d.is_empty() {
+                s.event.clone()
+            } else {
+                format!("{:<20} {d}", s.event)
+            }
+        }
+        // A sender's path may hold control characters: never written raw to a terminal.
+        None => format!(
+            "{} {}",
+            ev.method,
+            if ev.path.is_empty() { "/" } else { &ev.path }
+        )
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect(),
+    };
+    let result = match line {
+        Line::Attempt {
+            outcome,
+            attempt,
+            next_retry,
+        } => {
+            let answer = match (outcome.status, &outcome.error) {
+                (Some(s), _) => s.to_string(),
+                (None, Some(e)) => e.clone(),
+                (None, None) => "no answer".into(),
+            };
+            let ms = outcome.latency.as_secs_f64() * 1e3;
+            let tail = match (outcome.verdict(), next_retry) {
+                (Verdict::Delivered, _) => String::new(),
+                (_, Some(d)) => {
+                    format!("  retry #{} in {:.1}s", attempt + 1, d.as_secs_f64())
+                }
+                (_, None) => "  failed, moving on".into(),
+            };
+            format!("→ {answer} ({ms:.1} ms){tail}")
+        }
+        Line::GaveUp { attempts } => format!("→ gave up after {attempts} attempts"),
+        Line::Skipped => "→ skipped (filtered out)".into(),
+    };
+    format!(
+        "{}  #{:<5} {what}  {result}",
+        now.format("%H:%M:%S%.3f"),
+        ev.seq
+    )
+}
+
 /// One `--json` line. Fields an attempt has (`status`, `error`: null when absent) are left
 /// out of other lines.
 #[derive(Serialize)]
 struct JsonLine<'a> {
     time: String,
     seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay: Option<bool>,
     method: &'a str,
     path: &'a str,
     event: Option<&'a str>,
@@ -205,4 +226,52 @@ pub async fn flush_lines(stop: tokio_util::sync::CancellationToken) {
 /// Writes the buffered lines now.
 pub fn flush_now() {
     write_out(&mut PENDING.lock().expect("output buffer"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn ev(path: &str) -> Event {
+        Event {
+            seq: 7,
+            received_at_ms: 0,
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![],
+            body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[test]
+    fn text_lines_never_carry_control_characters() {
+        let l = format_line(&ev("/x\x1b[2J\ry"), None, Line::Skipped, false, None);
+        assert!(!l.chars().any(char::is_control), "{l:?}");
+        assert!(l.contains("#7") && l.contains("POST /x") && l.contains("skipped"));
+    }
+
+    #[test]
+    fn json_lines_name_a_replay_and_its_channel() {
+        let line = |replay_of| {
+            let l = format_line(
+                &ev("/a"),
+                None,
+                Line::GaveUp { attempts: 3 },
+                true,
+                replay_of,
+            );
+            serde_json::from_str::<serde_json::Value>(&l).unwrap()
+        };
+        let live = line(None);
+        assert_eq!(
+            (live["result"].as_str(), live["attempt"].as_u64()),
+            (Some("gave_up"), Some(3))
+        );
+        assert!(live.get("replay").is_none() && live.get("channel").is_none());
+        let replay = line(Some("ch_1"));
+        assert_eq!(replay["replay"], true);
+        assert_eq!(replay["channel"], "ch_1");
+        assert_eq!(replay["path"], "/a");
+    }
 }

@@ -6,12 +6,11 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use meethook_daemon::deliver::{Backoff, Outcome, Verdict};
+use meethook_daemon::deliver::Backoff;
 use meethook_daemon::journal::Query;
+use meethook_daemon::output::{format_line, Line};
 use meethook_daemon::replay::{ReplayConfig, Signer, Speed, Step};
 use meethook_proto::meeting::Summary;
-use meethook_proto::Event;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{self, describe_channels, Filters, Where};
@@ -259,27 +258,31 @@ impl Output {
                 attempt,
                 next_retry,
             } => {
-                let l = self.attempt_line(event, outcome, attempt, next_retry);
+                let summary = Summary::parse(&event.body);
+                let line = Line::Attempt {
+                    outcome,
+                    attempt,
+                    next_retry,
+                };
+                let l = format_line(
+                    event,
+                    summary.as_ref(),
+                    line,
+                    self.json,
+                    Some(&self.channel),
+                );
                 self.line(l);
             }
             Step::GaveUp { event, attempts } => {
-                let l = if self.json {
-                    json!({
-                        "time": now(),
-                        "seq": event.seq,
-                        "channel": self.channel,
-                        "replay": true,
-                        "result": "gave_up",
-                        "attempt": attempts,
-                    })
-                    .to_string()
-                } else {
-                    format!(
-                        "{}  #{:<5} → gave up after {attempts} attempts",
-                        clock(),
-                        event.seq
-                    )
-                };
+                let summary = Summary::parse(&event.body);
+                let line = Line::GaveUp { attempts };
+                let l = format_line(
+                    event,
+                    summary.as_ref(),
+                    line,
+                    self.json,
+                    Some(&self.channel),
+                );
                 self.line(l);
             }
             Step::Settled { done, .. } => {
@@ -287,76 +290,6 @@ impl Output {
                 self.bar.draw();
             }
         }
-    }
-
-    fn attempt_line(
-        &self,
-        ev: &Event,
-        outcome: &Outcome,
-        attempt: u32,
-        next_retry: Option<Duration>,
-    ) -> String {
-        let summary = Summary::parse(&ev.body);
-        let result = match (outcome.verdict(), next_retry) {
-            (Verdict::Delivered, _) => "delivered",
-            (_, Some(_)) => "retrying",
-            _ => "failed",
-        };
-        let ms = outcome.latency.as_secs_f64() * 1e3;
-        if self.json {
-            let mut v = json!({
-                "time": now(),
-                "seq": ev.seq,
-                "channel": self.channel,
-                "replay": true,
-                "method": ev.method,
-                "path": ev.path,
-                "event": summary.as_ref().map(|s| s.event.clone()),
-                "bot_id": summary.as_ref().and_then(|s| s.bot_id.clone()),
-                "code": summary.as_ref().and_then(|s| s.code.clone()),
-                "result": result,
-                "attempt": attempt,
-                "status": outcome.status,
-                "error": outcome.error,
-                "latency_ms": ms,
-            });
-            if let Some(d) = next_retry {
-                v["retry_in_ms"] = json!(d.as_millis() as u64);
-            }
-            return v.to_string();
-        }
-        let what = match &summary {
-            Some(s) => {
-                let d = s.detail();
-                if d.is_empty() {
-                    s.event.clone()
-                } else {
-                    format!("{:<20} {d}", s.event)
-                }
-            }
-            None => {
-                let path = if ev.path.is_empty() { "/" } else { &ev.path };
-                format!("{} {path}", ev.method)
-                    .chars()
-                    .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-                    .collect()
-            }
-        };
-        let answer = match (outcome.status, &outcome.error) {
-            (Some(s), _) => s.to_string(),
-            (None, Some(e)) => e.clone(),
-            (None, None) => "no answer".into(),
-        };
-        let tail = match (outcome.verdict(), next_retry) {
-            (Verdict::Delivered, _) => String::new(),
-            (_, Some(d)) => format!("  retry #{} in {:.1}s", attempt + 1, d.as_secs_f64()),
-            (_, None) => "  failed, moving on".into(),
-        };
-        format!(
-            "{}  #{:<5} {what}  → {answer} ({ms:.1} ms){tail}",
-            clock(),
-            ev.seq
-        )
     }
 
     fn line(&mut self, l: String) {
@@ -367,14 +300,6 @@ impl Output {
         drop(stdout);
         self.bar.draw();
     }
-}
-
-fn now() -> String {
-    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn clock() -> String {
-    chrono::Local::now().format("%H:%M:%S%.3f").to_string()
 }
 
 /// A one-line progress bar on stderr, drawn only on a terminal.
