@@ -11,6 +11,7 @@ use meethook_daemon::journal::Query;
 use meethook_daemon::output::{format_line, Line};
 use meethook_daemon::replay::{ReplayConfig, Signer, Speed, Step};
 use meethook_proto::meeting::Summary;
+use meethook_proto::Event;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{self, describe_channels, Filters, Where};
@@ -258,38 +259,26 @@ impl Output {
                 attempt,
                 next_retry,
             } => {
-                let summary = Summary::parse(&event.body);
                 let line = Line::Attempt {
                     outcome,
                     attempt,
                     next_retry,
                 };
-                let l = format_line(
-                    event,
-                    summary.as_ref(),
-                    line,
-                    self.json,
-                    Some(&self.channel),
-                );
-                self.line(l);
+                self.event_line(event, line);
             }
-            Step::GaveUp { event, attempts } => {
-                let summary = Summary::parse(&event.body);
-                let line = Line::GaveUp { attempts };
-                let l = format_line(
-                    event,
-                    summary.as_ref(),
-                    line,
-                    self.json,
-                    Some(&self.channel),
-                );
-                self.line(l);
-            }
+            Step::GaveUp { event, attempts } => self.event_line(event, Line::GaveUp { attempts }),
             Step::Settled { done, .. } => {
                 self.bar.done = done;
                 self.bar.draw();
             }
         }
+    }
+
+    fn event_line(&mut self, event: &Event, line: Line<'_>) {
+        let summary = Summary::parse(&event.body);
+        let json = self.json;
+        let l = format_line(event, summary.as_ref(), line, json, Some(&self.channel));
+        self.line(l);
     }
 
     fn line(&mut self, l: String) {
