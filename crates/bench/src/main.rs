@@ -19,6 +19,7 @@ mod handler;
 mod idle;
 mod load;
 mod pg;
+mod probe;
 mod procs;
 mod report;
 
@@ -445,6 +446,14 @@ fn machine_info(meethook: &Path, work: &Path) -> Vec<(String, String)> {
         ("data directories".into(), filesystem_of(work)),
         ("load average at the start".into(), load_average()),
         ("clock ticks".into(), procs::clock_ticks().to_string()),
+        (
+            "probe: wake-up round trip between two threads (1 byte over a socket pair, median of 2,000)".into(),
+            fmt_dur(probe::wakeup_round_trip(2000)),
+        ),
+        ("probe: 16 MiB copy into never-touched / just-used memory (median of 3)".into(), {
+            let (fresh, reused) = probe::copy_16mib();
+            format!("{} / {}", fmt_dur(fresh), fmt_dur(reused))
+        }),
     ]
 }
 

@@ -1,0 +1,71 @@
+//! Machine probes printed with the report: the costs that set this machine's floor for
+//! meethook's figures (a wake-up between two threads, first touches of memory), so that
+//! runs on different machines, or on one VM on different days, can be read side by side.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// Median round trip of one byte between two threads over a socket pair: two wake-ups,
+/// what every handler exchange pays at least twice.
+pub fn wakeup_round_trip(trips: u32) -> Duration {
+    let (mut a, mut b) = UnixStream::pair().expect("socket pair");
+    let echo = std::thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        while b.read_exact(&mut byte).is_ok() {
+            if b.write_all(&byte).is_err() {
+                break;
+            }
+        }
+    });
+    let mut times = Vec::with_capacity(trips as usize);
+    let mut byte = [7u8; 1];
+    for _ in 0..trips {
+        let t = Instant::now();
+        a.write_all(&byte).expect("probe write");
+        a.read_exact(&mut byte).expect("probe read");
+        times.push(t.elapsed());
+    }
+    drop(a);
+    let _ = echo.join();
+    median(times)
+}
+
+/// Median time to copy 16 MiB into memory never touched before, and into memory just used.
+pub fn copy_16mib() -> (Duration, Duration) {
+    const N: usize = 16 << 20;
+    let src: Vec<u8> = (0..N).map(|i| (i * 31) as u8).collect();
+    // Kept alive together, so the allocator cannot hand the same pages back.
+    let mut held = Vec::new();
+    let (mut fresh, mut reused) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let mut dst: Vec<u8> = Vec::with_capacity(N);
+        let t = Instant::now();
+        dst.extend_from_slice(&src);
+        fresh.push(t.elapsed());
+        dst.clear();
+        let t = Instant::now();
+        dst.extend_from_slice(&src);
+        reused.push(t.elapsed());
+        held.push(dst);
+    }
+    std::hint::black_box(&held);
+    (median(fresh), median(reused))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_measure_something() {
+        assert!(wakeup_round_trip(50) > Duration::ZERO);
+        let (fresh, reused) = copy_16mib();
+        assert!(fresh > Duration::ZERO && reused > Duration::ZERO);
+    }
+}
