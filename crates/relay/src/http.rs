@@ -252,9 +252,6 @@ enum BodyError {
     Store(std::io::Error),
 }
 
-/// Reads a webhook's body (at most `--max-body`). A big one, where the store keeps such
-/// bodies as files, is also written to its file while it arrives, so its 200 waits for
-/// about one piece's fsync instead of writing the whole body after the upload.
 /// The 401 for a webhook that failed its channel's sender check.
 fn reject_sender(m: &Metrics, channel: &str, why: auth::SenderRejection) -> Resp {
     Metrics::inc(&m.rejected_sender_auth);
@@ -266,6 +263,9 @@ fn reject_sender(m: &Metrics, channel: &str, why: auth::SenderRejection) -> Resp
     )
 }
 
+/// Reads a webhook's body (at most `--max-body`). A big one, where the store keeps such
+/// bodies as files, is also written to its file while it arrives, so its 200 waits for
+/// about one piece's fsync instead of writing the whole body after the upload.
 async fn read_body(
     st: &State,
     body: Incoming,
@@ -306,23 +306,26 @@ async fn read_body(
                 None => chunks.push(data.clone()),
             }
             s.push(data).await.map_err(BodyError::Store)?;
-            continue;
-        }
-        chunks.push(data);
-        if let Some(files) = files.filter(|_| big(len)) {
-            let mut s = files.sink().map_err(BodyError::Store)?;
-            for c in &chunks {
-                s.push(c.clone()).await.map_err(BodyError::Store)?;
-            }
-            sink = Some(s);
-            // The limit caps the declared length: a lying header costs no more than max_body.
-            if let Some(n) = declared.filter(|&n| n <= st.cfg.max_body as u64) {
-                let mut g = BytesMut::with_capacity(n as usize);
-                for c in chunks.drain(..) {
-                    g.extend_from_slice(&c);
+        } else {
+            chunks.push(data);
+            if let Some(files) = files.filter(|_| big(len)) {
+                let mut s = files.sink().map_err(BodyError::Store)?;
+                for c in &chunks {
+                    s.push(c.clone()).await.map_err(BodyError::Store)?;
                 }
-                gathered = Some(g);
+                sink = Some(s);
             }
+        }
+        // Sized by the declared length once half of it is here: a sender that announces
+        // `--max-body` and stalls holds memory in proportion to what it sent.
+        if let Some(n) =
+            declared.filter(|&n| gathered.is_none() && sink.is_some() && 2 * len as u64 >= n)
+        {
+            let mut g = BytesMut::with_capacity((n as usize).max(len));
+            for c in chunks.drain(..) {
+                g.extend_from_slice(&c);
+            }
+            gathered = Some(g);
         }
     }
     let written = match sink {

@@ -163,7 +163,12 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 async fn serve(st: &State, channel: &str, mut ws: Ws) -> Result<(), StreamEnd> {
     let result = stream_events(st, channel, &mut ws).await;
-    if let Err(e) = &result {
+    // After a socket error nothing more is written: a raw write may have stopped mid-frame.
+    if let Some(e) = result
+        .as_ref()
+        .err()
+        .filter(|e| !matches!(e, StreamEnd::Ws(_)))
+    {
         if let Some(f) = e.frame() {
             let _ = ws.send(Message::text(f.to_json())).await;
         }
