@@ -242,3 +242,37 @@ async fn silent_and_helloless_listeners_are_dropped() {
     );
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_stops_reading_is_dropped_even_mid_event() {
+    let relay = TestRelay::start_with(|c| {
+        c.liveness_timeout = Duration::from_secs(2);
+        c.ping_interval = Duration::from_millis(500);
+    })
+    .await;
+    let (ch, token) = relay.channel(None).await;
+    let mut ws = ws_connect(&relay, &ch, &token).await.unwrap();
+    ws.send(Message::text(HELLO)).await.unwrap();
+    // 24 MiB of events, more than the socket buffers hold: the relay's writes block on a
+    // listener that reads nothing (`ws` is never polled again).
+    let body = vec![b'b'; 4 << 20];
+    for _ in 0..6 {
+        assert_eq!(post(&relay.hook(&ch), &[], body.clone()).await.status, 200);
+    }
+    let listeners = || {
+        relay
+            .metrics
+            .listeners
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut waited = Duration::ZERO;
+    while listeners() > 0 && waited < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    assert_eq!(listeners(), 0, "the stalled listener is still held");
+    // The relay still serves, and stops without waiting for the stalled socket.
+    assert_eq!(post(&relay.hook(&ch), &[], "after").await.status, 200);
+    relay.stop().await;
+    drop(ws);
+}

@@ -30,6 +30,8 @@ use crate::State;
 
 /// Largest frame a listener may send (hello and acks are tiny).
 const MAX_CLIENT_FRAME: usize = 64 << 10;
+/// How long the error frame and close at a stream's end may take.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a new stream may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most events read from the store per batch.
@@ -129,6 +131,10 @@ enum StreamEnd {
     Store(#[from] StoreError),
     #[error("listener silent for {0:?}")]
     Silent(Duration),
+    #[error("listener read nothing for {0:?} while events were written to it")]
+    Stalled(Duration),
+    #[error("relay shutting down while events were written")]
+    ShutdownMidWrite,
     #[error("channel deleted")]
     ChannelGone,
     #[error("relay shutting down")]
@@ -153,7 +159,10 @@ impl StreamEnd {
             ),
             StreamEnd::ChannelGone => (ErrorCode::ChannelGone, "the channel was deleted".into()),
             StreamEnd::Shutdown => (ErrorCode::ShuttingDown, "relay shutting down".into()),
-            StreamEnd::Ws(_) | StreamEnd::Silent(_) => return None,
+            StreamEnd::Ws(_)
+            | StreamEnd::Silent(_)
+            | StreamEnd::Stalled(_)
+            | StreamEnd::ShutdownMidWrite => return None,
         };
         Some(ServerFrame::Error { code, message })
     }
@@ -163,21 +172,27 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 async fn serve(st: &State, channel: &str, mut ws: Ws) -> Result<(), StreamEnd> {
     let result = stream_events(st, channel, &mut ws).await;
-    // After a socket error nothing more is written: a raw write may have stopped mid-frame.
-    if let Some(e) = result
-        .as_ref()
-        .err()
-        .filter(|e| !matches!(e, StreamEnd::Ws(_)))
-    {
-        if let Some(f) = e.frame() {
-            let _ = ws.send(Message::text(f.to_json())).await;
-        }
-        let _ = ws
-            .close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            }))
-            .await;
+    // Nothing more is written after a write failed or stopped: it may have stopped mid-frame.
+    let mid_write = |e: &&StreamEnd| {
+        matches!(
+            e,
+            StreamEnd::Ws(_) | StreamEnd::Stalled(_) | StreamEnd::ShutdownMidWrite
+        )
+    };
+    if let Some(e) = result.as_ref().err().filter(|e| !mid_write(e)) {
+        let goodbye = async {
+            if let Some(f) = e.frame() {
+                let _ = ws.send(Message::text(f.to_json())).await;
+            }
+            let _ = ws
+                .close(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "".into(),
+                }))
+                .await;
+        };
+        // A listener that reads nothing does not hold the relay (or its shutdown) here.
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye).await;
     }
     result
 }
@@ -293,14 +308,26 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
             for ev in &events {
                 inflight_bytes.push_back((ev.seq, ev.body.len()));
                 sent = ev.seq;
-                if ev.body.len() >= WRITE_THROUGH_MIN {
-                    send_big(ws, ev).await?;
-                } else {
-                    ws.feed(Message::Binary(encode_event(ev))).await?;
-                }
             }
-            if !events.is_empty() {
+            let sending = async {
+                for ev in &events {
+                    if ev.body.len() >= WRITE_THROUGH_MIN {
+                        send_big(ws, ev).await?;
+                    } else {
+                        ws.feed(Message::Binary(encode_event(ev))).await?;
+                    }
+                }
                 ws.flush().await?;
+                Ok::<(), StreamEnd>(())
+            };
+            // A listener that stops reading holds these writes: it is dropped after the
+            // liveness timeout, and a shutdown does not wait for it.
+            let stall = st.cfg.liveness_timeout;
+            if !events.is_empty() {
+                tokio::select! {
+                    r = tokio::time::timeout(stall, sending) => r.unwrap_or(Err(StreamEnd::Stalled(stall)))?,
+                    _ = st.shutdown.cancelled() => break Err(StreamEnd::ShutdownMidWrite),
+                }
                 st.metrics
                     .events_streamed
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
