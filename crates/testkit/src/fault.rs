@@ -46,10 +46,11 @@ impl Proxy {
         let (up2, cut2) = (up.clone(), cut.clone());
         tokio::spawn(async move {
             while let Ok((mut down, _)) = listener.accept().await {
+                // Subscribed first: a `down()` after the check still cuts this connection.
+                let mut gone = cut2.subscribe();
                 if !up2.load(Ordering::SeqCst) {
                     continue; // dropped: the client sees the connection close
                 }
-                let mut gone = cut2.subscribe();
                 let upstreams = upstreams.clone();
                 tokio::spawn(async move {
                     for u in upstreams {
