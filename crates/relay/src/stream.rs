@@ -99,6 +99,11 @@ pub(crate) async fn upgrade(
         drop(_e);
         match serve(&st2, &channel, ws).await {
             Ok(()) => tracing::info!(%channel, %peer, "listener disconnected"),
+            // The store failing a stream (a missing body file, a database outage) needs the
+            // operator; the listener only learns the store is unavailable.
+            Err(e @ StreamEnd::Store(_)) => {
+                tracing::error!(%channel, %peer, reason = %e, "listener stream ended")
+            }
             Err(e) => tracing::info!(%channel, %peer, reason = %e, "listener stream ended"),
         }
         st2.metrics.listeners.fetch_sub(1, Ordering::Relaxed);
