@@ -177,12 +177,17 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
     if declared.is_some_and(|n| n > st.cfg.max_body as u64) {
         return too_large();
     }
-    // Whatever the headers settle is settled before the body is read.
+    // Whatever the headers settle is settled before the body is stored: a refused body is
+    // read and dropped (no body file, no fsync), and then refused, since many clients only
+    // read the answer once they have sent the whole request.
     let mut signed = false;
     if let Some(secret) = &ch.sender_secret {
         match auth::check_sender_heads(secret, req.headers(), now_ms() / 1000) {
             Ok(heads) => signed = heads == auth::SenderHeads::Signed,
-            Err(why) => return reject_sender(m, &channel, why),
+            Err(why) => {
+                discard_body(st, req.into_body()).await;
+                return reject_sender(m, &channel, why);
+            }
         }
     }
     let (parts, body) = req.into_parts();
@@ -250,6 +255,13 @@ enum BodyError {
     Timeout,
     Read(Box<dyn std::error::Error + Send + Sync>),
     Store(std::io::Error),
+}
+
+/// Reads and drops a refused request's body: at most `--max-body`, within the body timeout.
+async fn discard_body(st: &State, body: Incoming) {
+    let mut body = Limited::new(body, st.cfg.max_body);
+    let deadline = tokio::time::Instant::now() + st.cfg.body_timeout;
+    while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, body.frame()).await {}
 }
 
 /// The 401 for a webhook that failed its channel's sender check.
