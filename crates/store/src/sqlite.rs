@@ -732,29 +732,32 @@ impl Store for SqliteStore {
         let id = id.to_string();
         let notifier = self.inner.notifier.clone();
         let bodies = self.inner.bodies.clone();
-        self.write(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
-            let mut files = Vec::new();
-            if let Some(num) = channel_num(&tx, &id).map_err(unavailable)? {
-                let (lo, hi) = (event_id(num, 0), event_id(num, MAX_SEQ));
-                tx.execute(
-                    "DELETE FROM events WHERE id BETWEEN ?1 AND ?2",
-                    params![lo, hi],
-                )
-                .map_err(unavailable)?;
-                files = delete_body_files(&tx, lo, hi).map_err(unavailable)?;
-            }
-            tx.execute("DELETE FROM listeners WHERE channel_id = ?1", params![id])
-                .map_err(unavailable)?;
-            let n = tx
-                .execute("DELETE FROM channels WHERE id = ?1", params![id])
-                .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)?;
-            bodies.remove(&files);
-            notifier.forget(&id);
-            Ok(n > 0)
-        })
-        .await
+        let (deleted, files) = self
+            .write(move |c| {
+                let tx = c.transaction().map_err(unavailable)?;
+                let mut files = Vec::new();
+                if let Some(num) = channel_num(&tx, &id).map_err(unavailable)? {
+                    let (lo, hi) = (event_id(num, 0), event_id(num, MAX_SEQ));
+                    tx.execute(
+                        "DELETE FROM events WHERE id BETWEEN ?1 AND ?2",
+                        params![lo, hi],
+                    )
+                    .map_err(unavailable)?;
+                    files = delete_body_files(&tx, lo, hi).map_err(unavailable)?;
+                }
+                tx.execute("DELETE FROM listeners WHERE channel_id = ?1", params![id])
+                    .map_err(unavailable)?;
+                let n = tx
+                    .execute("DELETE FROM channels WHERE id = ?1", params![id])
+                    .map_err(unavailable)?;
+                tx.commit().map_err(unavailable)?;
+                notifier.forget(&id);
+                Ok((n > 0, files))
+            })
+            .await?;
+        // Off the writer thread, as in `prune`.
+        let _ = tokio::task::spawn_blocking(move || bodies.remove(&files)).await;
+        Ok(deleted)
     }
 
     async fn set_token_hash(&self, id: &str, token_hash: &str) -> Result<bool> {
@@ -893,25 +896,35 @@ impl Store for SqliteStore {
 
     async fn prune(&self, retention: Duration, now_ms: i64) -> Result<u64> {
         let cutoff = now_ms - retention.as_millis() as i64;
-        let bodies = self.inner.bodies.clone();
-        self.write(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
-            let (n, files) = prune_events(&tx, cutoff).map_err(unavailable)?;
-            tx.execute(
-                "DELETE FROM listeners WHERE last_seen < ?1",
-                params![cutoff],
-            )
-            .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)?;
-            bodies.remove(&files);
-            // Files of appends that never committed while this relay ran (a request dropped
-            // mid-write, a batch that failed before reaching them); young ones may be in flight.
-            if let Err(e) = sweep_body_files(c, &bodies, ORPHAN_AGE) {
-                tracing::warn!(error = %e, "could not sweep body files");
-            }
-            Ok(n)
-        })
-        .await
+        let (n, files) = self
+            .write(move |c| {
+                let tx = c.transaction().map_err(unavailable)?;
+                let (n, files) = prune_events(&tx, cutoff).map_err(unavailable)?;
+                tx.execute(
+                    "DELETE FROM listeners WHERE last_seen < ?1",
+                    params![cutoff],
+                )
+                .map_err(unavailable)?;
+                tx.commit().map_err(unavailable)?;
+                Ok((n, files))
+            })
+            .await?;
+        // The file work stays off the writer thread: appends go on while thousands of
+        // files are unlinked. The sweep takes files of appends that never committed while
+        // this relay ran (a request dropped mid-write, a batch that failed before reaching
+        // them); young ones may be in flight, and an upload cannot pause for 10 minutes.
+        let swept = self
+            .read(move |c, bodies| {
+                bodies.remove(&files);
+                Ok(sweep_body_files(c, bodies, ORPHAN_AGE))
+            })
+            .await;
+        match swept {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not sweep body files"),
+            Err(e) => tracing::warn!(error = %e, "could not sweep body files"),
+        }
+        Ok(n)
     }
 
     fn subscribe(&self, channel: &str) -> watch::Receiver<u64> {
