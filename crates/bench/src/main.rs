@@ -18,6 +18,7 @@ mod body;
 mod handler;
 mod idle;
 mod load;
+mod peers;
 mod pg;
 mod probe;
 mod procs;
@@ -84,6 +85,10 @@ struct Args {
     /// end), e.g. postgres://postgres@127.0.0.1:5432/test; without it the phase is skipped.
     #[arg(long, env = "MEETHOOK_BENCH_POSTGRES_URL")]
     postgres: Option<String>,
+    /// Also run the 1 KiB loads through plain TCP tunnels that store nothing (bore and
+    /// rathole, whichever is installed: `cargo install bore-cli rathole`), side by side.
+    #[arg(long)]
+    peers: bool,
 }
 
 /// Counts for one run of the harness.
@@ -105,6 +110,8 @@ struct Plan {
     skip: Vec<String>,
     /// Database of the `pg` phase.
     postgres: Option<String>,
+    /// Run the `peers` phase.
+    peers: bool,
 }
 
 /// Parses a `--body-sizes` entry.
@@ -164,6 +171,7 @@ impl Plan {
             patience: Duration::from_secs(if s { 20 } else { 60 }),
             skip: a.skip.clone(),
             postgres: a.postgres.clone().filter(|u| !u.trim().is_empty()),
+            peers: a.peers,
         }
     }
 
@@ -279,7 +287,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     ctx.report.settings.extend(fd_note);
     let started = Instant::now();
     let cpu_start = CpuShare::now();
-    for name in ["latency", "throughput", "backlog", "idle", "pg"] {
+    for name in ["latency", "throughput", "backlog", "idle", "pg", "peers"] {
+        if name == "peers" && !plan.peers {
+            continue;
+        }
         if !plan.runs(name) {
             if name == "pg" {
                 ctx.report.pg_notes.push("skipped (`--skip pg`)".into());
@@ -299,6 +310,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "throughput" => phase_throughput(&mut ctx).await,
             "backlog" => phase_backlog(&mut ctx).await,
             "pg" => pg::phase(&mut ctx, plan.postgres.as_deref().unwrap_or_default()).await,
+            "peers" => peers::phase_peers(&mut ctx).await,
             _ => phase_idle(&mut ctx).await,
         };
         if let Err(e) = r {

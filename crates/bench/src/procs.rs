@@ -25,7 +25,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(
+    /// Starts `cmd` as `name`, its stderr to `log`.
+    pub fn spawn(
         mut cmd: tokio::process::Command,
         name: &'static str,
         log: PathBuf,

@@ -36,6 +36,18 @@ pub struct PgRow {
     pub vs_sqlite: String,
 }
 
+/// One line of the plain-tunnel table (phase `peers`).
+pub struct PeerRow {
+    /// Tunnel and what is measured.
+    pub what: String,
+    /// Through the tunnel.
+    pub tunnel: String,
+    /// The direct baseline of the same phase.
+    pub direct: String,
+    /// tunnel / direct.
+    pub ratio: String,
+}
+
 /// Everything the run found.
 #[derive(Default)]
 pub struct Report {
@@ -45,6 +57,10 @@ pub struct Report {
     pub pg_rows: Vec<PgRow>,
     /// Remarks of the PostgreSQL section (server, schema, why it was skipped).
     pub pg_notes: Vec<String>,
+    /// The plain-tunnel figures (phase `peers`).
+    pub peer_rows: Vec<PeerRow>,
+    /// Remarks of the plain-tunnel section; empty when the phase did not run.
+    pub peer_notes: Vec<String>,
     /// Integrity counts per run.
     pub checks: Vec<(String, Checks, Option<String>)>,
     /// Phases that failed outright.
@@ -107,6 +123,54 @@ impl Report {
             sqlite: sqlite.into(),
             vs_sqlite: r(vs_sqlite),
         });
+    }
+
+    /// Adds a plain-tunnel figure with its direct baseline.
+    pub fn peer(
+        &mut self,
+        what: impl Into<String>,
+        tunnel: impl Into<String>,
+        direct: impl Into<String>,
+        ratio: Option<f64>,
+    ) {
+        self.peer_rows.push(PeerRow {
+            what: what.into(),
+            tunnel: tunnel.into(),
+            direct: direct.into(),
+            ratio: ratio.map(fmt_ratio).unwrap_or_else(|| "–".into()),
+        });
+    }
+
+    /// The "Plain tunnels" section (phase `peers`), empty when the phase did not run.
+    pub fn peer_section(&self) -> String {
+        if self.peer_notes.is_empty() && self.peer_rows.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from(
+            "## Plain tunnels (nothing stored)
+
+",
+        );
+        s.push_str(
+            "Phase `peers` (`--peers`): the same 1 KiB load through TCP tunnels that store \
+             nothing and forward to the same handler, against the direct baseline of this \
+             phase. Compare their ratios with meethook's in the table above.\n\n",
+        );
+        for n in &self.peer_notes {
+            let _ = writeln!(s, "- {n}");
+        }
+        if !self.peer_rows.is_empty() {
+            s.push_str("\n| figure | tunnel | direct | tunnel / direct |\n|---|---:|---:|---:|\n");
+            for r in &self.peer_rows {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} |",
+                    r.what, r.tunnel, r.direct, r.ratio
+                );
+            }
+        }
+        s.push('\n');
+        s
     }
 
     /// The "PostgreSQL store" section (phase `pg`), starting with its `##` heading.
@@ -173,6 +237,8 @@ impl Report {
         }
         s.push('\n');
         s.push_str(&self.pg_section());
+        s.push('\n');
+        s.push_str(&self.peer_section());
         s.push_str("\n## Integrity checks\n\n");
         s.push_str(
             "Every delivery is checked at the handler: body byte-identical to what was sent \
