@@ -13,7 +13,7 @@ use crate::body::Bodies;
 use crate::handler::{Handler, Tracker};
 use crate::load::{self, Target};
 use crate::procs::Proc;
-use crate::report::{fmt_dur, fmt_rate};
+use crate::report::{fmt_dur, fmt_rate, thousands};
 use crate::{direct_flood, dur_ratio, pct, per_thousand, ratio, serial_run, sorted, Ctx};
 
 /// A running tunnel: its processes and the public address senders post to.
@@ -237,7 +237,10 @@ pub(crate) async fn phase_peers(ctx: &mut Ctx) -> anyhow::Result<()> {
         );
         for (p, q) in [("p50", 0.5), ("p99", 0.99)] {
             ctx.report.peer(
-                format!("{name}: e2e latency {p}, 1 sender, 1 KiB (n={})", lat.len()),
+                format!(
+                    "{name}: e2e latency {p}, 1 sender, 1 KiB (n={})",
+                    thousands(lat.len() as u64)
+                ),
                 fmt_dur(pct(&lat, q)),
                 fmt_dur(pct(&direct_lat, q)),
                 dur_ratio(pct(&lat, q), pct(&direct_lat, q)),
