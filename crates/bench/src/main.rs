@@ -821,11 +821,11 @@ async fn phase_throughput(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a direct flood came to.
-pub(crate) struct Direct {
-    /// Acknowledged (= delivered) events/s.
+/// What a checked flood came to.
+pub(crate) struct Flood {
+    /// Acknowledged events/s.
     pub rate: f64,
-    /// CPU the bench process used during the flood.
+    /// CPU of whatever carried the load, during the flood.
     pub cpu: Duration,
     /// Events the handler got, warm-up included.
     pub delivered: u64,
@@ -838,22 +838,38 @@ pub(crate) async fn direct_flood(
     c: usize,
     size: usize,
     label: &str,
-) -> anyhow::Result<Direct> {
-    let (n, warm) = (ctx.plan.events, ctx.plan.warmup);
-    let bodies = Bodies::new(size);
-    let limit = ctx.plan.limit(n);
-    let tracker = Tracker::new((warm + n) as usize);
+) -> anyhow::Result<Flood> {
+    let tracker = Tracker::new((ctx.plan.warmup + ctx.plan.events) as usize);
     let handler = Handler::start(tracker.clone(), false).await?;
     let target = Target {
         addr: handler.addr(),
         path: "/hook".into(),
         relay: false,
     };
-    let w = load::serial(&target, &tracker, 0..warm, &bodies, PER_EVENT).await;
-    let cpu0 = procs::cpu_of(std::process::id())?;
+    let own = || procs::cpu_of(std::process::id());
+    checked_flood(ctx, &target, &tracker, c, size, label, own).await
+}
+
+/// A serial warm-up, then `c` senders posting `size`-byte bodies to `target` (whose handler
+/// records into `tracker`), checked under `label`; `cpu` reads the CPU time of whatever
+/// carries the load.
+pub(crate) async fn checked_flood(
+    ctx: &mut Ctx,
+    target: &Target,
+    tracker: &std::sync::Arc<Tracker>,
+    c: usize,
+    size: usize,
+    label: &str,
+    cpu: impl Fn() -> anyhow::Result<Duration>,
+) -> anyhow::Result<Flood> {
+    let (n, warm) = (ctx.plan.events, ctx.plan.warmup);
+    let bodies = Bodies::new(size);
+    let limit = ctx.plan.limit(n);
+    let w = load::serial(target, tracker, 0..warm, &bodies, PER_EVENT).await;
+    let cpu0 = cpu()?;
     let d = load::flood(
-        &target,
-        &tracker,
+        target,
+        tracker,
         warm..warm + n,
         c,
         &bodies,
@@ -861,7 +877,7 @@ pub(crate) async fn direct_flood(
         false,
     )
     .await;
-    let cpu1 = procs::cpu_of(std::process::id())?;
+    let cpu1 = cpu()?;
     tracker
         .wait_unique(
             w.acked + d.acked,
@@ -879,7 +895,7 @@ pub(crate) async fn direct_flood(
         checks,
         w.first_error.or(d.first_error.clone()),
     );
-    Ok(Direct {
+    Ok(Flood {
         rate: d.acked_per_sec(),
         cpu: cpu1 - cpu0,
         delivered: checks.delivered,

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::body::Bodies;
 use crate::handler::{Handler, Tracker};
-use crate::load::{self, Target};
+use crate::load::Target;
 use crate::procs::Proc;
 use crate::report::{fmt_dur, fmt_rate, thousands};
-use crate::{direct_flood, dur_ratio, pct, per_thousand, ratio, serial_run, sorted, Ctx};
+use crate::{
+    checked_flood, direct_flood, dur_ratio, pct, per_thousand, ratio, serial_run, sorted, Ctx,
+};
 
 /// A running tunnel: its processes and the public address senders post to.
 struct Tunnel {
@@ -247,45 +248,22 @@ pub(crate) async fn phase_peers(ctx: &mut Ctx) -> anyhow::Result<()> {
             );
         }
         for &(c, direct) in &direct_rate {
-            let (n, warm) = (ctx.plan.events, ctx.plan.warmup);
-            let tracker = Tracker::new((warm + n) as usize);
+            let tracker = Tracker::new((ctx.plan.warmup + ctx.plan.events) as usize);
             handler.set_tracker(tracker.clone());
-            let bodies = Bodies::new(1 << 10);
-            let w = load::serial(&target, &tracker, 0..warm, &bodies, crate::PER_EVENT).await;
-            let cpu0 = tunnel.cpu()?;
-            let r = load::flood(
-                &target,
-                &tracker,
-                warm..warm + n,
-                c,
-                &bodies,
-                Instant::now() + ctx.plan.limit(n),
-                false,
-            )
-            .await;
-            let cpu1 = tunnel.cpu()?;
-            let checks = tracker.checks(
-                0..warm + n,
-                w.sent + r.sent,
-                w.acked + r.acked,
-                w.errors + r.errors,
-            );
-            ctx.report.check(
-                format!("{name}, {c} senders"),
-                checks,
-                w.first_error.or(r.first_error.clone()),
-            );
-            let rate = r.acked_per_sec();
+            let label = format!("{name}, {c} senders");
+            let carried = || tunnel.cpu();
+            let f = checked_flood(ctx, &target, &tracker, c, 1 << 10, &label, carried).await?;
             ctx.report.peer(
                 format!("{name}: events/s, {c} senders, 1 KiB (acknowledged = delivered)"),
-                fmt_rate(rate),
+                fmt_rate(f.rate),
                 fmt_rate(direct),
-                ratio(rate, direct),
+                ratio(f.rate, direct),
             );
             if c == ctx.plan.cpu_at {
+                let measured = f.delivered.saturating_sub(ctx.plan.warmup);
                 ctx.report.peer(
                     format!("{name}: CPU ms per 1,000 events, {c} senders (server + client)"),
-                    format!("{:.0} ms", per_thousand(cpu1 - cpu0, r.acked)),
+                    format!("{:.0} ms", per_thousand(f.cpu, measured)),
                     "–".to_string(),
                     None,
                 );
