@@ -26,11 +26,13 @@ use crate::wal::{note_wal_pages, CheckpointClock};
 use crate::{Bounds, Channel, NewEvent, Notifier, Result, Store, StoreError};
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
-/// Version 3 (2 had no `body_files`). An event's row id packs its channel's number and its seq (`num << 40 | seq`):
-/// one b-tree, no secondary index, so a group commit writes a few pages (the newest leaf and
-/// the channel's head), and a channel's events are one contiguous id range.
+/// Version 4 (3 updated `head_seq` at every commit; 2 had no `body_files`). An event's row id
+/// packs its channel's number and its seq (`num << 40 | seq`): one b-tree, no secondary
+/// index, so a group commit writes only the newest leaf or two, and a channel's events are
+/// one contiguous id range. A channel's head is its newest event's seq; `head_seq` keeps it
+/// only for when pruning deleted that event (see [`HEAD`]).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (
     id TEXT PRIMARY KEY,
@@ -77,6 +79,12 @@ INSERT INTO events (id, received_at, method, path, headers, body)
     FROM events_v1 e JOIN channels c ON c.id = e.channel_id ORDER BY c.num, e.seq;
 DROP TABLE events_v1;
 ";
+
+/// SQL for a channel's head (columns `num`, `head_seq` of `channels`): the seq of its newest
+/// event, or `head_seq` where pruning left none. Not updating `head_seq` at every commit
+/// saves each group commit a page write.
+const HEAD: &str = "MAX(head_seq, COALESCE((SELECT MAX(e.id) FROM events e
+     WHERE e.id BETWEEN num << 40 AND (num << 40) | 1099511627775), 0) & 1099511627775)";
 
 /// Bits of an event id that hold its seq.
 const SEQ_BITS: u32 = 40;
@@ -464,13 +472,11 @@ enum Done {
 
 fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier, heads: &mut Heads) {
     let mut done = Vec::with_capacity(batch.len());
-    // Channels whose head this batch moves.
-    let mut moved: Vec<String> = Vec::new();
     let result = (|| -> rusqlite::Result<()> {
         let tx = conn.transaction()?;
         {
             let mut lookup =
-                tx.prepare_cached("SELECT num, head_seq FROM channels WHERE id = ?1")?;
+                tx.prepare_cached(&format!("SELECT num, {HEAD} FROM channels WHERE id = ?1"))?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (id, received_at, method, path, headers, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -514,9 +520,6 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier, head
                                     ));
                                 }
                                 *head = seq;
-                                if !moved.contains(&channel) {
-                                    moved.push(channel.clone());
-                                }
                                 let mut h = BytesMut::with_capacity(headers_len(&event.headers));
                                 encode_headers(&event.headers, &mut h);
                                 let id = event_id(num, seq);
@@ -560,11 +563,6 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier, head
                     }
                     Op::Control(_) => unreachable!("control ops never join a batch"),
                 }
-            }
-            let mut set_head =
-                tx.prepare_cached("UPDATE channels SET head_seq = ?2 WHERE id = ?1")?;
-            for channel in &moved {
-                set_head.execute(params![channel, heads[channel].1 as i64])?;
             }
         }
         tx.commit()
@@ -620,6 +618,8 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Op>, notifier: &Notifier, head
 /// stops at its first younger (or unacked) event.
 /// Returns how many went and the body files to remove once the deletion is committed.
 fn prune_events(tx: &rusqlite::Transaction<'_>, cutoff: i64) -> rusqlite::Result<(u64, Vec<i64>)> {
+    // Heads first: a channel whose every event goes keeps its head in `head_seq`.
+    tx.execute(&format!("UPDATE channels SET head_seq = {HEAD}"), [])?;
     let channels: Vec<(i64, Option<i64>)> = tx
         .prepare(
             "SELECT c.num, (SELECT MIN(l.acked_seq) FROM listeners l
@@ -673,7 +673,10 @@ fn row_to_channel(r: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
     })
 }
 
-const CHANNEL_COLS: &str = "id, token_hash, sender_secret, created_at, head_seq";
+/// The columns [`row_to_channel`] reads, head last.
+fn channel_cols() -> String {
+    format!("id, token_hash, sender_secret, created_at, {HEAD}")
+}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -709,7 +712,8 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.read(move |c, _| {
             c.prepare_cached(&format!(
-                "SELECT {CHANNEL_COLS} FROM channels WHERE id = ?1"
+                "SELECT {} FROM channels WHERE id = ?1",
+                channel_cols()
             ))?
             .query_row(params![id], row_to_channel)
             .optional()
@@ -720,7 +724,8 @@ impl Store for SqliteStore {
     async fn list_channels(&self) -> Result<Vec<Channel>> {
         self.read(|c, _| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT {CHANNEL_COLS} FROM channels ORDER BY created_at, id"
+                "SELECT {} FROM channels ORDER BY created_at, id",
+                channel_cols()
             ))?;
             let rows = st.query_map([], row_to_channel)?;
             rows.collect()
@@ -862,7 +867,7 @@ impl Store for SqliteStore {
         let found = self
             .read(move |c, _| {
                 let found: Option<(i64, i64)> = c
-                    .prepare_cached("SELECT head_seq, num FROM channels WHERE id = ?1")?
+                    .prepare_cached(&format!("SELECT {HEAD}, num FROM channels WHERE id = ?1"))?
                     .query_row(params![channel], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
                 let Some((head, num)) = found else {

@@ -223,6 +223,49 @@ async fn prune_keeps_what_a_recent_listener_has_not_acked() {
 }
 
 #[tokio::test]
+async fn a_channel_pruned_empty_keeps_its_head_across_a_restart() {
+    let day = 86_400_000i64;
+    let now = 100 * day;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SqliteStore::open(dir.path()).unwrap();
+        s.create_channel(channel("c")).await.unwrap();
+        s.create_channel(channel("d")).await.unwrap();
+        for _ in 0..3 {
+            s.append("c", event("old", now - 10 * day)).await.unwrap();
+        }
+        s.append("d", event("other", now)).await.unwrap();
+        s.ack("c", "l", 3, now).await.unwrap();
+        assert_eq!(
+            s.prune(Duration::from_millis(day as u64), now)
+                .await
+                .unwrap(),
+            3
+        );
+        assert!(s
+            .read_after("c", 0, 10, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.bounds("c").await.unwrap().head, 3);
+        assert_eq!(s.channel("c").await.unwrap().unwrap().head, 3);
+    }
+    // A new process knows the heads only from the database.
+    let s = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(s.bounds("c").await.unwrap().head, 3);
+    assert_eq!(s.append("c", event("next", now)).await.unwrap(), 4);
+    assert_eq!(s.append("d", event("next", now)).await.unwrap(), 2);
+    let heads: Vec<(String, u64)> = s
+        .list_channels()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id, c.head))
+        .collect();
+    assert_eq!(heads, vec![("c".into(), 4), ("d".into(), 2)]);
+}
+
+#[tokio::test]
 async fn subscribers_are_woken_by_appends() {
     for (name, s, _d) in backends().await {
         s.create_channel(channel("c")).await.unwrap();
