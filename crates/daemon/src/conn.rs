@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::{Journal, JournalError};
 use crate::recordings::Recorder;
-use crate::Handoff;
 use crate::{blocking, now_ms, DaemonConfig, DaemonError};
+use crate::{Handoff, Insert};
 use meethook_store::bodyfile::BODY_FILE_MIN;
 
 /// Anything a websocket can run over (TCP or TLS over TCP).
@@ -455,7 +455,18 @@ async fn journal_batch(
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(format!("journal task failed: {e}")),
     };
-    journaled_tx.send_replace(Some(journaled.is_ok()));
+    // A big batch was handed over unparsed: its summaries go with the news.
+    journaled_tx.send_replace(Some(match &journaled {
+        Ok((batch, summaries)) if big => Insert::Committed(Arc::new(
+            batch
+                .iter()
+                .map(|e| e.seq)
+                .zip(summaries.iter().cloned())
+                .collect(),
+        )),
+        Ok(_) => Insert::Committed(Arc::default()),
+        Err(_) => Insert::Failed,
+    }));
     match journaled {
         Ok((batch, summaries)) => {
             // Recordings expire: start downloading as soon as the event is safe in the journal.

@@ -270,15 +270,31 @@ struct Settler<'a> {
 /// where that insert's outcome will show.
 type Handoff = (Event, Option<Option<Summary>>, Option<Journaled>);
 
-/// Whether an early-handed batch's journal insert committed (`None` while it runs).
-type Journaled = watch::Receiver<Option<bool>>;
+/// How an early-handed batch's journal insert ended (`None` while it runs).
+type Journaled = watch::Receiver<Option<Insert>>;
 
-/// Waits for an early-handed event's journal insert; false when it failed (or was dropped).
-async fn committed(mut journaled: Journaled) -> bool {
-    matches!(
-        journaled.wait_for(Option::is_some).await.map(|v| *v),
-        Ok(Some(true))
-    )
+/// The end of an early-handed batch's journal insert.
+#[derive(Debug, Clone)]
+enum Insert {
+    /// Committed; for a batch handed over unparsed, each event's summary (ascending seqs).
+    Committed(Arc<Vec<(u64, Option<Summary>)>>),
+    /// Not stored: the relay sends the batch again.
+    Failed,
+}
+
+/// Waits for an early-handed event's journal insert: the event's summary once committed,
+/// `None` when the insert failed (or was dropped).
+async fn committed(mut journaled: Journaled, seq: u64) -> Option<Option<Summary>> {
+    let end = journaled.wait_for(Option::is_some).await.ok()?.clone();
+    match end {
+        Some(Insert::Committed(summaries)) => Some(
+            summaries
+                .binary_search_by_key(&seq, |(s, _)| *s)
+                .ok()
+                .and_then(|i| summaries[i].1.clone()),
+        ),
+        _ => None,
+    }
 }
 
 type Writing = tokio::task::JoinHandle<(Vec<Record>, Result<(), JournalError>)>;
@@ -485,16 +501,18 @@ async fn deliver(
         // The rest of a batch whose journal insert failed: the relay sends it again.
         if journaled
             .as_ref()
-            .is_some_and(|j| *j.borrow() == Some(false))
+            .is_some_and(|j| matches!(*j.borrow(), Some(Insert::Failed)))
         {
             continue;
         }
         last = ev.seq;
-        // A big body handed over before the journal parsed it is parsed beside its first
-        // send, unless a filter needs its summary first.
+        // A big body handed over before the journal parsed it gets its summary from the
+        // journal's insert (awaited after the first send anyway). One found pending at
+        // start-up is parsed beside its first send, unless a filter needs its summary first.
         let mut later = None;
         let mut summary = match parsed {
             Some(summary) => summary,
+            None if journaled.is_some() => None,
             None if !cfg.filtering() && ev.body.len() >= BODY_FILE_MIN => {
                 let body = ev.body.clone();
                 later = Some(tokio::task::spawn_blocking(move || Summary::parse(&body)));
@@ -522,6 +540,14 @@ async fn deliver(
             let outcome = fwd.send(&ev, attempts, false).await;
             if let Some(parsing) = later.take() {
                 summary = parsing.await.unwrap_or(None);
+            }
+            // Handed over early: its outcome may only be recorded once the event is journaled.
+            let mut stored = true;
+            if let Some(j) = journaled.take() {
+                match committed(j, ev.seq).await {
+                    Some(parsed) => summary = summary.or(parsed),
+                    None => stored = false,
+                }
             }
             let verdict = outcome.verdict();
             let out_of_attempts = cfg.max_attempts > 0 && attempts >= cfg.max_attempts;
@@ -560,16 +586,13 @@ async fn deliver(
                 attempt: Some(attempt),
                 state,
             };
-            // Handed over early: its outcome may only be recorded once the event is journaled.
-            if let Some(j) = journaled.take() {
-                if !committed(j).await {
-                    tracing::warn!(
-                        seq = ev.seq,
-                        "the journal could not store this event; it is delivered again when the relay resends it"
-                    );
-                    last = ev.seq - 1;
-                    continue 'events;
-                }
+            if !stored {
+                tracing::warn!(
+                    seq = ev.seq,
+                    "the journal could not store this event; it is delivered again when the relay resends it"
+                );
+                last = ev.seq - 1;
+                continue 'events;
             }
             if !settler.settle(r, stop).await? {
                 return Ok(());
