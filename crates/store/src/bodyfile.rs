@@ -201,7 +201,13 @@ struct FileWriter {
 
 impl FileWriter {
     fn new(f: std::fs::File) -> FileWriter {
-        let stage = direct_io(&f).then(|| {
+        let direct = direct_io(&f);
+        FileWriter::with(f, direct)
+    }
+
+    /// A writer for `f`, staging for `O_DIRECT` when `direct` (already turned on).
+    fn with(f: std::fs::File, direct: bool) -> FileWriter {
+        let stage = direct.then(|| {
             let buf = STAGES
                 .lock()
                 .ok()
@@ -509,6 +515,43 @@ mod tests {
         files.sweep(&HashSet::from([n]), Duration::ZERO).unwrap();
         assert!(swept.finish().await.is_err());
         assert_eq!(files_in(&dir.path().join("b")), 1);
+    }
+
+    #[test]
+    fn direct_and_plain_writes_give_the_same_bytes_at_any_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3 * PIECE + 5000).map(|i| (i % 241) as u8).collect();
+        for len in [
+            0,
+            1,
+            ALIGN - 1,
+            ALIGN,
+            ALIGN + 1,
+            PIECE - 1,
+            PIECE,
+            PIECE + 1,
+            data.len(),
+        ] {
+            for direct in [false, true] {
+                let path = dir.path().join(format!("{len}-{direct}"));
+                let f = std::fs::File::create(&path).unwrap();
+                // Direct only where this file system takes it; plain otherwise.
+                let direct = direct && direct_io(&f);
+                let mut w = FileWriter::with(f, direct);
+                for piece in data[..len].chunks(PIECE / 3 + 7) {
+                    w.write(piece).unwrap();
+                    w.start_writeback().unwrap();
+                }
+                w.finish().unwrap();
+                w.f.sync_data().unwrap();
+                drop(w);
+                assert_eq!(
+                    std::fs::read(&path).unwrap(),
+                    &data[..len],
+                    "{len} bytes, direct {direct}"
+                );
+            }
+        }
     }
 
     #[test]
