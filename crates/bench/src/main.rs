@@ -66,6 +66,10 @@ struct Args {
     /// Concurrent senders of the throughput runs [default: 16,64,256; smoke: 4,16].
     #[arg(long, value_delimiter = ',')]
     concurrency: Option<Vec<usize>>,
+    /// Rounds of the throughput runs; each figure is the median over them, its runs shown
+    /// beside it [default: 3; smoke: 1].
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Events posted while no listener runs [default: 1000000; smoke: 100].
     #[arg(long)]
     backlog: Option<u64>,
@@ -98,6 +102,8 @@ struct Plan {
     bodies: Vec<(usize, u64)>,
     events: u64,
     concurrency: Vec<usize>,
+    /// Rounds of the throughput phase (all concurrencies in turn, each round).
+    rounds: usize,
     /// Concurrency whose run also measures CPU (figure c).
     cpu_at: usize,
     backlog: u64,
@@ -163,6 +169,7 @@ impl Plan {
             bodies,
             events: a.events.unwrap_or(if s { 200 } else { 50_000 }),
             concurrency,
+            rounds: a.rounds.unwrap_or(if s { 1 } else { 3 }).max(1),
             cpu_at,
             backlog: a.backlog.unwrap_or(if s { 100 } else { DEFAULT_BACKLOG }),
             backlog_senders: a.backlog_senders.max(1),
@@ -355,7 +362,7 @@ fn settings(p: &Plan, smoke: bool, relay_flags: &[String]) -> Vec<String> {
             }
         ),
         format!(
-            "counts: 1-sender runs {} (+{} warm-up each); throughput {} events per run at {} senders; backlog {} events ({} senders); idle listeners {}",
+            "counts: 1-sender runs {} (+{} warm-up each); throughput {} events per run at {} senders, {} round{} (figures b and c: median over the rounds, each round's value in brackets); backlog {} events ({} senders); idle listeners {}",
             bodies.join(", "),
             p.warmup,
             thousands(p.events),
@@ -364,6 +371,8 @@ fn settings(p: &Plan, smoke: bool, relay_flags: &[String]) -> Vec<String> {
                 .map(|c| c.to_string())
                 .collect::<Vec<_>>()
                 .join(" / "),
+            p.rounds,
+            if p.rounds == 1 { "" } else { "s" },
             thousands(p.backlog),
             p.backlog_senders,
             thousands(p.idle as u64),
@@ -786,20 +795,33 @@ async fn phase_latency(ctx: &mut Ctx) -> anyhow::Result<()> {
 /// Figures b, c and d: N concurrent senders.
 async fn phase_throughput(ctx: &mut Ctx) -> anyhow::Result<()> {
     let conc = ctx.plan.concurrency.clone();
+    let rounds = ctx.plan.rounds;
     let mut relay_peak = 0u64;
     let mut daemon_peak = 0u64;
-    for c in conc {
-        let r = throughput_at(ctx, c).await;
-        match r {
-            Ok((rp, dp)) => {
-                relay_peak = relay_peak.max(rp);
-                daemon_peak = daemon_peak.max(dp);
+    let mut runs: Vec<(usize, Vec<Throughput>)> = conc.iter().map(|&c| (c, Vec::new())).collect();
+    // Round after round of every concurrency, so a drift of the machine touches them all.
+    for round in 1..=rounds {
+        for (c, done) in &mut runs {
+            let label = if rounds == 1 {
+                String::new()
+            } else {
+                format!(", round {round}/{rounds}")
+            };
+            match throughput_at(ctx, *c, &label).await {
+                Ok(t) => {
+                    relay_peak = relay_peak.max(t.relay_peak);
+                    daemon_peak = daemon_peak.max(t.daemon_peak);
+                    done.push(t);
+                }
+                Err(e) => ctx
+                    .report
+                    .errors
+                    .push(format!("throughput at {c} senders{label}: {e:#}")),
             }
-            Err(e) => ctx
-                .report
-                .errors
-                .push(format!("throughput at {c} senders: {e:#}")),
         }
+    }
+    for (c, done) in &runs {
+        report_throughput(ctx, *c, done);
     }
     let list = ctx
         .plan
@@ -819,6 +841,97 @@ async fn phase_throughput(ctx: &mut Ctx) -> anyhow::Result<()> {
         fmt_bytes(daemon_peak as f64),
     );
     Ok(())
+}
+
+/// What one throughput run at one concurrency measured.
+struct Throughput {
+    direct_rate: f64,
+    acked_rate: f64,
+    delivered_rate: f64,
+    /// CPU ms per 1,000 events: relay, daemon, bench process, and the direct run's bench.
+    cpu_k: (f64, f64, f64, f64),
+    relay_peak: u64,
+    daemon_peak: u64,
+}
+
+/// The median of `v` (the mean of the middle two for an even count); 0 when empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The median of `pick` over `runs`, formatted, with each run's value after it when there
+/// are several.
+fn with_runs(
+    runs: &[Throughput],
+    pick: impl Fn(&Throughput) -> f64,
+    fmt: impl Fn(f64) -> String,
+) -> (f64, String) {
+    let m = median(runs.iter().map(&pick).collect());
+    let mut cell = fmt(m);
+    if runs.len() > 1 {
+        let each: Vec<String> = runs.iter().map(|t| fmt(pick(t))).collect();
+        cell.push_str(&format!(" ({})", each.join(" · ")));
+    }
+    (m, cell)
+}
+
+/// Figures b (and c at the CPU concurrency) for `c` senders, from its runs.
+fn report_throughput(ctx: &mut Ctx, c: usize, runs: &[Throughput]) {
+    if runs.is_empty() {
+        return;
+    }
+    let (direct, direct_cell) = with_runs(runs, |t| t.direct_rate, fmt_rate);
+    ctx.direct_rates.push((c, direct));
+    let (acked, acked_cell) = with_runs(runs, |t| t.acked_rate, fmt_rate);
+    ctx.report.compare(
+        "b",
+        format!("acknowledged events/s at the relay (2xx), {c} senders, 1 KiB"),
+        acked_cell,
+        direct_cell.clone(),
+        ratio(acked, direct),
+    );
+    let (delivered, delivered_cell) = with_runs(runs, |t| t.delivered_rate, fmt_rate);
+    ctx.report.compare(
+        "b",
+        format!("delivered events/s at the handler, {c} senders, in strict seq order"),
+        delivered_cell,
+        direct_cell,
+        ratio(delivered, direct),
+    );
+    if c == ctx.plan.cpu_at {
+        let ms = |v: f64| format!("{v:.0} ms");
+        let (both, both_cell) = with_runs(runs, |t| t.cpu_k.0 + t.cpu_k.1, ms);
+        let relay_k = median(runs.iter().map(|t| t.cpu_k.0).collect());
+        let daemon_k = median(runs.iter().map(|t| t.cpu_k.1).collect());
+        let (direct_k, direct_k_cell) = with_runs(runs, |t| t.cpu_k.3, ms);
+        ctx.report.compare(
+            "c",
+            format!("CPU ms per 1,000 events, {c} senders: relay + daemon (direct: bench's sender + handler)"),
+            both_cell,
+            direct_k_cell,
+            ratio(both, direct_k),
+        );
+        ctx.report.figure(
+            "c",
+            format!("CPU ms per 1,000 events, {c} senders, median of each: relay / daemon"),
+            format!("{relay_k:.0} ms / {daemon_k:.0} ms"),
+        );
+        let (_, bench_cell) = with_runs(runs, |t| t.cpu_k.2, ms);
+        ctx.report.figure(
+            "c",
+            format!("CPU ms per 1,000 events of the bench process (sender + handler) during the meethook run, {c} senders"),
+            bench_cell,
+        );
+    }
 }
 
 /// What a checked flood came to.
@@ -902,16 +1015,15 @@ pub(crate) async fn checked_flood(
     })
 }
 
-/// One concurrency: direct, then meethook. Returns the relay's and daemon's peak RSS.
-async fn throughput_at(ctx: &mut Ctx, c: usize) -> anyhow::Result<(u64, u64)> {
+/// One concurrency: direct, then meethook (`label` tells the round in the checks).
+async fn throughput_at(ctx: &mut Ctx, c: usize, label: &str) -> anyhow::Result<Throughput> {
     let (n, warm) = (ctx.plan.events, ctx.plan.warmup);
     let bodies = Bodies::new(1 << 10);
     let limit = ctx.plan.limit(n);
 
     // Direct.
-    let direct = direct_flood(ctx, c, 1 << 10, &format!("direct, {c} senders")).await?;
+    let direct = direct_flood(ctx, c, 1 << 10, &format!("direct, {c} senders{label}")).await?;
     let direct_rate = direct.rate;
-    ctx.direct_rates.push((c, direct_rate));
     let direct_cpu_per_k = per_thousand(direct.cpu, direct.delivered.saturating_sub(warm));
 
     // Through meethook.
@@ -954,7 +1066,7 @@ async fn throughput_at(ctx: &mut Ctx, c: usize) -> anyhow::Result<(u64, u64)> {
     );
     let timeout_note = (!all_in).then(|| format!("not all delivered within {limit:?}"));
     ctx.report.check(
-        format!("meethook, {c} senders"),
+        format!("meethook, {c} senders{label}"),
         checks,
         w.first_error.or(m.first_error.clone()).or(timeout_note),
     );
@@ -965,40 +1077,19 @@ async fn throughput_at(ctx: &mut Ctx, c: usize) -> anyhow::Result<(u64, u64)> {
         }
         _ => 0.0,
     };
-    let acked_rate = m.acked_per_sec();
-    ctx.report.compare(
-        "b",
-        format!("acknowledged events/s at the relay (2xx), {c} senders, 1 KiB"),
-        fmt_rate(acked_rate),
-        fmt_rate(direct_rate),
-        ratio(acked_rate, direct_rate),
-    );
-    ctx.report.compare(
-        "b",
-        format!("delivered events/s at the handler, {c} senders, in strict seq order"),
-        fmt_rate(delivered_rate),
-        fmt_rate(direct_rate),
-        ratio(delivered_rate, direct_rate),
-    );
-    if c == ctx.plan.cpu_at {
-        let relay_k = per_thousand(r1 - r0, delivered);
-        let daemon_k = per_thousand(d1 - d0, delivered);
-        let bench_k = per_thousand(b1 - b0, delivered);
-        let both = relay_k + daemon_k;
-        ctx.report.compare(
-            "c",
-            format!("CPU ms per 1,000 events, {c} senders: relay + daemon (direct: bench's sender + handler)"),
-            format!("{both:.0} ms (relay {relay_k:.0} + daemon {daemon_k:.0})"),
-            format!("{direct_cpu_per_k:.0} ms"),
-            ratio(both, direct_cpu_per_k),
-        );
-        ctx.report.figure(
-            "c",
-            format!("CPU ms per 1,000 events of the bench process (sender + handler) during the meethook run, {c} senders"),
-            format!("{bench_k:.0} ms"),
-        );
-    }
-    Ok((relay_peak, daemon_peak))
+    Ok(Throughput {
+        direct_rate,
+        acked_rate: m.acked_per_sec(),
+        delivered_rate,
+        cpu_k: (
+            per_thousand(r1 - r0, delivered),
+            per_thousand(d1 - d0, delivered),
+            per_thousand(b1 - b0, delivered),
+            direct_cpu_per_k,
+        ),
+        relay_peak,
+        daemon_peak,
+    })
 }
 
 /// Events of `ids` that arrived.
@@ -1210,6 +1301,13 @@ async fn phase_idle(ctx: &mut Ctx) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians_take_the_middle() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

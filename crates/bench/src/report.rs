@@ -300,7 +300,10 @@ const METHOD: &str = "
   warm-up events per run are not counted.
 - **Throughput** (b): `acked/s` = 2xx answers from the relay ÷ time from the first POST to the
   last answer; `delivered/s` = events at the handler ÷ time from the first POST to the last
-  delivery (the daemon delivers one event at a time, in seq order).
+  delivery (the daemon delivers one event at a time, in seq order). The throughput runs are
+  repeated in rounds (`--rounds`, every concurrency once per round, the direct run before each
+  meethook run); figures b and c give the median, then each round's value in brackets. On a
+  small shared VM one run of these can differ from the next by 20 % or more.
 - **CPU** (c): utime + stime from `/proc/PID/stat` of relay and daemon, before the first POST
   and after the last delivery. The direct column is the bench process itself (load generator
   + handler) during the direct run, for scale.
