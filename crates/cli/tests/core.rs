@@ -483,3 +483,97 @@ async fn big_bodies_kept_as_files_arrive_in_order_byte_identical_across_restarts
     daemon.stop().await.unwrap();
     relay.stop().await;
 }
+
+/// Starts a POST of `body` to channel `ch` and sends its first half.
+async fn start_upload(relay: &TestRelay, ch: &str, body: &[u8]) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let head = format!(
+        "POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut s, head.as_bytes())
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, &body[..body.len() / 2])
+        .await
+        .unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stored() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let relay = TestRelay::start_with(|c| c.max_body = 8 << 20).await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let dir = tempdir();
+    let daemon = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch,
+        &token,
+        &handler.url("/"),
+        dir.path(),
+    ));
+    // Once one event is through, the stream has read the hello (and takes preloads).
+    assert_eq!(post(&relay.hook(&ch), &[], "first").await.status, 200);
+    handler.wait_delivered(1).await;
+    let big = |seed: usize| -> Vec<u8> {
+        (0..(3 << 20) + seed)
+            .map(|i| (i * 31 + seed) as u8)
+            .collect()
+    };
+
+    // Half a body arrives; meanwhile a small event is stored and delivered, and the half
+    // body is not: nothing reaches the handler before it is stored.
+    let first = big(1);
+    let mut upload = start_upload(&relay, &ch, &first).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(post(&relay.hook(&ch), &[], "small").await.status, 200);
+    let got = handler.wait_delivered(2).await;
+    assert_eq!(got[1].body, "small");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        handler.received().len(),
+        2,
+        "half a body is never delivered"
+    );
+    // The rest: stored as seq 3, delivered whole from the preload.
+    tokio::io::AsyncWriteExt::write_all(&mut upload, &first[first.len() / 2..])
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut upload, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let got = handler.wait_delivered(3).await;
+    assert!(got[2].body == first, "preloaded body byte-identical");
+    assert_eq!(relay.metrics.events_preloaded.load(Relaxed), 1);
+
+    // An upload cut off halfway is dropped: the next events go on, on the same stream.
+    let cut = start_upload(&relay, &ch, &big(2)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(cut);
+    let whole = big(3);
+    let r = post(
+        &relay.hook(&ch),
+        &[("content-type", "application/octet-stream")],
+        whole.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(post(&relay.hook(&ch), &[], "after").await.status, 200);
+    let got = handler.wait_delivered(5).await;
+    assert!(got[3].body == whole, "second preloaded body byte-identical");
+    assert_eq!(got[4].body, "after");
+    assert_eq!(got.len(), 5, "the cut-off upload was never delivered");
+    assert_eq!(relay.metrics.events_preloaded.load(Relaxed), 2);
+    assert_eq!(relay.store.bounds(&ch).await.unwrap().head, 5);
+    assert_eq!(
+        relay.metrics.listeners.load(Relaxed),
+        1,
+        "never reconnected"
+    );
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use meethook_proto::frame::{decode_event, MAX_FRAME_OVERHEAD};
+use meethook_proto::frame::{decode_binary, Binary, MAX_FRAME_OVERHEAD};
 use meethook_proto::meeting::Summary;
 use meethook_proto::{ClientFrame, ErrorCode, Event, ServerFrame, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -237,6 +238,70 @@ async fn connect(
     }
 }
 
+/// Most preloads held at once (the relay sends one per big body arriving meanwhile).
+const MAX_PRELOADS: usize = 8;
+
+/// Bodies the relay sends while they still arrive there, until an event frame refers to
+/// them (see `meethook_relay`'s preloads). Nothing here is delivered or journaled before
+/// that: the relay refers to a body only once it is stored.
+#[derive(Default)]
+struct Preloads {
+    /// Id, declared length and the bytes so far.
+    bodies: Vec<(u64, u64, BytesMut)>,
+}
+
+impl Preloads {
+    /// Adds a piece; an error for pieces out of order, too big or too many.
+    fn piece(
+        &mut self,
+        id: u64,
+        len: u64,
+        offset: u64,
+        data: &[u8],
+        max: usize,
+    ) -> Result<(), String> {
+        if len > max as u64 {
+            return Err(format!(
+                "preload {id} of {len} bytes is larger than this listener accepts"
+            ));
+        }
+        let i = match self.bodies.iter().position(|b| b.0 == id) {
+            Some(i) => i,
+            None if self.bodies.len() >= MAX_PRELOADS => {
+                return Err(format!("more than {MAX_PRELOADS} preloads at once"))
+            }
+            None => {
+                self.bodies
+                    .push((id, len, BytesMut::with_capacity(len as usize)));
+                self.bodies.len() - 1
+            }
+        };
+        let (_, declared, body) = &mut self.bodies[i];
+        if *declared != len || offset != body.len() as u64 || offset + data.len() as u64 > len {
+            return Err(format!(
+                "preload {id}: piece at {offset} of {} bytes does not follow the {} bytes held (of {len})",
+                data.len(),
+                body.len()
+            ));
+        }
+        body.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// The whole body of preload `id`, forgotten here.
+    fn take(&mut self, id: u64) -> Option<Bytes> {
+        let i = self
+            .bodies
+            .iter()
+            .position(|b| b.0 == id && b.2.len() as u64 == b.1)?;
+        Some(self.bodies.swap_remove(i).2.freeze())
+    }
+
+    fn forget(&mut self, id: u64) {
+        self.bodies.retain(|b| b.0 != id);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn once(
     cfg: &DaemonConfig,
@@ -268,6 +333,7 @@ async fn once(
         journaled,
         delivered,
         window: cfg.window,
+        preload: true,
     };
     if let Err(e) = ws.send(Message::text(hello.to_json())).await {
         return End::Retry(format!("relay connection lost during handshake: {e}"));
@@ -309,6 +375,7 @@ async fn once(
     }
     let mut last_journaled = journaled;
     let mut last_acked = delivered;
+    let mut preloads = Preloads::default();
     let ack_every = u64::from((cfg.window / 4).max(1));
     let mut ack_due: Option<tokio::time::Instant> = None;
     // An ack the relay has not seen may be waiting from before the reconnect.
@@ -324,15 +391,33 @@ async fn once(
                 let mut next = Some(msg);
                 while let Some(msg) = next.take() {
                     match msg {
-                        Some(Ok(Message::Binary(b))) => match decode_event(b) {
-                            Ok(ev) => {
-                                if ev.seq > last_journaled {
-                                    last_journaled = ev.seq;
-                                    batch.push(ev);
+                        Some(Ok(Message::Binary(b))) => {
+                            let ev = match decode_binary(b) {
+                                Ok(Binary::Event(ev)) => Some(ev),
+                                Ok(Binary::Preloaded { id, mut event }) => match preloads.take(id) {
+                                    Some(body) => {
+                                        event.body = body;
+                                        Some(event)
+                                    }
+                                    None => return End::Retry(format!("the relay referred to preload {id}, which it did not send whole")),
+                                },
+                                Ok(Binary::Preload { id, len, offset, data }) => {
+                                    if let Err(why) = preloads.piece(id, len, offset, &data, cfg.max_frame) {
+                                        return End::Retry(format!("bad preload from relay: {why}"));
+                                    }
+                                    None
                                 }
+                                Ok(Binary::PreloadDrop { id }) => {
+                                    preloads.forget(id);
+                                    None
+                                }
+                                Err(e) => return End::Retry(format!("malformed event frame from relay: {e}")),
+                            };
+                            if let Some(ev) = ev.filter(|ev| ev.seq > last_journaled) {
+                                last_journaled = ev.seq;
+                                batch.push(ev);
                             }
-                            Err(e) => return End::Retry(format!("malformed event frame from relay: {e}")),
-                        },
+                        }
                         Some(Ok(Message::Text(t))) => match ServerFrame::from_json(&t) {
                             Ok(ServerFrame::Error { code, message }) => return server_error(code, message),
                             Ok(f) => return End::Retry(format!("unexpected frame from relay: {f:?}")),

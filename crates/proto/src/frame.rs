@@ -17,6 +17,12 @@ pub const MAX_FRAME_OVERHEAD: usize = 1 << 20;
 
 /// First byte of a binary event frame.
 const EVENT_TAG: u8 = 0x01;
+/// First byte of a preload frame: part of a body still arriving at the relay.
+const PRELOAD_TAG: u8 = 0x02;
+/// First byte of an event frame whose body was preloaded.
+const PRELOADED_EVENT_TAG: u8 = 0x03;
+/// First byte of a frame that ends a preload that will not be referred to.
+const PRELOAD_DROP_TAG: u8 = 0x04;
 
 /// Frames the daemon sends to the relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +40,10 @@ pub enum ClientFrame {
         delivered: u64,
         /// Most unacknowledged events the relay may have in flight to this listener.
         window: u32,
+        /// The daemon takes preload frames: big bodies sent while they still arrive at the
+        /// relay, their event frame referring to them once stored.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        preload: bool,
     },
     /// Every event up to and including `seq` is delivered (cumulative).
     Ack {
@@ -200,13 +210,17 @@ pub fn decode_event(frame: Bytes) -> Result<Event, DecodeError> {
     if tag != EVENT_TAG {
         return Err(DecodeError::UnknownTag(tag));
     }
+    decode_event_rest(&mut r)
+}
+
+fn decode_event_rest(r: &mut Reader) -> Result<Event, DecodeError> {
     let seq = r.u64()?;
     let received_at_ms = r.u64()? as i64;
     let m = r.u8()? as usize;
     let method = r.str(m, "method")?;
     let p = r.u16()? as usize;
     let path = r.str(p, "path")?;
-    let headers = decode_headers(&mut r)?;
+    let headers = decode_headers(r)?;
     let body = r.rest();
     Ok(Event {
         seq,
@@ -216,6 +230,92 @@ pub fn decode_event(frame: Bytes) -> Result<Event, DecodeError> {
         headers,
         body,
     })
+}
+
+/// A binary frame from the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binary {
+    /// A whole event.
+    Event(Event),
+    /// Bytes `offset..` of preload `id`, a body of `len` bytes still arriving at the relay.
+    Preload {
+        /// The preload's number (unique within the relay process).
+        id: u64,
+        /// The whole body's length.
+        len: u64,
+        /// Where `data` starts in the body.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// An event whose body is preload `id` (its `body` is empty here).
+    Preloaded {
+        /// The preload holding the body.
+        id: u64,
+        /// The event without its body.
+        event: Event,
+    },
+    /// Preload `id` will not be referred to: forget it.
+    PreloadDrop {
+        /// The preload.
+        id: u64,
+    },
+}
+
+/// Encodes part of a preload: `0x02, u64 id, u64 len, u64 offset, data`.
+pub fn encode_preload(id: u64, len: u64, offset: u64, data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(25 + data.len());
+    out.put_u8(PRELOAD_TAG);
+    out.put_u64(id);
+    out.put_u64(len);
+    out.put_u64(offset);
+    out.put_slice(data);
+    out.freeze()
+}
+
+/// Encodes an event whose body is preload `id`: `0x03, u64 id`, then an event frame without
+/// its tag and body.
+pub fn encode_preloaded(id: u64, ev: &Event) -> Bytes {
+    let mut head = BytesMut::with_capacity(9 + event_head_len(ev));
+    head.put_u8(PRELOADED_EVENT_TAG);
+    head.put_u64(id);
+    put_event_head(ev, &mut head);
+    // Drop the event tag put_event_head wrote.
+    let mut out = head.split_to(9);
+    out.extend_from_slice(&head[1..]);
+    out.freeze()
+}
+
+/// Encodes the end of preload `id`: `0x04, u64 id`.
+pub fn encode_preload_drop(id: u64) -> Bytes {
+    let mut out = BytesMut::with_capacity(9);
+    out.put_u8(PRELOAD_DROP_TAG);
+    out.put_u64(id);
+    out.freeze()
+}
+
+/// Decodes any binary frame from the relay; bodies share `frame`'s memory.
+pub fn decode_binary(frame: Bytes) -> Result<Binary, DecodeError> {
+    let mut r = Reader::new(frame);
+    match r.u8()? {
+        EVENT_TAG => Ok(Binary::Event(decode_event_rest(&mut r)?)),
+        PRELOAD_TAG => {
+            let (id, len, offset) = (r.u64()?, r.u64()?, r.u64()?);
+            Ok(Binary::Preload {
+                id,
+                len,
+                offset,
+                data: r.rest(),
+            })
+        }
+        PRELOADED_EVENT_TAG => {
+            let id = r.u64()?;
+            let event = decode_event_rest(&mut r)?;
+            Ok(Binary::Preloaded { id, event })
+        }
+        PRELOAD_DROP_TAG => Ok(Binary::PreloadDrop { id: r.u64()? }),
+        tag => Err(DecodeError::UnknownTag(tag)),
+    }
 }
 
 /// A bounds-checked cursor over a frame's bytes.
@@ -353,6 +453,64 @@ mod tests {
     }
 
     #[test]
+    fn preload_frames_round_trip() {
+        let ev = sample();
+        assert_eq!(
+            decode_binary(encode_event(&ev)).unwrap(),
+            Binary::Event(ev.clone())
+        );
+        let part = encode_preload(7, 100, 40, b"abc");
+        assert_eq!(
+            decode_binary(part).unwrap(),
+            Binary::Preload {
+                id: 7,
+                len: 100,
+                offset: 40,
+                data: Bytes::from_static(b"abc")
+            }
+        );
+        let bare = Event {
+            body: Bytes::new(),
+            ..ev.clone()
+        };
+        let frame = encode_preloaded(9, &ev);
+        assert_eq!(
+            decode_binary(frame.clone()).unwrap(),
+            Binary::Preloaded { id: 9, event: bare }
+        );
+        // The body never travels in it.
+        assert_eq!(frame.len(), 9 + encode_event_head(&ev).len() - 1);
+        assert_eq!(
+            decode_binary(encode_preload_drop(3)).unwrap(),
+            Binary::PreloadDrop { id: 3 }
+        );
+        assert!(matches!(
+            decode_binary(Bytes::from_static(&[0x02, 0, 0])),
+            Err(DecodeError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn hello_carries_preload_only_when_set() {
+        let with = ClientFrame::Hello {
+            version: 1,
+            listener_id: "l".into(),
+            journaled: 0,
+            delivered: 0,
+            window: 1,
+            preload: true,
+        };
+        assert!(with.to_json().ends_with(r#","preload":true}"#));
+        assert_eq!(ClientFrame::from_json(&with.to_json()).unwrap(), with);
+        // An older daemon's hello has no such field.
+        let old = r#"{"type":"hello","version":1,"listener_id":"l","journaled":0,"delivered":0,"window":1}"#;
+        assert!(matches!(
+            ClientFrame::from_json(old).unwrap(),
+            ClientFrame::Hello { preload: false, .. }
+        ));
+    }
+
+    #[test]
     fn control_frames_golden_json() {
         let hello = ClientFrame::Hello {
             version: 1,
@@ -360,6 +518,7 @@ mod tests {
             journaled: 10,
             delivered: 8,
             window: 64,
+            preload: false,
         };
         assert_eq!(
             hello.to_json(),

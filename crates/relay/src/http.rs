@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::auth;
 use crate::metrics::Metrics;
+use crate::preload;
 use crate::State;
 
 pub(crate) type Resp = Response<Full<Bytes>>;
@@ -191,7 +192,11 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
         }
     }
     let (parts, body) = req.into_parts();
-    let (body, written) = match read_body(st, body, declared).await {
+    // Listeners that take preloads get a big body's pieces while it arrives.
+    let preload = declared
+        .filter(|&n| n >= BODY_FILE_MIN as u64)
+        .and_then(|n| st.preloads.start(&channel, n));
+    let (body, written) = match read_body(st, body, declared, preload.as_ref()).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return too_large(),
         Err(BodyError::Timeout) => {
@@ -226,6 +231,9 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
         .iter()
         .map(|(n, v)| Header::new(n.as_str(), Bytes::copy_from_slice(v.as_bytes())))
         .collect();
+    if let Some(p) = &preload {
+        p.received(&body);
+    }
     let len = body.len() as u64;
     let ev = NewEvent {
         received_at_ms: now_ms(),
@@ -240,6 +248,9 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
     };
     match stored {
         Ok(seq) => {
+            if let Some(p) = preload {
+                p.stored(seq);
+            }
             Metrics::inc(&m.webhooks_accepted);
             m.webhook_bytes
                 .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
@@ -282,6 +293,7 @@ async fn read_body(
     st: &State,
     body: Incoming,
     declared: Option<u64>,
+    preload: Option<&preload::Sending>,
 ) -> Result<(Bytes, Option<WrittenBody>), BodyError> {
     let files = st.store.body_files();
     let mut body = Limited::new(body, st.cfg.max_body);
@@ -312,6 +324,9 @@ async fn read_body(
             continue;
         };
         len += data.len();
+        if let Some(p) = preload {
+            p.push(&data);
+        }
         if let Some(s) = &mut sink {
             match &mut gathered {
                 Some(g) => g.extend_from_slice(&data),

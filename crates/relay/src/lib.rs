@@ -13,6 +13,7 @@ pub mod auth;
 mod http;
 pub mod limits;
 pub mod metrics;
+mod preload;
 mod stream;
 pub mod tls;
 
@@ -108,6 +109,7 @@ struct State {
     auth_failures: limits::AuthFailures,
     listener_slots: Arc<tokio::sync::Semaphore>,
     channels: ChannelCache,
+    preloads: Arc<preload::Preloads>,
 }
 
 /// Recently read channels, so a webhook costs no store read for its channel lookup.
@@ -181,6 +183,7 @@ pub async fn run_with_metrics(
         auth_failures: limits::AuthFailures::new(cfg.auth_fail_limit),
         listener_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_listeners)),
         channels: ChannelCache::default(),
+        preloads: Arc::default(),
         cfg,
         store,
         metrics,

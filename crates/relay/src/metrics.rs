@@ -24,6 +24,8 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
     /// Event frames sent to listeners.
     pub events_streamed: AtomicU64,
+    /// Of those, events whose body the listener already had as a preload.
+    pub events_preloaded: AtomicU64,
     /// Ack frames received.
     pub acks: AtomicU64,
     /// Listener streams open now.
@@ -92,6 +94,11 @@ impl Metrics {
             "meethook_events_streamed_total",
             "Event frames sent to listeners.",
             g(&self.events_streamed),
+        );
+        counter(
+            "meethook_events_preloaded_total",
+            "Event frames whose body was sent while it arrived (preload).",
+            g(&self.events_preloaded),
         );
         counter(
             "meethook_acks_total",

@@ -12,7 +12,9 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use meethook_proto::frame::{encode_event, encode_event_head};
+use meethook_proto::frame::{
+    encode_event, encode_event_head, encode_preload, encode_preload_drop, encode_preloaded,
+};
 use meethook_proto::Event;
 use meethook_proto::{ClientFrame, ErrorCode, ServerFrame, PROTOCOL_VERSION};
 use meethook_store::{now_ms, StoreError};
@@ -26,6 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::http::{channel_auth, error, Resp};
 use crate::metrics::Metrics;
+use crate::preload;
 use crate::State;
 
 /// Largest frame a listener may send (hello and acks are tiny).
@@ -226,7 +229,71 @@ async fn send_big(ws: &mut Ws, ev: &Event) -> Result<(), StreamEnd> {
     sent.await.map_err(|e| StreamEnd::Ws(e.into()))
 }
 
-async fn read_hello(ws: &mut Ws, limit: Duration) -> Result<(String, u64, u64, u32), StreamEnd> {
+/// What a listener's hello says: its id, journaled and delivered cursors, window, and
+/// whether it takes preloads.
+type Hello = (String, u64, u64, u32, bool);
+
+/// A stream's preloads: the channel's uploads, and how far each was sent on this stream.
+struct Preloading {
+    listener: preload::Listener,
+    sending: Vec<(Arc<preload::Upload>, u64)>,
+}
+
+impl Preloading {
+    /// Sends what arrived of the channel's uploads since the last call; ends those that
+    /// failed, and those stored at or before `sent` (their event went out whole). Takes up
+    /// new uploads only when `caught_up`: a listener behind gets their events from the store.
+    async fn send(&mut self, ws: &mut Ws, sent: u64, caught_up: bool) -> Result<(), StreamEnd> {
+        self.listener.changed.borrow_and_update();
+        if caught_up {
+            for up in self.listener.uploads() {
+                if !self.sending.iter().any(|(u, _)| u.id == up.id) {
+                    self.sending.push((up, 0));
+                }
+            }
+        }
+        let mut i = 0;
+        while i < self.sending.len() {
+            let (up, offset) = &mut self.sending[i];
+            let done = match up.pieces_after(*offset) {
+                preload::Progress::Failed => true,
+                preload::Progress::Pieces(pieces) => {
+                    for p in pieces {
+                        ws.feed(Message::Binary(encode_preload(up.id, up.len, *offset, &p)))
+                            .await?;
+                        *offset += p.len() as u64;
+                    }
+                    up.seq().is_some_and(|s| s <= sent)
+                }
+            };
+            if done {
+                ws.feed(Message::Binary(encode_preload_drop(up.id))).await?;
+                self.sending.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        ws.flush().await?;
+        Ok(())
+    }
+
+    /// Whether an upload is in progress or changed since the last [`Preloading::send`].
+    fn busy(&self) -> bool {
+        !self.sending.is_empty() || self.listener.changed.has_changed().unwrap_or(false)
+    }
+
+    /// The preload holding `ev`'s body, when all of it was sent on this stream (it is then
+    /// forgotten here: the daemon forgets it once used).
+    fn take(&mut self, ev: &Event) -> Option<u64> {
+        let i = self
+            .sending
+            .iter()
+            .position(|(u, offset)| *offset == u.len && u.is_body(&ev.body))?;
+        Some(self.sending.swap_remove(i).0.id)
+    }
+}
+
+async fn read_hello(ws: &mut Ws, limit: Duration) -> Result<Hello, StreamEnd> {
     let msg = tokio::time::timeout(limit, ws.next())
         .await
         .map_err(|_| StreamEnd::NoHello(limit))?;
@@ -242,6 +309,7 @@ async fn read_hello(ws: &mut Ws, limit: Duration) -> Result<(String, u64, u64, u
             journaled,
             delivered,
             window,
+            preload,
         }) => {
             if version != PROTOCOL_VERSION {
                 return Err(StreamEnd::Version(version));
@@ -249,7 +317,7 @@ async fn read_hello(ws: &mut Ws, limit: Duration) -> Result<(String, u64, u64, u
             if listener_id.is_empty() || listener_id.len() > 128 || delivered > journaled {
                 return Err(StreamEnd::BadFrame("invalid hello".into()));
             }
-            Ok((listener_id, journaled, delivered, window))
+            Ok((listener_id, journaled, delivered, window, preload))
         }
         Ok(_) => Err(StreamEnd::NoHello(limit)),
         Err(e) => Err(StreamEnd::BadFrame(e.to_string())),
@@ -258,7 +326,7 @@ async fn read_hello(ws: &mut Ws, limit: Duration) -> Result<(String, u64, u64, u
 
 async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), StreamEnd> {
     let hello_limit = HELLO_TIMEOUT.min(st.cfg.liveness_timeout);
-    let (listener, journaled, delivered, window) = tokio::select! {
+    let (listener, journaled, delivered, window, preload) = tokio::select! {
         r = read_hello(ws, hello_limit) => r?,
         _ = st.shutdown.cancelled() => return Err(StreamEnd::Shutdown),
     };
@@ -298,6 +366,10 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
     ping.reset();
     let mut flush = tokio::time::interval(ACK_FLUSH);
     let mut last_seen_write = Instant::now();
+    let mut preloads = preload.then(|| Preloading {
+        listener: st.preloads.listen(channel),
+        sending: Vec::new(),
+    });
     let result = loop {
         let bytes_in_flight: usize = inflight_bytes.iter().map(|(_, b)| b).sum();
         if more && sent - acked.min(sent) < window && bytes_in_flight < st.cfg.max_inflight_bytes {
@@ -310,13 +382,22 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
                 None => st.store.read_after(channel, sent, limit, budget).await?,
             };
             more = events.len() == limit;
+            let sent_before = sent;
             for ev in &events {
                 inflight_bytes.push_back((ev.seq, ev.body.len()));
                 sent = ev.seq;
             }
             let sending = async {
+                if let Some(p) = preloads.as_mut().filter(|p| p.busy()) {
+                    // Pieces that arrived meanwhile go first, so a stored body's event can
+                    // refer to them.
+                    p.send(ws, sent_before, false).await?;
+                }
                 for ev in &events {
-                    if ev.body.len() >= WRITE_THROUGH_MIN {
+                    if let Some(id) = preloads.as_mut().and_then(|p| p.take(ev)) {
+                        ws.feed(Message::Binary(encode_preloaded(id, ev))).await?;
+                        Metrics::inc(&st.metrics.events_preloaded);
+                    } else if ev.body.len() >= WRITE_THROUGH_MIN {
                         send_big(ws, ev).await?;
                     } else {
                         ws.feed(Message::Binary(encode_event(ev))).await?;
@@ -377,6 +458,17 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
                     break Err(StreamEnd::ChannelGone);
                 }
                 more = true;
+            }
+            r = async { preloads.as_mut().expect("preloading").listener.changed.changed().await }, if preloads.is_some() => {
+                let Some(p) = preloads.as_mut().filter(|_| r.is_ok()) else {
+                    preloads = None;
+                    continue;
+                };
+                let stall = st.cfg.liveness_timeout;
+                tokio::select! {
+                    r = tokio::time::timeout(stall, p.send(ws, sent, !more)) => r.unwrap_or(Err(StreamEnd::Stalled(stall)))?,
+                    _ = st.shutdown.cancelled() => break Err(StreamEnd::ShutdownMidWrite),
+                }
             }
             _ = ping.tick() => {
                 if last_rx.elapsed() > st.cfg.liveness_timeout {
