@@ -484,11 +484,14 @@ async fn big_bodies_kept_as_files_arrive_in_order_byte_identical_across_restarts
     relay.stop().await;
 }
 
-/// Starts a POST of `body` to channel `ch` and sends its first half.
+/// Sender secret of the preload test's channel.
+const SECRET: &str = "s3cret";
+
+/// Starts a valid POST of `body` to channel `ch` and sends its first half.
 async fn start_upload(relay: &TestRelay, ch: &str, body: &[u8]) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
     let head = format!(
-        "POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+        "POST /hooks/{ch} HTTP/1.1\r\nhost: a\r\nx-meeting-baas-api-key: {SECRET}\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     tokio::io::AsyncWriteExt::write_all(&mut s, head.as_bytes())
@@ -504,7 +507,7 @@ async fn start_upload(relay: &TestRelay, ch: &str, body: &[u8]) -> tokio::net::T
 async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stored() {
     use std::sync::atomic::Ordering::Relaxed;
     let relay = TestRelay::start_with(|c| c.max_body = 8 << 20).await;
-    let (ch, token) = relay.channel(None).await;
+    let (ch, token) = relay.channel(Some(SECRET)).await;
     let handler = TestHandler::start().await;
     let dir = tempdir();
     let daemon = TestDaemon::start(TestDaemon::config(
@@ -514,8 +517,9 @@ async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stor
         &handler.url("/"),
         dir.path(),
     ));
+    let key = [("x-meeting-baas-api-key", SECRET)];
     // Once one event is through, the stream has read the hello (and takes preloads).
-    assert_eq!(post(&relay.hook(&ch), &[], "first").await.status, 200);
+    assert_eq!(post(&relay.hook(&ch), &key, "first").await.status, 200);
     handler.wait_delivered(1).await;
     let big = |seed: usize| -> Vec<u8> {
         (0..(3 << 20) + seed)
@@ -528,15 +532,9 @@ async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stor
     let first = big(1);
     let mut upload = start_upload(&relay, &ch, &first).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(post(&relay.hook(&ch), &[], "small").await.status, 200);
+    assert_eq!(post(&relay.hook(&ch), &key, "small").await.status, 200);
     let got = handler.wait_delivered(2).await;
     assert_eq!(got[1].body, "small");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(
-        handler.received().len(),
-        2,
-        "half a body is never delivered"
-    );
     // The rest: stored as seq 3, delivered whole from the preload.
     tokio::io::AsyncWriteExt::write_all(&mut upload, &first[first.len() / 2..])
         .await
@@ -550,29 +548,56 @@ async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stor
     assert!(got[2].body == first, "preloaded body byte-identical");
     assert_eq!(relay.metrics.events_preloaded.load(Relaxed), 1);
 
-    // An upload cut off halfway is dropped: the next events go on, on the same stream.
-    let cut = start_upload(&relay, &ch, &big(2)).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    drop(cut);
-    let whole = big(3);
-    let r = post(
+    // A whole body that fails its signature check was preloaded but is never stored, so
+    // never delivered; nor is an upload cut off halfway. More uploads at once than a daemon
+    // holds preloads for: the rest go whole, and the stream never breaks.
+    let ts = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs())
+    .to_string();
+    let forged = post(
         &relay.hook(&ch),
-        &[("content-type", "application/octet-stream")],
-        whole.clone(),
+        &[
+            ("webhook-id", "msg_1"),
+            ("webhook-timestamp", ts.as_str()),
+            ("webhook-signature", "v1,bm90IGl0"),
+        ],
+        big(2),
     )
     .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(post(&relay.hook(&ch), &[], "after").await.status, 200);
-    let got = handler.wait_delivered(5).await;
-    assert!(got[3].body == whole, "second preloaded body byte-identical");
-    assert_eq!(got[4].body, "after");
-    assert_eq!(got.len(), 5, "the cut-off upload was never delivered");
-    assert_eq!(relay.metrics.events_preloaded.load(Relaxed), 2);
-    assert_eq!(relay.store.bounds(&ch).await.unwrap().head, 5);
+    assert_eq!(forged.status, 401);
+    let cut = start_upload(&relay, &ch, &big(3)).await;
+    let crowd: Vec<_> = futures_util::future::join_all((10..20).map(|seed| {
+        let (hook, body) = (relay.hook(&ch), big(seed));
+        async move { post(&hook, &key, body).await.status }
+    }))
+    .await;
+    assert!(crowd.iter().all(|&s| s == 200), "{crowd:?}");
+    drop(cut);
+    assert_eq!(post(&relay.hook(&ch), &key, "after").await.status, 200);
+    let got = handler.wait_delivered(14).await;
+    let mut bodies: Vec<&[u8]> = got[3..13].iter().map(|r| &r.body[..]).collect();
+    let mut want: Vec<Vec<u8>> = (10..20).map(big).collect();
+    bodies.sort();
+    want.sort();
+    assert!(
+        bodies == want,
+        "the concurrent bodies, each once, byte-identical"
+    );
+    assert_eq!(got[13].body, "after");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(
-        relay.metrics.listeners.load(Relaxed),
+        handler.received().len(),
+        14,
+        "nothing refused or cut off was delivered"
+    );
+    assert!(relay.metrics.events_preloaded.load(Relaxed) >= 2);
+    assert_eq!(relay.store.bounds(&ch).await.unwrap().head, 14);
+    assert_eq!(
+        relay.metrics.listener_streams.load(Relaxed),
         1,
-        "never reconnected"
+        "the daemon never reconnected"
     );
     daemon.stop().await.unwrap();
     relay.stop().await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use meethook_proto::frame::{decode_binary, Binary, MAX_FRAME_OVERHEAD};
+use meethook_proto::frame::{decode_binary, Binary, MAX_FRAME_OVERHEAD, MAX_PRELOADS};
 use meethook_proto::meeting::Summary;
 use meethook_proto::{ClientFrame, ErrorCode, Event, ServerFrame, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -237,9 +237,6 @@ async fn connect(
         Err(e) => Err(unreachable(&e)),
     }
 }
-
-/// Most preloads held at once (the relay sends one per big body arriving meanwhile).
-const MAX_PRELOADS: usize = 8;
 
 /// Bodies the relay sends while they still arrive there, until an event frame refers to
 /// them (see `meethook_relay`'s preloads). Nothing here is delivered or journaled before

@@ -17,6 +17,9 @@ pub const MAX_FRAME_OVERHEAD: usize = 1 << 20;
 
 /// First byte of a binary event frame.
 const EVENT_TAG: u8 = 0x01;
+/// Most preloads a daemon holds at once; the relay never has more open on one stream.
+pub const MAX_PRELOADS: usize = 8;
+
 /// First byte of a preload frame: part of a body still arriving at the relay.
 const PRELOAD_TAG: u8 = 0x02;
 /// First byte of an event frame whose body was preloaded.

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub acks: AtomicU64,
     /// Listener streams open now.
     pub listeners: AtomicI64,
+    /// Listener streams opened since start.
+    pub listener_streams: AtomicU64,
     /// Malformed frames received from listeners.
     pub bad_frames: AtomicU64,
 }
@@ -104,6 +106,11 @@ impl Metrics {
             "meethook_acks_total",
             "Ack frames received from listeners.",
             g(&self.acks),
+        );
+        counter(
+            "meethook_listener_streams_total",
+            "Listener streams opened (reconnects included).",
+            g(&self.listener_streams),
         );
         counter(
             "meethook_bad_frames_total",

@@ -57,31 +57,27 @@ pub(crate) enum Progress {
 }
 
 impl Upload {
-    /// The pieces after byte `from`, or the news that it failed.
-    pub fn pieces_after(&self, from: u64) -> Progress {
+    /// The pieces from the `from`th on, or the news that it failed.
+    pub fn pieces_from(&self, from: usize) -> Progress {
         let s = self.state.lock().expect("upload lock");
         if s.failed {
             return Progress::Failed;
         }
-        let mut at = 0u64;
-        let mut out = Vec::new();
-        for p in &s.pieces {
-            let end = at + p.len() as u64;
-            if end > from {
-                let skip = from.saturating_sub(at) as usize;
-                out.push(p.slice(skip..));
-            }
-            at = end;
-        }
-        Progress::Pieces(out)
+        Progress::Pieces(s.pieces.get(from..).unwrap_or_default().to_vec())
     }
 
-    /// Whether `body` is this upload's stored body (the same memory, fully received).
-    pub fn is_body(&self, body: &Bytes) -> bool {
+    /// Whether event `seq` with `body` is this upload, fully received: stored as `seq`, or
+    /// the same memory, or (read back from the store before the seq was known here) the
+    /// same bytes, which make the same delivery.
+    pub fn is_event(&self, seq: u64, body: &Bytes) -> bool {
         let s = self.state.lock().expect("upload lock");
-        s.body
-            .as_ref()
-            .is_some_and(|b| b.as_ptr() == body.as_ptr() && b.len() == body.len())
+        let Some(b) = s.body.as_ref().filter(|b| b.len() == body.len()) else {
+            return false;
+        };
+        match s.seq {
+            Some(stored) => stored == seq,
+            None => b.as_ptr() == body.as_ptr() || b[..] == body[..],
+        }
     }
 
     /// The seq it was stored as, once known.
@@ -192,9 +188,16 @@ impl Sending {
         let mut s = self.upload.state.lock().expect("upload lock");
         if body.len() as u64 != self.upload.len || s.received != self.upload.len {
             s.failed = true;
-        } else {
-            s.body = Some(body.clone());
+            return;
         }
+        // The same pieces as slices of the whole body: hyper's buffers can go now.
+        let mut at = 0;
+        for p in &mut s.pieces {
+            let end = at + p.len();
+            *p = body.slice(at..end);
+            at = end;
+        }
+        s.body = Some(body.clone());
     }
 
     /// Stored as `seq`.
@@ -222,7 +225,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pieces_after_an_offset_and_the_end_of_an_upload() {
+    fn pieces_matching_and_the_end_of_an_upload() {
         let p = Arc::new(Preloads::default());
         assert!(p.start("c", 6).is_none(), "nobody listens");
         let l = p.listen("c");
@@ -230,26 +233,29 @@ mod tests {
         s.push(&Bytes::from_static(b"abc"));
         s.push(&Bytes::from_static(b"def"));
         let up = l.uploads().pop().unwrap();
-        let Progress::Pieces(after) = up.pieces_after(4) else {
+        let Progress::Pieces(after) = up.pieces_from(1) else {
             panic!("failed")
         };
-        assert_eq!(after, vec![Bytes::from_static(b"ef")]);
+        assert_eq!(after, vec![Bytes::from_static(b"def")]);
         let body = Bytes::from_static(b"abcdef");
         s.received(&body);
-        assert!(up.is_body(&body));
+        assert!(up.is_event(1, &body));
         assert!(
-            !up.is_body(&Bytes::copy_from_slice(b"abcdef")),
-            "other memory"
+            up.is_event(1, &Bytes::copy_from_slice(b"abcdef")),
+            "same bytes"
         );
+        assert!(!up.is_event(1, &Bytes::from_static(b"abcdeF")));
         s.stored(9);
         assert_eq!(up.seq(), Some(9));
+        assert!(up.is_event(9, &body));
+        assert!(!up.is_event(8, &body), "stored as another seq");
         assert!(l.uploads().is_empty(), "ended uploads leave the registry");
 
         // Dropped before being stored: failed.
         let s = p.start("c", 3).unwrap();
         let up = l.uploads().pop().unwrap();
         drop(s);
-        assert!(matches!(up.pieces_after(0), Progress::Failed));
+        assert!(matches!(up.pieces_from(0), Progress::Failed));
         drop(l);
         assert!(p.channels.lock().unwrap().is_empty(), "nothing kept");
     }

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use meethook_proto::frame::{
     encode_event, encode_event_head, encode_preload, encode_preload_drop, encode_preloaded,
+    MAX_PRELOADS,
 };
 use meethook_proto::Event;
 use meethook_proto::{ClientFrame, ErrorCode, ServerFrame, PROTOCOL_VERSION};
@@ -97,6 +98,7 @@ pub(crate) async fn upgrade(
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
         st2.metrics.listeners.fetch_add(1, Ordering::Relaxed);
+        Metrics::inc(&st2.metrics.listener_streams);
         let span = tracing::info_span!("listener", %channel, %peer);
         let _e = span.enter();
         drop(_e);
@@ -236,36 +238,63 @@ type Hello = (String, u64, u64, u32, bool);
 /// A stream's preloads: the channel's uploads, and how far each was sent on this stream.
 struct Preloading {
     listener: preload::Listener,
-    sending: Vec<(Arc<preload::Upload>, u64)>,
+    sending: Vec<Sent>,
+    /// The newest upload taken up: older ones are not taken up (again).
+    newest: u64,
+}
+
+/// How much of an upload went out on this stream.
+struct Sent {
+    up: Arc<preload::Upload>,
+    pieces: usize,
+    bytes: u64,
 }
 
 impl Preloading {
-    /// Sends what arrived of the channel's uploads since the last call; ends those that
-    /// failed, and those stored at or before `sent` (their event went out whole). Takes up
-    /// new uploads only when `caught_up`: a listener behind gets their events from the store.
+    /// Sends what arrived of the uploads being sent, taking up new ones (at most
+    /// [`MAX_PRELOADS`] at a time, as the daemon holds no more) only when `caught_up`: a
+    /// listener behind gets their events whole from the store. Then retires what is done.
     async fn send(&mut self, ws: &mut Ws, sent: u64, caught_up: bool) -> Result<(), StreamEnd> {
         self.listener.changed.borrow_and_update();
         if caught_up {
             for up in self.listener.uploads() {
-                if !self.sending.iter().any(|(u, _)| u.id == up.id) {
-                    self.sending.push((up, 0));
+                if up.id <= self.newest {
+                    continue;
+                }
+                if self.sending.len() >= MAX_PRELOADS {
+                    break;
+                }
+                self.newest = up.id;
+                self.sending.push(Sent {
+                    up,
+                    pieces: 0,
+                    bytes: 0,
+                });
+            }
+        }
+        for s in &mut self.sending {
+            if let preload::Progress::Pieces(pieces) = s.up.pieces_from(s.pieces) {
+                for p in pieces {
+                    ws.feed(Message::Binary(encode_preload(
+                        s.up.id, s.up.len, s.bytes, &p,
+                    )))
+                    .await?;
+                    s.pieces += 1;
+                    s.bytes += p.len() as u64;
                 }
             }
         }
+        self.retire(ws, sent).await
+    }
+
+    /// Ends the uploads that failed, and those stored at or before `sent` (their event went
+    /// out whole), then flushes.
+    async fn retire(&mut self, ws: &mut Ws, sent: u64) -> Result<(), StreamEnd> {
         let mut i = 0;
         while i < self.sending.len() {
-            let (up, offset) = &mut self.sending[i];
-            let done = match up.pieces_after(*offset) {
-                preload::Progress::Failed => true,
-                preload::Progress::Pieces(pieces) => {
-                    for p in pieces {
-                        ws.feed(Message::Binary(encode_preload(up.id, up.len, *offset, &p)))
-                            .await?;
-                        *offset += p.len() as u64;
-                    }
-                    up.seq().is_some_and(|s| s <= sent)
-                }
-            };
+            let up = &self.sending[i].up;
+            let done = matches!(up.pieces_from(usize::MAX), preload::Progress::Failed)
+                || up.seq().is_some_and(|s| s <= sent);
             if done {
                 ws.feed(Message::Binary(encode_preload_drop(up.id))).await?;
                 self.sending.swap_remove(i);
@@ -277,7 +306,8 @@ impl Preloading {
         Ok(())
     }
 
-    /// Whether an upload is in progress or changed since the last [`Preloading::send`].
+    /// Whether an upload is being sent or the channel's uploads changed since the last
+    /// [`Preloading::send`].
     fn busy(&self) -> bool {
         !self.sending.is_empty() || self.listener.changed.has_changed().unwrap_or(false)
     }
@@ -288,8 +318,8 @@ impl Preloading {
         let i = self
             .sending
             .iter()
-            .position(|(u, offset)| *offset == u.len && u.is_body(&ev.body))?;
-        Some(self.sending.swap_remove(i).0.id)
+            .position(|s| s.bytes == s.up.len && s.up.is_event(ev.seq, &ev.body))?;
+        Some(self.sending.swap_remove(i).up.id)
     }
 }
 
@@ -369,6 +399,7 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
     let mut preloads = preload.then(|| Preloading {
         listener: st.preloads.listen(channel),
         sending: Vec::new(),
+        newest: 0,
     });
     let result = loop {
         let bytes_in_flight: usize = inflight_bytes.iter().map(|(_, b)| b).sum();
@@ -402,6 +433,10 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
                     } else {
                         ws.feed(Message::Binary(encode_event(ev))).await?;
                     }
+                }
+                // Preloads whose event just went out whole end here.
+                if let Some(p) = preloads.as_mut().filter(|p| !p.sending.is_empty()) {
+                    p.retire(ws, sent).await?;
                 }
                 ws.flush().await?;
                 Ok::<(), StreamEnd>(())
@@ -459,7 +494,8 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
                 }
                 more = true;
             }
-            r = async { preloads.as_mut().expect("preloading").listener.changed.changed().await }, if preloads.is_some() => {
+            r = async { preloads.as_mut().expect("preloading").listener.changed.changed().await },
+                if preloads.as_ref().is_some_and(|p| !more || !p.sending.is_empty()) => {
                 let Some(p) = preloads.as_mut().filter(|_| r.is_ok()) else {
                     preloads = None;
                     continue;
