@@ -80,6 +80,11 @@ impl Upload {
         }
     }
 
+    /// Whether it will never be stored.
+    pub fn failed(&self) -> bool {
+        self.state.lock().expect("upload lock").failed
+    }
+
     /// The seq it was stored as, once known.
     pub fn seq(&self) -> Option<u64> {
         self.state.lock().expect("upload lock").seq

@@ -293,8 +293,7 @@ impl Preloading {
         let mut i = 0;
         while i < self.sending.len() {
             let up = &self.sending[i].up;
-            let done = matches!(up.pieces_from(usize::MAX), preload::Progress::Failed)
-                || up.seq().is_some_and(|s| s <= sent);
+            let done = up.failed() || up.seq().is_some_and(|s| s <= sent);
             if done {
                 ws.feed(Message::Binary(encode_preload_drop(up.id))).await?;
                 self.sending.swap_remove(i);
