@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meethook_testkit::fault::{collect, jitter, senders, verify, CutProxy, Tmpfs};
+use bytes::Bytes;
+use meethook_testkit::fault::{collect, jitter, senders, verify, Acked, CutProxy, Tmpfs};
 use meethook_testkit::{
     post, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay,
 };
@@ -196,6 +197,70 @@ async fn websocket_cut_mid_frame() {
         "every planned cut happened"
     );
     assert_eq!(report.duplicates, 0);
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_cut_mid_preload() {
+    let relay = TestRelay::start_with(|c| c.max_body = 4 << 20).await;
+    let (ch, token) = relay.channel(None).await;
+    let cuts = 4;
+    let proxy = CutProxy::start(relay.addr, cuts).await;
+    let handler = TestHandler::start().await;
+    let jdir = tempdir();
+    let mut cfg = TestDaemon::config(
+        &format!("http://{}", proxy.addr),
+        &ch,
+        &token,
+        &handler.url("/"),
+        jdir.path(),
+    );
+    cfg.reconnect.max = Duration::from_millis(200);
+    let daemon = TestDaemon::start(cfg);
+    // 1.5 MiB bodies, one at a time with pauses, so the daemon is caught up and gets them as
+    // preloads while they arrive: the cuts land inside preload pieces, and after each
+    // reconnect the daemon must forget what it held and take those events whole.
+    let hook = relay.hook(&ch);
+    let c = meethook_testkit::client();
+    let mut acked: Acked = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut after_cuts = 0;
+    for i in 0.. {
+        let head = format!("{{\"n\":{i},\"pad\":\"");
+        let body = Bytes::from(format!(
+            "{head}{}\"}}",
+            "p".repeat((3 << 19) - head.len() - 2)
+        ));
+        let r = meethook_testkit::request(&c, "POST", &hook, &[], body.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        let seq = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["seq"]
+            .as_u64()
+            .unwrap();
+        acked.push((seq, body));
+        if proxy.cut.load(Ordering::Relaxed) >= cuts {
+            after_cuts += 1;
+        }
+        if after_cuts >= 4 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let got = wait_all(&handler, &acked).await;
+    let report = verify(&acked, &got);
+    report.assert_promise("preload-cut", proxy.cut.load(Ordering::Relaxed) as usize);
+    assert_eq!(
+        proxy.cut.load(Ordering::Relaxed),
+        cuts,
+        "every planned cut happened"
+    );
+    assert_eq!(report.duplicates, 0);
+    assert!(
+        relay.metrics.events_preloaded.load(Ordering::Relaxed) > 0,
+        "some bodies went as preloads"
+    );
     daemon.stop().await.unwrap();
     relay.stop().await;
 }
