@@ -216,6 +216,31 @@ async fn several_listeners_each_get_every_event() {
         let seqs: Vec<u64> = got.iter().map(|r| r.seq()).collect();
         assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
     }
+    // Both streams are caught up: a big body goes to each as a preload (sent in two halves,
+    // so both streams have taken up the upload before it is stored).
+    let big: Vec<u8> = (0..(2 << 20) + 3).map(|i| (i % 249) as u8).collect();
+    let mut upload = start_upload(&relay, &ch, &big).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::io::AsyncWriteExt::write_all(&mut upload, &big[big.len() / 2..])
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut upload, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    for h in [&h1, &h2] {
+        let got = h.wait_delivered(26).await;
+        assert!(got[25].body == big, "big body byte-identical");
+    }
+    assert_eq!(
+        relay
+            .metrics
+            .events_preloaded
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "one preload per listener"
+    );
     a.stop().await.unwrap();
     b.stop().await.unwrap();
     relay.stop().await;
@@ -487,7 +512,8 @@ async fn big_bodies_kept_as_files_arrive_in_order_byte_identical_across_restarts
 /// Sender secret of the preload test's channel.
 const SECRET: &str = "s3cret";
 
-/// Starts a valid POST of `body` to channel `ch` and sends its first half.
+/// Starts a valid POST of `body` to channel `ch` (its key is ignored where the channel has no
+/// sender secret) and sends its first half.
 async fn start_upload(relay: &TestRelay, ch: &str, body: &[u8]) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
     let head = format!(
@@ -592,7 +618,8 @@ async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stor
         14,
         "nothing refused or cut off was delivered"
     );
-    assert!(relay.metrics.events_preloaded.load(Relaxed) >= 2);
+    // How many of the crowd went as preloads depends on timing; the first one did.
+    assert!(relay.metrics.events_preloaded.load(Relaxed) >= 1);
     assert_eq!(relay.store.bounds(&ch).await.unwrap().head, 14);
     assert_eq!(
         relay.metrics.listener_streams.load(Relaxed),
