@@ -219,16 +219,9 @@ async fn several_listeners_each_get_every_event() {
     // Both streams are caught up: a big body goes to each as a preload (sent in two halves,
     // so both streams have taken up the upload before it is stored).
     let big: Vec<u8> = (0..(2 << 20) + 3).map(|i| (i % 249) as u8).collect();
-    let mut upload = start_upload(&relay, &ch, &big).await;
+    let upload = start_upload(&relay, &ch, &big).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    tokio::io::AsyncWriteExt::write_all(&mut upload, &big[big.len() / 2..])
-        .await
-        .unwrap();
-    let mut answer = vec![0u8; 12];
-    tokio::io::AsyncReadExt::read_exact(&mut upload, &mut answer)
-        .await
-        .unwrap();
-    assert_eq!(&answer, b"HTTP/1.1 200");
+    finish_upload(upload, &big).await;
     for h in [&h1, &h2] {
         let got = h.wait_delivered(26).await;
         assert!(got[25].body == big, "big body byte-identical");
@@ -529,6 +522,18 @@ async fn start_upload(relay: &TestRelay, ch: &str, body: &[u8]) -> tokio::net::T
     s
 }
 
+/// Sends the second half of `body` on an upload from [`start_upload`]; asserts its 200.
+async fn finish_upload(mut upload: tokio::net::TcpStream, body: &[u8]) {
+    tokio::io::AsyncWriteExt::write_all(&mut upload, &body[body.len() / 2..])
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut upload, &mut answer)
+        .await
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stored() {
     use std::sync::atomic::Ordering::Relaxed;
@@ -556,20 +561,13 @@ async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stor
     // Half a body arrives; meanwhile a small event is stored and delivered, and the half
     // body is not: nothing reaches the handler before it is stored.
     let first = big(1);
-    let mut upload = start_upload(&relay, &ch, &first).await;
+    let upload = start_upload(&relay, &ch, &first).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(post(&relay.hook(&ch), &key, "small").await.status, 200);
     let got = handler.wait_delivered(2).await;
     assert_eq!(got[1].body, "small");
     // The rest: stored as seq 3, delivered whole from the preload.
-    tokio::io::AsyncWriteExt::write_all(&mut upload, &first[first.len() / 2..])
-        .await
-        .unwrap();
-    let mut answer = vec![0u8; 12];
-    tokio::io::AsyncReadExt::read_exact(&mut upload, &mut answer)
-        .await
-        .unwrap();
-    assert_eq!(&answer, b"HTTP/1.1 200");
+    finish_upload(upload, &first).await;
     let got = handler.wait_delivered(3).await;
     assert!(got[2].body == first, "preloaded body byte-identical");
     assert_eq!(relay.metrics.events_preloaded.load(Relaxed), 1);

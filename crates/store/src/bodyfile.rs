@@ -271,11 +271,7 @@ impl FileWriter {
     /// Leaves `O_DIRECT`; the staging buffer goes back to the pool.
     fn plain(&mut self) -> std::io::Result<()> {
         if let Some((buf, _)) = self.stage.take() {
-            if let Ok(mut s) = STAGES.lock() {
-                if s.len() < STAGES_KEPT {
-                    s.push(buf);
-                }
-            }
+            give_back(buf);
             let flags = rustix::fs::fcntl_getfl(&self.f)?;
             rustix::fs::fcntl_setfl(&self.f, flags - rustix::fs::OFlags::DIRECT)?;
         }
@@ -312,11 +308,16 @@ impl FileWriter {
 impl Drop for FileWriter {
     fn drop(&mut self) {
         if let Some((buf, _)) = self.stage.take() {
-            if let Ok(mut s) = STAGES.lock() {
-                if s.len() < STAGES_KEPT {
-                    s.push(buf);
-                }
-            }
+            give_back(buf);
+        }
+    }
+}
+
+/// Keeps a staging buffer for the next file, unless enough are kept already.
+fn give_back(buf: Vec<u8>) {
+    if let Ok(mut s) = STAGES.lock() {
+        if s.len() < STAGES_KEPT {
+            s.push(buf);
         }
     }
 }
