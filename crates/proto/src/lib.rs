@@ -9,6 +9,7 @@
 pub mod event;
 pub mod frame;
 pub mod meeting;
+mod skim;
 pub mod units;
 
 pub use event::{Event, Header};

@@ -644,21 +644,26 @@ impl Webhook {
         // Fast path (a large `complete` carries megabytes of transcript): learn the event name
         // in a skimming pass, then type `data` as it streams by. Data that does not fit its
         // event's type (rare) fails that; the slow path reads it as a `Value`, then `Other`.
-        match serde_json::from_slice::<Name>(body) {
-            // No `event` at all: not a Meeting BaaS body; spare a second pass over it.
-            Ok(Name { event: None }) => return None,
-            Ok(Name { event: Some(event) }) => {
-                let mut de = serde_json::Deserializer::from_slice(body);
-                let fast = (&mut de)
-                    .deserialize_map(EnvelopeVisitor {
-                        known: Some(&event),
-                    })
-                    .and_then(|w| de.end().map(|()| w));
-                if let Ok(w) = fast {
-                    return Some(w);
-                }
+        let event = match crate::skim::event(body) {
+            // No `event` at all: not a Meeting BaaS body; spare a full pass over it.
+            crate::skim::Skim::NoEvent => return None,
+            crate::skim::Skim::Event(event) => Some(event),
+            crate::skim::Skim::Unsure => match serde_json::from_slice::<Name>(body) {
+                Ok(Name { event: None }) => return None,
+                Ok(Name { event }) => event,
+                Err(_) => None,
+            },
+        };
+        if let Some(event) = event {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let fast = (&mut de)
+                .deserialize_map(EnvelopeVisitor {
+                    known: Some(&event),
+                })
+                .and_then(|w| de.end().map(|()| w));
+            if let Ok(w) = fast {
+                return Some(w);
             }
-            Err(_) => {}
         }
         serde_json::from_slice(body).ok()
     }
