@@ -23,7 +23,7 @@ use crate::journal::{Journal, JournalError};
 use crate::recordings::Recorder;
 use crate::{blocking, now_ms, DaemonConfig, DaemonError};
 use crate::{Handoff, Insert};
-use meethook_store::bodyfile::BODY_FILE_MIN;
+use meethook_store::bodyfile::{aligned_buffer, BODY_FILE_MIN};
 
 /// Anything a websocket can run over (TCP or TLS over TCP).
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -268,8 +268,8 @@ impl Preloads {
                 return Err(format!("more than {MAX_PRELOADS} preloads at once"))
             }
             None => {
-                self.bodies
-                    .push((id, len, BytesMut::with_capacity(len as usize)));
+                // Aligned: the journal writes the body file straight from it.
+                self.bodies.push((id, len, aligned_buffer(len as usize)));
                 self.bodies.len() - 1
             }
         };

@@ -265,15 +265,15 @@ pub enum Binary {
     },
 }
 
-/// Encodes part of a preload: `0x02, u64 id, u64 len, u64 offset, data`.
-pub fn encode_preload(id: u64, len: u64, offset: u64, data: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(25 + data.len());
-    out.put_u8(PRELOAD_TAG);
-    out.put_u64(id);
-    out.put_u64(len);
-    out.put_u64(offset);
-    out.put_slice(data);
-    out.freeze()
+/// The head of a preload piece, `0x02, u64 id, u64 len, u64 offset`: the piece's data follows
+/// it in the same message (written after it as it is, not copied into one frame first).
+pub fn encode_preload_head(id: u64, len: u64, offset: u64) -> [u8; 25] {
+    let mut out = [0u8; 25];
+    out[0] = PRELOAD_TAG;
+    out[1..9].copy_from_slice(&id.to_be_bytes());
+    out[9..17].copy_from_slice(&len.to_be_bytes());
+    out[17..25].copy_from_slice(&offset.to_be_bytes());
+    out
 }
 
 /// Encodes an event whose body is preload `id`: `0x03, u64 id`, then an event frame without
@@ -462,9 +462,10 @@ mod tests {
             decode_binary(encode_event(&ev)).unwrap(),
             Binary::Event(ev.clone())
         );
-        let part = encode_preload(7, 100, 40, b"abc");
+        let mut part = encode_preload_head(7, 100, 40).to_vec();
+        part.extend_from_slice(b"abc");
         assert_eq!(
-            decode_binary(part).unwrap(),
+            decode_binary(Bytes::from(part)).unwrap(),
             Binary::Preload {
                 id: 7,
                 len: 100,

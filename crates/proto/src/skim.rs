@@ -135,7 +135,10 @@ mod tests {
 
     #[test]
     fn finds_the_top_level_event_past_any_values() {
-        assert_eq!(ev(r#"{"event":"complete"}"#), Skim::Event("complete".into()));
+        assert_eq!(
+            ev(r#"{"event":"complete"}"#),
+            Skim::Event("complete".into())
+        );
         let before = r#"{ "a" : [1, {"event":"no"}, "x\"]}{"], "b":{"c":[[]],"d":"}\\"},
             "n": -1.5e3, "t": true, "z": null, "event" : "bot.status_change", "data": {"#;
         assert_eq!(ev(before), Skim::Event("bot.status_change".into()));
@@ -205,7 +208,10 @@ mod tests {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
                 proptest::collection::vec(
-                    (prop_oneof![Just("event".to_string()), text.prop_map(String::from)], inner),
+                    (
+                        prop_oneof![Just("event".to_string()), text.prop_map(String::from)],
+                        inner
+                    ),
                     0..6
                 )
                 .prop_map(|kv| Value::Object(kv.into_iter().collect())),

@@ -299,10 +299,9 @@ async fn read_body(
     let mut body = Limited::new(body, st.cfg.max_body);
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
+    // A big body goes to its file while it arrives, gathered into one buffer on the way, so
+    // nothing is left to copy between its fsync and its 200.
     let mut sink: Option<BodySink> = None;
-    // A big body of known length is gathered into one buffer while it arrives, so nothing is
-    // left to copy between its fsync and its 200.
-    let mut gathered: Option<BytesMut> = None;
     let big =
         |len: usize| declared.is_some_and(|n| n >= BODY_FILE_MIN as u64) || len >= BODY_FILE_MIN;
     let deadline = tokio::time::Instant::now() + st.cfg.body_timeout;
@@ -328,47 +327,35 @@ async fn read_body(
             p.push(&data);
         }
         if let Some(s) = &mut sink {
-            match &mut gathered {
-                Some(g) => g.extend_from_slice(&data),
-                None => chunks.push(data.clone()),
-            }
-            s.push(data).await.map_err(BodyError::Store)?;
-        } else {
-            chunks.push(data);
-            if let Some(files) = files.filter(|_| big(len)) {
-                let mut s = files.sink().map_err(BodyError::Store)?;
-                for c in &chunks {
-                    s.push(c.clone()).await.map_err(BodyError::Store)?;
-                }
-                sink = Some(s);
-            }
+            s.push(&data).await.map_err(BodyError::Store)?;
+            continue;
         }
-        // Sized by the declared length once half of it is here: a sender that announces
-        // `--max-body` and stalls holds memory in proportion to what it sent.
-        if let Some(n) =
-            declared.filter(|&n| gathered.is_none() && sink.is_some() && 2 * len as u64 >= n)
-        {
-            let mut g = BytesMut::with_capacity((n as usize).max(len));
+        chunks.push(data);
+        if let Some(files) = files.filter(|_| big(len)) {
+            // Room for the declared length (or, unannounced, twice what came so far): pages
+            // are only taken as the body fills them.
+            let expected = declared
+                .map_or(2 * len, |n| n as usize)
+                .min(st.cfg.max_body);
+            let mut s = files.sink(expected).map_err(BodyError::Store)?;
             for c in chunks.drain(..) {
-                g.extend_from_slice(&c);
+                s.push(&c).await.map_err(BodyError::Store)?;
             }
-            gathered = Some(g);
+            sink = Some(s);
         }
     }
-    let written = match sink {
-        Some(s) => Some(s.finish().await.map_err(BodyError::Store)?),
-        None => None,
-    };
-    let body = match (gathered, chunks.len()) {
-        (Some(g), _) => g.freeze(),
-        (None, 0) => Bytes::new(),
-        (None, 1) => chunks.pop().expect("one chunk"),
-        (None, _) => {
+    let (body, written) = match sink {
+        Some(s) => {
+            let (file, body) = s.finish().await.map_err(BodyError::Store)?;
+            (body, Some(file))
+        }
+        None if chunks.len() <= 1 => (chunks.pop().unwrap_or_default(), None),
+        None => {
             let mut all = BytesMut::with_capacity(len);
             for c in chunks {
                 all.extend_from_slice(&c);
             }
-            all.freeze()
+            (all.freeze(), None)
         }
     };
     // The store decides by the final length; a body that stayed small needs no file.

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use meethook_proto::frame::{
-    encode_event, encode_event_head, encode_preload, encode_preload_drop, encode_preloaded,
+    encode_event, encode_event_head, encode_preload_drop, encode_preload_head, encode_preloaded,
     MAX_PRELOADS,
 };
 use meethook_proto::Event;
@@ -211,21 +211,43 @@ async fn serve(st: &State, channel: &str, mut ws: Ws) -> Result<(), StreamEnd> {
 /// then the body from the store's own buffer. Through tungstenite, a 16 MiB body was copied
 /// twice more (into one frame, then into the write buffer), each copy into fresh memory.
 async fn send_big(ws: &mut Ws, ev: &Event) -> Result<(), StreamEnd> {
+    write_raw(ws, &[(&encode_event_head(ev), &ev.body)]).await
+}
+
+/// Writes binary messages, each a head and a payload, straight to the socket in as few
+/// writes as it takes: tungstenite would copy every payload into its write buffer first.
+async fn write_raw(ws: &mut Ws, messages: &[(&[u8], &[u8])]) -> Result<(), StreamEnd> {
     // Whatever tungstenite holds goes first: frames must not interleave.
     ws.flush().await?;
-    let head = encode_event_head(ev);
-    let len = (head.len() + ev.body.len()) as u64;
     let ws_head = FrameHeader {
         opcode: OpCode::Data(Data::Binary),
         ..FrameHeader::default()
     };
-    let mut start = Vec::with_capacity(ws_head.len(len) + head.len());
-    ws_head.format(len, &mut start)?;
-    start.extend_from_slice(&head);
+    let mut heads = Vec::with_capacity(messages.len());
+    for (head, payload) in messages {
+        let len = (head.len() + payload.len()) as u64;
+        let mut start = Vec::with_capacity(ws_head.len(len) + head.len());
+        ws_head.format(len, &mut start)?;
+        start.extend_from_slice(head);
+        heads.push(start);
+    }
+    let mut slices: Vec<std::io::IoSlice> = heads
+        .iter()
+        .zip(messages)
+        .flat_map(|(start, (_, payload))| {
+            [std::io::IoSlice::new(start), std::io::IoSlice::new(payload)]
+        })
+        .collect();
+    let mut rest = &mut slices[..];
     let io = ws.get_mut();
     let sent = async {
-        io.write_all(&start).await?;
-        io.write_all(&ev.body).await?;
+        while !rest.is_empty() {
+            let n = io.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            std::io::IoSlice::advance_slices(&mut rest, n);
+        }
         io.flush().await
     };
     sent.await.map_err(|e| StreamEnd::Ws(e.into()))
@@ -272,17 +294,21 @@ impl Preloading {
                 });
             }
         }
+        let mut pieces = Vec::new();
         for s in &mut self.sending {
-            if let preload::Progress::Pieces(pieces) = s.up.pieces_from(s.pieces) {
-                for p in pieces {
-                    ws.feed(Message::Binary(encode_preload(
-                        s.up.id, s.up.len, s.bytes, &p,
-                    )))
-                    .await?;
+            if let preload::Progress::Pieces(new) = s.up.pieces_from(s.pieces) {
+                for p in new {
+                    let head = encode_preload_head(s.up.id, s.up.len, s.bytes);
                     s.pieces += 1;
                     s.bytes += p.len() as u64;
+                    pieces.push((head, p));
                 }
             }
+        }
+        if !pieces.is_empty() {
+            let messages: Vec<(&[u8], &[u8])> =
+                pieces.iter().map(|(h, p)| (&h[..], &p[..])).collect();
+            write_raw(ws, &messages).await?;
         }
         self.retire(ws, sent).await
     }

@@ -6,9 +6,10 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Bodies this large go to files (smaller ones stay in their rows).
 pub const BODY_FILE_MIN: usize = 1 << 20;
@@ -91,15 +92,25 @@ impl BodyFiles {
     }
 
     /// Starts a durable body file written while the body still arrives: the upload and the
-    /// disk work overlap, and what is left for the final fsync is about one piece.
-    pub fn sink(&self) -> std::io::Result<BodySink> {
-        let (f, n, _) = self.create()?;
+    /// disk work overlap, and what is left for the final fsync is about one piece. The sink
+    /// also gathers the body, in a buffer sized for `expected` bytes (untouched pages cost
+    /// no memory until the body reaches them) that the disk is written from directly.
+    pub fn sink(&self, expected: usize) -> std::io::Result<BodySink> {
+        let (f, n, path) = self.create()?;
+        let writing = Writing {
+            file: Some(FileWriter::new(f)),
+            queue: Vec::new(),
+            last: false,
+            written: BytesMut::new(),
+            failed: None,
+            running: false,
+            path,
+        };
         Ok(BodySink {
             files: self.clone(),
-            file: Some(FileWriter::new(f)),
-            writing: None,
-            pending: Vec::new(),
-            pending_len: 0,
+            writing: Arc::new(Mutex::new(writing)),
+            idle: Arc::new(tokio::sync::Notify::new()),
+            filling: aligned_buffer(expected),
             n: Some(n),
         })
     }
@@ -232,6 +243,17 @@ impl FileWriter {
                 self.done = self.len;
                 return Ok(());
             };
+            if *filled == 0 && data.len() >= ALIGN && data.as_ptr().align_offset(ALIGN) == 0 {
+                // Aligned memory (an `aligned_buffer`) goes straight to the disk, uncopied.
+                let n = data.len().min(PIECE) / ALIGN * ALIGN;
+                if write_direct(&self.f, &data[..n], self.done)? {
+                    self.done += n as u64;
+                    data = &data[n..];
+                } else {
+                    self.plain()?;
+                }
+                continue;
+            }
             let region = aligned(buf);
             let n = data.len().min(PIECE - *filled);
             region[*filled..*filled + n].copy_from_slice(&data[..n]);
@@ -250,22 +272,16 @@ impl FileWriter {
             return Ok(());
         };
         let region = &aligned(buf)[..padded];
-        match std::os::unix::fs::FileExt::write_all_at(&self.f, region, self.done) {
-            Ok(()) => {
-                self.done += *filled as u64;
-                *filled = 0;
-                Ok(())
-            }
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                // This file system wants another alignment: plain writes from here on.
-                let staged = region[..*filled].to_vec();
-                self.plain()?;
-                std::os::unix::fs::FileExt::write_all_at(&self.f, &staged, self.done)?;
-                self.done += staged.len() as u64;
-                Ok(())
-            }
-            Err(e) => Err(e),
+        if write_direct(&self.f, region, self.done)? {
+            self.done += *filled as u64;
+            *filled = 0;
+            return Ok(());
         }
+        let staged = region[..*filled].to_vec();
+        self.plain()?;
+        std::os::unix::fs::FileExt::write_all_at(&self.f, &staged, self.done)?;
+        self.done += staged.len() as u64;
+        Ok(())
     }
 
     /// Leaves `O_DIRECT`; the staging buffer goes back to the pool.
@@ -322,6 +338,26 @@ fn give_back(buf: Vec<u8>) {
     }
 }
 
+/// Writes aligned `region` at `at` through `O_DIRECT`: `false`, having written nothing,
+/// where the file system wants another alignment (plain writes from then on).
+fn write_direct(f: &std::fs::File, region: &[u8], at: u64) -> std::io::Result<bool> {
+    match std::os::unix::fs::FileExt::write_all_at(f, region, at) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// An empty buffer with room for at least `capacity` bytes that starts on an [`ALIGN`]
+/// boundary, so that a body file is written straight from it.
+pub fn aligned_buffer(capacity: usize) -> BytesMut {
+    let mut b = BytesMut::with_capacity(capacity + ALIGN);
+    let pad = b.as_ptr().align_offset(ALIGN).min(ALIGN);
+    b.put_bytes(0, pad);
+    drop(b.split_to(pad));
+    b
+}
+
 /// Starts writeback of `len` bytes at `offset`. DONTNEED does that (and then lets the cache
 /// drop them: whoever needs the body soon holds it in memory).
 #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
@@ -354,85 +390,148 @@ fn direct_io(f: &std::fs::File) -> bool {
     }
 }
 
-/// A body file being written by [`BodyFiles::sink`], a piece at a time on the blocking pool
-/// (no thread waits for a slow upload). Dropped unfinished, the file goes.
+/// A body file being written by [`BodyFiles::sink`] while the body arrives, and the body
+/// gathered for the caller. One task on the blocking pool writes the whole pieces queued so
+/// far and goes when the queue is empty: no thread waits for a slow upload, and the upload
+/// never waits for the disk. Dropped unfinished, the file goes.
 #[derive(Debug)]
 pub struct BodySink {
     files: BodyFiles,
-    /// The file between writes (a write in flight holds it).
-    file: Option<FileWriter>,
-    writing: Option<tokio::task::JoinHandle<std::io::Result<FileWriter>>>,
-    /// Received bytes not yet handed to a write.
-    pending: Vec<Bytes>,
-    pending_len: usize,
+    writing: Arc<Mutex<Writing>>,
+    /// Told each time the writer goes idle.
+    idle: Arc<tokio::sync::Notify>,
+    /// Received bytes not yet queued.
+    filling: BytesMut,
     /// The file's number until it is finished (and its removal someone else's).
     n: Option<i64>,
 }
 
+/// What a [`BodySink`] shares with its writer.
+#[derive(Debug)]
+struct Writing {
+    /// The file, unless the writer holds it.
+    file: Option<FileWriter>,
+    /// Pieces to write, in order.
+    queue: Vec<BytesMut>,
+    /// The last piece is queued: the writer then finishes the file and fsyncs it.
+    last: bool,
+    /// The pieces written so far, joined again (the same memory as `filling` came from).
+    written: BytesMut,
+    /// Why writing stopped.
+    failed: Option<std::io::Error>,
+    /// A writer task is on the blocking pool.
+    running: bool,
+    /// The file's path (its directory is fsync'd after the last piece).
+    path: PathBuf,
+}
+
 impl BodySink {
-    /// Appends the next piece of the body; every 1 MiB goes to the disk while the next one
-    /// arrives (this waits only when the disk is a piece behind).
-    pub async fn push(&mut self, piece: Bytes) -> std::io::Result<()> {
-        self.pending_len += piece.len();
-        self.pending.push(piece);
-        if self.pending_len >= PIECE {
-            self.write_pending(false).await?;
+    /// Appends the next bytes of the body; whole pieces are queued for the disk.
+    pub async fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.filling.extend_from_slice(bytes);
+        if self.filling.len() >= PIECE {
+            // Whole pieces keep the rest aligned.
+            let piece = self.filling.split_to(self.filling.len() / PIECE * PIECE);
+            self.queue(piece, false)?;
         }
         Ok(())
     }
 
-    async fn write_pending(&mut self, last: bool) -> std::io::Result<()> {
-        if let Some(w) = self.writing.take() {
-            self.file = Some(w.await.map_err(std::io::Error::other)??);
+    fn queue(&mut self, piece: BytesMut, last: bool) -> std::io::Result<()> {
+        let mut w = self.writing.lock().map_err(|_| lock_lost())?;
+        if let Some(e) = &w.failed {
+            return Err(std::io::Error::new(e.kind(), e.to_string()));
         }
-        let mut w = self
-            .file
-            .take()
-            .ok_or_else(|| std::io::Error::other("body file lost"))?;
-        let pieces = std::mem::take(&mut self.pending);
-        self.pending_len = 0;
-        let task = tokio::task::spawn_blocking(move || {
+        w.queue.push(piece);
+        w.last = last;
+        if !w.running {
+            w.running = true;
+            let (writing, idle) = (self.writing.clone(), self.idle.clone());
+            tokio::task::spawn_blocking(move || write_queued(&writing, &idle));
+        }
+        Ok(())
+    }
+
+    /// Waits for the whole body to be written and fsync'd: the file, and the body.
+    pub async fn finish(mut self) -> std::io::Result<(WrittenBody, Bytes)> {
+        let tail = std::mem::take(&mut self.filling);
+        self.queue(tail, true)?;
+        loop {
+            let idle = self.idle.notified();
+            {
+                let mut w = self.writing.lock().map_err(|_| lock_lost())?;
+                if !w.running {
+                    if let Some(e) = w.failed.take() {
+                        return Err(e);
+                    }
+                    let body = std::mem::take(&mut w.written).freeze();
+                    let file = WrittenBody {
+                        files: self.files.clone(),
+                        n: self.n.take(),
+                    };
+                    return Ok((file, body));
+                }
+            }
+            idle.await;
+        }
+    }
+}
+
+/// The writer: writes what is queued until nothing is, then (after the last piece) finishes
+/// and fsyncs the file.
+fn write_queued(writing: &Mutex<Writing>, idle: &tokio::sync::Notify) {
+    let Ok(mut shared) = writing.lock() else {
+        return;
+    };
+    loop {
+        if shared.queue.is_empty() || shared.failed.is_some() {
+            shared.running = false;
+            idle.notify_one();
+            return;
+        }
+        let Some(mut file) = shared.file.take() else {
+            shared.failed = Some(std::io::Error::other("body file lost"));
+            continue;
+        };
+        let (pieces, last, path) = (
+            std::mem::take(&mut shared.queue),
+            shared.last,
+            shared.path.clone(),
+        );
+        drop(shared);
+        let written = (|| {
             for p in &pieces {
-                w.write(p)?;
+                file.write(p)?;
             }
-            if last {
-                w.finish()?;
-            } else {
-                w.start_writeback()?;
+            if !last {
+                return file.start_writeback();
             }
-            Ok(w)
-        });
-        if last {
-            self.file = Some(task.await.map_err(std::io::Error::other)??);
-        } else {
-            self.writing = Some(task);
-        }
-        Ok(())
-    }
-
-    /// Waits for the whole body to be written and fsync'd, with the file's name.
-    pub async fn finish(mut self) -> std::io::Result<WrittenBody> {
-        self.write_pending(true).await?;
-        let w = self
-            .file
-            .take()
-            .ok_or_else(|| std::io::Error::other("body file lost"))?;
-        let n = self.n.expect("unfinished");
-        let (path, dir) = (self.files.path(n), self.files.dir.clone());
-        tokio::task::spawn_blocking(move || {
-            w.f.sync_data()?;
-            sync_dir(&dir)?;
+            file.finish()?;
+            file.f.sync_data()?;
+            if let Some(dir) = path.parent() {
+                sync_dir(dir)?;
+            }
             // A sweep takes files no row refers to once unchanged for 10 minutes: an upload
             // that paused that long may have lost its file.
             std::fs::metadata(&path).map(|_| ())
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        Ok(WrittenBody {
-            files: self.files.clone(),
-            n: self.n.take(),
-        })
+        })();
+        shared = match writing.lock() {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        shared.file = Some(file);
+        for p in pieces {
+            shared.written.unsplit(p);
+        }
+        if let Err(e) = written {
+            shared.failed = Some(e);
+            shared.queue.clear();
+        }
     }
+}
+
+fn lock_lost() -> std::io::Error {
+    std::io::Error::other("a body file's writer panicked")
 }
 
 impl Drop for BodySink {
@@ -487,22 +586,39 @@ mod tests {
     async fn a_sink_writes_the_pieces_and_its_file_goes_unless_kept() {
         let dir = tempfile::tempdir().unwrap();
         let files = BodyFiles::open(dir.path().join("b")).unwrap();
-        let body: Vec<u8> = (0..(2 << 20) + 5).map(|i| (i % 253) as u8).collect();
-        let mut sink = files.sink().unwrap();
-        for piece in body.chunks(300_000) {
-            sink.push(Bytes::copy_from_slice(piece)).await.unwrap();
+        let body: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i % 253) as u8).collect();
+        // Room for all of it, for part of it (the buffer grows, the pieces are joined by
+        // copying), and for nothing.
+        for expected in [body.len(), 1 << 20, 0] {
+            let mut sink = files.sink(expected).unwrap();
+            for piece in body.chunks(300_000) {
+                sink.push(piece).await.unwrap();
+            }
+            let (file, gathered) = sink.finish().await.unwrap();
+            assert_eq!(gathered, &body[..], "room for {expected}");
+            let n = file.keep();
+            assert_eq!(files.read(n).unwrap(), &body[..], "room for {expected}");
+            files.remove(&[n]);
         }
-        let n = sink.finish().await.unwrap().keep();
+        // The writer goes idle between pieces and is started again.
+        let mut sink = files.sink(body.len()).unwrap();
+        for piece in body.chunks(PIECE + 1000) {
+            sink.push(piece).await.unwrap();
+            while sink.writing.lock().unwrap().running {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let (file, gathered) = sink.finish().await.unwrap();
+        assert_eq!(gathered, &body[..]);
+        let n = file.keep();
         assert_eq!(files.read(n).unwrap(), &body[..]);
 
         // An upload cut short leaves no file, nor does a written body nobody keeps.
-        let mut sink = files.sink().unwrap();
-        sink.push(Bytes::from(vec![7u8; (1 << 20) + 1]))
-            .await
-            .unwrap();
+        let mut sink = files.sink(2 << 20).unwrap();
+        sink.push(&[7u8; (1 << 20) + 1]).await.unwrap();
         drop(sink);
-        let mut unkept = files.sink().unwrap();
-        unkept.push(Bytes::from_static(b"whole")).await.unwrap();
+        let mut unkept = files.sink(5).unwrap();
+        unkept.push(b"whole").await.unwrap();
         drop(unkept.finish().await.unwrap());
         assert_eq!(
             files_in(&dir.path().join("b")),
@@ -511,11 +627,24 @@ mod tests {
         );
 
         // A file swept while its upload paused fails the upload instead of being referred to.
-        let mut swept = files.sink().unwrap();
-        swept.push(Bytes::from_static(b"slow")).await.unwrap();
+        let mut swept = files.sink(4).unwrap();
+        swept.push(b"slow").await.unwrap();
         files.sweep(&HashSet::from([n]), Duration::ZERO).unwrap();
         assert!(swept.finish().await.is_err());
         assert_eq!(files_in(&dir.path().join("b")), 1);
+    }
+
+    /// Every (direct, source, piece size) to try.
+    fn combinations<'a>(
+        sources: [(&'a [u8], &'static str); 2],
+    ) -> impl Iterator<Item = (bool, (&'a [u8], &'static str), usize)> {
+        [false, true].into_iter().flat_map(move |direct| {
+            sources.into_iter().flat_map(move |source| {
+                [PIECE / 3 + 7, PIECE, 3 * ALIGN]
+                    .into_iter()
+                    .map(move |piece| (direct, source, piece))
+            })
+        })
     }
 
     #[test]
@@ -533,13 +662,18 @@ mod tests {
             PIECE + 1,
             data.len(),
         ] {
-            for direct in [false, true] {
-                let path = dir.path().join(format!("{len}-{direct}"));
+            // From aligned memory whole blocks skip the staging buffer: alone, and mixed
+            // with staged bytes when a piece ends off a block boundary.
+            let mut from_aligned = aligned_buffer(len);
+            from_aligned.extend_from_slice(&data[..len]);
+            let sources = [(&data[..len], "any"), (&from_aligned[..], "aligned")];
+            for (direct, (source, memory), piece) in combinations(sources) {
+                let path = dir.path().join(format!("{len}-{direct}-{memory}-{piece}"));
                 let f = std::fs::File::create(&path).unwrap();
                 // Direct only where this file system takes it; plain otherwise.
                 let direct = direct && direct_io(&f);
                 let mut w = FileWriter::with(f, direct);
-                for piece in data[..len].chunks(PIECE / 3 + 7) {
+                for piece in source.chunks(piece) {
                     w.write(piece).unwrap();
                     w.start_writeback().unwrap();
                 }
@@ -549,7 +683,7 @@ mod tests {
                 assert_eq!(
                     std::fs::read(&path).unwrap(),
                     &data[..len],
-                    "{len} bytes, direct {direct}"
+                    "{len} bytes, direct {direct}, {memory} memory, pieces of {piece}"
                 );
             }
         }
