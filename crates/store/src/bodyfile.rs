@@ -311,9 +311,9 @@ impl FileWriter {
                 let padded = filled.next_multiple_of(ALIGN);
                 aligned(buf)[filled..padded].fill(0);
                 self.flush_stage(padded)?;
-                if self.stage.is_some() {
-                    self.f.set_len(self.len)?;
-                }
+                // The padding goes, also when part of it was written before a fall back to
+                // plain writes.
+                self.f.set_len(self.len)?;
             }
         }
         self.plain()?;
@@ -446,8 +446,11 @@ impl BodySink {
         w.last = last;
         if !w.running {
             w.running = true;
-            let (writing, idle) = (self.writing.clone(), self.idle.clone());
-            tokio::task::spawn_blocking(move || write_queued(&writing, &idle));
+            let writer = Writer {
+                writing: self.writing.clone(),
+                idle: self.idle.clone(),
+            };
+            tokio::task::spawn_blocking(move || writer.run());
         }
         Ok(())
     }
@@ -477,56 +480,80 @@ impl BodySink {
     }
 }
 
-/// The writer: writes what is queued until nothing is, then (after the last piece) finishes
-/// and fsyncs the file.
-fn write_queued(writing: &Mutex<Writing>, idle: &tokio::sync::Notify) {
-    let Ok(mut shared) = writing.lock() else {
-        return;
-    };
-    loop {
-        if shared.queue.is_empty() || shared.failed.is_some() {
-            shared.running = false;
-            idle.notify_one();
+/// The writer task of a [`BodySink`]. However it ends (done, panicked, or dropped unrun when
+/// the runtime shuts down), it leaves the sink told: `finish` never waits for a writer
+/// that is gone.
+struct Writer {
+    writing: Arc<Mutex<Writing>>,
+    idle: Arc<tokio::sync::Notify>,
+}
+
+impl Writer {
+    /// Writes what is queued until nothing is, then (after the last piece) finishes and
+    /// fsyncs the file.
+    fn run(self) {
+        let Ok(mut shared) = self.writing.lock() else {
             return;
-        }
-        let Some(mut file) = shared.file.take() else {
-            shared.failed = Some(std::io::Error::other("body file lost"));
-            continue;
         };
-        let (pieces, last, path) = (
-            std::mem::take(&mut shared.queue),
-            shared.last,
-            shared.path.clone(),
-        );
+        loop {
+            if shared.queue.is_empty() || shared.failed.is_some() {
+                shared.running = false;
+                return;
+            }
+            let Some(mut file) = shared.file.take() else {
+                shared.failed = Some(std::io::Error::other("body file lost"));
+                continue;
+            };
+            let (pieces, last, path) = (
+                std::mem::take(&mut shared.queue),
+                shared.last,
+                shared.path.clone(),
+            );
+            drop(shared);
+            let written = (|| {
+                for p in &pieces {
+                    file.write(p)?;
+                }
+                if !last {
+                    return file.start_writeback();
+                }
+                file.finish()?;
+                file.f.sync_data()?;
+                if let Some(dir) = path.parent() {
+                    sync_dir(dir)?;
+                }
+                // A sweep takes files no row refers to once unchanged for 10 minutes: an
+                // upload that paused that long may have lost its file.
+                std::fs::metadata(&path).map(|_| ())
+            })();
+            shared = match self.writing.lock() {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            shared.file = Some(file);
+            for p in pieces {
+                shared.written.unsplit(p);
+            }
+            if let Err(e) = written {
+                shared.failed = Some(e);
+                shared.queue.clear();
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let mut shared = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if shared.running {
+            // Not a clean end: whatever is queued will not be written.
+            shared.running = false;
+            shared
+                .failed
+                .get_or_insert_with(|| std::io::Error::other("a body file's writer stopped"));
+        }
         drop(shared);
-        let written = (|| {
-            for p in &pieces {
-                file.write(p)?;
-            }
-            if !last {
-                return file.start_writeback();
-            }
-            file.finish()?;
-            file.f.sync_data()?;
-            if let Some(dir) = path.parent() {
-                sync_dir(dir)?;
-            }
-            // A sweep takes files no row refers to once unchanged for 10 minutes: an upload
-            // that paused that long may have lost its file.
-            std::fs::metadata(&path).map(|_| ())
-        })();
-        shared = match writing.lock() {
-            Ok(s) => s,
-            Err(_) => return,
-        };
-        shared.file = Some(file);
-        for p in pieces {
-            shared.written.unsplit(p);
-        }
-        if let Err(e) = written {
-            shared.failed = Some(e);
-            shared.queue.clear();
-        }
+        self.idle.notify_one();
     }
 }
 
@@ -626,6 +653,21 @@ mod tests {
             "only the kept body is left"
         );
 
+        // A write that fails (here: into a handle opened read-only) fails the upload.
+        let mut failing = files.sink(2 << 20).unwrap();
+        {
+            let mut w = failing.writing.lock().unwrap();
+            let read_only = std::fs::File::open(&w.path).unwrap();
+            w.file = Some(FileWriter::with(read_only, false));
+        }
+        failing.push(&body[..2 << 20]).await.unwrap();
+        assert!(failing.finish().await.is_err());
+        assert_eq!(
+            files_in(&dir.path().join("b")),
+            1,
+            "the failed body's file goes"
+        );
+
         // A file swept while its upload paused fails the upload instead of being referred to.
         let mut swept = files.sink(4).unwrap();
         swept.push(b"slow").await.unwrap();
@@ -665,6 +707,7 @@ mod tests {
             // From aligned memory whole blocks skip the staging buffer: alone, and mixed
             // with staged bytes when a piece ends off a block boundary.
             let mut from_aligned = aligned_buffer(len);
+            assert_eq!(from_aligned.as_ptr().align_offset(ALIGN), 0);
             from_aligned.extend_from_slice(&data[..len]);
             let sources = [(&data[..len], "any"), (&from_aligned[..], "aligned")];
             for (direct, (source, memory), piece) in combinations(sources) {
