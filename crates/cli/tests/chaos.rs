@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meethook_testkit::fault::{collect, jitter, senders, verify, Acked, CutProxy, Tmpfs};
+use meethook_testkit::Received;
 use meethook_testkit::{
     post, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay,
 };
@@ -164,6 +165,19 @@ async fn relay_restarted_on_a_copy_of_its_data_dir() {
     daemon.stop().await.unwrap();
 }
 
+/// Checks the promise after `cuts` websocket cuts: every planned cut happened, nothing was
+/// lost, reordered, corrupted or duplicated.
+fn verify_cuts(acked: &Acked, got: &[Received], proxy: &CutProxy, cuts: u32, fault: &str) {
+    let report = verify(acked, got);
+    report.assert_promise(fault, proxy.cut.load(Ordering::Relaxed) as usize);
+    assert_eq!(
+        proxy.cut.load(Ordering::Relaxed),
+        cuts,
+        "every planned cut happened"
+    );
+    assert_eq!(report.duplicates, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_cut_mid_frame() {
     let relay = TestRelay::start().await;
@@ -189,14 +203,7 @@ async fn websocket_cut_mid_frame() {
     );
     let acked = collect(load).await;
     let got = wait_all(&handler, &acked).await;
-    let report = verify(&acked, &got);
-    report.assert_promise("websocket-cut", proxy.cut.load(Ordering::Relaxed) as usize);
-    assert_eq!(
-        proxy.cut.load(Ordering::Relaxed),
-        cuts,
-        "every planned cut happened"
-    );
-    assert_eq!(report.duplicates, 0);
+    verify_cuts(&acked, &got, &proxy, cuts, "websocket-cut");
     daemon.stop().await.unwrap();
     relay.stop().await;
 }
@@ -249,14 +256,7 @@ async fn websocket_cut_mid_preload() {
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
     let got = wait_all(&handler, &acked).await;
-    let report = verify(&acked, &got);
-    report.assert_promise("preload-cut", proxy.cut.load(Ordering::Relaxed) as usize);
-    assert_eq!(
-        proxy.cut.load(Ordering::Relaxed),
-        cuts,
-        "every planned cut happened"
-    );
-    assert_eq!(report.duplicates, 0);
+    verify_cuts(&acked, &got, &proxy, cuts, "preload-cut");
     assert!(
         relay.metrics.events_preloaded.load(Ordering::Relaxed) > 0,
         "some bodies went as preloads"
