@@ -468,8 +468,12 @@ fn machine_info(meethook: &Path, work: &Path) -> Vec<(String, String)> {
         ("load average at the start".into(), load_average()),
         ("clock ticks".into(), procs::clock_ticks().to_string()),
         (
-            "probe: wake-up round trip between two threads (1 byte over a socket pair, median of 2,000)".into(),
-            fmt_dur(probe::wakeup_round_trip(2000)),
+            "probe: wake-up round trip between two threads (1 byte over a socket pair, 2,000 trips): median wall time; CPU of both threads per trip".into(),
+            {
+                let w = probe::wakeup_round_trip(2000);
+                let cpu = w.cpu.map_or_else(|| "?".into(), fmt_dur);
+                format!("{}; {cpu}", fmt_dur(w.wall))
+            },
         ),
         ("probe: 16 MiB copy into never-touched / just-used memory (median of 3)".into(), {
             let (fresh, reused) = probe::copy_16mib();

@@ -6,18 +6,34 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-/// Median round trip of one byte between two threads over a socket pair: two wake-ups,
-/// what every handler exchange pays at least twice.
-pub fn wakeup_round_trip(trips: u32) -> Duration {
+/// A wake-up round trip's cost: its median wall time, and the CPU both threads spent per
+/// trip (`None` where the kernel keeps no per-thread run time).
+#[derive(Debug, Clone, Copy)]
+pub struct WakeUp {
+    /// Median wall time of one round trip.
+    pub wall: Duration,
+    /// Mean CPU time of both threads per round trip.
+    pub cpu: Option<Duration>,
+}
+
+/// Round trips of one byte between two threads over a socket pair: two wake-ups, what
+/// every handler exchange pays at least twice. On a VM whose idle vCPUs halt, each wake-up
+/// can cost tens of µs of CPU as well as of latency.
+pub fn wakeup_round_trip(trips: u32) -> WakeUp {
     let (mut a, mut b) = UnixStream::pair().expect("socket pair");
     let echo = std::thread::spawn(move || {
+        let start = thread_run_time();
         let mut byte = [0u8; 1];
         while b.read_exact(&mut byte).is_ok() {
             if b.write_all(&byte).is_err() {
                 break;
             }
         }
+        thread_run_time()
+            .zip(start)
+            .map(|(end, start)| end.saturating_sub(start))
     });
+    let start = thread_run_time();
     let mut times = Vec::with_capacity(trips as usize);
     let mut byte = [7u8; 1];
     for _ in 0..trips {
@@ -26,9 +42,22 @@ pub fn wakeup_round_trip(trips: u32) -> Duration {
         a.read_exact(&mut byte).expect("probe read");
         times.push(t.elapsed());
     }
+    let mine = thread_run_time()
+        .zip(start)
+        .map(|(end, start)| end.saturating_sub(start));
     drop(a);
-    let _ = echo.join();
-    median(times)
+    let theirs = echo.join().ok().flatten();
+    WakeUp {
+        wall: median(times),
+        cpu: mine.zip(theirs).map(|(m, t)| (m + t) / trips.max(1)),
+    }
+}
+
+/// This thread's time on a CPU so far (`/proc/thread-self/schedstat`, in ns).
+fn thread_run_time() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = s.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// Median time to copy 16 MiB into memory never touched before, and into memory just used.
@@ -64,7 +93,9 @@ mod tests {
 
     #[test]
     fn probes_measure_something() {
-        assert!(wakeup_round_trip(50) > Duration::ZERO);
+        let w = wakeup_round_trip(50);
+        assert!(w.wall > Duration::ZERO);
+        assert!(w.cpu.is_none_or(|c| c > Duration::ZERO));
         let (fresh, reused) = copy_16mib();
         assert!(fresh > Duration::ZERO && reused > Duration::ZERO);
     }
