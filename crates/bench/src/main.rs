@@ -468,11 +468,28 @@ fn machine_info(meethook: &Path, work: &Path) -> Vec<(String, String)> {
         ("load average at the start".into(), load_average()),
         ("clock ticks".into(), procs::clock_ticks().to_string()),
         (
-            "probe: wake-up round trip between two threads (1 byte over a socket pair, 2,000 trips): median wall time; CPU of both threads per trip".into(),
+            "probe: wake-up round trip between two threads (1 byte over a socket pair, 2,000 trips; median wall time, CPU of both threads per trip): same CPU; across two CPUs; unpinned".into(),
             {
-                let w = probe::wakeup_round_trip(2000);
-                let cpu = w.cpu.map_or_else(|| "?".into(), fmt_dur);
-                format!("{}; {cpu}", fmt_dur(w.wall))
+                let show = |w: Option<probe::WakeUp>| {
+                    w.map_or_else(
+                        || "n/a".to_string(),
+                        |w| {
+                            let cpu = w.cpu.map_or_else(|| "?".into(), fmt_dur);
+                            format!("{} wall, {cpu} CPU", fmt_dur(w.wall))
+                        },
+                    )
+                };
+                let two = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+                format!(
+                    "{}; {}; {}",
+                    show(probe::wakeup_round_trip(2000, Some((0, 0)))),
+                    if two {
+                        show(probe::wakeup_round_trip(2000, Some((0, 1))))
+                    } else {
+                        "n/a (one CPU)".into()
+                    },
+                    show(probe::wakeup_round_trip(2000, None)),
+                )
             },
         ),
         ("probe: 16 MiB copy into never-touched / just-used memory (median of 3)".into(), {

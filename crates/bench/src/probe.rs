@@ -17,11 +17,16 @@ pub struct WakeUp {
 }
 
 /// Round trips of one byte between two threads over a socket pair: two wake-ups, what
-/// every handler exchange pays at least twice. On a VM whose idle vCPUs halt, each wake-up
-/// can cost tens of µs of CPU as well as of latency.
-pub fn wakeup_round_trip(trips: u32) -> WakeUp {
-    let (mut a, mut b) = UnixStream::pair().expect("socket pair");
+/// every handler exchange pays at least twice. `cpus` pins the two threads (the same CPU
+/// twice, or two CPUs); `None` leaves placement to the scheduler. On a VM whose idle vCPUs
+/// halt, a wake-up across CPUs can cost tens of µs of CPU where one on the same CPU costs a
+/// few, and the scheduler's placement decides which an unpinned trip pays.
+pub fn wakeup_round_trip(trips: u32, cpus: Option<(usize, usize)>) -> Option<WakeUp> {
+    let (mut a, mut b) = UnixStream::pair().ok()?;
     let echo = std::thread::spawn(move || {
+        if let Some((_, cpu)) = cpus {
+            pin_to(cpu)?;
+        }
         let start = thread_run_time();
         let mut byte = [0u8; 1];
         while b.read_exact(&mut byte).is_ok() {
@@ -29,28 +34,44 @@ pub fn wakeup_round_trip(trips: u32) -> WakeUp {
                 break;
             }
         }
-        thread_run_time()
-            .zip(start)
-            .map(|(end, start)| end.saturating_sub(start))
+        Some(
+            thread_run_time()
+                .zip(start)
+                .map(|(end, start)| end.saturating_sub(start)),
+        )
     });
-    let start = thread_run_time();
-    let mut times = Vec::with_capacity(trips as usize);
-    let mut byte = [7u8; 1];
-    for _ in 0..trips {
-        let t = Instant::now();
-        a.write_all(&byte).expect("probe write");
-        a.read_exact(&mut byte).expect("probe read");
-        times.push(t.elapsed());
-    }
-    let mine = thread_run_time()
-        .zip(start)
-        .map(|(end, start)| end.saturating_sub(start));
-    drop(a);
-    let theirs = echo.join().ok().flatten();
-    WakeUp {
-        wall: median(times),
+    // Measured on a thread of its own, so pinning leaves the caller's affinity alone.
+    let main = std::thread::spawn(move || {
+        if let Some((cpu, _)) = cpus {
+            pin_to(cpu)?;
+        }
+        let start = thread_run_time();
+        let mut times = Vec::with_capacity(trips as usize);
+        let mut byte = [7u8; 1];
+        for _ in 0..trips {
+            let t = Instant::now();
+            a.write_all(&byte).ok()?;
+            a.read_exact(&mut byte).ok()?;
+            times.push(t.elapsed());
+        }
+        let mine = thread_run_time()
+            .zip(start)
+            .map(|(end, start)| end.saturating_sub(start));
+        Some((median(times), mine))
+    });
+    let (wall, mine) = main.join().ok()??;
+    let theirs = echo.join().ok()??;
+    Some(WakeUp {
+        wall,
         cpu: mine.zip(theirs).map(|(m, t)| (m + t) / trips.max(1)),
-    }
+    })
+}
+
+/// Pins this thread to one CPU; `None` if the CPU can't be used.
+fn pin_to(cpu: usize) -> Option<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).ok()
 }
 
 /// This thread's time on a CPU so far (`/proc/thread-self/schedstat`, in ns).
@@ -93,9 +114,11 @@ mod tests {
 
     #[test]
     fn probes_measure_something() {
-        let w = wakeup_round_trip(50);
+        let w = wakeup_round_trip(50, None).expect("unpinned probe runs");
         assert!(w.wall > Duration::ZERO);
         assert!(w.cpu.is_none_or(|c| c > Duration::ZERO));
+        // Pinned to the first CPU twice: always possible.
+        assert!(wakeup_round_trip(50, Some((0, 0))).is_some());
         let (fresh, reused) = copy_16mib();
         assert!(fresh > Duration::ZERO && reused > Duration::ZERO);
     }

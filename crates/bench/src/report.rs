@@ -325,10 +325,11 @@ const METHOD: &str = "
   bench's own sender and handler take a noticeable share of the CPU.
 - **Comparing machines**: every delivery is a round trip to the handler, and each event
   crosses several processes and threads, so the wake-up probe in the header sets much of the
-  floor: on a VM whose idle vCPUs halt, a wake-up round trip can cost tens of µs of CPU where
-  another VM pays a few. Compare runs on different machines only beside that probe and the
-  direct figures; with `--peers`, bore's and rathole's CPU per 1,000 events is a yardstick
-  measured in the same run.
+  floor: on a VM whose idle vCPUs halt, a wake-up across CPUs can cost tens of µs of CPU
+  where one on the same CPU costs a few, and where the scheduler puts two threads decides
+  which one pays (the unpinned probe shows it). Compare runs on different machines only
+  beside that probe and the direct figures; with `--peers`, bore's and rathole's CPU per
+  1,000 events is a yardstick measured in the same run.
 ";
 
 /// Writes `text` to `path`, creating its directory.
