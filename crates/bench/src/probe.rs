@@ -34,11 +34,7 @@ pub fn wakeup_round_trip(trips: u32, cpus: Option<(usize, usize)>) -> Option<Wak
                 break;
             }
         }
-        Some(
-            thread_run_time()
-                .zip(start)
-                .map(|(end, start)| end.saturating_sub(start)),
-        )
+        Some(run_time_since(start))
     });
     // Measured on a thread of its own, so pinning leaves the caller's affinity alone.
     let main = std::thread::spawn(move || {
@@ -54,10 +50,7 @@ pub fn wakeup_round_trip(trips: u32, cpus: Option<(usize, usize)>) -> Option<Wak
             a.read_exact(&mut byte).ok()?;
             times.push(t.elapsed());
         }
-        let mine = thread_run_time()
-            .zip(start)
-            .map(|(end, start)| end.saturating_sub(start));
-        Some((median(times), mine))
+        Some((median(times), run_time_since(start)))
     });
     let (wall, mine) = main.join().ok()??;
     let theirs = echo.join().ok()??;
@@ -72,6 +65,13 @@ fn pin_to(cpu: usize) -> Option<()> {
     let mut set = rustix::thread::CpuSet::new();
     set.set(cpu);
     rustix::thread::sched_setaffinity(None, &set).ok()
+}
+
+/// This thread's time on a CPU since `start` (a [`thread_run_time`] reading).
+fn run_time_since(start: Option<Duration>) -> Option<Duration> {
+    thread_run_time()
+        .zip(start)
+        .map(|(end, start)| end.saturating_sub(start))
 }
 
 /// This thread's time on a CPU so far (`/proc/thread-self/schedstat`, in ns).
