@@ -61,6 +61,11 @@ pub async fn send(
         .await
         .map_err(|_| anyhow!("{url} did not answer within 30s"))?
         .map_err(|e| {
+            if url.starts_with("https://") && meethook_daemon::speaks_plain_http(&e) {
+                return anyhow!(
+                    "cannot reach {url}: the server does not speak TLS on this port; use http://"
+                );
+            }
             let mut s: &dyn std::error::Error = &e;
             while let Some(src) = s.source() {
                 s = src;

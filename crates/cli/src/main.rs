@@ -6,6 +6,7 @@
 mod cmd;
 mod http_client;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -71,10 +72,14 @@ fn init_tracing(verbose: bool) {
     // Without a hint the combined filter has none, so every `log::trace!` of the websocket
     // crates (one per frame) went through the dispatcher only to be dropped.
     .with_max_level_hint(tracing::level_filters::LevelFilter::TRACE);
+    // Colour only for a person at a terminal (https://no-color.org), never in a file or pipe.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(colour)
                 .with_target(false)
                 .compact()
                 .with_filter(env.and(no_secrets)),

@@ -31,28 +31,131 @@ fn bad_arguments_exit_2_naming_the_problem() {
     assert!(out.contains("--forward-to"));
 }
 
+/// `listen` with every required flag, the given ones replacing the defaults.
+fn listen_with(extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["listen", "--channel", "c", "--token", "t"];
+    if !extra.contains(&"--relay") {
+        args.extend(["--relay", "http://127.0.0.1:9"]);
+    }
+    if !extra.contains(&"--forward-to") {
+        args.extend(["--forward-to", "http://127.0.0.1:9/hook"]);
+    }
+    args.extend(extra);
+    run(&args)
+}
+
 #[test]
-fn runtime_failures_exit_1_saying_what_to_do() {
-    let dir = tempdir();
-    let data = dir.path().to_str().unwrap();
+fn overflowing_or_zero_units_exit_2_without_a_panic() {
+    for (args, needle) in [
+        (&["--timeout", "99999999999999999999d"][..], "too long"),
+        (
+            &["--timeout", "150000000000000d150000000000000d"][..],
+            "too long",
+        ),
+        (&["--timeout", "0s"][..], "zero"),
+        (&["--max-backoff", "0ms"][..], "zero"),
+        (
+            &["--max-recording-size", "99999999999999999999GiB"][..],
+            "too large",
+        ),
+    ] {
+        let (code, out, err) = listen_with(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && out.is_empty(),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, _, err) = run(&["events", "list", "--since", "99999999999999999999d"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("too long"), "{err}");
+    let (code, _, err) = run(&["relay", "--max-body", "0"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(&["relay", "--ping-interval", "0s"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn bad_urls_are_refused_before_anything_starts() {
+    for url in [
+        "localhost:3000/hook",
+        "ftp://example.com/x",
+        "http://:3000/x",
+    ] {
+        let (code, out, err) = listen_with(&["--forward-to", url]);
+        assert_eq!(code, 2, "{url}: {err}");
+        assert!(
+            err.contains("--forward-to") && err.contains("http://localhost:3000/hook"),
+            "{url}: {err}"
+        );
+        assert!(
+            out.is_empty() && !err.contains("meethook listen:"),
+            "{url}: {err}"
+        );
+    }
+    let (code, _, err) = run(&["dev", "--forward-to", "localhost:3000"]);
+    assert_eq!(code, 2, "{err}");
+    for url in ["127.0.0.1:8787", "http://:8787", "gopher://relay"] {
+        let (code, _, err) = listen_with(&["--relay", url]);
+        assert_eq!(code, 2, "{url}: {err}");
+        assert!(err.contains("--relay"), "{url}: {err}");
+    }
     let (code, _, err) = run(&[
-        "listen",
+        "channel",
+        "list",
         "--relay",
-        "http://127.0.0.1:9",
-        "--channel",
-        "c",
-        "--token",
-        "t",
-        "--forward-to",
-        "localhost:3000",
-        "--data",
-        data,
+        "relay.example",
+        "--admin-token",
+        "a",
     ]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_a_plain_relay_says_so() {
+    let data = tempdir();
+    let relay = RelayProcess::start(Path::new(BIN), data.path(), "127.0.0.1:0", "adm").await;
+    let url = format!("https://{}", relay.addr);
+    let (code, _, err) = run(&["channel", "list", "--relay", &url, "--admin-token", "adm"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("--forward-to") && err.contains("http://"),
+        err.contains("does not speak TLS") && !err.contains("--ca-cert"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_listen_takes_a_port_or_a_host_name() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    // A free port, then released: `--listen PORT` and `--listen localhost:PORT` bind it.
+    for form in ["{port}", "localhost:{port}"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = tempdir();
+        let listen = form.replace("{port}", &port.to_string());
+        let mut child = tokio::process::Command::new(BIN)
+            .args(["relay", "--listen", &listen, "--data"])
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().expect("relay starts");
+        assert_eq!(
+            first,
+            format!("listening on http://127.0.0.1:{port}"),
+            "{listen}"
+        );
+    }
+}
+
+#[test]
+fn runtime_failures_exit_1_saying_what_to_do() {
     let (code, _, err) = run(&[
         "channel",
         "list",
@@ -169,4 +272,61 @@ async fn dev_prints_the_webhook_url_and_forwards() {
     let pid = child.id().unwrap().to_string();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_json_prints_only_json_lines() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let handler = TestHandler::start().await;
+    let data = tempdir();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["dev", "--json", "--listen", "127.0.0.1:0", "--forward-to"])
+        .arg(handler.url("/hook"))
+        .arg("--data")
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().expect("a start-up line");
+    let started: serde_json::Value = serde_json::from_str(&first).expect(&first);
+    assert_eq!(started["kind"], "started", "{first}");
+    let webhook = started["webhook_url"].as_str().unwrap().to_string();
+    assert!(webhook.ends_with("/hooks/dev"), "{first}");
+    assert_eq!(post(&webhook, &[], "{}").await.seq(), Some(1));
+    handler.wait_delivered(1).await;
+    let line = lines.next_line().await.unwrap().expect("a delivery line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+    assert_eq!(
+        (v["seq"].as_u64(), v["result"].as_str()),
+        (Some(1), Some("delivered"))
+    );
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_all_interfaces_relay_hands_out_a_reachable_url() {
+    let data = tempdir();
+    let relay = RelayProcess::start(Path::new(BIN), data.path(), "0.0.0.0:0", "adm").await;
+    let url = format!("http://127.0.0.1:{}", relay.addr.port());
+    let (code, out, err) = run(&[
+        "channel",
+        "create",
+        "--relay",
+        &url,
+        "--admin-token",
+        "adm",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let webhook = v["webhook_url"].as_str().unwrap();
+    assert!(!webhook.contains("0.0.0.0"), "{webhook}");
+    assert!(
+        webhook.contains(&format!(":{}/hooks/", relay.addr.port())),
+        "{webhook}"
+    );
 }

@@ -205,6 +205,47 @@ async fn v2_events_are_svix_signed() {
         base64::engine::general_purpose::STANDARD.encode(b"another-secret")
     );
     assert!(standard_webhook_check(&other, &got[0]).is_err());
+
+    // Without the whsec_ prefix the key is still base64, as Svix's libraries read it: the
+    // note says so and the signatures verify with the prefixed secret.
+    let bare = secret.strip_prefix("whsec_").unwrap();
+    let handler = TestHandler::start().await;
+    let url = handler.url("/v2");
+    let args = [
+        "trigger",
+        "v2-meeting-success",
+        "--to",
+        &url,
+        "--signing-secret",
+    ];
+    let out = meethook(&[&args[..], &[bare]].concat()).await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no whsec_ prefix"),
+        "{}",
+        text(&out.stderr)
+    );
+    for r in &handler.received() {
+        standard_webhook_check(&secret, r).unwrap();
+    }
+    // Not base64 at all: refused, nothing sent.
+    let handler = TestHandler::start().await;
+    let url = handler.url("/v2");
+    let args = [
+        "trigger",
+        "v2-meeting-success",
+        "--to",
+        &url,
+        "--signing-secret",
+    ];
+    let out = meethook(&[&args[..], &["my secret!"]].concat()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("expected whsec_"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(handler.received().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

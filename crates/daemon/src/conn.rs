@@ -57,6 +57,12 @@ pub fn ws_url(relay: &str, channel: &str) -> Result<String, DaemonError> {
             "--relay {relay:?} needs a scheme, e.g. http://127.0.0.1:8787"
         ))
     })?;
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err(DaemonError::Config(format!(
+            "--relay {relay:?} has no host, e.g. http://127.0.0.1:8787"
+        )));
+    }
     let scheme = match scheme {
         "http" | "ws" => "ws",
         "https" | "wss" => "wss",
@@ -202,10 +208,18 @@ async fn connect(
                 End::Fatal(DaemonError::Config(format!("bad relay host {host:?}: {e}")))
             })?;
             let stream = connector.connect(name, tcp).await.map_err(|e| {
-                End::Retry(format!(
-                    "TLS handshake with {} failed: {e} (pass --ca-cert if the relay uses a private CA)",
-                    cfg.relay
-                ))
+                End::Retry(if speaks_plain_http(&e) {
+                    format!(
+                        "TLS handshake with {} failed: the relay does not speak TLS on this \
+                         port; use http:// (or serve TLS with `meethook relay --tls-cert` or `--acme`)",
+                        cfg.relay
+                    )
+                } else {
+                    format!(
+                        "TLS handshake with {} failed: {e} (pass --ca-cert if the relay uses a private CA)",
+                        cfg.relay
+                    )
+                })
             })?;
             Box::new(stream)
         }
@@ -578,4 +592,23 @@ fn server_error(code: ErrorCode, message: String) -> End {
         }
         _ => End::Retry(format!("relay: {message}")),
     }
+}
+
+/// Whether a TLS handshake failed because the server answered in plain HTTP (or closed
+/// without a TLS record): an `https://` URL pointed at a plain-HTTP port.
+pub fn speaks_plain_http(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
+        e.downcast_ref::<rustls::Error>()
+    {
+        return true;
+    }
+    // `io::Error::source` skips the error it wraps (often another io::Error): look inside.
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        if io.kind() == std::io::ErrorKind::UnexpectedEof
+            || io.get_ref().is_some_and(|inner| speaks_plain_http(inner))
+        {
+            return true;
+        }
+    }
+    e.source().is_some_and(speaks_plain_http)
 }

@@ -174,6 +174,13 @@ pub struct BadTarget {
     why: String,
 }
 
+impl BadTarget {
+    /// What is wrong with the URL, without the URL itself.
+    pub fn reason(&self) -> &str {
+        &self.why
+    }
+}
+
 impl Forwarder {
     /// A forwarder to `base` (an `http://` URL) for events of `channel`.
     pub fn new(base: &str, channel: &str, timeout: Duration) -> Result<Forwarder, BadTarget> {
@@ -187,7 +194,10 @@ impl Forwarder {
             Some("https") => return Err(bad("https handlers are not supported yet; use http")),
             _ => return Err(bad("it must start with http://")),
         }
-        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        let authority = uri
+            .authority()
+            .filter(|a| !a.host().is_empty())
+            .ok_or_else(|| bad("no host"))?;
         let port = authority.port_u16().unwrap_or(80);
         // As clients write it: the default port left out.
         let host = match authority.port_u16() {

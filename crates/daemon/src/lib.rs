@@ -32,7 +32,7 @@ use meethook_store::bodyfile::BODY_FILE_MIN;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use conn::ws_url;
+pub use conn::{speaks_plain_http, ws_url};
 use deliver::{Backoff, Forwarder, Verdict};
 use journal::{Attempt, Journal, JournalError, Record, State};
 use outcomes::OutcomeLog;

@@ -11,7 +11,7 @@ use crate::http_client::send;
 #[derive(clap::Args, Debug)]
 pub struct Api {
     /// Relay URL, e.g. http://127.0.0.1:8787.
-    #[arg(long, env = "MEETHOOK_RELAY")]
+    #[arg(long, env = "MEETHOOK_RELAY", value_parser = super::relay_url)]
     relay: String,
     /// The relay's --admin-token.
     #[arg(long, env = "MEETHOOK_ADMIN_TOKEN", hide_env_values = true)]

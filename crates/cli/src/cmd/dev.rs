@@ -15,14 +15,18 @@ use tokio_util::sync::CancellationToken;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Your handler, e.g. http://localhost:3000/hook.
-    #[arg(long, env = "MEETHOOK_FORWARD_TO")]
+    #[arg(long, env = "MEETHOOK_FORWARD_TO", value_parser = super::handler_url)]
     pub forward_to: String,
     /// HTTP address of the embedded relay.
-    #[arg(long, env = "MEETHOOK_LISTEN", default_value = "127.0.0.1:8787")]
+    #[arg(long, env = "MEETHOOK_LISTEN", default_value = "127.0.0.1:8787", value_parser = super::listen_addr)]
     pub listen: SocketAddr,
     /// Directory for the store and the journal.
     #[arg(long, env = "MEETHOOK_DATA", default_value = "./meethook-data")]
     pub data: PathBuf,
+    /// Base of the webhook URL printed, when senders reach this machine by another URL
+    /// (a tunnel such as `cloudflared` or `ngrok`) [default: from --listen].
+    #[arg(long, env = "MEETHOOK_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Channel id to use.
     #[arg(long, default_value = "dev")]
     pub channel: String,
@@ -50,14 +54,30 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     store.set_token_hash(&args.channel, &hash).await?;
     let listener = super::relay::bind(args.listen).await?;
     let bound = listener.local_addr()?;
+    let public_url = match &args.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => super::relay::default_public_url("http", bound),
+    };
+    let webhook = format!("{public_url}/hooks/{}", args.channel);
     let relay_cfg = RelayConfig {
-        public_url: format!("http://{bound}"),
+        public_url,
         ..RelayConfig::default()
     };
-    let webhook = format!("http://{bound}/hooks/{}", args.channel);
-    println!("listening on http://{bound}");
-    println!("Webhook URL: {webhook}");
-    println!("Forwarding to {} (Ctrl-C to stop)", args.forward_to);
+    if args.delivery.json {
+        // stdout carries only JSON lines: the start-up facts are the first object.
+        let started = serde_json::json!({
+            "kind": "started",
+            "listening": format!("http://{bound}"),
+            "webhook_url": webhook,
+            "forward_to": args.forward_to,
+            "data": args.data,
+        });
+        println!("{started}");
+    } else {
+        println!("listening on http://{bound}");
+        println!("Webhook URL: {webhook}");
+        println!("Forwarding to {} (Ctrl-C to stop)", args.forward_to);
+    }
     let store: Arc<dyn Store> = Arc::new(store);
     let relay = tokio::spawn(meethook_relay::run(
         relay_cfg,

@@ -167,8 +167,10 @@ pub fn open(data: &Path) -> anyhow::Result<Journal> {
 /// clap parser for `--since`: ms since the epoch.
 pub fn since(s: &str) -> Result<i64, String> {
     let now = chrono::Utc::now().timestamp_millis();
-    if let Ok(d) = meethook_proto::units::parse_duration(s) {
-        return Ok(now.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64));
+    let as_duration = meethook_proto::units::parse_duration(s);
+    if let Ok(d) = as_duration {
+        // At most 100 years (parse_duration's bound): no overflow.
+        return Ok(now - d.as_millis() as i64);
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s.trim()) {
         return Ok(t.timestamp_millis());
@@ -178,6 +180,12 @@ pub fn since(s: &str) -> Result<i64, String> {
         let midnight = d.and_hms_opt(0, 0, 0).expect("midnight exists");
         if let Some(t) = chrono::Local.from_local_datetime(&midnight).earliest() {
             return Ok(t.timestamp_millis());
+        }
+    }
+    // Shaped like a duration (`99999d`): its own error says more than the list of forms.
+    if let Err(e) = as_duration {
+        if s.trim().ends_with(['s', 'm', 'h', 'd']) {
+            return Err(e);
         }
     }
     Err(format!(

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Relay URL (`http(s)://` or `ws(s)://`).
-    #[arg(long, env = "MEETHOOK_RELAY")]
+    #[arg(long, env = "MEETHOOK_RELAY", value_parser = super::relay_url)]
     pub relay: String,
     /// Channel id.
     #[arg(long, env = "MEETHOOK_CHANNEL")]
@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long, env = "MEETHOOK_TOKEN", hide_env_values = true)]
     pub token: String,
     /// Your handler, e.g. http://localhost:3000/hook.
-    #[arg(long, env = "MEETHOOK_FORWARD_TO")]
+    #[arg(long, env = "MEETHOOK_FORWARD_TO", value_parser = super::handler_url)]
     pub forward_to: String,
     /// Directory of the local journal.
     #[arg(long, env = "MEETHOOK_DATA", default_value = "./meethook-data")]
@@ -36,13 +36,13 @@ pub struct Args {
 #[derive(clap::Args, Debug, Clone)]
 pub struct DeliveryArgs {
     /// Per-request timeout to the handler.
-    #[arg(long, default_value = "30s", value_parser = super::duration)]
+    #[arg(long, default_value = "30s", value_parser = super::positive_duration)]
     pub timeout: Duration,
     /// Attempts per event before giving up (0 = retry forever).
     #[arg(long, default_value_t = 0)]
     pub max_attempts: u32,
     /// Longest wait between retries to the handler.
-    #[arg(long, default_value = "30s", value_parser = super::duration)]
+    #[arg(long, default_value = "30s", value_parser = super::positive_duration)]
     pub max_backoff: Duration,
     /// Print one JSON object per line instead of text.
     #[arg(long)]

@@ -8,6 +8,7 @@ mod relay;
 mod replay;
 mod trigger;
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -71,12 +72,89 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     }
 }
 
-/// clap parser for `500ms` / `30s` / `7d`.
+/// clap parser for `500ms` / `30s` / `7d` (zero allowed).
 pub fn duration(s: &str) -> Result<Duration, String> {
     meethook_proto::units::parse_duration(s)
 }
 
-/// clap parser for `16MiB`.
+/// clap parser for a timeout or an interval: a duration above zero.
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
+    meethook_proto::units::parse_positive_duration(s)
+}
+
+/// clap parser for `--listen`: `8787`, `localhost:8787`, `0.0.0.0:8787` or `[::1]:8787`.
+pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad =
+        || format!("{s:?} is not an address: use a port (8787) or HOST:PORT (127.0.0.1:8787)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    // A name (`localhost`): its first IPv4 address, else its first address.
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{host:?} has no address"))
+}
+
+/// clap parser for a handler URL (`--forward-to`): `http://host[:port][/path]`.
+pub fn handler_url(s: &str) -> Result<String, String> {
+    match meethook_daemon::deliver::Forwarder::new(s, "check", Duration::from_secs(1)) {
+        Ok(_) => Ok(s.to_string()),
+        Err(e) => Err(format!(
+            "{} (expected e.g. http://localhost:3000/hook)",
+            e.reason()
+        )),
+    }
+}
+
+/// clap parser for a relay URL (`--relay`): `http(s)://` or `ws(s)://` and a host.
+pub fn relay_url(s: &str) -> Result<String, String> {
+    match meethook_daemon::ws_url(s, "check") {
+        Ok(_) => Ok(s.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// clap parser for a limit such as `16MiB`: a size above zero.
 pub fn size(s: &str) -> Result<usize, String> {
-    meethook_proto::units::parse_size(s).map(|n| n as usize)
+    let n = meethook_proto::units::parse_size(s)?;
+    if n == 0 {
+        return Err(format!("{s:?} is zero: use a size above 0, e.g. 16MiB"));
+    }
+    usize::try_from(n).map_err(|_| format!("size {s:?} is too large for this machine"))
+}
+
+/// A Standard Webhooks / Svix signing secret as `whsec_<base64>`. Svix's libraries take the
+/// base64 key with or without the prefix; so does this, saying what it assumed. Anything
+/// else is refused rather than used as raw bytes (a signature the handler would reject).
+pub fn signing_secret(flag: &str, secret: &str) -> anyhow::Result<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let secret = secret.trim();
+    let key = secret.strip_prefix("whsec_").unwrap_or(secret);
+    if key.is_empty() || b64.decode(key).is_err() {
+        anyhow::bail!(
+            "{flag}: expected whsec_ followed by base64 (the signing secret your handler \
+             verifies with, e.g. from the Meeting BaaS or Svix dashboard)"
+        );
+    }
+    if key.len() == secret.len() {
+        eprintln!(
+            "note: {flag} has no whsec_ prefix: using it as the base64 key whsec_{key}, as \
+             Svix and Standard Webhooks libraries do"
+        );
+    }
+    Ok(format!("whsec_{key}"))
 }

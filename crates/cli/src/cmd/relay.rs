@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// HTTP address to listen on.
-    #[arg(long, env = "MEETHOOK_LISTEN", default_value = "127.0.0.1:8787")]
+    #[arg(long, env = "MEETHOOK_LISTEN", default_value = "127.0.0.1:8787", value_parser = super::listen_addr)]
     pub listen: SocketAddr,
     /// Directory of the embedded SQLite store.
     #[arg(long, env = "MEETHOOK_DATA", default_value = "./meethook-data")]
@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, default_value = "16MiB", value_parser = super::size)]
     pub max_body: usize,
     /// Time a client has to send its request headers (slowloris guard).
-    #[arg(long, default_value = "10s", value_parser = super::duration)]
+    #[arg(long, default_value = "10s", value_parser = super::positive_duration)]
     pub header_timeout: Duration,
     /// Largest request head (request line + headers); larger ones get 431.
     #[arg(long, default_value = "64KiB", value_parser = super::size)]
@@ -64,13 +64,13 @@ pub struct Args {
     #[arg(long, default_value = "7d", value_parser = super::duration)]
     pub retention: Duration,
     /// How often expired events are pruned.
-    #[arg(long, default_value = "1m", value_parser = super::duration, hide = true)]
+    #[arg(long, default_value = "1m", value_parser = super::positive_duration, hide = true)]
     pub prune_interval: Duration,
     /// How often listeners are pinged.
-    #[arg(long, default_value = "15s", value_parser = super::duration)]
+    #[arg(long, default_value = "15s", value_parser = super::positive_duration)]
     pub ping_interval: Duration,
     /// A listener silent this long is dropped.
-    #[arg(long, default_value = "45s", value_parser = super::duration)]
+    #[arg(long, default_value = "45s", value_parser = super::positive_duration)]
     pub liveness_timeout: Duration,
 }
 
@@ -82,7 +82,7 @@ impl Args {
             public_url: self
                 .public_url
                 .clone()
-                .unwrap_or_else(|| format!("{scheme}://{bound}")),
+                .unwrap_or_else(|| default_public_url(scheme, bound)),
             tls,
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             max_body: self.max_body,
@@ -98,6 +98,44 @@ impl Args {
             rate_burst: self.rate_burst,
             auth_fail_limit: self.auth_fail_limit,
             ..RelayConfig::default()
+        }
+    }
+}
+
+/// The base of webhook URLs when `--public-url` is not given: the bound address, or for an
+/// all-interfaces bind (`0.0.0.0`, `::`) this machine's address on its default route.
+pub fn default_public_url(scheme: &str, bound: SocketAddr) -> String {
+    if !bound.ip().is_unspecified() {
+        return format!("{scheme}://{bound}");
+    }
+    // Connecting a UDP socket sends nothing: it only asks the kernel which local address
+    // would be used to reach a public address.
+    let probe = |local: &str, remote: &str| {
+        let s = std::net::UdpSocket::bind(local).ok()?;
+        s.connect(remote).ok()?;
+        s.local_addr().ok().map(|a| a.ip())
+    };
+    let ip = if bound.is_ipv4() {
+        probe("0.0.0.0:0", "192.0.2.1:9")
+    } else {
+        probe("[::]:0", "[2001:db8::1]:9").or_else(|| probe("0.0.0.0:0", "192.0.2.1:9"))
+    };
+    match ip {
+        Some(ip) => {
+            let url = format!("{scheme}://{}", SocketAddr::new(ip, bound.port()));
+            tracing::warn!(
+                "webhook URLs use {url} (this machine's address on its default route): \
+                 if senders reach this relay by another name, set --public-url"
+            );
+            url
+        }
+        None => {
+            let url = format!("{scheme}://127.0.0.1:{}", bound.port());
+            tracing::warn!(
+                "no network route found: webhook URLs use {url}, which only this machine \
+                 reaches; set --public-url to the URL senders reach"
+            );
+            url
         }
     }
 }

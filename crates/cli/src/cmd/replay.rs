@@ -64,13 +64,13 @@ pub struct Args {
     )]
     resign: Option<String>,
     /// Per-request timeout to the handler.
-    #[arg(long, default_value = "30s", value_parser = super::duration)]
+    #[arg(long, default_value = "30s", value_parser = super::positive_duration)]
     timeout: Duration,
     /// Attempts per event before giving up on it (0 = retry forever).
     #[arg(long, default_value_t = 5)]
     max_attempts: u32,
     /// Longest wait between retries to the handler.
-    #[arg(long, default_value = "30s", value_parser = super::duration)]
+    #[arg(long, default_value = "30s", value_parser = super::positive_duration)]
     max_backoff: Duration,
     /// Print one JSON object per line instead of text.
     #[arg(long)]
@@ -80,10 +80,7 @@ pub struct Args {
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     let resign = match &args.resign {
         Some(secret) => {
-            if meethook_relay::auth::sign(secret, "msg_check", "0", b"").is_none() {
-                bail!("--resign: `whsec_` must be followed by base64 (the secret your handler verifies with)");
-            }
-            let secret = secret.clone();
+            let secret = super::signing_secret("--resign", secret)?;
             Some(Signer::new(move |id, ts, body| {
                 meethook_relay::auth::sign(&secret, id, ts, body)
             }))

@@ -81,7 +81,7 @@ const V2_USER_AGENT: &str = "Svix-Webhooks/1.0 (meethook trigger)";
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   meethook trigger --list
-  meethook trigger meeting-success --to http://127.0.0.1:8787/hook/ch_abc --api-key mb_test
+  meethook trigger meeting-success --to http://127.0.0.1:8787/hooks/ch_abc --api-key mb_test
   meethook trigger v2-meeting-success --to http://localhost:3000/webhooks --signing-secret whsec_…
   meethook trigger meeting-error --to http://localhost:3000/hook \\
       --override data.status.error_message='\"tab crashed\"' --pace realtime")]
@@ -506,7 +506,7 @@ fn print_list() -> anyhow::Result<()> {
 }
 
 /// Runs `meethook trigger`.
-pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mut args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     if args.list {
         return print_list();
     }
@@ -519,9 +519,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let scenario = load(name)?;
     let api = scenario.api;
     if let Some(secret) = &args.signing_secret {
-        if meethook_relay::auth::sign(secret, "msg_check", "0", b"").is_none() {
-            bail!("--signing-secret: `whsec_` must be followed by base64");
-        }
+        args.signing_secret = Some(super::signing_secret("--signing-secret", secret)?);
         if api == Api::V1 {
             eprintln!(
                 "note: --signing-secret signs v2 events only; `{name}` is v1 (use --api-key)"
