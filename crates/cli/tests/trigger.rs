@@ -398,3 +398,17 @@ async fn overrides_reach_the_wire() {
         [("the tab crashed".to_string(), "PageCrash".to_string())]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_url_is_stored_not_delivered() {
+    let relay = meethook_testkit::TestRelay::start().await;
+    let (ch, _) = relay.channel(None).await;
+    let out = meethook(&["trigger", "bot-rejected", "--to", &relay.hook(&ch)]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("done: 4 events stored by the relay (seq 1–4)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("delivered"), "{stdout}");
+}

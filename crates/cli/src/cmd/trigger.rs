@@ -559,6 +559,8 @@ pub async fn run(mut args: Args, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     let start = tokio::time::Instant::now();
+    // A relay answers `{"seq": N}`: then the events are stored, not yet delivered.
+    let mut seqs = Vec::with_capacity(n);
     for (i, ev) in events.into_iter().enumerate() {
         let step = i + 1;
         if args.pace == Pace::Realtime {
@@ -621,9 +623,12 @@ pub async fn run(mut args: Args, shutdown: CancellationToken) -> anyhow::Result<
             }
         };
         let ms = sent.elapsed().as_secs_f64() * 1e3;
+        let seq = answer.json().get("seq").and_then(|s| s.as_u64());
+        seqs.extend(seq);
         println!(
-            "  {step:>2}/{n} {event:<20} {detail:<40} → {} ({ms:.1} ms)",
-            answer.status
+            "  {step:>2}/{n} {event:<20} {detail:<40} → {}{} ({ms:.1} ms)",
+            answer.status,
+            seq.map(|s| format!(" seq {s}")).unwrap_or_default()
         );
         if !(200..300).contains(&answer.status) {
             let why = answer.error_message();
@@ -641,7 +646,13 @@ pub async fn run(mut args: Args, shutdown: CancellationToken) -> anyhow::Result<
             );
         }
     }
-    println!("done: {} delivered", events_word(n));
+    match (seqs.first(), seqs.last()) {
+        (Some(first), Some(last)) if seqs.len() == n => println!(
+            "done: {} stored by the relay (seq {first}–{last}); its listeners deliver them",
+            events_word(n)
+        ),
+        _ => println!("done: {} delivered", events_word(n)),
+    }
     Ok(())
 }
 
