@@ -1,6 +1,6 @@
 //! `listen --save-recordings`: the recording is saved, and delivery never waits for it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,4 +152,113 @@ async fn recordings_over_the_cap_are_refused_and_removed() {
     );
     daemon.stop().await.unwrap();
     relay.stop().await;
+}
+
+/// A file server that answers every GET with `data` at once; counts the requests.
+async fn file_server(data: &'static [u8]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", data.len());
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(data).await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+/// `trigger meeting-success --artifacts-url` through a relay to a daemon; waits until all 8
+/// events are settled. Returns the journal dir, the recordings dir and the server's hits.
+async fn trigger_with_local_artifacts(
+    events: Vec<String>,
+) -> (tempfile::TempDir, tempfile::TempDir, Arc<AtomicUsize>) {
+    const MP4: &[u8] = b"not really an mp4, but served locally";
+    let (files, hits) = file_server(MP4).await;
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let (jdir, rec_dir) = (tempdir(), tempdir());
+    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path());
+    cfg.save_recordings = Some(rec_dir.path().to_path_buf());
+    cfg.events = events;
+    let daemon = TestDaemon::start(cfg);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meethook"))
+        .args(["trigger", "meeting-success", "--to", &relay.hook(&ch)])
+        .args(["--artifacts-url", &format!("http://{files}")])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let journal = meethook_daemon::journal::Journal::open(jdir.path()).unwrap();
+    for _ in 0..500 {
+        if journal.cursors(&ch).unwrap().1 >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(journal.cursors(&ch).unwrap().1, 8, "all 8 events settled");
+    if rec_dir.path().read_dir().unwrap().count() == 0 && hits.load(Ordering::SeqCst) > 0 {
+        // A download started: give it the moment it needs to land.
+        for _ in 0..250 {
+            if rec_dir.path().read_dir().unwrap().count() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    daemon.stop().await.unwrap();
+    relay.stop().await;
+    (jdir, rec_dir, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_recordings_can_come_from_a_local_server() {
+    let (_j, rec_dir, hits) = trigger_with_local_artifacts(Vec::new()).await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the mp4 link points at the local server"
+    );
+    let saved: Vec<_> = rec_dir
+        .path()
+        .read_dir()
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert!(
+        saved[0].to_string_lossy().ends_with("-8-video.mp4"),
+        "{saved:?}"
+    );
+    assert_eq!(
+        std::fs::read(&saved[0]).unwrap(),
+        b"not really an mp4, but served locally"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_out_events_are_not_recorded() {
+    // Only status changes are wanted: `complete` is skipped, so its recording is not fetched.
+    let (_j, rec_dir, hits) = trigger_with_local_artifacts(vec!["bot.*".into()]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    assert_eq!(rec_dir.path().read_dir().unwrap().count(), 0);
 }

@@ -568,7 +568,10 @@ async fn journal_batch(
             // Recordings expire: start downloading as soon as the event is safe in the journal.
             if let Some(r) = recorder {
                 for (ev, s) in batch.iter().zip(&summaries) {
-                    r.spawn_for(ev, s.as_ref());
+                    // Not for events `--events`/`--bot` skip: they are not wanted at all.
+                    if crate::wanted(cfg, s.as_ref()) {
+                        r.spawn_for(ev, s.as_ref());
+                    }
                 }
             }
             // Bounded by the relay's window: it sends no more than that ahead of our acks.

@@ -167,7 +167,10 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
                 dir,
                 cfg.max_recording_size,
                 &cfg.channel,
-                cfg.json,
+                Printer {
+                    json: cfg.json,
+                    buffered: !std::io::stdout().is_terminal(),
+                },
                 journal.clone(),
             )?;
             r.resume().await;

@@ -44,7 +44,12 @@ pub enum Line<'a> {
 impl Printer {
     /// Prints one line about `ev` (with its parsed summary, when it has one).
     pub fn print(&self, ev: &Event, summary: Option<&Summary>, line: Line<'_>) {
-        let out = format_line(ev, summary, line, self.json, None);
+        self.print_line(&format_line(ev, summary, line, self.json, None));
+    }
+
+    /// Prints a formatted line through the same buffer as event lines, so that lines from
+    /// other tasks (recording downloads) come out in the order they happened.
+    pub fn print_line(&self, out: &str) {
         if !self.buffered {
             let _ = writeln!(std::io::stdout().lock(), "{out}");
             return;

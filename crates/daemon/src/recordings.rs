@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use crate::journal::Journal;
+use crate::output::Printer;
 use crate::{now_ms, DaemonError};
 
 /// Downloads running at once; more wait their turn.
@@ -30,7 +31,7 @@ pub struct Recorder {
     dir: PathBuf,
     max_bytes: u64,
     channel: String,
-    json: bool,
+    printer: Printer,
     journal: Journal,
     client: Client<Https, Empty<Bytes>>,
     slots: Arc<Semaphore>,
@@ -42,7 +43,7 @@ impl Recorder {
         dir: &Path,
         max_bytes: u64,
         channel: &str,
-        json: bool,
+        printer: Printer,
         journal: Journal,
     ) -> Result<Arc<Recorder>, DaemonError> {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -61,7 +62,7 @@ impl Recorder {
             dir: dir.to_path_buf(),
             max_bytes,
             channel: channel.to_string(),
-            json,
+            printer,
             journal,
             client: Client::builder(TokioExecutor::new()).build(https),
             slots: Arc::new(Semaphore::new(PARALLEL)),
@@ -120,16 +121,16 @@ impl Recorder {
             None => format!("recording saved → {} ({})", file.display(), human(bytes)),
             Some(e) => format!("recording not saved ({kind} of #{seq}): {e}"),
         };
-        if self.json {
-            println!(
-                "{}",
-                serde_json::json!({"seq": seq, "recording": kind, "path": file, "bytes": bytes, "error": error})
+        if self.printer.json {
+            self.printer.print_line(
+                &serde_json::json!({"seq": seq, "recording": kind, "path": file, "bytes": bytes, "error": error})
+                    .to_string(),
             );
         } else {
-            println!(
+            self.printer.print_line(&format!(
                 "{}  #{seq:<5} {line}",
                 chrono::Local::now().format("%H:%M:%S%.3f")
-            );
+            ));
         }
         self.note(move |j, ch| {
             j.recording_finished(ch, seq, kind, bytes, error.as_deref(), now_ms())

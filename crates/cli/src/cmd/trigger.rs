@@ -111,6 +111,12 @@ pub struct Args {
     /// event has it, add it where the parent object exists. VALUE is JSON, else a string.
     #[arg(long = "override", value_name = "PATH=VALUE", value_parser = parse_override)]
     overrides: Vec<Override>,
+    /// Point the recording and transcript links at this base URL (a file server you run,
+    /// e.g. http://127.0.0.1:9000) instead of Meeting BaaS's S3 hosts, to try
+    /// `listen --save-recordings` offline: `…amazonaws.com/BOT/video.mp4?…` becomes
+    /// `URL/BOT/video.mp4?…`.
+    #[arg(long, value_name = "URL")]
+    artifacts_url: Option<String>,
 }
 
 /// How fast steps follow each other.
@@ -473,6 +479,7 @@ fn prepare(
     bot_id: &str,
     origin_ms: i64,
     overrides: &[Override],
+    artifacts_url: Option<&str>,
 ) -> anyhow::Result<(Vec<Ready>, Vec<usize>)> {
     let mut steps = scenario.steps;
     let counts = apply_overrides(&mut steps, overrides)?;
@@ -481,12 +488,34 @@ fn prepare(
     for mut s in steps {
         at += s.delay_ms;
         render(&mut s.body, bot_id, origin_ms + at as i64)?;
+        if let Some(base) = artifacts_url {
+            rehost_artifacts(&mut s.body, base.trim_end_matches('/'));
+        }
         out.push(Ready {
             at_ms: at,
             body: serde_json::to_vec(&s.body)?,
         });
     }
     Ok((out, counts))
+}
+
+/// Moves every S3 link (`https://….amazonaws.com/…`) in `v` to `base`, path and query kept.
+fn rehost_artifacts(j: &mut J, base: &str) {
+    match j {
+        J::Str(s) => {
+            if let Some(rest) = s.strip_prefix("https://") {
+                let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                if host.ends_with(".amazonaws.com") {
+                    *s = format!("{base}{path}");
+                }
+            }
+        }
+        J::Arr(items) => items.iter_mut().for_each(|i| rehost_artifacts(i, base)),
+        J::Obj(entries) => entries
+            .iter_mut()
+            .for_each(|(_, v)| rehost_artifacts(v, base)),
+        J::Null | J::Bool(_) | J::Num(_) => {}
+    }
 }
 
 /// `1 event`, `8 events`.
@@ -539,7 +568,13 @@ pub async fn run(mut args: Args, shutdown: CancellationToken) -> anyhow::Result<
         Pace::Realtime => now_ms(),
         Pace::Fast => now_ms() - total_ms as i64,
     };
-    let (events, counts) = prepare(scenario, &bot_id, origin_ms, &args.overrides)?;
+    let (events, counts) = prepare(
+        scenario,
+        &bot_id,
+        origin_ms,
+        &args.overrides,
+        args.artifacts_url.as_deref(),
+    )?;
     for (o, n) in args.overrides.iter().zip(counts) {
         println!(
             "override {} in {n} event{}",
@@ -664,7 +699,7 @@ mod tests {
     const BOT: &str = "8d2f4c1a-5b6e-4f7a-9c3d-2e1f0a9b8c7d";
 
     fn webhooks(name: &str) -> Vec<Webhook> {
-        let (events, _) = prepare(load(name).unwrap(), BOT, 1_749_636_000_000, &[]).unwrap();
+        let (events, _) = prepare(load(name).unwrap(), BOT, 1_749_636_000_000, &[], None).unwrap();
         events
             .iter()
             .map(|e| Webhook::parse(&e.body).unwrap_or_else(|| panic!("{name}: not a webhook")))
@@ -685,7 +720,7 @@ mod tests {
         for (name, _) in SCENARIOS {
             let s = load(name).unwrap();
             assert!(!s.description.is_empty(), "{name}");
-            let (events, _) = prepare(s, BOT, now_ms(), &[]).unwrap();
+            let (events, _) = prepare(s, BOT, now_ms(), &[], None).unwrap();
             assert!(!events.is_empty(), "{name}");
             for e in &events {
                 let text = std::str::from_utf8(&e.body).unwrap();
