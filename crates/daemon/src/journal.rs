@@ -210,8 +210,16 @@ pub enum JournalError {
         /// What SQLite said.
         error: rusqlite::Error,
     },
-    /// The journal directory (or its body files) could not be created or read.
-    #[error("journal directory {path}: {error}{}", permission_hint(error))]
+    /// The journal directory or file could not be created.
+    #[error("cannot create journal {path}: {error}{}", permission_hint(error))]
+    Create {
+        /// The directory or file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The journal directory or its body files could not be read or written.
+    #[error("journal {path}: {error}{}", permission_hint(error))]
     Io {
         /// The directory or file.
         path: PathBuf,
@@ -227,8 +235,8 @@ pub enum JournalError {
     Missing(PathBuf),
     /// The journal directory is a file.
     #[error(
-        "--data {} is a file, not a directory: pass the directory `meethook listen --data` \
-         used (the one holding {JOURNAL_FILE})",
+        "--data {} is a file, not a directory: pass the journal's directory (where \
+         `meethook listen --data DIR` keeps {JOURNAL_FILE})",
         .0.display()
     )]
     NotADirectory(PathBuf),
@@ -335,6 +343,7 @@ pub struct Journal {
     /// Whether the last insert failed (a full disk): no early hand-off until one succeeds.
     failing: Arc<AtomicBool>,
     checkpoints: Arc<Checkpoints>,
+    read_only: bool,
 }
 
 /// Body bytes in one insert above which summaries are parsed beside the SQLite write.
@@ -428,7 +437,7 @@ impl Journal {
         if dir.exists() && !dir.is_dir() {
             return Err(JournalError::NotADirectory(dir.to_path_buf()));
         }
-        let io_err = |error| JournalError::Io {
+        let io_err = |error| JournalError::Create {
             path: dir.to_path_buf(),
             error,
         };
@@ -440,15 +449,24 @@ impl Journal {
                 .mode(0o700)
                 .create(dir)
                 .map_err(io_err)?;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
+            // Only a new file is opened here: closing a descriptor of a journal this process
+            // has open would drop SQLite's locks on it, and another process could then
+            // checkpoint and delete the WAL under this process's connections.
+            let created = std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
                 .mode(0o600)
-                .open(dir.join(JOURNAL_FILE))
-                .map_err(|error| JournalError::Io {
-                    path: dir.join(JOURNAL_FILE),
-                    error,
-                })?;
+                .open(dir.join(JOURNAL_FILE));
+            match created {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(error) => {
+                    return Err(JournalError::Create {
+                        path: dir.join(JOURNAL_FILE),
+                        error,
+                    })
+                }
+            }
         }
         #[cfg(not(unix))]
         std::fs::create_dir_all(dir).map_err(io_err)?;
@@ -473,7 +491,7 @@ impl Journal {
                 path: dir.join("journal-bodies"),
                 error,
             })?;
-        let j = Journal::with_connection(conn, path, bodies);
+        let j = Journal::with_connection(conn, path, bodies, false);
         j.with(|c| {
             c.busy_timeout(Duration::from_secs(10))?;
             // Stable plans: with STAT4 (bundled build) rebinding a range bound re-prepares.
@@ -530,17 +548,28 @@ impl Journal {
             conn = read_only_connection(&path).map_err(sqlite)?;
         }
         let bodies = BodyFiles::existing(dir.join("journal-bodies"));
-        Ok(Journal::with_connection(conn, path, bodies))
+        Ok(Journal::with_connection(conn, path, bodies, true))
     }
 
-    fn with_connection(conn: Connection, path: PathBuf, bodies: BodyFiles) -> Journal {
+    fn with_connection(
+        conn: Connection,
+        path: PathBuf,
+        bodies: BodyFiles,
+        read_only: bool,
+    ) -> Journal {
         Journal {
             conn: Arc::new(Mutex::new(conn)),
             checkpoints: Arc::new(Checkpoints::new(path.clone())),
             path,
             bodies,
             failing: Arc::default(),
+            read_only,
         }
+    }
+
+    /// Whether it was opened with [`Journal::open_read_only`].
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The journal file's path.
@@ -1878,8 +1907,8 @@ mod tests {
             assert_eq!(
                 e.to_string(),
                 format!(
-                    "--data {} is a file, not a directory: pass the directory `meethook listen \
-                     --data` used (the one holding journal.sqlite)",
+                    "--data {} is a file, not a directory: pass the journal's directory (where \
+                     `meethook listen --data DIR` keeps journal.sqlite)",
                     file.display()
                 )
             );
