@@ -148,10 +148,9 @@ pub enum Command {
         #[command(flatten)]
         at: Where,
     },
-    /// Remove delivered, failed and skipped events older than --older-than now, with their
-    /// attempts and body files (`listen` does it by itself past its --retention).
+    /// Remove settled events older than --older-than now (`listen` does it past --retention).
     ///
-    /// Kept whatever their age: pending events (and those after a channel's first pending
+    /// Delivered, failed and skipped events go, with their attempts and body files. Kept whatever their age: pending events (and those after a channel's first pending
     /// one), each channel's newest event (the listener resumes from it) and pinned events.
     #[command(after_help = "Examples:
   meethook events prune --dry-run
