@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use meethook_daemon::journal::{Journal, Query, State};
+use meethook_daemon::journal::{Attempt, Journal, Query, State};
 use meethook_testkit::{post, tempdir, TestDaemon, TestHandler, TestRelay, PATIENCE};
 use sha2::Sha256;
 
@@ -277,7 +277,8 @@ async fn list_and_show_read_the_journal() {
         assert_eq!(code, 1, "{args:?}");
         assert!(
             err.contains(&format!(
-                "no journal in {e}: run `meethook listen --data {e}` first"
+                "no journal at {e}/journal.sqlite: run `meethook listen --data {e}` first \
+                 (or pass the --data it used)"
             )),
             "{err}"
         );
@@ -587,4 +588,458 @@ async fn replay_follows_the_delivery_rules_and_exits_1_on_failures() {
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = meethook(&["replay", "--all", "3", "--data", data, "--to", &url]).await;
     assert_eq!(code, 2, "{err}");
+}
+
+/// Every file under `dir`: (path, size, modified), sorted.
+fn snapshot(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        if m.is_dir() {
+            out.extend(snapshot(&e.path()));
+        }
+        out.push((
+            e.path().display().to_string(),
+            m.len(),
+            m.modified().unwrap(),
+        ));
+    }
+    out.sort();
+    out
+}
+
+#[cfg(unix)]
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_commands_open_the_journal_read_only() {
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    fill_journal(dir.path()).await;
+    // Read-only for a normal user; root ignores modes, so the snapshot is what proves it.
+    #[cfg(unix)]
+    {
+        chmod(&dir.path().join("journal.sqlite"), 0o444);
+        chmod(dir.path(), 0o555);
+    }
+    let before = snapshot(dir.path());
+    for args in [
+        vec!["events", "list", "--data", data],
+        vec!["events", "list", "--data", data, "--json", "--failed"],
+        vec!["events", "show", "3", "--data", data],
+        vec!["events", "show", "3", "--data", data, "--json"],
+        vec!["events", "export", "--data", data],
+        vec![
+            "events",
+            "prune",
+            "--dry-run",
+            "--older-than",
+            "0",
+            "--data",
+            data,
+        ],
+    ] {
+        let (code, _, err) = meethook(&args).await;
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    assert_eq!(snapshot(dir.path()), before, "no file created or changed");
+    #[cfg(unix)]
+    chmod(dir.path(), 0o755);
+
+    // No directory: said once, with the fix, and nothing created.
+    let missing = dir.path().join("nope").join("deeper");
+    let m = missing.to_str().unwrap();
+    for args in [
+        vec!["events", "list", "--data", m],
+        vec!["events", "export", "--data", m],
+        vec!["events", "pin", "1", "--data", m],
+        vec!["events", "prune", "--data", m],
+        vec!["replay", "1", "--data", m],
+    ] {
+        let (code, _, err) = meethook(&args).await;
+        assert_eq!(code, 1, "{args:?}");
+        assert_eq!(
+            err.trim(),
+            format!(
+                "error: no journal at {m}/journal.sqlite: run `meethook listen --data {m}` first \
+                 (or pass the --data it used)"
+            ),
+            "{args:?}"
+        );
+    }
+    assert!(!dir.path().join("nope").exists());
+
+    // A file as --data: said once, for readers and for `listen` alike.
+    let file = dir.path().join("journal.sqlite");
+    let f = file.to_str().unwrap();
+    for args in [
+        vec!["events", "list", "--data", f],
+        vec!["events", "import", "/dev/null", "--data", f],
+        vec![
+            "listen",
+            "--relay",
+            "http://127.0.0.1:9",
+            "--channel",
+            "c",
+            "--token",
+            "t",
+            "--forward-to",
+            "http://127.0.0.1:9/",
+            "--data",
+            f,
+        ],
+    ] {
+        let (code, _, err) = meethook(&args).await;
+        assert_eq!(code, 1, "{args:?}");
+        let line = err.lines().last().unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "error: --data {f} is a file, not a directory: pass the journal's directory \
+                 (where `meethook listen --data DIR` keeps journal.sqlite)"
+            ),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// An `events export` line holding `body`, under channel `c`.
+fn export_line(seq: u64, body: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    serde_json::json!({
+        "channel": "c", "seq": seq, "received_at_ms": 1_750_000_000_000i64, "method": "POST",
+        "path": "/hook", "headers": [["content-type", b64.encode("application/json")]],
+        "body": b64.encode(body),
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_prints_a_screenful_of_a_big_body() {
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    let words: Vec<String> = (0..224_000).map(|i| format!("word {i:06}")).collect();
+    let big = format!(
+        r#"{{"event":"complete","data":{{"bot_id":"b","transcript":{}}}}}"#,
+        serde_json::to_string(&words).unwrap()
+    )
+    .into_bytes();
+    assert!(
+        (3 << 20) - big.len() < 50_000,
+        "about 3.0 MiB: {}",
+        big.len()
+    );
+    let text_line = vec![b'z'; 10_000];
+    let binary: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let file = dir.path().join("in.ndjson");
+    let lines = [
+        export_line(1, &big),
+        export_line(2, &text_line),
+        export_line(3, &binary),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let (code, _, err) =
+        meethook(&["events", "import", file.to_str().unwrap(), "--data", data]).await;
+    assert_eq!(code, 0, "{err}");
+
+    let note =
+        "body cut at 60 lines: --full shows all, --body-only prints just the body (pretty), \
+                --raw prints the exact bytes";
+    let (code, out, err) = meethook(&["events", "show", "1", "--data", data]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("… 3.0 MiB {note}")), "{out}");
+    assert!(out.len() < 8 << 10, "{} bytes shown", out.len());
+    assert!(out.contains("\"word 000054\","), "{out}");
+    assert!(!out.contains("word 000055"), "{out}");
+
+    let (_, out, _) = meethook(&["events", "show", "1", "--data", data, "--full"]).await;
+    assert!(!out.contains("body cut"));
+    assert!(out.contains("\"word 223999\""));
+    assert!(out.starts_with("event #1 of channel c"), "the whole show");
+
+    let (_, only, _) = meethook(&["events", "show", "1", "--data", data, "--body-only"]).await;
+    assert!(only.starts_with("{\n  \"event\": \"complete\""), "pretty");
+    assert_eq!(
+        only.lines().count(),
+        224_000 + 8,
+        "every line, nothing else"
+    );
+
+    for seq in ["1", "2", "3"] {
+        let (code, raw, _) =
+            meethook_bytes(&["events", "show", seq, "--data", data, "--raw"]).await;
+        assert_eq!(code, 0);
+        let want: &[u8] = match seq {
+            "1" => &big,
+            "2" => &text_line,
+            _ => &binary,
+        };
+        assert!(raw == want, "#{seq}: the exact bytes");
+    }
+    let (_, only, _) =
+        meethook_bytes(&["events", "show", "3", "--data", data, "--body-only"]).await;
+    assert!(only == binary, "not JSON: as stored");
+
+    // One long line: cut at 4 KiB.
+    let (_, out, _) = meethook(&["events", "show", "2", "--data", data]).await;
+    assert!(out.contains("… 9.8 KiB body cut at 4 KiB: --full"), "{out}");
+    assert!(out.contains(&"z".repeat(4096)) && !out.contains(&"z".repeat(4097)));
+
+    // --json is whole.
+    let (_, out, _) = meethook(&["events", "show", "1", "--data", data, "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["body"].as_str().unwrap().as_bytes(), &big[..]);
+    let (code, _, _) = meethook(&["events", "show", "1", "--data", data, "--json", "--raw"]).await;
+    assert_eq!(code, 2, "--json and --raw conflict");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_defaults_to_the_listen_handler_and_list_shows_the_replay() {
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    let ch = fill_journal(dir.path()).await;
+    let live = TestHandler::start().await;
+    {
+        let j = Journal::open(dir.path()).unwrap();
+        let used = j
+            .forward_to(&ch)
+            .unwrap()
+            .expect("listen recorded its --forward-to");
+        assert!(used.ends_with("/hook"), "{used}");
+        // #2 failed; the handler it went to is now `live`.
+        let failed = Attempt {
+            attempt: 2,
+            started_at_ms: 1,
+            latency: Duration::from_millis(1),
+            status: Some(400),
+            error: None,
+            response_head: Default::default(),
+            replay: false,
+        };
+        j.record(&ch, 2, &failed, Some(State::Failed)).unwrap();
+        j.set_forward_to(&ch, &live.url("/live")).unwrap();
+    }
+    let (code, _, err) = meethook(&["replay", "2", "--data", data]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "→ {} (the --forward-to of `listen`)",
+            live.url("/live")
+        )),
+        "{err}"
+    );
+    let got = live.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].seq(), got[0].path.as_str()),
+        (2, "/live/meetings?i=2")
+    );
+
+    let (_, out, _) = meethook(&["events", "list", "--data", data]).await;
+    let line = out.lines().nth(2).unwrap();
+    assert!(
+        line.contains(" 2  ") && line.contains("failed · replayed 200"),
+        "{out}"
+    );
+    // Columns stay aligned: each row's tries end under TRIES (counted in characters).
+    let header: Vec<char> = out.lines().next().unwrap().chars().collect();
+    let tries_end = (0..header.len())
+        .find(|&i| header[i..].starts_with(&['T', 'R', 'I', 'E', 'S']))
+        .unwrap()
+        + 5;
+    for row in out.lines().skip(1).take(3) {
+        let row: Vec<char> = row.chars().collect();
+        assert!(
+            row[tries_end - 1].is_ascii_digit() && row[tries_end] == ' ',
+            "{out}"
+        );
+    }
+    let (_, out, _) = meethook(&["events", "list", "--data", data, "--json"]).await;
+    let v = json_lines(&out);
+    assert_eq!(
+        (v[1]["state"].as_str(), v[1]["replayed"].as_u64()),
+        (Some("failed"), Some(200))
+    );
+    assert!(v[0]["replayed"].is_null());
+    let (_, out, _) = meethook(&["events", "show", "2", "--data", data]).await;
+    assert!(
+        out.contains("state      failed (2 attempts, last status 400) · replayed 200"),
+        "{out}"
+    );
+
+    // A journal with no recorded handler (imported): --to is needed.
+    let (_, export, _) = meethook_bytes(&["events", "export", "--data", data]).await;
+    let file = dir.path().join("x.ndjson");
+    std::fs::write(&file, export).unwrap();
+    let fresh = tempdir();
+    let fd = fresh.path().to_str().unwrap();
+    let (code, _, _) = meethook(&[
+        "events",
+        "import",
+        file.to_str().unwrap(),
+        "--data",
+        fd,
+        "--channel",
+        "archive",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let (code, _, err) = meethook(&["replay", "--all", "--data", fd]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "the journal in {fd} has no handler URL for channel archive (journaled by an older \
+             meethook, or imported): pass --to URL"
+        )),
+        "{err}"
+    );
+}
+
+fn list_seqs(out: &str) -> Vec<u64> {
+    json_lines(out)
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_events_survive_events_prune() {
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    fill_journal(dir.path()).await;
+
+    let (code, out, err) = meethook(&["events", "pin", "3", "--data", data]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pinned #3 of channel"), "{out}");
+    let (code, _, err) = meethook(&["events", "pin", "99", "--data", data]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no event #99"), "{err}");
+
+    let (code, out, _) = meethook(&["events", "prune", "--data", data]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("pruned 0 events (0 B) received before"),
+        "{out}"
+    );
+    let (_, out, _) = meethook(&[
+        "events",
+        "prune",
+        "--data",
+        data,
+        "--older-than",
+        "0",
+        "--dry-run",
+    ])
+    .await;
+    assert!(out.starts_with("would prune 18 events ("), "{out}");
+    let (_, out, _) = meethook(&["events", "list", "--data", data, "--json"]).await;
+    assert_eq!(
+        list_seqs(&out).len(),
+        N as usize,
+        "a dry run removes nothing"
+    );
+
+    let (_, out, _) = meethook(&["events", "prune", "--data", data, "--older-than", "0"]).await;
+    assert!(out.starts_with("pruned 18 events ("), "{out}");
+    let (_, out, _) = meethook(&["events", "list", "--data", data, "--json"]).await;
+    assert_eq!(
+        list_seqs(&out),
+        vec![3, N],
+        "the pinned one and the newest stay"
+    );
+    assert_eq!(json_lines(&out)[0]["pinned"], true);
+    let (_, out, _) = meethook(&["events", "list", "--data", data]).await;
+    assert!(out.contains("delivered · pinned"), "{out}");
+    let (code, _, _) = meethook(&["events", "show", "5", "--data", data]).await;
+    assert_eq!(code, 1, "gone");
+
+    let (code, out, _) = meethook(&["events", "unpin", "3", "--data", data]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("unpinned #3"), "{out}");
+    let (_, out, _) = meethook(&["events", "prune", "--data", data, "--older-than", "0"]).await;
+    assert!(out.starts_with("pruned 1 event ("), "{out}");
+    let (_, out, _) = meethook(&["events", "list", "--data", data, "--json"]).await;
+    assert_eq!(list_seqs(&out), vec![N]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prunes_its_journal_past_the_retention() {
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let config =
+        || TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/hook"), dir.path());
+    let send = |i: u64| {
+        let url = relay.hook(&ch);
+        async move {
+            let (h, body) = event(i);
+            let h: Vec<(&str, &str)> = h.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            post(&url, &h, body).await
+        }
+    };
+    let daemon = TestDaemon::start(config());
+    for i in 1..=5 {
+        assert_eq!(send(i).await.seq(), Some(i));
+    }
+    handler.wait_delivered(5).await;
+    let journal = Journal::open(dir.path()).unwrap();
+    let seqs = || {
+        journal
+            .keys(&Query::default())
+            .unwrap()
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect::<Vec<u64>>()
+    };
+    let wait_for = |want: Vec<u64>, what: &'static str| {
+        let seqs = &seqs;
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while seqs() != want {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{what}: {:?}",
+                    seqs()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let delivered = Query {
+        state: Some(State::Delivered),
+        ..Query::default()
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while journal.count(&delivered).unwrap() < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "never journaled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.stop().await.unwrap();
+    assert_eq!(seqs(), vec![1, 2, 3, 4, 5], "7 days: nothing pruned");
+    let (code, _, err) = meethook(&["events", "pin", "2", "--data", data]).await;
+    assert_eq!(code, 0, "{err}");
+
+    let mut cfg = config();
+    cfg.retention = Duration::from_millis(1);
+    let daemon = TestDaemon::start(cfg);
+    wait_for(
+        vec![2, 5],
+        "pruned at start but for the pinned and the newest",
+    )
+    .await;
+    // It resumes where it was: the next event is delivered, nothing again.
+    assert_eq!(send(6).await.seq(), Some(6));
+    let got = handler.wait_delivered(6).await;
+    assert_eq!(
+        got.iter().map(|r| r.seq()).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    daemon.stop().await.unwrap();
+    relay.stop().await;
 }

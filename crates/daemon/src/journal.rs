@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS events (
     event_type TEXT,
     bot_id TEXT,
     body_file INTEGER,
+    pinned INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (channel, seq)
 );
 -- Bodies of 1 MiB and more are files under journal-bodies/ (their `bodies` row is empty).
@@ -77,21 +78,26 @@ CREATE TABLE IF NOT EXISTS recordings (
 ";
 
 /// Journal layout version (`PRAGMA user_version`): 2 keeps headers and bodies in `bodies`,
-/// 3 big bodies in files (`events.body_file`).
-const SCHEMA_VERSION: i64 = 3;
+/// 3 big bodies in files (`events.body_file`), 4 adds `events.pinned`.
+const SCHEMA_VERSION: i64 = 4;
+
+/// The error for a journal of a layout newer than this build's.
+fn too_new(version: i64) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+        Some(format!(
+            "the journal has layout {version}, newer than this build's {SCHEMA_VERSION}: \
+             it was written by a newer meethook; upgrade meethook"
+        )),
+    )
+}
 
 /// Creates the schema, or moves an older journal (version 1: bodies inside `events`; 2: no
-/// `body_file`) to it.
+/// `body_file`; 3: no `pinned`) to it.
 fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(format!(
-                "the journal has layout {version}, newer than this build's {SCHEMA_VERSION}: \
-                 it was written by a newer meethook; upgrade meethook"
-            )),
-        ));
+        return Err(too_new(version));
     }
     if version == SCHEMA_VERSION {
         return Ok(());
@@ -104,6 +110,9 @@ fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     let old_layout = has("body")?;
     if has("seq")? && !has("body_file")? {
         tx.execute_batch("ALTER TABLE events ADD COLUMN body_file INTEGER")?;
+    }
+    if has("seq")? && !has("pinned")? {
+        tx.execute_batch("ALTER TABLE events ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")?;
     }
     // Creates what is missing (all of it for a new journal, `bodies` for a version-1 one).
     tx.execute_batch(SCHEMA)?;
@@ -189,27 +198,140 @@ pub struct Recording {
     pub error: Option<String>,
 }
 
-/// Errors from the journal.
+/// Errors from the journal. Each message holds its cause (no `source()` chain), so a
+/// printed chain says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// SQLite failed (disk full, permissions, corruption).
-    #[error("journal {path}: {source}")]
+    #[error("journal {path}: {error}")]
     Sqlite {
         /// The journal file.
         path: PathBuf,
         /// What SQLite said.
-        #[source]
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
-    /// The journal directory could not be created.
-    #[error("cannot create journal directory {path}: {source}")]
-    Io {
-        /// The directory.
+    /// The journal directory or file could not be created.
+    #[error("cannot create journal {path}: {error}{}", permission_hint(error))]
+    Create {
+        /// The directory or file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    /// The journal directory or its body files could not be read or written.
+    #[error("journal {path}: {error}{}", permission_hint(error))]
+    Io {
+        /// The directory or file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// A reader found no journal.
+    #[error(
+        "no journal at {}: run `meethook listen --data {}` first (or pass the --data it used)",
+        .0.join(JOURNAL_FILE).display(),
+        .0.display()
+    )]
+    Missing(PathBuf),
+    /// The journal directory is a file.
+    #[error(
+        "--data {} is a file, not a directory: pass the journal's directory (where \
+         `meethook listen --data DIR` keeps {JOURNAL_FILE})",
+        .0.display()
+    )]
+    NotADirectory(PathBuf),
+    /// A read-only open found an older layout it could not upgrade.
+    #[error(
+        "journal {path} has layout {version}, older than this build's {SCHEMA_VERSION}, and \
+         upgrading it failed ({error}): run `meethook listen --data` on it once, as a user \
+         who can write to it"
+    )]
+    Outdated {
+        /// The journal file.
+        path: PathBuf,
+        /// Its layout.
+        version: i64,
+        /// Why the upgrade failed.
+        error: Box<JournalError>,
+    },
+}
+
+/// The fix for a permission error, appended to its message.
+fn permission_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (pass a --data directory you can write to)"
+    } else {
+        ""
+    }
+}
+
+/// The journal's file name in its directory.
+const JOURNAL_FILE: &str = "journal.sqlite";
+
+/// `dir/journal.sqlite` when it exists; what is wrong with `dir` otherwise.
+fn existing(dir: &Path) -> Result<PathBuf, JournalError> {
+    let io = |error| JournalError::Io {
+        path: dir.to_path_buf(),
+        error,
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(JournalError::NotADirectory(dir.to_path_buf())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(JournalError::Missing(dir.to_path_buf()))
+        }
+        Err(e) => return Err(io(e)),
+    }
+    let path = dir.join(JOURNAL_FILE);
+    match std::fs::metadata(&path) {
+        Ok(_) => Ok(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(JournalError::Missing(dir.to_path_buf()))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// A read-only connection that creates, changes and locks nothing it can avoid.
+fn read_only_connection(path: &Path) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    // No `-wal` file: no connection is open (the last one to close removes it), so the file
+    // is read as immutable, with no lock and no `-shm`/`-wal` created (which a read-only
+    // directory would refuse). A listener starting meanwhile only appends to its new WAL.
+    // With one, a listener may be writing: read through its WAL, as SQLite readers do.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let immutable = if Path::new(&wal).exists() {
+        ""
+    } else {
+        "&immutable=1"
+    };
+    let uri = format!("file:{}?mode=ro{immutable}", uri_path(path));
+    let c = Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.busy_timeout(Duration::from_secs(10))?;
+    Ok(c)
+}
+
+/// `path` for a `file:` URI: bytes outside the unreserved set percent-encoded.
+fn uri_path(path: &Path) -> String {
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let bytes = path.to_string_lossy().replace('\\', "/").into_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The journal of one `--data` directory (several channels may share it).
@@ -221,6 +343,7 @@ pub struct Journal {
     /// Whether the last insert failed (a full disk): no early hand-off until one succeeds.
     failing: Arc<AtomicBool>,
     checkpoints: Arc<Checkpoints>,
+    read_only: bool,
 }
 
 /// Body bytes in one insert above which summaries are parsed beside the SQLite write.
@@ -311,10 +434,12 @@ fn checkpoint(conn: &mut Option<Connection>, path: &Path) -> rusqlite::Result<()
 impl Journal {
     /// Opens (creating if needed) `DIR/journal.sqlite`.
     pub fn open(dir: &Path) -> Result<Journal, JournalError> {
-        let path = dir.join("journal.sqlite");
-        let io_err = |source| JournalError::Io {
+        if dir.exists() && !dir.is_dir() {
+            return Err(JournalError::NotADirectory(dir.to_path_buf()));
+        }
+        let io_err = |error| JournalError::Create {
             path: dir.to_path_buf(),
-            source,
+            error,
         };
         #[cfg(unix)]
         {
@@ -324,27 +449,49 @@ impl Journal {
                 .mode(0o700)
                 .create(dir)
                 .map_err(io_err)?;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
+            // Only a new file is opened here: closing a descriptor of a journal this process
+            // has open would drop SQLite's locks on it, and another process could then
+            // checkpoint and delete the WAL under this process's connections.
+            let created = std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
                 .mode(0o600)
-                .open(&path)
-                .map_err(io_err)?;
+                .open(dir.join(JOURNAL_FILE));
+            match created {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(error) => {
+                    return Err(JournalError::Create {
+                        path: dir.join(JOURNAL_FILE),
+                        error,
+                    })
+                }
+            }
         }
         #[cfg(not(unix))]
         std::fs::create_dir_all(dir).map_err(io_err)?;
-        let j = Journal {
-            conn: Arc::new(Mutex::new(Connection::open(&path).map_err(|source| {
-                JournalError::Sqlite {
-                    path: path.clone(),
-                    source,
-                }
-            })?)),
-            checkpoints: Arc::new(Checkpoints::new(path.clone())),
-            path,
-            bodies: BodyFiles::open(dir.join("journal-bodies")).map_err(io_err)?,
-            failing: Arc::default(),
-        };
+        Journal::open_existing(dir)
+    }
+
+    /// Opens an existing `DIR/journal.sqlite` to read and write (upgrading its layout if
+    /// older); creates no directory and no journal.
+    pub fn open_existing(dir: &Path) -> Result<Journal, JournalError> {
+        use rusqlite::OpenFlags;
+        let path = existing(dir)?;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|error| JournalError::Sqlite {
+            path: path.clone(),
+            error,
+        })?;
+        let bodies =
+            BodyFiles::open(dir.join("journal-bodies")).map_err(|error| JournalError::Io {
+                path: dir.join("journal-bodies"),
+                error,
+            })?;
+        let j = Journal::with_connection(conn, path, bodies, false);
         j.with(|c| {
             c.busy_timeout(Duration::from_secs(10))?;
             // Stable plans: with STAT4 (bundled build) rebinding a range bound re-prepares.
@@ -366,11 +513,63 @@ impl Journal {
         // an insert still in flight.
         j.bodies
             .sweep(&known, ORPHAN_AGE)
-            .map_err(|source| JournalError::Io {
+            .map_err(|error| JournalError::Io {
                 path: dir.join("journal-bodies"),
-                source,
+                error,
             })?;
         Ok(j)
+    }
+
+    /// Opens an existing `DIR/journal.sqlite` only to read it (`events list`, `show`,
+    /// `export`): creates no file or directory and writes nothing, except once to upgrade an
+    /// older layout when the journal lets it.
+    pub fn open_read_only(dir: &Path) -> Result<Journal, JournalError> {
+        let path = existing(dir)?;
+        let sqlite = |error| JournalError::Sqlite {
+            path: path.clone(),
+            error,
+        };
+        let mut conn = read_only_connection(&path).map_err(sqlite)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sqlite)?;
+        if version > SCHEMA_VERSION {
+            return Err(sqlite(too_new(version)));
+        }
+        if version < SCHEMA_VERSION {
+            drop(conn);
+            if let Err(e) = Journal::open_existing(dir) {
+                return Err(JournalError::Outdated {
+                    path,
+                    version,
+                    error: Box::new(e),
+                });
+            }
+            conn = read_only_connection(&path).map_err(sqlite)?;
+        }
+        let bodies = BodyFiles::existing(dir.join("journal-bodies"));
+        Ok(Journal::with_connection(conn, path, bodies, true))
+    }
+
+    fn with_connection(
+        conn: Connection,
+        path: PathBuf,
+        bodies: BodyFiles,
+        read_only: bool,
+    ) -> Journal {
+        Journal {
+            conn: Arc::new(Mutex::new(conn)),
+            checkpoints: Arc::new(Checkpoints::new(path.clone())),
+            path,
+            bodies,
+            failing: Arc::default(),
+            read_only,
+        }
+    }
+
+    /// Whether it was opened with [`Journal::open_read_only`].
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The journal file's path.
@@ -385,9 +584,9 @@ impl Journal {
         // A panic while holding the lock leaves SQLite consistent (an open transaction rolls
         // back when dropped): go on rather than fail every later call.
         let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut c).map_err(|source| JournalError::Sqlite {
+        f(&mut c).map_err(|error| JournalError::Sqlite {
             path: self.path.clone(),
-            source,
+            error,
         })
     }
 
@@ -763,6 +962,10 @@ pub struct Stored {
     pub event_type: Option<String>,
     /// The Meeting BaaS `data.bot_id`, when present.
     pub bot_id: Option<String>,
+    /// Kept by `meethook events pin`: never pruned.
+    pub pinned: bool,
+    /// The handler's status to the latest replay it answered 2xx, if any.
+    pub replayed: Option<u16>,
 }
 
 /// Which events a query selects: every field that is set must match.
@@ -870,7 +1073,9 @@ fn sql_seq(seq: u64) -> i64 {
 /// The columns [`row_stored`] reads, in order (the first six are [`row_event`]'s).
 const STORED_COLUMNS: &str = "seq, received_at, method, path, headers, \
      COALESCE(body_file, body), channel, \
-     journaled_at, state, attempts, last_status, event_type, bot_id";
+     journaled_at, state, attempts, last_status, event_type, bot_id, pinned, \
+     (SELECT a.status FROM attempts a WHERE a.channel = events.channel AND a.seq = events.seq \
+      AND a.replay = 1 AND a.status BETWEEN 200 AND 299 ORDER BY a.rowid DESC LIMIT 1)";
 
 fn row_stored(r: &rusqlite::Row<'_>, bodies: &BodyFiles) -> rusqlite::Result<Stored> {
     let state: String = r.get(8)?;
@@ -889,6 +1094,8 @@ fn row_stored(r: &rusqlite::Row<'_>, bodies: &BodyFiles) -> rusqlite::Result<Sto
         last_status: r.get(10)?,
         event_type: r.get(11)?,
         bot_id: r.get(12)?,
+        pinned: r.get(13)?,
+        replayed: r.get(14)?,
     })
 }
 
@@ -1012,6 +1219,125 @@ impl Journal {
             let imported = insert_rows(&tx, &self.bodies, rows, now_ms, State::Delivered)?;
             tx.commit()?;
             Ok((imported, events.len() - imported))
+        })
+    }
+}
+
+/// What a prune removed (or, dry, would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Events.
+    pub events: u64,
+    /// Their headers and bodies (body files included), in bytes.
+    pub bytes: u64,
+}
+
+/// Most events one prune transaction removes: delivery gets the journal between batches.
+const PRUNE_BATCH: usize = 256;
+
+/// The next batch of prunable events after `(?1, ?2)`: final, unpinned, received before ?3,
+/// below their channel's first pending event and below its newest (which the cursors need).
+const PRUNABLE: &str = "
+    SELECT e.channel, e.seq, e.body_file, COALESCE(length(b.headers) + length(b.body), 0)
+    FROM events e LEFT JOIN bodies b ON b.channel = e.channel AND b.seq = e.seq
+    WHERE (e.channel, e.seq) > (?1, ?2) AND (?4 IS NULL OR e.channel = ?4)
+      AND e.state != 'pending' AND e.pinned = 0 AND e.received_at < ?3
+      AND e.seq < (SELECT MAX(m.seq) FROM events m WHERE m.channel = e.channel)
+      AND e.seq < COALESCE((SELECT MIN(p.seq) FROM events p
+                            WHERE p.channel = e.channel AND p.state = 'pending'), 9223372036854775807)
+    ORDER BY e.channel, e.seq LIMIT ?5";
+
+impl Journal {
+    /// Deletes delivered, failed and skipped events received before `cutoff_ms` (of
+    /// `channel`, or all), with their attempts, recordings and body files, in small
+    /// transactions while `go_on()` says so. Never touched: pending events and any after a
+    /// channel's first pending one, each channel's newest event, pinned events. With
+    /// `dry_run`, only counts.
+    pub fn prune(
+        &self,
+        channel: Option<&str>,
+        cutoff_ms: i64,
+        dry_run: bool,
+        mut go_on: impl FnMut() -> bool,
+    ) -> Result<Pruned, JournalError> {
+        let mut total = Pruned::default();
+        let mut after = (String::new(), -1i64);
+        loop {
+            let rows: Vec<(String, i64, Option<i64>, i64)> = self.with(|c| {
+                let tx = c.transaction()?;
+                let rows: Vec<(String, i64, Option<i64>, i64)> = tx
+                    .prepare_cached(PRUNABLE)?
+                    .query_map(
+                        params![after.0, after.1, cutoff_ms, channel, PRUNE_BATCH as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )?
+                    .collect::<rusqlite::Result<_>>()?;
+                if !dry_run && !rows.is_empty() {
+                    for table in ["events", "bodies", "attempts", "recordings"] {
+                        let mut st = tx.prepare_cached(&format!(
+                            "DELETE FROM {table} WHERE channel = ?1 AND seq = ?2"
+                        ))?;
+                        for (ch, seq, _, _) in &rows {
+                            st.execute(params![ch, seq])?;
+                        }
+                    }
+                    tx.commit()?;
+                }
+                Ok(rows)
+            })?;
+            let files: Vec<i64> = rows.iter().filter_map(|r| r.2).collect();
+            total.events += rows.len() as u64;
+            total.bytes += rows.iter().map(|r| r.3.max(0) as u64).sum::<u64>()
+                + files
+                    .iter()
+                    .map(|&n| self.bodies.size(n).unwrap_or(0))
+                    .sum::<u64>();
+            if !dry_run {
+                // After the commit: a crash in between leaves files the sweep at open removes.
+                self.bodies.remove(&files);
+            }
+            match rows.last() {
+                Some((ch, seq, _, _)) if rows.len() == PRUNE_BATCH && go_on() => {
+                    after = (ch.clone(), *seq);
+                    // Lets a waiting delivery write take the journal before the next batch.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                _ => return Ok(total),
+            }
+        }
+    }
+
+    /// Pins (or unpins) one event, so that no prune removes it; `false` if not journaled.
+    pub fn set_pinned(&self, channel: &str, seq: u64, pinned: bool) -> Result<bool, JournalError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE events SET pinned = ?3 WHERE channel = ?1 AND seq = ?2",
+                params![channel, sql_seq(seq), pinned],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// Remembers the handler URL `listen` delivers `channel` to (`replay`'s default `--to`).
+    pub fn set_forward_to(&self, channel: &str, url: &str) -> Result<(), JournalError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![format!("forward_to:{channel}"), url],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The handler URL `listen` last delivered `channel` to, when one was recorded.
+    pub fn forward_to(&self, channel: &str) -> Result<Option<String>, JournalError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![format!("forward_to:{channel}")],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 }
@@ -1169,6 +1495,8 @@ mod query_tests {
             failed[0].attempts, 1,
             "the replay attempt left the row alone"
         );
+        assert_eq!(failed[0].replayed, Some(200), "but shows as replayed");
+        assert_eq!(all[0].replayed, None);
 
         let q = c1(Query {
             seqs: vec![1..=1, 4..=5, 9..=20],
@@ -1419,6 +1747,197 @@ mod tests {
         j.import(&[("d".to_string(), other.clone())], 0).unwrap();
         assert_eq!(files(), 2);
         assert_eq!(j.get("d", 7).unwrap().unwrap().event, other);
+    }
+
+    fn files_in(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    m.len(),
+                    m.modified().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn prune_keeps_pending_newest_pinned_and_recent_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let mut evs: Vec<Event> = (1..=8).map(ev).collect();
+        evs[1].body = Bytes::from(vec![b'x'; BODY_FILE_MIN]);
+        j.insert("c", &evs, 0).unwrap();
+        for seq in 1..=5 {
+            j.record("c", seq, &attempt(1, 200), Some(State::Delivered))
+                .unwrap();
+        }
+        // 6 pending: 7 (settled after it) and 8 stay whatever their state.
+        j.record("c", 7, &attempt(1, 400), Some(State::Failed))
+            .unwrap();
+        j.recording_started("c", 3, "video", "/x.mp4", 0).unwrap();
+        assert!(j.set_pinned("c", 4, true).unwrap());
+        assert!(!j.set_pinned("c", 99, true).unwrap());
+        // Another channel: only its newest is kept.
+        j.insert("d", &[ev(1), ev(2)], 0).unwrap();
+        for seq in 1..=2 {
+            j.record("d", seq, &attempt(1, 200), Some(State::Delivered))
+                .unwrap();
+        }
+        let seqs = |ch: &str| -> Vec<u64> {
+            j.keys(&Query {
+                channel: Some(ch.into()),
+                ..Query::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
+        };
+        let body_files = || {
+            std::fs::read_dir(dir.path().join("journal-bodies"))
+                .unwrap()
+                .count()
+        };
+
+        // Nothing is older than the cutoff.
+        assert_eq!(j.prune(None, 1, false, || true).unwrap(), Pruned::default());
+        let dry = j.prune(Some("c"), 2, true, || true).unwrap();
+        assert_eq!(dry.events, 4, "1, 2, 3, 5");
+        assert!(dry.bytes > BODY_FILE_MIN as u64, "{dry:?}");
+        assert_eq!(seqs("c").len(), 8, "a dry run deletes nothing");
+        assert_eq!(j.prune(Some("c"), 2, false, || true).unwrap(), dry);
+        assert_eq!(seqs("c"), vec![4, 6, 7, 8]);
+        assert_eq!(body_files(), 0, "the big body's file went with it");
+        assert!(j.attempts("c", 1).unwrap().is_empty());
+        assert!(j.recordings("c", 3).unwrap().is_empty());
+        assert!(j.get("c", 4).unwrap().unwrap().pinned);
+        assert_eq!(j.cursors("c").unwrap(), (8, 5), "cursors unchanged");
+        assert_eq!(seqs("d"), vec![1, 2]);
+        assert_eq!(j.prune(None, 2, false, || true).unwrap().events, 1);
+        assert_eq!(seqs("d"), vec![2]);
+        assert_eq!(j.cursors("d").unwrap(), (2, 2));
+        assert!(j.set_pinned("c", 4, false).unwrap());
+        assert_eq!(j.prune(None, 2, false, || true).unwrap().events, 1);
+        assert_eq!(seqs("c"), vec![6, 7, 8]);
+    }
+
+    #[test]
+    fn prune_works_in_batches_until_told_to_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let n = PRUNE_BATCH as u64 * 2 + 10;
+        let evs: Vec<Event> = (1..=n).map(ev).collect();
+        j.import(
+            &evs.iter()
+                .map(|e| ("c".to_string(), e.clone()))
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
+        let mut batches = 0;
+        let first = j
+            .prune(None, 2, false, || {
+                batches += 1;
+                false
+            })
+            .unwrap();
+        assert_eq!((first.events, batches), (PRUNE_BATCH as u64, 1));
+        assert_eq!(
+            j.prune(None, 2, false, || true).unwrap().events,
+            n - 1 - PRUNE_BATCH as u64
+        );
+    }
+
+    #[test]
+    fn forward_to_is_remembered_per_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.forward_to("c").unwrap(), None);
+        j.set_forward_to("c", "http://a/").unwrap();
+        j.set_forward_to("c", "http://b/").unwrap();
+        j.set_forward_to("d", "http://d/").unwrap();
+        assert_eq!(j.forward_to("c").unwrap().as_deref(), Some("http://b/"));
+        assert_eq!(j.forward_to("d").unwrap().as_deref(), Some("http://d/"));
+    }
+
+    #[test]
+    fn read_only_opens_create_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data dir?#%");
+        let missing = Journal::open_read_only(&data).err().expect("missing");
+        assert!(
+            missing.to_string().starts_with(&format!(
+                "no journal at {}: run `meethook listen --data {}` first",
+                data.join("journal.sqlite").display(),
+                data.display()
+            )),
+            "{missing}"
+        );
+        assert!(!data.exists(), "nothing created");
+        {
+            let j = Journal::open(&data).unwrap();
+            j.insert("c", &[ev(1)], 0).unwrap();
+        }
+        let before = files_in(&data);
+        let j = Journal::open_read_only(&data).unwrap();
+        assert_eq!(j.get("c", 1).unwrap().unwrap().event, ev(1));
+        assert!(j.insert("c", &[ev(2)], 0).is_err(), "read-only");
+        drop(j);
+        assert_eq!(files_in(&data), before, "no file created or modified");
+
+        // With a writer open (its WAL present), a reader sees its commits.
+        let w = Journal::open(&data).unwrap();
+        w.insert("c", &[ev(2)], 0).unwrap();
+        let r = Journal::open_read_only(&data).unwrap();
+        assert_eq!(r.cursors("c").unwrap(), (2, 0));
+
+        let file = data.join("journal.sqlite");
+        for open in [
+            Journal::open_read_only,
+            Journal::open_existing,
+            Journal::open,
+        ] {
+            let e = open(&file).err().expect("a file is no directory");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "--data {} is a file, not a directory: pass the journal's directory (where \
+                     `meethook listen --data DIR` keeps journal.sqlite)",
+                    file.display()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_version_3_journal_gets_pins_even_when_first_opened_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            j.insert("c", &[ev(1), ev(2)], 0).unwrap();
+            j.record("c", 1, &attempt(1, 200), Some(State::Delivered))
+                .unwrap();
+        }
+        {
+            // Back to the layout before pins.
+            let c = Connection::open(dir.path().join("journal.sqlite")).unwrap();
+            c.execute_batch("ALTER TABLE events DROP COLUMN pinned; PRAGMA user_version = 3;")
+                .unwrap();
+        }
+        let r = Journal::open_read_only(dir.path()).unwrap();
+        let got = r.get("c", 1).unwrap().unwrap();
+        assert_eq!((got.state, got.pinned), (State::Delivered, false));
+        drop(r);
+        let j = Journal::open_existing(dir.path()).unwrap();
+        assert!(j.set_pinned("c", 1, true).unwrap());
+        assert!(j.get("c", 1).unwrap().unwrap().pinned);
+        assert_eq!(j.prune(None, i64::MAX, false, || true).unwrap().events, 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`journal`]: the local SQLite journal of events and attempts.
 //! - [`deliver`]: one HTTP attempt to the handler and the retry rules.
 //! - [`output`]: the line printed per event.
+//! - `prune`: `--retention`, the journal's periodic pruning.
 //! - [`recordings`]: `--save-recordings`, background downloads of final events' recordings.
 //! - [`replay`]: re-sending journaled events to a handler (`meethook replay`).
 
@@ -16,6 +17,7 @@ pub mod deliver;
 pub mod journal;
 mod outcomes;
 pub mod output;
+mod prune;
 pub mod recordings;
 pub mod replay;
 
@@ -79,6 +81,8 @@ pub struct DaemonConfig {
     pub save_recordings: Option<PathBuf>,
     /// Largest recording saved.
     pub max_recording_size: u64,
+    /// Settled events older than this leave the journal (zero: kept forever).
+    pub retention: Duration,
 }
 
 impl DaemonConfig {
@@ -113,6 +117,7 @@ impl DaemonConfig {
             bots: Vec::new(),
             save_recordings: None,
             max_recording_size: 4 << 30,
+            retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -156,11 +161,16 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
     }
     log.clear(0).map_err(log_err)?;
     log.clear(1).map_err(log_err)?;
+    journal.set_forward_to(&cfg.channel, &cfg.forward_to)?;
     let cfg = Arc::new(cfg);
     let (_, delivered) = journal.cursors(&cfg.channel)?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (delivered_tx, delivered_rx) = watch::channel(delivered);
     let stop = shutdown.child_token();
+    if !cfg.retention.is_zero() {
+        let (j, ch) = (journal.clone(), cfg.channel.clone());
+        tokio::spawn(prune::prune_loop(j, ch, cfg.retention, stop.clone()));
+    }
     let recorder = match &cfg.save_recordings {
         Some(dir) => {
             let r = recordings::Recorder::new(

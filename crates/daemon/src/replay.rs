@@ -1,8 +1,8 @@
 //! `meethook replay`: re-sends journaled events to a handler, in seq order, one at a time,
 //! with the delivery rules of `listen`, each marked `meethook-replay: true`.
 //!
-//! A replay records its attempts in the journal (`replay = 1`) but never changes an event's
-//! state: what `listen` delivered stays delivered. With a [`Signer`], Standard Webhooks /
+//! A replay records its attempts in the journal (`replay = 1`; not in one opened read-only)
+//! but never changes an event's state: what `listen` delivered stays delivered. With a [`Signer`], Standard Webhooks /
 //! Svix headers get a fresh timestamp and signature at every attempt, so a handler that
 //! verifies signatures (and rejects old timestamps) accepts the replay.
 
@@ -238,9 +238,13 @@ pub async fn run(
                 replay: true,
             };
             let ch = cfg.channel.clone();
-            // A replay attempt is history only: losing its record must not stop the replay.
-            if let Err(e) = blocking(journal, move |j| j.record(&ch, seq, &attempt, None)).await {
-                tracing::warn!(seq, error = %e, "cannot record the replay attempt");
+            // A replay attempt is history only: losing its record must not stop the replay
+            // (nor does a read-only journal, which the caller has said it cannot record to).
+            if !journal.read_only() {
+                if let Err(e) = blocking(journal, move |j| j.record(&ch, seq, &attempt, None)).await
+                {
+                    tracing::warn!(seq, error = %e, "cannot record the replay attempt");
+                }
             }
             observe(Step::Attempt {
                 event: &ev,

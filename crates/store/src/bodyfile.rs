@@ -40,6 +40,17 @@ impl BodyFiles {
         Ok(BodyFiles { dir })
     }
 
+    /// Body files under `dir` as it is, created by nothing: for readers of a journal that
+    /// must not write to it.
+    pub fn existing(dir: PathBuf) -> BodyFiles {
+        BodyFiles { dir }
+    }
+
+    /// The size of file `n`, in bytes.
+    pub fn size(&self, n: i64) -> std::io::Result<u64> {
+        std::fs::metadata(self.path(n)).map(|m| m.len())
+    }
+
     fn path(&self, n: i64) -> PathBuf {
         self.dir.join(format!("{n:016x}"))
     }

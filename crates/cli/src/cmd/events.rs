@@ -1,4 +1,5 @@
-//! `meethook events list|show|export|import`: the local journal, read and carried around.
+//! `meethook events list|show|export|import|pin|unpin|prune`: the local journal, read,
+//! carried around and pruned.
 //!
 //! Export format (NDJSON, one event per line): `{"channel", "seq", "received_at_ms", "method",
 //! "path", "headers": [[name, base64 value], …], "body": base64, "event", "bot_id"}`, the last
@@ -8,6 +9,7 @@
 use std::io::{self, BufRead, Write};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
@@ -97,6 +99,15 @@ pub enum Command {
         /// instead of hiding their values.
         #[arg(long)]
         reveal: bool,
+        /// Show the whole body, however long (by default about a screenful: 4 KiB or 60 lines).
+        #[arg(long, conflicts_with_all = ["json", "body_only", "raw"])]
+        full: bool,
+        /// Print only the body, whole: re-indented when it is JSON, as stored otherwise.
+        #[arg(long, conflicts_with_all = ["json", "raw"])]
+        body_only: bool,
+        /// Print only the body's exact bytes (binary safe, for `> file`).
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
     },
     /// Write events as NDJSON to stdout (bodies and header values in base64).
     Export {
@@ -123,6 +134,41 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         channel: Option<String>,
     },
+    /// Keep an event for good: `listen --retention` and `events prune` never remove it.
+    Pin {
+        /// The event's seq.
+        seq: u64,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Let `listen --retention` and `events prune` remove a pinned event again.
+    Unpin {
+        /// The event's seq.
+        seq: u64,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Remove settled events older than --older-than now (`listen` does it past --retention).
+    ///
+    /// Delivered, failed and skipped events go, with their attempts and body files. Kept whatever their age: pending events (and those after a channel's first pending
+    /// one), each channel's newest event (the listener resumes from it) and pinned events.
+    #[command(after_help = "Examples:
+  meethook events prune --dry-run
+  meethook events prune --older-than 1d")]
+    Prune {
+        /// Directory of the journal.
+        #[arg(long, env = "MEETHOOK_DATA", default_value = "./meethook-data")]
+        data: PathBuf,
+        /// Only this channel's events (default: every channel in the journal).
+        #[arg(long, value_name = "ID")]
+        channel: Option<String>,
+        /// Age from which an event goes (`0` = every settled event).
+        #[arg(long, value_name = "DUR", default_value = "7d", value_parser = super::duration)]
+        older_than: Duration,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
@@ -145,23 +191,44 @@ fn run_blocking(cmd: Command) -> anyhow::Result<()> {
             at,
             json,
             reveal,
-        } => show(&at, seq, json, reveal),
+            full,
+            body_only,
+            raw,
+        } => {
+            let body = match (full || json, body_only, raw) {
+                (_, _, true) => Body::Raw,
+                (_, true, _) => Body::Only,
+                (true, _, _) => Body::Full,
+                _ => Body::Screenful,
+            };
+            show(&at, seq, json, reveal, body)
+        }
         Command::Export { at, filters, limit } => export(&at, &filters, limit),
         Command::Import {
             file,
             data,
             channel,
         } => import(&file, &data, channel),
+        Command::Pin { seq, at } => pin(&at, seq, true),
+        Command::Unpin { seq, at } => pin(&at, seq, false),
+        Command::Prune {
+            data,
+            channel,
+            older_than,
+            dry_run,
+        } => prune(&data, channel.as_deref(), older_than, dry_run),
     }
 }
 
-/// Opens the journal in `data`, which must exist.
+/// Opens the journal in `data`, which must exist, read-only. Its errors name the path and
+/// the fix, so they get no context added.
 pub fn open(data: &Path) -> anyhow::Result<Journal> {
-    if !data.join("journal.sqlite").is_file() {
-        let d = data.display();
-        bail!("no journal in {d}: run `meethook listen --data {d}` first");
-    }
-    Journal::open(data).with_context(|| format!("opening the journal in {}", data.display()))
+    Ok(Journal::open_read_only(data)?)
+}
+
+/// Opens the journal in `data`, which must exist, to change it.
+pub fn open_writable(data: &Path) -> anyhow::Result<Journal> {
+    Ok(Journal::open_existing(data)?)
 }
 
 /// clap parser for `--since`: ms since the epoch.
@@ -302,7 +369,23 @@ struct ListLine<'a> {
     state: &'static str,
     attempts: u32,
     last_status: Option<u16>,
+    /// The status of the latest replay answered 2xx.
+    replayed: Option<u16>,
+    pinned: bool,
     summary: String,
+}
+
+/// The state as `events list` and `show` print it: a failed or skipped event since
+/// replayed with success says so (its state stays), a pinned one too.
+fn state_text(s: &Stored) -> String {
+    let mut t = s.state.name().to_string();
+    if let (State::Failed | State::Skipped, Some(status)) = (s.state, s.replayed) {
+        t.push_str(&format!(" · replayed {status}"));
+    }
+    if s.pinned {
+        t.push_str(" · pinned");
+    }
+    t
 }
 
 fn list(at: &Where, filters: &Filters, limit: usize, json: bool) -> anyhow::Result<()> {
@@ -340,6 +423,8 @@ fn list(at: &Where, filters: &Filters, limit: usize, json: bool) -> anyhow::Resu
         );
         return Ok(());
     }
+    let states: Vec<String> = rows.iter().map(state_text).collect();
+    let state_width = states.iter().map(|t| t.chars().count()).fold(9, usize::max);
     let r: io::Result<()> = (|| {
         if !json {
             if show_channel {
@@ -347,11 +432,11 @@ fn list(at: &Where, filters: &Filters, limit: usize, json: bool) -> anyhow::Resu
             }
             writeln!(
                 out,
-                "{:>6}  {:<19}  {:<18} {:<9} {:<9} {:>5} {:>4}  SUMMARY",
+                "{:>6}  {:<19}  {:<18} {:<9} {:<state_width$} {:>5} {:>4}  SUMMARY",
                 "SEQ", "TIME", "EVENT", "BOT", "STATE", "TRIES", "LAST"
             )?;
         }
-        for s in &rows {
+        for (s, state) in rows.iter().zip(&states) {
             let summary = Summary::parse(&s.event.body);
             if json {
                 let line = ListLine {
@@ -366,6 +451,8 @@ fn list(at: &Where, filters: &Filters, limit: usize, json: bool) -> anyhow::Resu
                     state: s.state.name(),
                     attempts: s.attempts,
                     last_status: s.last_status,
+                    replayed: s.replayed,
+                    pinned: s.pinned,
                     summary: summary.as_ref().map(|x| x.detail()).unwrap_or_default(),
                 };
                 let text = serde_json::to_string(&line).map_err(io::Error::other)?;
@@ -391,12 +478,12 @@ fn list(at: &Where, filters: &Filters, limit: usize, json: bool) -> anyhow::Resu
                 .unwrap_or_else(|| "-".into());
             writeln!(
                 out,
-                "{:>6}  {:<19}  {:<18} {:<9} {:<9} {:>5} {:>4}  {}",
+                "{:>6}  {:<19}  {:<18} {:<9} {:<state_width$} {:>5} {:>4}  {}",
                 s.event.seq,
                 local(s.event.received_at_ms),
                 event,
                 bot,
-                s.state.name(),
+                state,
                 s.attempts,
                 last,
                 summary_text(s, summary.as_ref())
@@ -462,6 +549,9 @@ struct ShowJson<'a> {
     event: Option<&'a str>,
     bot_id: Option<&'a str>,
     state: &'static str,
+    /// The status of the latest replay answered 2xx.
+    replayed: Option<u16>,
+    pinned: bool,
     attempts: Vec<AttemptJson>,
     recordings: Vec<RecordingJson>,
 }
@@ -509,9 +599,59 @@ fn header_value(h: &Header, reveal: bool) -> String {
     }
 }
 
-fn show(at: &Where, seq: u64, json: bool, reveal: bool) -> anyhow::Result<()> {
+/// How much of the body `events show` prints.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Body {
+    /// About a screenful, with a note when cut.
+    Screenful,
+    /// All of it.
+    Full,
+    /// Only the body, whole (`--body-only`).
+    Only,
+    /// Only the body's exact bytes (`--raw`).
+    Raw,
+}
+
+/// Body bytes `events show` prints without `--full`.
+const SCREEN_BYTES: usize = 4096;
+/// Body lines `events show` prints without `--full`.
+const SCREEN_LINES: usize = 60;
+
+/// `text` cut to about a screenful, and what it was cut at, if it was.
+fn screenful(text: &str) -> (&str, Option<String>) {
+    let mut end = text.len().min(SCREEN_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Some((i, _)) = text[..end].match_indices('\n').nth(SCREEN_LINES - 1) {
+        if i + 1 < text.len() {
+            return (&text[..i], Some(format!("{SCREEN_LINES} lines")));
+        }
+    }
+    let cut = (end < text.len()).then(|| size_text(SCREEN_BYTES as u64));
+    (&text[..end], cut)
+}
+
+/// `512 B`, `4 KiB`, `3.0 MiB`.
+fn size_text(n: u64) -> String {
+    match n {
+        n if n < 1024 => format!("{n} B"),
+        n if n < 1 << 20 && n % 1024 == 0 => format!("{} KiB", n >> 10),
+        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+    }
+}
+
+fn show(at: &Where, seq: u64, json: bool, reveal: bool, body: Body) -> anyhow::Result<()> {
     let journal = open(&at.data)?;
     let s = find(&journal, at, seq)?;
+    if body == Body::Raw || body == Body::Only && pretty_json(&s.event.body).is_none() {
+        return quiet_pipe(io::stdout().lock().write_all(&s.event.body));
+    }
+    if body == Body::Only {
+        let p = pretty_json(&s.event.body).expect("checked above");
+        return quiet_pipe(writeln!(io::stdout().lock(), "{p}"));
+    }
     let attempts = journal.attempts(&s.channel, seq)?;
     let recordings = journal.recordings(&s.channel, seq)?;
     let ev = &s.event;
@@ -535,6 +675,8 @@ fn show(at: &Where, seq: u64, json: bool, reveal: bool) -> anyhow::Result<()> {
             event: s.event_type.as_deref(),
             bot_id: s.bot_id.as_deref(),
             state: s.state.name(),
+            replayed: s.replayed,
+            pinned: s.pinned,
             attempts: attempts
                 .iter()
                 .map(|a| AttemptJson {
@@ -583,7 +725,9 @@ fn show(at: &Where, seq: u64, json: bool, reveal: bool) -> anyhow::Result<()> {
             1 => "1 attempt".to_string(),
             n => format!("{n} attempts"),
         };
-        writeln!(out, "state      {} ({tries}{last})", s.state.name())?;
+        let state = state_text(&s);
+        let (name, extra) = state.split_at(s.state.name().len());
+        writeln!(out, "state      {name} ({tries}{last}){extra}")?;
         if let Some(sum) = &summary {
             writeln!(
                 out,
@@ -612,17 +756,38 @@ fn show(at: &Where, seq: u64, json: bool, reveal: bool) -> anyhow::Result<()> {
             )?;
         }
         writeln!(out)?;
-        match pretty_json(&ev.body) {
-            Some(p) => writeln!(out, "{p}")?,
-            None if ev.body.is_empty() => writeln!(out, "(empty body)")?,
+        let text = match pretty_json(&ev.body) {
+            Some(p) => Some(p),
+            None if ev.body.is_empty() => {
+                writeln!(out, "(empty body)")?;
+                None
+            }
             None => match std::str::from_utf8(&ev.body) {
-                Ok(t) => writeln!(out, "{}", printable(t, true))?,
-                Err(_) => writeln!(
-                    out,
-                    "({} bytes, not UTF-8; `meethook events export` has them in base64)",
-                    ev.body.len()
-                )?,
+                Ok(t) => Some(printable(t, true)),
+                Err(_) => {
+                    writeln!(
+                        out,
+                        "({} bytes, not UTF-8; --raw prints them, `meethook events export` has them in base64)",
+                        ev.body.len()
+                    )?;
+                    None
+                }
             },
+        };
+        if let Some(text) = text {
+            let (shown, cut) = match body {
+                Body::Screenful => screenful(&text),
+                _ => (text.as_str(), None),
+            };
+            writeln!(out, "{shown}")?;
+            if let Some(at) = cut {
+                writeln!(
+                    out,
+                    "… {} body cut at {at}: --full shows all, --body-only prints just the body \
+                     (pretty), --raw prints the exact bytes",
+                    size_text(ev.body.len() as u64)
+                )?;
+            }
         }
         writeln!(out)?;
         if attempts.is_empty() {
@@ -843,12 +1008,52 @@ fn import(file: &Path, data: &Path, channel: Option<String>) -> anyhow::Result<(
         };
         events.push((channel.clone().unwrap_or(rec.channel), ev));
     }
-    let journal = Journal::open(data)
-        .with_context(|| format!("opening the journal in {}", data.display()))?;
+    let journal = Journal::open(data)?;
     let (imported, skipped) = journal.import(&events, chrono::Utc::now().timestamp_millis())?;
     println!(
         "imported {imported} event{}, skipped {skipped} already in the journal ({})",
         if imported == 1 { "" } else { "s" },
+        journal.path().display()
+    );
+    Ok(())
+}
+
+fn pin(at: &Where, seq: u64, pinned: bool) -> anyhow::Result<()> {
+    let journal = open_writable(&at.data)?;
+    let s = find(&journal, at, seq)?;
+    if !journal.set_pinned(&s.channel, seq, pinned)? {
+        bail!("event #{seq} left the journal meanwhile");
+    }
+    let ch = printable(&s.channel, false);
+    if pinned {
+        println!("pinned #{seq} of channel {ch}: kept until `meethook events unpin {seq}`");
+    } else {
+        println!("unpinned #{seq} of channel {ch}: it goes once older than the retention");
+    }
+    Ok(())
+}
+
+fn prune(
+    data: &Path,
+    channel: Option<&str>,
+    older_than: Duration,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let journal = if dry_run {
+        open(data)?
+    } else {
+        open_writable(data)?
+    };
+    let age_ms = older_than.as_millis().min(i64::MAX as u128) as i64;
+    let cutoff = chrono::Utc::now().timestamp_millis().saturating_sub(age_ms);
+    let p = journal.prune(channel, cutoff, dry_run, || true)?;
+    println!(
+        "{} {} event{} ({}) received before {} from {}",
+        if dry_run { "would prune" } else { "pruned" },
+        p.events,
+        if p.events == 1 { "" } else { "s" },
+        size_text(p.bytes),
+        local(cutoff),
         journal.path().display()
     );
     Ok(())
@@ -884,6 +1089,24 @@ mod tests {
         assert_eq!(since("1970-01-01T00:00:01Z"), Ok(1000));
         assert!(since("2025-06-11").is_ok());
         assert!(since("yesterday").is_err());
+    }
+
+    #[test]
+    fn screenful_cuts_at_4_kib_or_60_lines() {
+        assert_eq!(screenful("short\n"), ("short\n", None));
+        let long = "é".repeat(3000);
+        let (shown, cut) = screenful(&long);
+        assert_eq!((shown.len(), cut.as_deref()), (4096, Some("4 KiB")));
+        let lines = "x\n".repeat(100);
+        let (shown, cut) = screenful(&lines);
+        assert_eq!(
+            (shown.lines().count(), cut.as_deref()),
+            (60, Some("60 lines"))
+        );
+        assert_eq!(screenful(&"x\n".repeat(60)).1, None, "exactly 60 lines");
+        assert_eq!(size_text(3 << 20), "3.0 MiB");
+        assert_eq!(size_text(1536), "1.5 KiB");
+        assert_eq!(size_text(12), "12 B");
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct DeliveryArgs {
     /// Largest recording saved by --save-recordings.
     #[arg(long, default_value = "4GiB", value_parser = super::size)]
     pub max_recording_size: usize,
+    /// How long delivered, failed and skipped events stay in the local journal (pruned at
+    /// start and hourly; 0 = forever). Pending and pinned (`meethook events pin`) events stay.
+    #[arg(long, value_name = "DUR", default_value = "7d", value_parser = super::duration)]
+    pub retention: Duration,
 }
 
 impl DeliveryArgs {
@@ -73,6 +77,7 @@ impl DeliveryArgs {
         cfg.bots = self.bots.clone();
         cfg.save_recordings = self.save_recordings.clone();
         cfg.max_recording_size = self.max_recording_size as u64;
+        cfg.retention = self.retention;
         cfg.backoff = Backoff {
             initial: Backoff::default().initial.min(self.max_backoff),
             max: self.max_backoff,

@@ -40,7 +40,8 @@ enum Command {
     },
     /// Send a realistic Meeting BaaS event sequence (a scenario) to a URL; `--list` names them.
     Trigger(trigger::Args),
-    /// Inspect the local journal: list and show events, export and import them (NDJSON).
+    /// Inspect the local journal: list and show events, export and import them (NDJSON),
+    /// pin them, prune it.
     Events {
         #[command(subcommand)]
         command: events::Command,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use meethook_daemon::deliver::Backoff;
-use meethook_daemon::journal::Query;
+use meethook_daemon::journal::{Journal, JournalError, Query};
 use meethook_daemon::output::{format_line, Line};
 use meethook_daemon::replay::{ReplayConfig, Signer, Speed, Step};
 use meethook_proto::meeting::Summary;
@@ -26,6 +26,7 @@ use super::events::{self, describe_channels, Filters, Where};
             .args(["seqs", "bot", "event", "failed", "since", "all"])
     ),
     after_help = "Examples:
+  meethook replay 12                  (to the --forward-to `listen` used)
   meethook replay 12 --to http://localhost:3000/hook
   meethook replay 3-7 10 --to http://localhost:3000/hook
   meethook replay --bot 8d2f4c1a --since 1d --speed original --to http://localhost:3000/hook
@@ -42,14 +43,15 @@ pub struct Args {
     all: bool,
     #[command(flatten)]
     at: Where,
-    /// Your handler, e.g. http://localhost:3000/hook (`--to` works too).
+    /// Your handler, e.g. http://localhost:3000/hook (`--to` works too); by default the
+    /// --forward-to of the `meethook listen` (or `dev`) that journaled the channel.
     #[arg(
         long = "forward-to",
         visible_alias = "to",
         value_name = "URL",
         env = "MEETHOOK_FORWARD_TO"
     )]
-    forward_to: String,
+    forward_to: Option<String>,
     /// `original` keeps the time between events as they arrived, `10` is ten times faster,
     /// `max` sends each event as soon as the previous one is settled.
     #[arg(long, default_value = "max", value_name = "original|N|max")]
@@ -87,7 +89,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         }
         None => None,
     };
-    let (journal, channel, seqs) = {
+    let (journal, channel, seqs, forward_to) = {
         let args_at = args.at.clone();
         let q = query(&args);
         let singles: Vec<u64> = args
@@ -96,13 +98,19 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             .filter(|r| r.start() == r.end())
             .map(|r| *r.start())
             .collect();
-        tokio::task::spawn_blocking(move || select(&args_at, q, &singles))
-            .await
-            .context("journal task")??
+        let to = args.forward_to.clone();
+        tokio::task::spawn_blocking(move || {
+            let (journal, channel, seqs) = select(&args_at, q, &singles)?;
+            let to = handler(&journal, &args_at, &channel, to)?;
+            anyhow::Ok((journal, channel, seqs, to))
+        })
+        .await
+        .context("journal task")??
     };
+    let (forward_to, whose) = forward_to;
     let cfg = ReplayConfig {
         channel: channel.clone(),
-        forward_to: args.forward_to.clone(),
+        forward_to: forward_to.clone(),
         timeout: args.timeout,
         max_attempts: args.max_attempts,
         backoff: Backoff {
@@ -114,9 +122,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     };
     let n = seqs.len();
     eprintln!(
-        "meethook replay: {n} event{} of channel {channel} → {}  (speed {}{})",
+        "meethook replay: {n} event{} of channel {channel} → {forward_to}{whose}  (speed {}{})",
         if n == 1 { "" } else { "s" },
-        args.forward_to,
         args.speed,
         if cfg.resign.is_some() {
             ", re-signed"
@@ -170,13 +177,48 @@ fn query(args: &Args) -> Query {
     q
 }
 
+/// The handler URL (`--to`, or the one `listen` journaled for `channel`) and how it was
+/// chosen, for the start line.
+fn handler(
+    journal: &Journal,
+    at: &Where,
+    channel: &str,
+    to: Option<String>,
+) -> anyhow::Result<(String, &'static str)> {
+    if let Some(url) = to {
+        return Ok((url, ""));
+    }
+    match journal.forward_to(channel)? {
+        Some(url) => Ok((url, " (the --forward-to of `listen`)")),
+        None => bail!(
+            "the journal in {} has no handler URL for channel {channel} (journaled by an older \
+             meethook, or imported): pass --to URL",
+            at.data.display()
+        ),
+    }
+}
+
+/// Opens the journal to record the replay's attempts; read-only (recording nothing) when
+/// it cannot be written to.
+fn open(at: &Where) -> anyhow::Result<Journal> {
+    match Journal::open_existing(&at.data) {
+        Ok(j) => Ok(j),
+        Err(e @ (JournalError::Missing(_) | JournalError::NotADirectory(_))) => Err(e.into()),
+        Err(e) => {
+            let j = events::open(&at.data)?;
+            eprintln!("note: {e}; replaying without recording the attempts");
+            Ok(j)
+        }
+    }
+}
+
 /// The channel and the seqs to replay, in seq order.
 fn select(
     at: &Where,
     mut q: Query,
     singles: &[u64],
-) -> anyhow::Result<(meethook_daemon::journal::Journal, String, Vec<u64>)> {
-    let journal = events::open(&at.data)?;
+) -> anyhow::Result<(Journal, String, Vec<u64>)> {
+    let journal = open(at)?;
     let d = at.data.display();
     let chans = journal.channels()?;
     if chans.is_empty() {
