@@ -49,7 +49,8 @@ pub struct Args {
         long = "forward-to",
         visible_alias = "to",
         value_name = "URL",
-        env = "MEETHOOK_FORWARD_TO"
+        env = "MEETHOOK_FORWARD_TO",
+        value_parser = super::handler_url
     )]
     forward_to: Option<String>,
     /// `original` keeps the time between events as they arrived, `10` is ten times faster,
