@@ -1,4 +1,5 @@
-//! `meethook events list|show|export|import`: the local journal, read and carried around.
+//! `meethook events list|show|export|import`: the local journal, read and carried around;
+//! `meethook events retry|skip`: moving a running `listen` past a failing event.
 //!
 //! Export format (NDJSON, one event per line): `{"channel", "seq", "received_at_ms", "method",
 //! "path", "headers": [[name, base64 value], …], "body": base64, "event", "bot_id"}`, the last
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use bytes::Bytes;
+use meethook_daemon::control::Request;
 use meethook_daemon::journal::{Journal, Query, State, Stored};
 use meethook_proto::meeting::Summary;
 use meethook_proto::{Event, Header};
@@ -123,6 +125,27 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         channel: Option<String>,
     },
+    /// Make a running `listen`/`dev` retry the event it keeps failing on now, without
+    /// waiting for its backoff.
+    #[command(after_help = "Example (the retry line of `listen` names the seq):
+  meethook events retry 5")]
+    Retry {
+        /// The event's seq.
+        seq: u64,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Make a running `listen`/`dev` give up on an event: recorded as skipped, the events
+    /// behind it go on. A later event is skipped when its turn comes.
+    #[command(after_help = "Example:
+  meethook events skip 5
+  meethook replay 5 --to http://localhost:3000/hook   # send it again later")]
+    Skip {
+        /// The event's seq.
+        seq: u64,
+        #[command(flatten)]
+        at: Where,
+    },
 }
 
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
@@ -152,6 +175,8 @@ fn run_blocking(cmd: Command) -> anyhow::Result<()> {
             data,
             channel,
         } => import(&file, &data, channel),
+        Command::Retry { seq, at } => super::control::run(&at, Request::Retry { seq }),
+        Command::Skip { seq, at } => super::control::run(&at, Request::Skip { seq }),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod channel;
+mod control;
 mod dev;
 mod events;
 mod listen;
@@ -39,7 +40,8 @@ enum Command {
     },
     /// Send a realistic Meeting BaaS event sequence (a scenario) to a URL; `--list` names them.
     Trigger(trigger::Args),
-    /// Inspect the local journal: list and show events, export and import them (NDJSON).
+    /// Inspect the local journal: list and show events, export and import them (NDJSON);
+    /// retry or skip the event a running `listen` is stuck on.
     Events {
         #[command(subcommand)]
         command: events::Command,
