@@ -210,7 +210,9 @@ impl Endpoint {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             // Stale: nobody accepts on it any more.
-            Err(_) => std::fs::remove_file(&path).or_else(not_found_ok).map_err(io)?,
+            Err(_) => std::fs::remove_file(&path)
+                .or_else(not_found_ok)
+                .map_err(io)?,
         }
         let listener = UnixListener::bind(&path).map_err(io)?;
         let endpoint = Endpoint { path, listener };

@@ -605,7 +605,11 @@ mod tests {
         assert!(f.probe(Duration::from_secs(5)).await);
         let out = f.send(&event(1), 2, false).await;
         assert_eq!((out.status, out.refused), (Some(200), false));
-        assert_eq!(conns.load(Ordering::SeqCst), 1, "the probe's connection was used");
+        assert_eq!(
+            conns.load(Ordering::SeqCst),
+            1,
+            "the probe's connection was used"
+        );
     }
 
     #[test]
@@ -615,11 +619,17 @@ mod tests {
             max: Duration::from_secs(600),
         };
         let mut o = outcome(None);
-        assert!(b.after(3, &o) >= Duration::from_secs(60), "timeouts keep the backoff");
+        assert!(
+            b.after(3, &o) >= Duration::from_secs(60),
+            "timeouts keep the backoff"
+        );
         o.refused = true;
         assert!(b.after(3, &o) <= REFUSED_MAX);
         let answered = outcome(Some(503));
-        assert!(b.after(3, &answered) >= Duration::from_secs(60), "5xx keep the backoff");
+        assert!(
+            b.after(3, &answered) >= Duration::from_secs(60),
+            "5xx keep the backoff"
+        );
     }
 
     #[test]

@@ -191,14 +191,8 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
         }
         None => None,
     };
-    let control_task = endpoint.map(|e| {
-        tokio::spawn(e.serve(
-            journal.clone(),
-            cfg.channel.clone(),
-            ask_tx,
-            stop.clone(),
-        ))
-    });
+    let control_task = endpoint
+        .map(|e| tokio::spawn(e.serve(journal.clone(), cfg.channel.clone(), ask_tx, stop.clone())));
     let conn_task = tokio::spawn(conn::run(
         cfg.clone(),
         journal.clone(),
@@ -251,12 +245,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
             let _ = t.await;
         }
     };
-    let (w, c, (), ()) = tokio::join!(
-        worker,
-        conn,
-        output::flush_lines(stop.clone()),
-        control
-    );
+    let (w, c, (), ()) = tokio::join!(worker, conn, output::flush_lines(stop.clone()), control);
     // Lines printed after the stop (an attempt that was in flight) are still written.
     output::flush_now();
     c.and(w)
@@ -452,6 +441,7 @@ async fn join_record(
 
 /// Delivers events one at a time, in seq order: first what the journal holds as pending,
 /// then what the connection hands over.
+#[allow(clippy::too_many_arguments)]
 async fn deliver_loop(
     cfg: &DaemonConfig,
     journal: &Journal,

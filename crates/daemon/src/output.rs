@@ -203,6 +203,9 @@ fn render(
             format!("→ {answer} ({ms:.1} ms){tail}")
         }
         Line::Skipped => "→ skipped (filtered out)".into(),
+        Line::SkippedByUser { attempts: 0 } => {
+            "→ skipped by the user (meethook events skip)".into()
+        }
         Line::SkippedByUser { attempts } => format!(
             "→ skipped by the user (meethook events skip) after {attempts} attempt{}",
             if attempts == 1 { "" } else { "s" }
@@ -338,7 +341,10 @@ mod tests {
         assert!(!text.contains("moving on"), "{text}");
         let json = format_line(&ev("/a"), None, gave_up(&o), true, None);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!((v["result"].as_str(), v["status"].as_u64()), (Some("gave_up"), Some(500)));
+        assert_eq!(
+            (v["result"].as_str(), v["status"].as_u64()),
+            (Some("gave_up"), Some(500))
+        );
         let failed = answered(400);
         let text = format_line(&ev("/a"), None, gave_up(&failed), false, None);
         assert!(text.contains("→ 400 (3.0 ms)  failed, moving on"), "{text}");
@@ -366,13 +372,25 @@ mod tests {
         );
         let json = render(&ev("/a"), None, retrying(), true, None, Some(blocked));
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!((v["result"].as_str(), v["waiting_behind"].as_u64()), (Some("retrying"), Some(12)));
+        assert_eq!(
+            (v["result"].as_str(), v["waiting_behind"].as_u64()),
+            (Some("retrying"), Some(12))
+        );
         // Lines without a blocked event carry none of it.
         let plain = format_line(&ev("/a"), None, retrying(), true, None);
         assert!(!plain.contains("waiting_behind"), "{plain}");
-        let user = format_line(&ev("/a"), None, Line::SkippedByUser { attempts: 4 }, true, None);
+        let user = format_line(
+            &ev("/a"),
+            None,
+            Line::SkippedByUser { attempts: 4 },
+            true,
+            None,
+        );
         let v: serde_json::Value = serde_json::from_str(&user).unwrap();
-        assert_eq!((v["result"].as_str(), v["reason"].as_str()), (Some("skipped"), Some("user")));
+        assert_eq!(
+            (v["result"].as_str(), v["reason"].as_str()),
+            (Some("skipped"), Some("user"))
+        );
     }
 
     #[test]

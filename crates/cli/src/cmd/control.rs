@@ -45,7 +45,8 @@ pub fn run(at: &Where, req: Request) -> anyhow::Result<()> {
                 [] => return Err(not_running()),
                 [(path, _)] => ask(path, &req, ANSWER_TIMEOUT)?,
                 several => {
-                    let chans: Vec<&str> = several.iter().map(|(_, a)| a.channel.as_str()).collect();
+                    let chans: Vec<&str> =
+                        several.iter().map(|(_, a)| a.channel.as_str()).collect();
                     bail!(
                         "several `meethook listen`s use {d} (channels {}): pass --channel ID",
                         chans.join(", ")
