@@ -896,6 +896,33 @@ async fn events_retry_and_a_handler_back_on_its_port_cut_a_long_backoff() {
     handler.restart().await;
     handler.wait_delivered(4).await;
     assert_eq!(delivered_seqs(&handler), vec![1, 2, 3, 4]);
+
+    // A second listen on another channel in the same --data: requests name the channel.
+    let (ch2, token2) = relay.channel(None).await;
+    let other = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch2,
+        &token2,
+        &handler.url("/"),
+        dir.path(),
+    ));
+    let sock2 = dir.path().join(format!("control-{ch2}.sock"));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !sock2.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no second socket");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, _, err) = meethook(&["events", "retry", "1", "--data", data]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("several `meethook listen`s use") && err.contains("pass --channel ID"),
+        "{err}"
+    );
+    let (code, _, err) =
+        meethook(&["events", "retry", "1", "--data", data, "--channel", &ch]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("#1 was delivered already"), "{err}");
+    other.stop().await.unwrap();
     daemon.stop().await.unwrap();
     assert!(
         !dir.path().join(format!("control-{ch}.sock")).exists(),

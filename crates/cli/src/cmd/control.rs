@@ -33,8 +33,16 @@ pub fn run(at: &Where, req: Request) -> anyhow::Result<()> {
             r => r?,
         },
         None => {
+            let found = sockets(&at.data);
+            // One socket: no need to ask who answers first (an answer can wait for an attempt).
+            if let [path] = found.as_slice() {
+                return match ask(path, &req, ANSWER_TIMEOUT) {
+                    Err(ControlError::NotRunning { .. }) => Err(not_running()),
+                    r => print(r?),
+                };
+            }
             let mut live: Vec<(PathBuf, Answer)> = Vec::new();
-            for path in sockets(&at.data) {
+            for path in found {
                 match ask(&path, &Request::Status, ANSWER_TIMEOUT) {
                     Ok(a) => live.push((path, a)),
                     Err(ControlError::NotRunning { .. }) => {}
@@ -55,6 +63,11 @@ pub fn run(at: &Where, req: Request) -> anyhow::Result<()> {
             }
         }
     };
+    print(answer)
+}
+
+/// Prints a carried-out request's answer; an error for a refused one.
+fn print(answer: Answer) -> anyhow::Result<()> {
     if !answer.ok {
         bail!("{} (channel {})", answer.message, answer.channel);
     }
