@@ -654,9 +654,10 @@ async fn deliver(
                     continue;
                 }
             }
-            let line = match skipped_by_user {
-                true => Line::SkippedByUser { attempts },
-                false => Line::Skipped,
+            let line = if skipped_by_user {
+                Line::SkippedByUser { attempts }
+            } else {
+                Line::Skipped
             };
             printer.print(&ev, summary.as_ref(), line);
             let r = Record {
