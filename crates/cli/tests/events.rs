@@ -1043,3 +1043,378 @@ async fn listen_prunes_its_journal_past_the_retention() {
     daemon.stop().await.unwrap();
     relay.stop().await;
 }
+
+/// `meethook listen` as a child whose stdout lines are collected.
+struct Listen {
+    _child: tokio::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Listen {
+    fn start(
+        relay: &TestRelay,
+        ch: &str,
+        token: &str,
+        to: &str,
+        data: &str,
+        extra: &[&str],
+    ) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(BIN)
+            .args(["listen", "--relay", &relay.url(), "--channel", ch])
+            .args(["--forward-to", to, "--data", data, "--timeout", "5s"])
+            .args(extra)
+            .env("MEETHOOK_TOKEN", token)
+            .env_remove("MEETHOOK_DATA")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let seen = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = out.next_line().await {
+                seen.lock().unwrap().push(l);
+            }
+        });
+        Listen {
+            _child: child,
+            lines,
+        }
+    }
+
+    /// Waits (up to PATIENCE) for a printed line matching `pred`, and returns it.
+    async fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no line {what}; got:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn lines_of(&self, seq: u64) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().filter(|l| is_about(l, seq)).cloned().collect()
+    }
+}
+
+/// Whether a `listen` line is about event `seq` (`10:00:00.000  #5     …`).
+fn is_about(line: &str, seq: u64) -> bool {
+    line.split_whitespace().nth(1) == Some(&format!("#{seq}"))
+}
+
+/// Waits until `events list --json` shows these (seq, state) pairs.
+async fn wait_states(data: &str, want: &[(u64, &str)]) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (code, out, err) = meethook(&["events", "list", "--data", data, "--json"]).await;
+        assert_eq!(code, 0, "{err}");
+        let got: Vec<(u64, String)> = json_lines(&out)
+            .iter()
+            .map(|l| {
+                (
+                    l["seq"].as_u64().unwrap(),
+                    l["state"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let all = want
+            .iter()
+            .all(|(s, st)| got.iter().any(|(g, gst)| g == s && gst == st));
+        if all {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "journal never showed {want:?}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn delivered_seqs(h: &TestHandler) -> Vec<u64> {
+    h.received()
+        .iter()
+        .filter(|r| r.answered == 200)
+        .map(|r| r.seq())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_skip_moves_a_listen_past_a_failing_event() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    handler.answer_seq(2, Some(500));
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    let listen = Listen::start(
+        &relay,
+        &ch,
+        &token,
+        &handler.url("/"),
+        data,
+        &["--max-backoff", "10m"],
+    );
+    for i in 1..=5 {
+        assert_eq!(
+            post(&relay.hook(&ch), &[], format!("e{i}")).await.seq(),
+            Some(i)
+        );
+    }
+    // #2 keeps failing; its retry line says what waits behind it and how to move on.
+    let line = listen
+        .wait_line("with 3 waiting behind #2", |l| {
+            l.contains("3 waiting behind #2")
+        })
+        .await;
+    assert!(
+        line.contains("→ 500")
+            && line.contains("retry #")
+            && line.contains(&format!(
+                "meethook events retry 2 --data {data} | events skip 2 --data {data}"
+            )),
+        "{line}"
+    );
+    assert_eq!(delivered_seqs(&handler), vec![1], "3..5 wait behind #2");
+    assert!(
+        listen
+            .lines_of(1)
+            .iter()
+            .all(|l| !l.contains("waiting behind")),
+        "a healthy line says nothing of it"
+    );
+
+    // Nothing to retry yet behind #2; a later event can be marked to be skipped.
+    let (code, _, err) = meethook(&["events", "retry", "4", "--data", data]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("#4 has not been sent yet: it is queued behind #2"),
+        "{err}"
+    );
+    let (code, out, err) = meethook(&["events", "skip", "4", "--data", data]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("#4 will be skipped when its turn comes"),
+        "{out}"
+    );
+    let (code, out, err) = meethook(&["events", "skip", "2", "--data", data]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("skipped #2"), "{out}");
+
+    handler
+        .wait_until("#5", |l| l.iter().any(|r| r.seq() == 5))
+        .await;
+    assert_eq!(
+        delivered_seqs(&handler),
+        vec![1, 3, 5],
+        "in order, 2 and 4 skipped"
+    );
+    wait_states(
+        data,
+        &[
+            (1, "delivered"),
+            (2, "skipped"),
+            (3, "delivered"),
+            (4, "skipped"),
+            (5, "delivered"),
+        ],
+    )
+    .await;
+    listen
+        .wait_line("#2 skipped by the user", |l| {
+            is_about(l, 2)
+                && l.contains("skipped by the user (meethook events skip) after 1 attempt")
+        })
+        .await;
+    listen
+        .wait_line("#4 skipped by the user", |l| {
+            is_about(l, 4) && l.ends_with("→ skipped by the user (meethook events skip)")
+        })
+        .await;
+    let (_, out, _) = meethook(&["events", "show", "2", "--data", data]).await;
+    assert!(out.contains("skipped") && out.contains("→ 500"), "{out}");
+
+    // Settled or unknown events: exit 1 saying so.
+    let (code, _, err) = meethook(&["events", "retry", "2", "--data", data]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "#2 was skipped already: nothing to retry; `meethook replay 2` sends it again"
+        ),
+        "{err}"
+    );
+    let (code, _, err) = meethook(&["events", "skip", "3", "--data", data]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("#3 was delivered already: nothing to skip"),
+        "{err}"
+    );
+    let (code, _, err) = meethook(&["events", "retry", "99", "--data", data]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no event #99"), "{err}");
+    let (code, _, err) =
+        meethook(&["events", "retry", "2", "--data", data, "--channel", "nope"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no running `meethook listen` uses"), "{err}");
+
+    // A killed daemon leaves its socket behind: nobody answers on it.
+    drop(listen);
+    assert!(dir.path().join(format!("control-{ch}.sock")).exists());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (code, _, err) = meethook(&["events", "retry", "2", "--data", data]).await;
+        if code == 1 && err.contains("no running") {
+            assert!(
+                err.contains(&format!(
+                    "no running `meethook listen` uses {data}: start it, or use `meethook replay 2"
+                )),
+                "{err}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And one that never ran.
+    let empty = tempdir();
+    let e = empty.path().to_str().unwrap();
+    let (code, _, err) = meethook(&["events", "skip", "1", "--data", e]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("no running `meethook listen` uses {e}")),
+        "{err}"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_retry_and_a_handler_back_on_its_port_cut_a_long_backoff() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let mut handler = TestHandler::start().await;
+    handler.answer_seq(1, Some(500));
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
+    // Ten minutes between attempts: only the control request (or the probe) explains a
+    // delivery within the test's patience.
+    cfg.backoff = meethook_daemon::deliver::Backoff {
+        initial: Duration::from_secs(600),
+        max: Duration::from_secs(600),
+    };
+    let daemon = TestDaemon::start(cfg);
+    post(&relay.hook(&ch), &[], "e1").await;
+    post(&relay.hook(&ch), &[], "e2").await;
+    handler.wait_until("#1 failing", |l| !l.is_empty()).await;
+    handler.answer_seq(1, None);
+    let (code, out, err) = meethook(&["events", "retry", "1", "--data", data]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "retrying #1 now");
+    handler.wait_delivered(2).await;
+    assert_eq!(delivered_seqs(&handler), vec![1, 2]);
+    let attempts: Vec<String> = handler.received()[..2]
+        .iter()
+        .map(|r| r.header("meethook-attempt").unwrap())
+        .collect();
+    assert_eq!(attempts, vec!["1", "2"]);
+
+    // The handler goes away: refused connections; it comes back on the same port.
+    handler.stop();
+    post(&relay.hook(&ch), &[], "e3").await;
+    post(&relay.hook(&ch), &[], "e4").await;
+    // Its first attempt is refused (the journal shows it), then the port opens again.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, out, _) = meethook(&["events", "show", "3", "--data", data, "--json"]).await;
+        let refused = serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| v["attempts"][0]["error"].as_str().map(str::to_string));
+        if let Some(e) = refused {
+            assert!(e.starts_with("cannot connect"), "{e}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refused attempt: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handler.restart().await;
+    handler.wait_delivered(4).await;
+    assert_eq!(delivered_seqs(&handler), vec![1, 2, 3, 4]);
+
+    // A second listen on another channel in the same --data: requests name the channel.
+    let (ch2, token2) = relay.channel(None).await;
+    let other = TestDaemon::start(TestDaemon::config(
+        &relay.url(),
+        &ch2,
+        &token2,
+        &handler.url("/"),
+        dir.path(),
+    ));
+    let sock2 = dir.path().join(format!("control-{ch2}.sock"));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !sock2.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no second socket");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, _, err) = meethook(&["events", "retry", "1", "--data", data]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("several `meethook listen`s use") && err.contains("pass --channel ID"),
+        "{err}"
+    );
+    let (code, _, err) =
+        meethook(&["events", "retry", "1", "--data", data, "--channel", &ch]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("#1 was delivered already"), "{err}");
+    other.stop().await.unwrap();
+    daemon.stop().await.unwrap();
+    assert!(
+        !dir.path().join(format!("control-{ch}.sock")).exists(),
+        "a clean exit removes the control socket"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_give_up_is_one_line() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    handler.answer_seq(1, Some(500));
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    let listen = Listen::start(
+        &relay,
+        &ch,
+        &token,
+        &handler.url("/"),
+        data,
+        &["--max-attempts", "2", "--max-backoff", "50ms"],
+    );
+    post(&relay.hook(&ch), &[], "e1").await;
+    post(&relay.hook(&ch), &[], "e2").await;
+    handler.wait_delivered(1).await;
+    listen.wait_line("for #2", |l| is_about(l, 2)).await;
+    let lines = listen.lines_of(1);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains("→ 500") && lines[0].contains("retry #2"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("→ 500") && lines[1].ends_with("gave up after 2 attempts"),
+        "{lines:?}"
+    );
+    relay.stop().await;
+}

@@ -49,6 +49,8 @@ pub struct Outcome {
     pub response_head: Bytes,
     /// `Retry-After`, when the handler sent one.
     pub retry_after: Option<Duration>,
+    /// The connection was refused: nothing listens on the handler's port (yet).
+    pub refused: bool,
 }
 
 /// How to treat an [`Outcome`].
@@ -74,6 +76,10 @@ impl Outcome {
         }
     }
 }
+
+/// Longest wait before retrying a handler whose port refused the connection: it is
+/// probably restarting, and [`Forwarder::probe`] notices it back sooner still.
+pub const REFUSED_MAX: Duration = Duration::from_secs(2);
 
 /// Capped exponential backoff with ±20 % jitter; a `Retry-After` wins when longer.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +112,17 @@ impl Backoff {
         match retry_after {
             Some(ra) => d.max(ra.min(Duration::from_secs(3600))),
             None => d,
+        }
+    }
+
+    /// Wait before attempt `failures + 1` after `outcome`: at most [`REFUSED_MAX`] when
+    /// the connection was refused.
+    pub fn after(&self, failures: u32, outcome: &Outcome) -> Duration {
+        let d = self.delay(failures, outcome.retry_after);
+        if outcome.refused {
+            d.min(REFUSED_MAX)
+        } else {
+            d
         }
     }
 }
@@ -264,10 +281,14 @@ impl Forwarder {
                 r => r,
             }
         };
+        let mut refused = false;
         let (status, error, response_head, retry_after) =
             match tokio::time::timeout(self.timeout, exchange).await {
                 Ok(Ok((s, ra, head))) => (Some(s), None, head, ra),
-                Ok(Err(f)) => (None, Some(f.message()), Bytes::new(), None),
+                Ok(Err(f)) => {
+                    refused = matches!(f, Failure::Refused(_));
+                    (None, Some(f.message()), Bytes::new(), None)
+                }
                 Err(_) => (
                     None,
                     Some(format!("timed out after {:?}", self.timeout)),
@@ -281,6 +302,19 @@ impl Forwarder {
             latency: started.elapsed(),
             response_head,
             retry_after,
+            refused,
+        }
+    }
+
+    /// Whether the handler's port accepts a connection now (tried for at most `within`).
+    /// The connection is kept for the next attempt.
+    pub async fn probe(&self, within: Duration) -> bool {
+        match tokio::time::timeout(within, self.connect()).await {
+            Ok(Ok(conn)) => {
+                *self.idle.lock().expect("idle connection") = Some(conn);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -347,7 +381,12 @@ impl Forwarder {
         let cannot = |e: &dyn std::fmt::Display| Failure::Other(format!("cannot connect: {e}"));
         let stream = TcpStream::connect((self.addr.0.as_str(), self.addr.1))
             .await
-            .map_err(|e| cannot(&e))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    Failure::Refused(format!("cannot connect: {e}"))
+                }
+                _ => cannot(&e),
+            })?;
         let _ = stream.set_nodelay(true);
         let (tx, io) = http1::handshake(TokioIo::new(stream))
             .await
@@ -398,14 +437,16 @@ impl Forwarder {
 enum Failure {
     /// The request was not written: the connection had closed first.
     Unsent(String),
-    /// Anything else (connect errors included).
+    /// Nothing listens on the handler's port.
+    Refused(String),
+    /// Anything else (other connect errors included).
     Other(String),
 }
 
 impl Failure {
     fn message(self) -> String {
         match self {
-            Failure::Unsent(m) | Failure::Other(m) => m,
+            Failure::Unsent(m) | Failure::Refused(m) | Failure::Other(m) => m,
         }
     }
 }
@@ -447,6 +488,7 @@ mod tests {
             latency: Duration::ZERO,
             response_head: Bytes::new(),
             retry_after: None,
+            refused: false,
         }
     }
 
@@ -561,6 +603,43 @@ mod tests {
         assert_eq!(out.verdict(), Verdict::Retry);
         let err = out.error.unwrap();
         assert!(err.starts_with("cannot connect: "), "{err}");
+        assert!(out.refused, "nothing listens: refused");
+        assert!(!f.probe(Duration::from_millis(250)).await);
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_gets_through_hands_its_connection_to_the_next_send() {
+        use std::sync::atomic::Ordering;
+        let (url, conns) = handler(false).await;
+        let f = Forwarder::new(&url, "c", Duration::from_secs(5)).unwrap();
+        assert!(f.probe(Duration::from_secs(5)).await);
+        let out = f.send(&event(1), 2, false).await;
+        assert_eq!((out.status, out.refused), (Some(200), false));
+        assert_eq!(
+            conns.load(Ordering::SeqCst),
+            1,
+            "the probe's connection was used"
+        );
+    }
+
+    #[test]
+    fn a_refused_connection_is_retried_within_two_seconds() {
+        let b = Backoff {
+            initial: Duration::from_secs(60),
+            max: Duration::from_secs(600),
+        };
+        let mut o = outcome(None);
+        assert!(
+            b.after(3, &o) >= Duration::from_secs(60),
+            "timeouts keep the backoff"
+        );
+        o.refused = true;
+        assert!(b.after(3, &o) <= REFUSED_MAX);
+        let answered = outcome(Some(503));
+        assert!(
+            b.after(3, &answered) >= Duration::from_secs(60),
+            "5xx keep the backoff"
+        );
     }
 
     #[test]

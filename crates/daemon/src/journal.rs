@@ -137,7 +137,8 @@ pub enum State {
     Delivered,
     /// Given up on (non-retryable answer, or `--max-attempts` reached).
     Failed,
-    /// Journaled and acked but not delivered: filtered out by `listen --events/--bot`.
+    /// Journaled and acked but not delivered: filtered out by `listen --events/--bot`, or
+    /// given up on with `meethook events skip`.
     Skipped,
 }
 

@@ -5,6 +5,7 @@
 //! - [`run`]: starts the connection task and the delivery loop; returns on shutdown or a
 //!   fatal error (bad token, unknown channel).
 //! - `conn`: the relay connection (hello, journaling, acks, pings, reconnects).
+//! - [`control`]: the control socket (`meethook events retry|skip SEQ`).
 //! - [`journal`]: the local SQLite journal of events and attempts.
 //! - [`deliver`]: one HTTP attempt to the handler and the retry rules.
 //! - [`output`]: the line printed per event.
@@ -13,6 +14,7 @@
 //! - [`replay`]: re-sending journaled events to a handler (`meethook replay`).
 
 mod conn;
+pub mod control;
 pub mod deliver;
 pub mod journal;
 mod outcomes;
@@ -26,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use meethook_proto::meeting::Summary;
 use meethook_proto::Event;
@@ -35,10 +37,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use conn::{speaks_plain_http, ws_url};
+use control::{Ask, Did, Reply, Request};
 use deliver::{Backoff, Forwarder, Verdict};
 use journal::{Attempt, Journal, JournalError, Record, State};
 use outcomes::OutcomeLog;
-use output::{Line, Printer};
+use output::{Blocked, Line, Printer};
 
 /// Everything `meethook listen` is told.
 #[derive(Debug, Clone)]
@@ -137,6 +140,9 @@ pub enum DaemonError {
     /// The handler URL is unusable.
     #[error(transparent)]
     Target(#[from] deliver::BadTarget),
+    /// The control socket is taken by a live daemon.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -162,6 +168,16 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
     log.clear(0).map_err(log_err)?;
     log.clear(1).map_err(log_err)?;
     journal.set_forward_to(&cfg.channel, &cfg.forward_to)?;
+    let (ask_tx, ask_rx) = mpsc::channel(16);
+    let endpoint = match control::Endpoint::bind(&cfg.data, &cfg.channel) {
+        Ok(e) => Some(e),
+        Err(e @ control::ControlError::InUse { .. }) => return Err(e.into()),
+        // Delivery matters more than the control socket (a --data path too long for one).
+        Err(e) => {
+            tracing::warn!(error = %e, "no control socket: `meethook events retry|skip` cannot reach this listener");
+            None
+        }
+    };
     let cfg = Arc::new(cfg);
     let (_, delivered) = journal.cursors(&cfg.channel)?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -188,6 +204,8 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
         }
         None => None,
     };
+    let control_task = endpoint
+        .map(|e| tokio::spawn(e.serve(journal.clone(), cfg.channel.clone(), ask_tx, stop.clone())));
     let conn_task = tokio::spawn(conn::run(
         cfg.clone(),
         journal.clone(),
@@ -208,6 +226,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
                 log,
                 &forwarder,
                 events_rx,
+                ask_rx,
                 delivered_tx,
                 &stop,
             )
@@ -233,7 +252,13 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
         stop.cancel();
         r
     };
-    let (w, c, ()) = tokio::join!(worker, conn, output::flush_lines(stop.clone()));
+    // The control task ends with the stop and removes its socket.
+    let control = async {
+        if let Some(t) = control_task {
+            let _ = t.await;
+        }
+    };
+    let (w, c, (), ()) = tokio::join!(worker, conn, output::flush_lines(stop.clone()), control);
     // Lines printed after the stop (an attempt that was in flight) are still written.
     output::flush_now();
     c.and(w)
@@ -429,12 +454,14 @@ async fn join_record(
 
 /// Delivers events one at a time, in seq order: first what the journal holds as pending,
 /// then what the connection hands over.
+#[allow(clippy::too_many_arguments)]
 async fn deliver_loop(
     cfg: &DaemonConfig,
     journal: &Journal,
     log: OutcomeLog,
     fwd: &Forwarder,
     incoming: mpsc::UnboundedReceiver<Handoff>,
+    control: mpsc::Receiver<Ask>,
     delivered: watch::Sender<u64>,
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
@@ -446,7 +473,7 @@ async fn deliver_loop(
         since: Instant::now(),
         writing: None,
     };
-    let r = deliver(cfg, &mut settler, fwd, incoming, delivered, stop).await;
+    let r = deliver(cfg, &mut settler, fwd, incoming, control, delivered, stop).await;
     // One try, without retries: what is not written here is applied from the log at the
     // next start.
     let no_retries = CancellationToken::new();
@@ -459,11 +486,82 @@ async fn deliver_loop(
     r
 }
 
+/// How often, at most, the handler's port is tried while it refuses connections.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// What the delivery loop does after answering a control request.
+enum Act {
+    /// Nothing changes.
+    Stay,
+    /// Send the blocked event now.
+    RetryNow,
+    /// Give up on the blocked event.
+    Skip,
+}
+
+/// Where the delivery loop stands, for answering control requests.
+struct Spot {
+    /// The event waiting for its next retry, if any.
+    blocked: Option<u64>,
+    /// The last event taken up (settled unless it is the blocked one).
+    last: u64,
+    /// Events held behind it.
+    behind: usize,
+}
+
+/// Answers a control request. `Ok(None)` when stopped first.
+async fn control_answer(
+    ask: Ask,
+    at: Spot,
+    marks: &mut BTreeSet<u64>,
+    settler: &mut Settler<'_>,
+    stop: &CancellationToken,
+) -> Result<Option<Act>, DaemonError> {
+    let (did, act) = match ask.request {
+        Request::Status => (Did::Nothing, Act::Stay),
+        Request::Retry { seq } if at.blocked == Some(seq) => (Did::Retrying, Act::RetryNow),
+        Request::Skip { seq } if at.blocked == Some(seq) => (Did::Skipped, Act::Skip),
+        Request::Retry { seq } | Request::Skip { seq } if seq <= at.last => {
+            // Settled here: the journal must say how before the endpoint reads it.
+            if !settler.flush(stop).await? {
+                return Ok(None);
+            }
+            (Did::Settled, Act::Stay)
+        }
+        Request::Retry { .. } => (Did::Queued, Act::Stay),
+        Request::Skip { seq } => {
+            marks.insert(seq);
+            (Did::Marked, Act::Stay)
+        }
+    };
+    let reply = Reply {
+        did,
+        blocked: at.blocked,
+        waiting_behind: at.behind as u64,
+    };
+    let _ = ask.reply.send(reply);
+    Ok(Some(act))
+}
+
+/// ` --data DIR` for the commands a retry line suggests, empty when their default applies.
+fn data_arg(data: &std::path::Path) -> String {
+    let default = std::env::var_os("MEETHOOK_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("./meethook-data"));
+    let plain = |p: &std::path::Path| p.strip_prefix(".").unwrap_or(p).to_path_buf();
+    if plain(data) == plain(&default) {
+        String::new()
+    } else {
+        format!(" --data {}", data.display())
+    }
+}
+
 async fn deliver(
     cfg: &DaemonConfig,
     settler: &mut Settler<'_>,
     fwd: &Forwarder,
     mut incoming: mpsc::UnboundedReceiver<Handoff>,
+    mut control: mpsc::Receiver<Ask>,
     delivered: watch::Sender<u64>,
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
@@ -471,6 +569,7 @@ async fn deliver(
         json: cfg.json,
         buffered: !std::io::stdout().is_terminal(),
     };
+    let data_arg = data_arg(&cfg.data);
     let ch = cfg.channel.clone();
     // Events left pending by a previous run; their summaries are parsed as they come up.
     let mut queue: VecDeque<(Event, u32)> =
@@ -478,7 +577,23 @@ async fn deliver(
             .await?
             .into();
     let mut last = 0u64;
+    // Events the user skipped before their turn (`meethook events skip`).
+    let mut marks = BTreeSet::new();
     'events: loop {
+        // Between events a control request is answered at once (a queue check, no syscall).
+        while let Ok(ask) = control.try_recv() {
+            let at = Spot {
+                blocked: None,
+                last,
+                behind: queue.len() + incoming.len(),
+            };
+            if control_answer(ask, at, &mut marks, settler, stop)
+                .await?
+                .is_none()
+            {
+                return Ok(());
+            }
+        }
         let (ev, mut attempts, parsed, mut journaled) = match queue.pop_front() {
             Some((ev, attempts)) => (ev, attempts, None, None),
             None => {
@@ -492,6 +607,12 @@ async fn deliver(
                         ev = incoming.recv() => break ev,
                         _ = &mut idle_flush, if !settler.batch.is_empty() => {
                             if !settler.flush(stop).await? {
+                                return Ok(());
+                            }
+                        }
+                        Some(ask) = control.recv() => {
+                            let at = Spot { blocked: None, last, behind: 0 };
+                            if control_answer(ask, at, &mut marks, settler, stop).await?.is_none() {
                                 return Ok(());
                             }
                         }
@@ -533,8 +654,25 @@ async fn deliver(
             }
             None => Summary::parse(&ev.body),
         };
-        if !wanted(cfg, summary.as_ref()) {
-            printer.print(&ev, summary.as_ref(), Line::Skipped);
+        let skipped_by_user = !marks.is_empty() && marks.remove(&ev.seq);
+        if skipped_by_user || !wanted(cfg, summary.as_ref()) {
+            // An early-handed event's outcome may only be recorded once it is journaled.
+            if let Some(j) = journaled.take() {
+                if committed(j, ev.seq).await.is_none() {
+                    // The relay sends it again; the user's skip still applies then.
+                    if skipped_by_user {
+                        marks.insert(ev.seq);
+                    }
+                    last = ev.seq - 1;
+                    continue;
+                }
+            }
+            let line = if skipped_by_user {
+                Line::SkippedByUser { attempts }
+            } else {
+                Line::Skipped
+            };
+            printer.print(&ev, summary.as_ref(), line);
             let r = Record {
                 seq: ev.seq,
                 attempt: None,
@@ -547,7 +685,7 @@ async fn deliver(
             continue;
         }
         // Retries are in this loop, so N+1 never starts before N is settled.
-        loop {
+        'attempts: loop {
             attempts += 1;
             let started_at_ms = now_ms();
             let outcome = fwd.send(&ev, attempts, false).await;
@@ -572,19 +710,24 @@ async fn deliver(
             };
             let next_retry = state
                 .is_none()
-                .then(|| cfg.backoff.delay(attempts, outcome.retry_after));
-            printer.print(
-                &ev,
-                summary.as_ref(),
-                Line::Attempt {
-                    outcome: &outcome,
-                    attempt: attempts,
-                    next_retry,
-                },
-            );
-            if verdict == Verdict::Retry && out_of_attempts {
-                printer.print(&ev, summary.as_ref(), Line::GaveUp { attempts });
+                .then(|| cfg.backoff.after(attempts, &outcome));
+            let line = Line::Attempt {
+                outcome: &outcome,
+                attempt: attempts,
+                next_retry,
+            };
+            match next_retry {
+                None => printer.print(&ev, summary.as_ref(), line),
+                // Held up: say what waits behind it and how to move on.
+                Some(_) => {
+                    let blocked = Blocked {
+                        waiting_behind: queue.len() + incoming.len(),
+                        data_arg: &data_arg,
+                    };
+                    printer.print_blocked(&ev, summary.as_ref(), line, blocked);
+                }
             }
+            let refused = outcome.refused;
             let attempt = Attempt {
                 attempt: attempts,
                 started_at_ms,
@@ -610,16 +753,51 @@ async fn deliver(
             if !settler.settle(r, stop).await? {
                 return Ok(());
             }
-            match next_retry {
-                None => break,
-                Some(delay) => {
-                    // The handler is struggling: show the attempts in `events show` now.
-                    if !settler.flush(stop).await? {
-                        return Ok(());
+            let Some(delay) = next_retry else {
+                break;
+            };
+            // The handler is struggling: show the attempts in `events show` now.
+            if !settler.flush(stop).await? {
+                return Ok(());
+            }
+            let wake = tokio::time::Instant::now() + delay;
+            // Nothing listened on the handler's port: try it often, to retry once it is back.
+            let mut probe = refused.then(|| {
+                let first = tokio::time::Instant::now() + PROBE_EVERY;
+                tokio::time::interval_at(first, PROBE_EVERY)
+            });
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep_until(wake) => break,
+                    Some(ask) = control.recv() => {
+                        let at = Spot {
+                            blocked: Some(ev.seq),
+                            last,
+                            behind: queue.len() + incoming.len(),
+                        };
+                        match control_answer(ask, at, &mut marks, settler, stop).await? {
+                            None => return Ok(()),
+                            Some(Act::Stay) => {}
+                            Some(Act::RetryNow) => break,
+                            Some(Act::Skip) => {
+                                printer.print(&ev, summary.as_ref(), Line::SkippedByUser { attempts });
+                                let r = Record {
+                                    seq: ev.seq,
+                                    attempt: None,
+                                    state: Some(State::Skipped),
+                                };
+                                if !settler.settle(r, stop).await? {
+                                    return Ok(());
+                                }
+                                break 'attempts;
+                            }
+                        }
                     }
-                    tokio::select! {
-                        _ = stop.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
+                    _ = async { probe.as_mut().expect("probing").tick().await }, if probe.is_some() => {
+                        if fwd.probe(PROBE_EVERY).await {
+                            break;
+                        }
                     }
                 }
             }

@@ -61,20 +61,25 @@ pub(crate) enum LogError {
     },
 }
 
-/// The log files' names for `channel` (channel ids are `[A-Za-z0-9_-]`; others are
-/// hex-encoded). The first is also the lock.
-fn file_names(channel: &str) -> [String; 2] {
+/// `channel` as a part of a file name: itself when it is `[A-Za-z0-9_-]` (as channel ids
+/// are), hex-encoded otherwise.
+pub(crate) fn file_stem(channel: &str) -> String {
     let safe = !channel.is_empty()
         && channel.len() <= 64
         && channel
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let stem = if safe {
+    if safe {
         channel.to_string()
     } else {
         let hex: String = channel.bytes().map(|b| format!("{b:02x}")).collect();
         format!("x{hex}")
-    };
+    }
+}
+
+/// The log files' names for `channel`. The first is also the lock.
+fn file_names(channel: &str) -> [String; 2] {
+    let stem = file_stem(channel);
     [
         format!("outcomes-{stem}.log"),
         format!("outcomes-{stem}.1.log"),

@@ -120,7 +120,8 @@ pub enum Step<'a> {
         /// How long.
         delay: Duration,
     },
-    /// An attempt finished; `next_retry` is set when another will follow.
+    /// An attempt finished; `next_retry` is set when another will follow (a retryable
+    /// outcome without one: retries ran out).
     Attempt {
         /// The event as stored (before re-signing).
         event: &'a Event,
@@ -130,13 +131,6 @@ pub enum Step<'a> {
         attempt: u32,
         /// When the next attempt goes, if any.
         next_retry: Option<Duration>,
-    },
-    /// Retries ran out (`max_attempts`).
-    GaveUp {
-        /// The event.
-        event: &'a Event,
-        /// Attempts made.
-        attempts: u32,
     },
     /// The event is settled.
     Settled {
@@ -252,12 +246,6 @@ pub async fn run(
                 attempt: attempts,
                 next_retry,
             });
-            if verdict == Verdict::Retry && out_of_attempts {
-                observe(Step::GaveUp {
-                    event: &ev,
-                    attempts,
-                });
-            }
             if let Some(d) = settled {
                 break d;
             }

@@ -78,6 +78,8 @@ struct HandlerState {
     log: Mutex<Vec<Received>>,
     /// Statuses to answer next, front first; 200 when empty.
     script: Mutex<VecDeque<u16>>,
+    /// Statuses for every request carrying these `meethook-seq`s (before the script).
+    by_seq: Mutex<Vec<(u64, u16)>>,
     notify: Notify,
 }
 
@@ -136,6 +138,13 @@ impl TestHandler {
     /// Answer the next requests with these statuses, then 200 again.
     pub fn script(&self, statuses: &[u16]) {
         self.state.script.lock().unwrap().extend(statuses);
+    }
+
+    /// Answer every request for event `seq` with `status` (`None`: back to normal).
+    pub fn answer_seq(&self, seq: u64, status: Option<u16>) {
+        let mut by_seq = self.state.by_seq.lock().unwrap();
+        by_seq.retain(|(s, _)| *s != seq);
+        by_seq.extend(status.map(|st| (seq, st)));
     }
 
     /// Closes the port (connections are refused) until [`TestHandler::restart`].
@@ -221,7 +230,21 @@ async fn record(
         *resp.status_mut() = http::StatusCode::BAD_REQUEST;
         return Ok(resp);
     };
-    let answered = state.script.lock().unwrap().pop_front().unwrap_or(200);
+    let seq: Option<u64> = parts
+        .headers
+        .get("meethook-seq")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let fixed = state
+        .by_seq
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(s, _)| Some(*s) == seq)
+        .map(|(_, st)| *st);
+    let answered = match fixed {
+        Some(st) => st,
+        None => state.script.lock().unwrap().pop_front().unwrap_or(200),
+    };
     let r = Received {
         method: parts.method.to_string(),
         path: parts

@@ -1,5 +1,6 @@
 //! `meethook events list|show|export|import|pin|unpin|prune`: the local journal, read,
-//! carried around and pruned.
+//! carried around and pruned; `meethook events retry|skip`: moving a running `listen` past
+//! a failing event.
 //!
 //! Export format (NDJSON, one event per line): `{"channel", "seq", "received_at_ms", "method",
 //! "path", "headers": [[name, base64 value], …], "body": base64, "event", "bot_id"}`, the last
@@ -14,6 +15,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use bytes::Bytes;
+use meethook_daemon::control::Request;
 use meethook_daemon::journal::{Journal, Query, State, Stored};
 use meethook_proto::meeting::Summary;
 use meethook_proto::{Event, Header};
@@ -141,8 +143,29 @@ pub enum Command {
         #[command(flatten)]
         at: Where,
     },
+    /// Make a running `listen`/`dev` retry the event it keeps failing on now, without
+    /// waiting for its backoff.
+    #[command(after_help = "Example (the retry line of `listen` names the seq):
+  meethook events retry 5")]
+    Retry {
+        /// The event's seq.
+        seq: u64,
+        #[command(flatten)]
+        at: Where,
+    },
     /// Let `listen --retention` and `events prune` remove a pinned event again.
     Unpin {
+        /// The event's seq.
+        seq: u64,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Make a running `listen`/`dev` give up on an event: recorded as skipped, the events
+    /// behind it go on. A later event is skipped when its turn comes.
+    #[command(after_help = "Example:
+  meethook events skip 5
+  meethook replay 5 --to http://localhost:3000/hook   # send it again later")]
+    Skip {
         /// The event's seq.
         seq: u64,
         #[command(flatten)]
@@ -217,6 +240,8 @@ fn run_blocking(cmd: Command) -> anyhow::Result<()> {
             older_than,
             dry_run,
         } => prune(&data, channel.as_deref(), older_than, dry_run),
+        Command::Retry { seq, at } => super::control::run(&at, Request::Retry { seq }),
+        Command::Skip { seq, at } => super::control::run(&at, Request::Skip { seq }),
     }
 }
 
@@ -685,7 +710,7 @@ fn show(at: &Where, seq: u64, json: bool, reveal: bool, body: Body) -> anyhow::R
                     started_at: rfc3339(a.started_at_ms),
                     status: a.status,
                     error: a.error.clone(),
-                    latency_ms: a.latency.as_secs_f64() * 1e3,
+                    latency_ms: (a.latency.as_secs_f64() * 1e4).round() / 10.0,
                     response_head: String::from_utf8_lossy(&a.response_head).into(),
                 })
                 .collect(),

@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod channel;
+mod control;
 mod dev;
 mod events;
 mod listen;
@@ -41,7 +42,7 @@ enum Command {
     /// Send a realistic Meeting BaaS event sequence (a scenario) to a URL; `--list` names them.
     Trigger(trigger::Args),
     /// Inspect the local journal: list and show events, export and import them (NDJSON),
-    /// pin them, prune it.
+    /// pin them, prune it; retry or skip the event a running `listen` is stuck on.
     Events {
         #[command(subcommand)]
         command: events::Command,

@@ -306,7 +306,6 @@ impl Output {
                 };
                 self.event_line(event, line);
             }
-            Step::GaveUp { event, attempts } => self.event_line(event, Line::GaveUp { attempts }),
             Step::Settled { done, .. } => {
                 self.bar.done = done;
                 self.bar.draw();
