@@ -45,20 +45,20 @@ pub enum AcmeError {
     #[error("--acme {0:?} is not a DNS name (expected something like hooks.example.com)")]
     Domain(String),
     /// The cache directory or a file in it could not be used.
-    #[error("ACME cache {}: {source}", path.display())]
+    #[error("ACME cache {}: {error}", path.display())]
     Cache {
         /// The file or directory.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The directory could not be reached or refused the account.
-    #[error("ACME account at {url}: {source}; is the directory URL right and reachable?")]
+    #[error("ACME account at {url}: {error}; is the directory URL right and reachable?")]
     Account {
         /// The directory URL.
         url: String,
         /// What the ACME client reported.
-        source: instant_acme::Error,
+        error: instant_acme::Error,
     },
     /// The order did not end in a certificate.
     #[error(
@@ -129,7 +129,7 @@ impl Acme {
         let pem = match std::fs::read(&path) {
             Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(source) => return Err(AcmeError::Cache { path, source }),
+            Err(error) => return Err(AcmeError::Cache { path, error }),
         };
         let what = path.display().to_string();
         let ck = crate::tls::parse_pem(&pem, &pem, &what, &what)?;
@@ -221,9 +221,9 @@ impl Acme {
     /// The cached account, or a new one (then cached).
     async fn account(&self) -> Result<Account, AcmeError> {
         let url = self.cfg.directory.clone();
-        let err = |source| AcmeError::Account {
+        let err = |error| AcmeError::Account {
             url: url.clone(),
-            source,
+            error,
         };
         let builder = || match &self.cfg.directory_ca {
             Some(ca) => Account::builder_with_root(ca),
@@ -235,7 +235,7 @@ impl Acme {
                 let creds: AccountCredentials =
                     serde_json::from_slice(&json).map_err(|e| AcmeError::Cache {
                         path: path.clone(),
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                        error: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
                     })?;
                 builder()
                     .map_err(err)?
@@ -261,7 +261,7 @@ impl Acme {
                 tracing::info!(directory = %url, "ACME account created");
                 Ok(account)
             }
-            Err(source) => Err(AcmeError::Cache { path, source }),
+            Err(error) => Err(AcmeError::Cache { path, error }),
         }
     }
 
@@ -326,10 +326,16 @@ fn challenge_cert(domain: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, Acme
     let key = rcgen::KeyPair::generate().map_err(tls)?;
     let cert = params.self_signed(&key).map_err(tls)?;
     let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    Ok(crate::tls::certified_key(
+    let signer = crate::tls::provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| TlsError(format!("TLS-ALPN-01 key: {e}")))?;
+    // Not `from_der`: its key check parses the certificate with webpki, which refuses the
+    // critical acmeIdentifier extension that the validator looks for.
+    Ok(Arc::new(CertifiedKey::new(
         vec![cert.der().clone()],
-        key_der,
-    )?)
+        signer,
+    )))
 }
 
 /// The parts of a certificate that decide renewal and go into logs.
@@ -386,9 +392,9 @@ fn create_private_dir(dir: &Path) -> Result<(), AcmeError> {
     b.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir).map_err(|source| AcmeError::Cache {
+    b.create(dir).map_err(|error| AcmeError::Cache {
         path: dir.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -406,9 +412,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AcmeError> {
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
-    res.map_err(|source| AcmeError::Cache {
+    res.map_err(|error| AcmeError::Cache {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
