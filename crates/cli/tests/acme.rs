@@ -379,3 +379,62 @@ async fn acme_certificate_issued_renewed_and_reused_from_cache() {
     assert_eq!(&got[2].body[..], b"three");
     drop(relay);
 }
+
+#[test]
+fn acme_flags_conflict_with_tls_files_and_need_acme() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(BIN)
+            .arg("relay")
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+    let (code, err) = run(&[&["--acme", "hooks.example.com"][..], &tls].concat(), &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--acme") && err.contains("--tls-cert"),
+        "{err}"
+    );
+    let (code, err) = run(&tls, &[("MEETHOOK_ACME", "hooks.example.com")]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run(&["--acme-email", "ops@example.com"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--acme"), "{err}");
+}
+
+#[test]
+fn acme_directory_unreachable_exits_1_saying_what_to_check() {
+    let dir = tempdir();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "relay",
+            "--acme",
+            "hooks.example.com",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--acme-directory",
+            &format!("https://127.0.0.1:{}/dir", free_port()),
+        ])
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ACME account at https://127.0.0.1:") && err.contains("reachable"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no `listening on` without a certificate"
+    );
+}

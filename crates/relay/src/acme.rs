@@ -53,7 +53,10 @@ pub enum AcmeError {
         error: std::io::Error,
     },
     /// The directory could not be reached or refused the account.
-    #[error("ACME account at {url}: {error}; is the directory URL right and reachable?")]
+    #[error(
+        "ACME account at {url}: {}; is the directory URL right and reachable?",
+        chain(error)
+    )]
     Account {
         /// The directory URL.
         url: String,
@@ -99,7 +102,7 @@ impl Acme {
     pub fn new(mut cfg: AcmeConfig) -> Result<Acme, AcmeError> {
         cfg.domain = cfg.domain.trim_end_matches('.').to_ascii_lowercase();
         let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
-        if !cfg.domain.contains('.') || !cfg.domain.chars().all(ok) || cfg.domain.contains("..") {
+        if cfg.domain.is_empty() || !cfg.domain.chars().all(ok) || cfg.domain.contains("..") {
             return Err(AcmeError::Domain(cfg.domain));
         }
         // One subdirectory per CA: a staging certificate never stands in for a real one.
@@ -270,7 +273,7 @@ impl Acme {
         let account = self.account().await?;
         let domain = self.cfg.domain.clone();
         let ids = [Identifier::Dns(domain.clone())];
-        let oerr = |e: instant_acme::Error| self.order_error(e);
+        let oerr = |e: instant_acme::Error| self.order_error(chain(&e));
         let mut order = account
             .new_order(&NewOrder::new(&ids))
             .await
@@ -290,7 +293,6 @@ impl Acme {
             self.tls.set_challenge(&domain, Some(cert));
             challenge.set_ready().await.map_err(oerr)?;
         }
-        drop(authzs);
         let poll = RetryPolicy::new().timeout(Duration::from_secs(120));
         let status = order.poll_ready(&poll).await.map_err(oerr)?;
         if status != OrderStatus::Ready {
@@ -300,6 +302,20 @@ impl Acme {
         let chain_pem = order.poll_certificate(&poll).await.map_err(oerr)?;
         Ok((chain_pem, key_pem))
     }
+}
+
+/// `error` and its causes, `: `-separated (HTTP client errors keep the useful part in causes).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut s = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s = format!("{s}: {text}");
+        }
+        cause = c.source();
+    }
+    s
 }
 
 /// What the CA said about a failed order: the order's or a challenge's problem.
@@ -437,7 +453,7 @@ mod tests {
 
     #[test]
     fn rejects_names_that_are_not_dns_names() {
-        for bad in ["localhost", "a/../b.com", "a..b", "hooks example.com"] {
+        for bad in ["", "a/../b.com", "a..b", "hooks example.com"] {
             let cfg = AcmeConfig {
                 domain: bad.into(),
                 email: None,

@@ -211,7 +211,7 @@ async fn run_acme(args: Args, shutdown: CancellationToken) -> anyhow::Result<()>
     }
     let relay = tokio::spawn(meethook_relay::run(cfg, listener, store, shutdown.clone()));
     if !cached {
-        tracing::info!(domain = ?args.acme, directory = %args.acme_directory, "ordering a TLS certificate by ACME");
+        tracing::info!(domain = args.acme.as_deref().unwrap_or_default(), directory = %args.acme_directory, "ordering a TLS certificate by ACME");
         let got = tokio::select! {
             r = acme.obtain() => r,
             _ = shutdown.cancelled() => Ok(()),
