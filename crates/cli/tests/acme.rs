@@ -211,7 +211,6 @@ async fn start_relay(args: &[String]) -> Child {
     let mut child = tokio::process::Command::new(BIN)
         .arg("relay")
         .args(args)
-        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
