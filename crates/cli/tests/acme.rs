@@ -367,7 +367,7 @@ async fn acme_certificate_issued_renewed_and_reused_from_cache() {
         .unwrap()
         .unwrap();
     let started = Instant::now();
-    let relay = start_relay(&args).await;
+    let mut relay = start_relay(&args).await;
     assert!(started.elapsed() < Duration::from_secs(15));
     let (status, body, leaf) = https(&tls, port, "POST", &hook, None, "three")
         .await
@@ -376,6 +376,19 @@ async fn acme_certificate_issued_renewed_and_reused_from_cache() {
     assert_eq!(leaf, cached_leaf, "served the cached certificate");
     let got = handler.wait_delivered(3).await;
     assert_eq!(&got[2].body[..], b"three");
+
+    // SIGHUP (systemd's reload) re-reads the cache instead of ending the relay.
+    let pid = relay.child.id().unwrap().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _, leaf) = https(&tls, port, "GET", "/healthz", None, "")
+        .await
+        .unwrap();
+    assert_eq!((status, leaf), (200, cached_leaf));
     drop(relay);
 }
 

@@ -177,7 +177,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let listener = bind(args.listen).await?;
     let bound = listener.local_addr()?;
     if let Some(t) = &tls {
-        tokio::spawn(reload_on_sighup(t.clone(), shutdown.clone()));
+        let t = t.clone();
+        tokio::spawn(reload_on_sighup(move || t.reload(), shutdown.clone()));
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let cfg = args.config(bound, tls);
@@ -210,6 +211,12 @@ async fn run_acme(args: Args, shutdown: CancellationToken) -> anyhow::Result<()>
         tracing::warn!("no --admin-token: the channel API is disabled");
     }
     let relay = tokio::spawn(meethook_relay::run(cfg, listener, store, shutdown.clone()));
+    // SIGHUP re-reads the cached certificate (e.g. one restored from a backup).
+    let a = acme.clone();
+    tokio::spawn(reload_on_sighup(
+        move || a.load_cached().map(drop),
+        shutdown.clone(),
+    ));
     if !cached {
         tracing::info!(domain = args.acme.as_deref().unwrap_or_default(), directory = %args.acme_directory, "ordering a TLS certificate by ACME");
         let got = tokio::select! {
@@ -230,7 +237,10 @@ async fn run_acme(args: Args, shutdown: CancellationToken) -> anyhow::Result<()>
 }
 
 /// Re-reads the certificate on every SIGHUP; established connections keep theirs.
-async fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) {
+async fn reload_on_sighup<E: std::fmt::Display>(
+    reload: impl Fn() -> Result<(), E> + Send + 'static,
+    shutdown: CancellationToken,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -240,7 +250,7 @@ async fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = hup.recv() => match tls.reload() {
+                _ = hup.recv() => match reload() {
                     Ok(()) => tracing::info!("TLS certificate reloaded"),
                     Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate"),
                 },
@@ -248,5 +258,5 @@ async fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) {
         }
     }
     #[cfg(not(unix))]
-    let _ = (tls, shutdown);
+    let _ = (reload, shutdown);
 }
