@@ -367,7 +367,7 @@ async fn acme_certificate_issued_renewed_and_reused_from_cache() {
         .unwrap()
         .unwrap();
     let started = Instant::now();
-    let mut relay = start_relay(&args).await;
+    let relay = start_relay(&args).await;
     assert!(started.elapsed() < Duration::from_secs(15));
     let (status, body, leaf) = https(&tls, port, "POST", &hook, None, "three")
         .await
