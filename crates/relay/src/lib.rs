@@ -8,7 +8,9 @@
 //! - [`metrics`]: the `/metrics` counters.
 //! - [`limits`]: per-channel rate limits, per-IP failed-auth limits.
 //! - [`tls`]: HTTPS/WSS certificates, reloadable.
+//! - [`acme`]: certificates from an ACME CA (Let's Encrypt), cached and renewed.
 
+pub mod acme;
 pub mod auth;
 mod http;
 pub mod limits;
@@ -210,17 +212,20 @@ pub async fn run_with_metrics(
             http_tasks.spawn(refuse(io));
             continue;
         };
-        match state.cfg.tls.as_ref().map(|t| t.acceptor()) {
+        match state.cfg.tls.clone() {
             None => serve_conn(&state, &http_tasks, TokioIo::new(io), peer, permit),
-            Some(acceptor) => {
+            Some(tls) => {
                 let st = state.clone();
                 let tasks = http_tasks.clone();
                 http_tasks.spawn(async move {
                     // The handshake shares the header deadline: a silent client can't hold a slot.
-                    match tokio::time::timeout(st.cfg.header_read_timeout, acceptor.accept(io))
-                        .await
-                    {
-                        Ok(Ok(tls)) => serve_conn(&st, &tasks, TokioIo::new(tls), peer, permit),
+                    match tokio::time::timeout(st.cfg.header_read_timeout, tls.accept(io)).await {
+                        Ok(Ok(Some(tls))) => {
+                            serve_conn(&st, &tasks, TokioIo::new(tls), peer, permit)
+                        }
+                        Ok(Ok(None)) => {
+                            tracing::debug!(%peer, "answered an ACME TLS-ALPN-01 check")
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }

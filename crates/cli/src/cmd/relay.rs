@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use meethook_relay::acme::{Acme, AcmeConfig, LETS_ENCRYPT};
 use meethook_relay::tls::Tls;
 use meethook_relay::RelayConfig;
 use meethook_store::{SqliteStore, Store};
@@ -27,7 +28,8 @@ pub struct Args {
     /// Token guarding the channel API (`Authorization: Bearer …`).
     #[arg(long, env = "MEETHOOK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Base of the webhook URLs handed out [default: from --listen].
+    /// Base of the webhook URLs handed out [default: https://DOMAIN with --acme, else from
+    /// --listen].
     #[arg(long, env = "MEETHOOK_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Serve HTTPS/WSS with this PEM certificate chain (reloaded on SIGHUP).
@@ -36,6 +38,27 @@ pub struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Get and renew a certificate for DOMAIN by ACME (Let's Encrypt unless --acme-directory),
+    /// cached under --data; the CA checks DOMAIN:443 by TLS-ALPN-01, which must reach --listen.
+    #[arg(
+        long,
+        env = "MEETHOOK_ACME",
+        value_name = "DOMAIN",
+        conflicts_with_all = ["tls_cert", "tls_key"]
+    )]
+    pub acme: Option<String>,
+    /// Contact email for the ACME account (the CA's expiry and policy notices).
+    #[arg(long, env = "MEETHOOK_ACME_EMAIL", requires = "acme")]
+    pub acme_email: Option<String>,
+    /// ACME directory URL (e.g. Let's Encrypt staging while trying things out).
+    #[arg(long, env = "MEETHOOK_ACME_DIRECTORY", default_value = LETS_ENCRYPT, requires = "acme")]
+    pub acme_directory: String,
+    /// PEM CA certificate to trust for the ACME directory's own HTTPS (test CAs such as Pebble).
+    #[arg(long, requires = "acme")]
+    pub acme_ca_cert: Option<PathBuf>,
+    /// Renew this long before expiry [default: when a third of the lifetime is left] (tests).
+    #[arg(long, hide = true, value_parser = super::duration, requires = "acme")]
+    pub acme_renew_before: Option<Duration>,
     /// Larger webhook bodies get 413.
     #[arg(long, default_value = "16MiB", value_parser = super::size)]
     pub max_body: usize,
@@ -79,10 +102,10 @@ impl Args {
     pub fn config(&self, bound: SocketAddr, tls: Option<Arc<Tls>>) -> RelayConfig {
         let scheme = if tls.is_some() { "https" } else { "http" };
         RelayConfig {
-            public_url: self
-                .public_url
-                .clone()
-                .unwrap_or_else(|| default_public_url(scheme, bound)),
+            public_url: self.public_url.clone().unwrap_or_else(|| match &self.acme {
+                Some(domain) => format!("https://{domain}"),
+                None => default_public_url(scheme, bound),
+            }),
             tls,
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             max_body: self.max_body,
@@ -181,6 +204,9 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if args.acme.is_some() {
+        return run_acme(args, shutdown).await;
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(Arc::new(Tls::load(c, k)?)),
         _ => None,
@@ -189,7 +215,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let listener = bind(args.listen).await?;
     let bound = listener.local_addr()?;
     if let Some(t) = &tls {
-        tokio::spawn(reload_on_sighup(t.clone(), shutdown.clone()));
+        let t = t.clone();
+        tokio::spawn(reload_on_sighup(move || t.reload(), shutdown.clone()));
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let cfg = args.config(bound, tls);
@@ -202,8 +229,56 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         .context("relay stopped")
 }
 
+/// `--acme`: serve as soon as bound (the CA validates over this very port), announce once a
+/// certificate is in place (from the cache or a fresh order), then keep it renewed.
+async fn run_acme(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let acme = Arc::new(Acme::new(AcmeConfig {
+        domain: args.acme.clone().unwrap_or_default(),
+        email: args.acme_email.clone().filter(|e| !e.is_empty()),
+        directory: args.acme_directory.clone(),
+        directory_ca: args.acme_ca_cert.clone(),
+        cache_dir: args.data.join("acme"),
+        renew_before: args.acme_renew_before,
+    })?);
+    let cached = acme.load_cached()?;
+    let store = open_store(args.store.as_deref(), &args.data)?;
+    let listener = bind(args.listen).await?;
+    let bound = listener.local_addr()?;
+    let cfg = args.config(bound, Some(acme.tls()));
+    if cfg.admin_token.is_none() {
+        tracing::warn!("no --admin-token: the channel API is disabled");
+    }
+    let relay = tokio::spawn(meethook_relay::run(cfg, listener, store, shutdown.clone()));
+    // SIGHUP re-reads the cached certificate (e.g. one restored from a backup).
+    let a = acme.clone();
+    tokio::spawn(reload_on_sighup(
+        move || a.load_cached().map(drop),
+        shutdown.clone(),
+    ));
+    if !cached {
+        tracing::info!(domain = args.acme.as_deref().unwrap_or_default(), directory = %args.acme_directory, "ordering a TLS certificate by ACME");
+        let got = tokio::select! {
+            r = acme.obtain() => r,
+            _ = shutdown.cancelled() => Ok(()),
+        };
+        if let Err(e) = got {
+            shutdown.cancel();
+            let _ = relay.await;
+            return Err(e.into());
+        }
+    }
+    tokio::spawn(acme.renew(shutdown.clone()));
+    if !shutdown.is_cancelled() {
+        println!("listening on https://{bound}");
+    }
+    relay.await.context("relay task")?.context("relay stopped")
+}
+
 /// Re-reads the certificate on every SIGHUP; established connections keep theirs.
-async fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) {
+async fn reload_on_sighup<E: std::fmt::Display>(
+    reload: impl Fn() -> Result<(), E> + Send + 'static,
+    shutdown: CancellationToken,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -213,7 +288,7 @@ async fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = hup.recv() => match tls.reload() {
+                _ = hup.recv() => match reload() {
                     Ok(()) => tracing::info!("TLS certificate reloaded"),
                     Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate"),
                 },
@@ -221,5 +296,5 @@ async fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) {
         }
     }
     #[cfg(not(unix))]
-    let _ = (tls, shutdown);
+    let _ = (reload, shutdown);
 }
