@@ -5,6 +5,7 @@
 
 mod cmd;
 mod http_client;
+mod output;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

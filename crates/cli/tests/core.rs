@@ -371,8 +371,8 @@ async fn filtered_events_are_journaled_and_acked_but_not_delivered() {
     let handler = TestHandler::start().await;
     let dir = tempdir();
     let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
-    cfg.events = vec!["complete".into(), "bot.comp*".into()];
-    cfg.bots = vec!["8d2f".into()];
+    cfg.filter.events = vec!["complete".into(), "bot.comp*".into()];
+    cfg.filter.bots = vec!["8d2f".into()];
     let daemon = TestDaemon::start(cfg);
     let bodies = [
         r#"{"event":"bot.status_change","data":{"bot_id":"8d2f-1","status":{"code":"joining_call"}}}"#,

@@ -1307,7 +1307,7 @@ async fn events_retry_and_a_handler_back_on_its_port_cut_a_long_backoff() {
     let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
     // Ten minutes between attempts: only the control request (or the probe) explains a
     // delivery within the test's patience.
-    cfg.backoff = meethook_daemon::deliver::Backoff {
+    cfg.backoff = meethook_daemon::forward::Backoff {
         initial: Duration::from_secs(600),
         max: Duration::from_secs(600),
     };

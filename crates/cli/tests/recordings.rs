@@ -194,7 +194,7 @@ async fn trigger_with_local_artifacts(
     let (jdir, rec_dir) = (tempdir(), tempdir());
     let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path());
     cfg.save_recordings = Some(rec_dir.path().to_path_buf());
-    cfg.events = events;
+    cfg.filter.events = events;
     let daemon = TestDaemon::start(cfg);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meethook"))
         .args(["trigger", "meeting-success", "--to", &relay.hook(&ch)])

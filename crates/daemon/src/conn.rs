@@ -19,10 +19,13 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::filter::Filter;
+use crate::forward::Backoff;
+use crate::handoff::{Handoff, Insert};
 use crate::journal::{Journal, JournalError};
+use crate::observe::{DaemonEvent, Observers};
 use crate::recordings::Recorder;
-use crate::{blocking, now_ms, DaemonConfig, DaemonError};
-use crate::{Handoff, Insert};
+use crate::{blocking, now_ms, DaemonError};
 use meethook_store::bodyfile::{aligned_buffer, BODY_FILE_MIN};
 
 /// Anything a websocket can run over (TCP or TLS over TCP).
@@ -75,13 +78,39 @@ pub fn ws_url(relay: &str, channel: &str) -> Result<String, DaemonError> {
     Ok(format!("{scheme}://{rest}/ws/{channel}"))
 }
 
+/// What the connection stage is told.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnSettings {
+    /// Relay base URL (`http(s)://` or `ws(s)://`).
+    pub relay: String,
+    /// Channel id.
+    pub channel: String,
+    /// Channel token.
+    pub token: String,
+    /// Reconnect schedule towards the relay.
+    pub reconnect: Backoff,
+    /// Unacked events the relay may send ahead.
+    pub window: u32,
+    /// Largest event body accepted from the relay.
+    pub max_frame: usize,
+    /// How often to ping the relay.
+    pub ping_interval: Duration,
+    /// Drop the connection when the relay is silent this long.
+    pub liveness_timeout: Duration,
+    /// Extra CA certificate (PEM) to trust for `wss://`.
+    pub ca_cert: Option<PathBuf>,
+    /// `--events` / `--bot`: filtered events get no early hand-off and no recording.
+    pub filter: Filter,
+}
+
 /// Runs connections until `stop` is cancelled or a fatal error.
 pub(crate) async fn run(
-    cfg: Arc<DaemonConfig>,
+    cfg: ConnSettings,
     journal: Journal,
     recorder: Option<Arc<Recorder>>,
     events_tx: mpsc::UnboundedSender<Handoff>,
     mut delivered_rx: watch::Receiver<u64>,
+    observers: Observers,
     stop: CancellationToken,
 ) -> Result<(), DaemonError> {
     let url = ws_url(&cfg.relay, &cfg.channel)?;
@@ -107,6 +136,7 @@ pub(crate) async fn run(
             recorder.as_ref(),
             &events_tx,
             &mut delivered_rx,
+            &observers,
             &stop,
         )
         .await;
@@ -119,7 +149,11 @@ pub(crate) async fn run(
                 }
                 failures += 1;
                 let delay = cfg.reconnect.delay(failures, None);
-                tracing::warn!("{why}; reconnecting in {:.1}s", delay.as_secs_f64());
+                tracing::debug!("{why}; reconnecting in {:.1}s", delay.as_secs_f64());
+                observers.emit(DaemonEvent::Reconnecting {
+                    reason: why,
+                    retry_in: delay,
+                });
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(delay) => {}
@@ -169,7 +203,7 @@ fn tls_config(ca: Option<&PathBuf>) -> Result<tokio_rustls::TlsConnector, Daemon
 }
 
 async fn connect(
-    cfg: &DaemonConfig,
+    cfg: &ConnSettings,
     url: &str,
     tls: Option<tokio_rustls::TlsConnector>,
 ) -> Result<Ws, End> {
@@ -315,7 +349,7 @@ impl Preloads {
 
 #[allow(clippy::too_many_arguments)]
 async fn once(
-    cfg: &DaemonConfig,
+    cfg: &ConnSettings,
     url: &str,
     tls: Option<tokio_rustls::TlsConnector>,
     journal: &Journal,
@@ -323,6 +357,7 @@ async fn once(
     recorder: Option<&Arc<Recorder>>,
     events_tx: &mpsc::UnboundedSender<Handoff>,
     delivered_rx: &mut watch::Receiver<u64>,
+    observers: &Observers,
     stop: &CancellationToken,
 ) -> End {
     let mut ws = tokio::select! {
@@ -360,7 +395,8 @@ async fn once(
         Ok(None) => return End::Retry("relay closed the connection during handshake".into()),
         Err(_) => return End::Retry("relay sent no welcome".into()),
     };
-    match welcome {
+    // The relay's head at connect time, until everything up to it is journaled.
+    let mut catch_up = match welcome {
         Ok(ServerFrame::Welcome { head, .. }) if head < journaled => {
             return End::Fatal(DaemonError::Rejected(format!(
                 "the relay's channel {:?} is at seq {head} but this journal already holds seq {journaled}: \
@@ -369,22 +405,37 @@ async fn once(
             )));
         }
         Ok(ServerFrame::Welcome { head, oldest, .. }) => {
-            tracing::info!(
+            tracing::debug!(
                 relay = %cfg.relay, channel = %cfg.channel, head, journaled, delivered,
                 "connected to relay"
             );
+            observers.emit(DaemonEvent::Connected {
+                relay: cfg.relay.clone(),
+                channel: cfg.channel.clone(),
+                head,
+                journaled,
+            });
             if oldest > journaled + 1 && head > journaled {
-                tracing::warn!(
-                    "events {}..{} were pruned by the relay before this listener received them",
-                    journaled + 1,
-                    oldest - 1
-                );
+                observers.emit(DaemonEvent::Missed {
+                    first: journaled + 1,
+                    last: oldest - 1,
+                });
             }
+            Some(head)
         }
         Ok(ServerFrame::Error { code, message }) => return server_error(code, message),
         Err(e) => return End::Retry(format!("bad welcome from relay: {e}")),
-    }
+    };
     let mut last_journaled = journaled;
+    let mut caught_up = |last_journaled: u64| {
+        if catch_up.is_some_and(|head| last_journaled >= head) {
+            catch_up = None;
+            observers.emit(DaemonEvent::CaughtUp {
+                seq: last_journaled,
+            });
+        }
+    };
+    caught_up(last_journaled);
     let mut last_acked = delivered;
     let mut preloads = Preloads::default();
     let ack_every = u64::from((cfg.window / 4).max(1));
@@ -436,7 +487,7 @@ async fn once(
                         },
                         Some(Ok(Message::Close(_))) | None => {
                             if !batch.is_empty() {
-                                if let Err(end) = journal_batch(journal, cfg, batch, recorder, events_tx).await {
+                                if let Err(end) = journal_batch(journal, cfg, batch, recorder, events_tx, observers).await {
                                     return end;
                                 }
                             }
@@ -450,9 +501,10 @@ async fn once(
                     }
                 }
                 if !batch.is_empty() {
-                    if let Err(end) = journal_batch(journal, cfg, batch, recorder, events_tx).await {
+                    if let Err(end) = journal_batch(journal, cfg, batch, recorder, events_tx, observers).await {
                         return end;
                     }
+                    caught_up(last_journaled);
                 }
             }
             r = delivered_rx.changed() => {
@@ -497,10 +549,11 @@ async fn once(
 
 async fn journal_batch(
     journal: &Journal,
-    cfg: &DaemonConfig,
+    cfg: &ConnSettings,
     batch: Vec<Event>,
     recorder: Option<&Arc<Recorder>>,
     events_tx: &mpsc::UnboundedSender<Handoff>,
+    observers: &Observers,
 ) -> Result<(), End> {
     let ch = cfg.channel.clone();
     // Delivery need not wait for the journal: an event handed over now has its outcome
@@ -518,12 +571,16 @@ async fn journal_batch(
     let total: usize = batch.iter().map(|e| e.body.len()).sum();
     let parsed: Option<Vec<Option<Summary>>> =
         (total < BODY_FILE_MIN).then(|| batch.iter().map(|e| Summary::parse(&e.body)).collect());
-    let early = !cfg.filtering() && !journal.failing();
+    let early = !cfg.filter.is_active() && !journal.failing();
     let (journaled_tx, journaled_rx) = watch::channel(None);
     let mut handed = false;
     if early {
         if let Some(summaries) = &parsed {
             for (ev, s) in batch.iter().zip(summaries) {
+                observers.emit(DaemonEvent::Received {
+                    seq: ev.seq,
+                    summary: s.clone(),
+                });
                 let _ = events_tx.send((ev.clone(), Some(s.clone()), Some(journaled_rx.clone())));
             }
             handed = true;
@@ -542,6 +599,10 @@ async fn journal_batch(
     if let Some(events) = handing_big {
         if locked_rx.await.is_ok() {
             for ev in events {
+                observers.emit(DaemonEvent::Received {
+                    seq: ev.seq,
+                    summary: None,
+                });
                 let _ = events_tx.send((ev, None, Some(journaled_rx.clone())));
             }
             handed = true;
@@ -569,7 +630,7 @@ async fn journal_batch(
             if let Some(r) = recorder {
                 for (ev, s) in batch.iter().zip(&summaries) {
                     // Not for events `--events`/`--bot` skip: they are not wanted at all.
-                    if crate::wanted(cfg, s.as_ref()) {
+                    if cfg.filter.wants(s.as_ref()) {
                         r.spawn_for(ev, s.as_ref());
                     }
                 }
@@ -577,6 +638,10 @@ async fn journal_batch(
             // Bounded by the relay's window: it sends no more than that ahead of our acks.
             if !handed {
                 for (ev, summary) in batch.into_iter().zip(summaries) {
+                    observers.emit(DaemonEvent::Received {
+                        seq: ev.seq,
+                        summary: summary.clone(),
+                    });
                     let _ = events_tx.send((ev, Some(summary), None));
                 }
             }

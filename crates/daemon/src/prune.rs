@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::journal::Journal;
+use crate::observe::{DaemonEvent, Observers};
 use crate::{blocking, now_ms};
 
 /// Time between two prunes.
@@ -16,6 +17,7 @@ pub(crate) async fn prune_loop(
     journal: Journal,
     channel: String,
     retention: Duration,
+    observers: Observers,
     stop: CancellationToken,
 ) {
     let retention_ms = retention.as_millis().min(i64::MAX as u128) as i64;
@@ -27,11 +29,10 @@ pub(crate) async fn prune_loop(
         })
         .await;
         match pruned {
-            Ok(p) if p.events > 0 => tracing::info!(
-                events = p.events,
-                bytes = p.bytes,
-                "pruned journal events older than --retention"
-            ),
+            Ok(p) if p.events > 0 => observers.emit(DaemonEvent::JournalPruned {
+                events: p.events,
+                bytes: p.bytes,
+            }),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot prune the journal; trying again later"),
         }

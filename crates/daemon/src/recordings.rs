@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use crate::journal::Journal;
-use crate::output::Printer;
+use crate::observe::{DaemonEvent, Observers};
 use crate::{now_ms, DaemonError};
 
 /// Downloads running at once; more wait their turn.
@@ -31,7 +31,7 @@ pub struct Recorder {
     dir: PathBuf,
     max_bytes: u64,
     channel: String,
-    printer: Printer,
+    observers: Observers,
     journal: Journal,
     client: Client<Https, Empty<Bytes>>,
     slots: Arc<Semaphore>,
@@ -43,7 +43,7 @@ impl Recorder {
         dir: &Path,
         max_bytes: u64,
         channel: &str,
-        printer: Printer,
+        observers: Observers,
         journal: Journal,
     ) -> Result<Arc<Recorder>, DaemonError> {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -62,7 +62,7 @@ impl Recorder {
             dir: dir.to_path_buf(),
             max_bytes,
             channel: channel.to_string(),
-            printer,
+            observers,
             journal,
             client: Client::builder(TokioExecutor::new()).build(https),
             slots: Arc::new(Semaphore::new(PARALLEL)),
@@ -112,26 +112,27 @@ impl Recorder {
         self.note(move |j, ch| j.recording_started(ch, seq, kind, &path, now_ms()))
             .await;
         let _slot = self.slots.acquire().await;
-        let result = self.fetch(url, file).await;
+        let result = self.fetch(seq, url, file).await;
         let (bytes, error) = match &result {
             Ok(n) => (*n, None),
             Err((n, e)) => (*n, Some(e.clone())),
         };
-        let line = match &error {
-            None => format!("recording saved → {} ({})", file.display(), human(bytes)),
-            Some(e) => format!("recording not saved ({kind} of #{seq}): {e}"),
-        };
-        if self.printer.json {
-            self.printer.print_line(
-                &serde_json::json!({"seq": seq, "recording": kind, "path": file, "bytes": bytes, "error": error})
-                    .to_string(),
-            );
-        } else {
-            self.printer.print_line(&format!(
-                "{}  #{seq:<5} {line}",
-                chrono::Local::now().format("%H:%M:%S%.3f")
-            ));
-        }
+        let path = file.display().to_string();
+        self.observers.emit(match &error {
+            None => DaemonEvent::RecordingSaved {
+                seq,
+                kind,
+                path,
+                bytes,
+            },
+            Some(e) => DaemonEvent::RecordingFailed {
+                seq,
+                kind,
+                path,
+                bytes,
+                error: e.clone(),
+            },
+        });
         self.note(move |j, ch| {
             j.recording_finished(ch, seq, kind, bytes, error.as_deref(), now_ms())
         })
@@ -139,7 +140,7 @@ impl Recorder {
     }
 
     /// Streams `url` into `file` (via a `.part` file); the byte count and the error if any.
-    async fn fetch(&self, url: &str, file: &Path) -> Result<u64, (u64, String)> {
+    async fn fetch(&self, seq: u64, url: &str, file: &Path) -> Result<u64, (u64, String)> {
         let uri: http::Uri = url
             .parse()
             .map_err(|_| (0, "not a valid URL".to_string()))?;
@@ -194,17 +195,12 @@ impl Recorder {
             }
             if Instant::now() >= next_report {
                 next_report += Duration::from_secs(5);
-                match total {
-                    Some(t) => tracing::info!(
-                        "recording {}: {}% of {}",
-                        file.display(),
-                        written * 100 / t.max(1),
-                        human(t)
-                    ),
-                    None => {
-                        tracing::info!("recording {}: {} so far", file.display(), human(written))
-                    }
-                }
+                self.observers.emit(DaemonEvent::RecordingProgress {
+                    seq,
+                    path: file.display().to_string(),
+                    bytes: written,
+                    total,
+                });
             }
         };
         let res = match res {

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use meethook_proto::meeting::Summary;
 use meethook_proto::{Event, Header};
 use tokio_util::sync::CancellationToken;
 
-use crate::deliver::{Backoff, Forwarder, Outcome, Verdict};
+use crate::forward::{Backoff, Forwarder, Verdict};
 use crate::journal::{Attempt, Journal};
+use crate::observe::{AttemptReport, DaemonEvent, EventInfo, Observers};
 use crate::{blocking, now_ms, DaemonError};
 
 /// How fast events follow each other.
@@ -110,41 +112,6 @@ pub struct ReplayConfig {
     pub resign: Option<Signer>,
 }
 
-/// What a replay reports as it goes, for printing.
-#[derive(Debug)]
-pub enum Step<'a> {
-    /// Waiting `delay` before sending `event` (`--speed` other than `max`).
-    Waiting {
-        /// The next event.
-        event: &'a Event,
-        /// How long.
-        delay: Duration,
-    },
-    /// An attempt finished; `next_retry` is set when another will follow (a retryable
-    /// outcome without one: retries ran out).
-    Attempt {
-        /// The event as stored (before re-signing).
-        event: &'a Event,
-        /// The attempt's outcome.
-        outcome: &'a Outcome,
-        /// 1-based attempt number within this replay.
-        attempt: u32,
-        /// When the next attempt goes, if any.
-        next_retry: Option<Duration>,
-    },
-    /// The event is settled.
-    Settled {
-        /// The event.
-        event: &'a Event,
-        /// Whether the handler answered 2xx.
-        delivered: bool,
-        /// Events settled so far, this one included.
-        done: usize,
-        /// Events in this replay.
-        total: usize,
-    },
-}
-
 /// How a replay went.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
@@ -161,13 +128,14 @@ pub struct Report {
 }
 
 /// Replays `seqs` of `cfg.channel` from `journal`, in the order given (callers pass seq
-/// order), reporting each step to `observe`. Returns early, with `interrupted` set, when
-/// `stop` is cancelled.
+/// order), reporting each step to `observers` with the same events as live delivery (and
+/// [`DaemonEvent::Waiting`], [`DaemonEvent::Replayed`]). Returns early, with `interrupted`
+/// set, when `stop` is cancelled.
 pub async fn run(
     cfg: &ReplayConfig,
     journal: &Journal,
     seqs: &[u64],
-    mut observe: impl FnMut(Step<'_>) + Send,
+    observers: &Observers,
     stop: &CancellationToken,
 ) -> Result<Report, DaemonError> {
     let fwd = Forwarder::new(&cfg.forward_to, &cfg.channel, cfg.timeout)?;
@@ -188,8 +156,8 @@ pub async fn run(
             let due = prev_sent + cfg.speed.gap(prev_at, ev.received_at_ms);
             let wait = due.saturating_duration_since(tokio::time::Instant::now());
             if !wait.is_zero() {
-                observe(Step::Waiting {
-                    event: &ev,
+                observers.emit(DaemonEvent::Waiting {
+                    seq: ev.seq,
                     delay: wait,
                 });
                 tokio::select! {
@@ -199,10 +167,15 @@ pub async fn run(
             }
         }
         previous = Some((ev.received_at_ms, tokio::time::Instant::now()));
+        let info = EventInfo::of(&ev, Summary::parse(&ev.body));
         let mut attempts = 0u32;
         let delivered = loop {
             attempts += 1;
             let started_at_ms = now_ms();
+            observers.emit(DaemonEvent::AttemptStarted {
+                seq,
+                attempt: attempts,
+            });
             let sent = match &cfg.resign {
                 Some(signer) => resign(&ev, signer, started_at_ms / 1000),
                 None => ev.clone(),
@@ -240,13 +213,17 @@ pub async fn run(
                     tracing::warn!(seq, error = %e, "cannot record the replay attempt");
                 }
             }
-            observe(Step::Attempt {
-                event: &ev,
-                outcome: &outcome,
-                attempt: attempts,
-                next_retry,
+            observers.emit(DaemonEvent::AttemptFinished {
+                event: info.clone(),
+                report: AttemptReport::of(&outcome, attempts, next_retry, 0),
             });
             if let Some(d) = settled {
+                let event = info.clone();
+                observers.emit(if d {
+                    DaemonEvent::Delivered { event, attempts }
+                } else {
+                    DaemonEvent::GaveUp { event, attempts }
+                });
                 break d;
             }
             let delay = next_retry.expect("a retry always has a delay");
@@ -260,8 +237,8 @@ pub async fn run(
         } else {
             report.failed += 1;
         }
-        observe(Step::Settled {
-            event: &ev,
+        observers.emit(DaemonEvent::Replayed {
+            seq,
             delivered,
             done: i + 1,
             total: seqs.len(),

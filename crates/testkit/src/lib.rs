@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use meethook_daemon::DaemonConfig;
+use meethook_daemon::{DaemonConfig, DaemonEvent, Observer, Observers};
 use meethook_relay::{auth, Metrics, RelayConfig};
 use meethook_store::{now_ms, Channel, SqliteStore, Store};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -448,6 +448,44 @@ impl TestRelay {
 pub struct TestDaemon {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), meethook_daemon::DaemonError>>,
+    /// Every event the daemon reported, in order.
+    pub events: Arc<EventLog>,
+}
+
+/// The events a daemon reported, to wait on instead of polling with sleeps.
+#[derive(Default)]
+pub struct EventLog {
+    seen: Mutex<Vec<DaemonEvent>>,
+    count: tokio::sync::Notify,
+}
+
+impl Observer for EventLog {
+    fn notify(&self, event: &DaemonEvent) {
+        self.seen.lock().unwrap().push(event.clone());
+        self.count.notify_waiters();
+    }
+}
+
+impl EventLog {
+    /// Every event so far.
+    pub fn all(&self) -> Vec<DaemonEvent> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits (at most [`PATIENCE`]) for an event that `pred` accepts, and returns it.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&DaemonEvent) -> bool) -> DaemonEvent {
+        let found = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let notified = self.count.notified();
+                if let Some(e) = self.seen.lock().unwrap().iter().find(|e| pred(e)) {
+                    return e.clone();
+                }
+                notified.await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("the daemon never reported {what}"))
+    }
 }
 
 impl TestDaemon {
@@ -461,7 +499,7 @@ impl TestDaemon {
     ) -> DaemonConfig {
         let mut cfg = DaemonConfig::new(relay, channel, token, forward_to);
         cfg.data = data.to_path_buf();
-        cfg.backoff = meethook_daemon::deliver::Backoff {
+        cfg.backoff = meethook_daemon::forward::Backoff {
             initial: Duration::from_millis(20),
             max: Duration::from_millis(200),
         };
@@ -473,8 +511,14 @@ impl TestDaemon {
     /// Starts a daemon.
     pub fn start(cfg: DaemonConfig) -> TestDaemon {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(meethook_daemon::run(cfg, shutdown.clone()));
-        TestDaemon { shutdown, task }
+        let events = Arc::new(EventLog::default());
+        let observers = Observers::new(vec![events.clone() as Arc<dyn Observer>]);
+        let task = tokio::spawn(meethook_daemon::run(cfg, observers, shutdown.clone()));
+        TestDaemon {
+            shutdown,
+            task,
+            events,
+        }
     }
 
     /// Shuts down gracefully and returns the daemon's result.

@@ -93,7 +93,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     );
     cfg.data = args.data.clone();
     args.delivery.apply(&mut cfg);
-    let daemon = meethook_daemon::run(cfg, shutdown.clone()).await;
+    let daemon = args.delivery.run_daemon(cfg, shutdown.clone()).await;
     shutdown.cancel();
     relay.await.context("relay task")??;
     daemon?;

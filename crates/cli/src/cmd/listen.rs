@@ -1,10 +1,13 @@
 //! `meethook listen`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use meethook_daemon::deliver::Backoff;
-use meethook_daemon::DaemonConfig;
+use meethook_daemon::forward::Backoff;
+use meethook_daemon::{DaemonConfig, Filter, Observer, Observers};
+
+use crate::output::{self, Lines, Source, Stdout};
 use tokio_util::sync::CancellationToken;
 
 /// `meethook listen` flags.
@@ -72,9 +75,10 @@ impl DeliveryArgs {
     pub fn apply(&self, cfg: &mut DaemonConfig) {
         cfg.timeout = self.timeout;
         cfg.max_attempts = self.max_attempts;
-        cfg.json = self.json;
-        cfg.events = self.events.clone();
-        cfg.bots = self.bots.clone();
+        cfg.filter = Filter {
+            events: self.events.clone(),
+            bots: self.bots.clone(),
+        };
         cfg.save_recordings = self.save_recordings.clone();
         cfg.max_recording_size = self.max_recording_size as u64;
         cfg.retention = self.retention;
@@ -90,10 +94,34 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     cfg.data = args.data;
     cfg.ca_cert = args.ca_cert;
     args.delivery.apply(&mut cfg);
-    eprintln!(
-        "meethook listen: channel {} on {} → {}",
-        cfg.channel, cfg.relay, cfg.forward_to
-    );
-    meethook_daemon::run(cfg, shutdown).await?;
-    Ok(())
+    if !args.delivery.json {
+        eprintln!(
+            "meethook listen: channel {} on {} → {}",
+            cfg.channel, cfg.relay, cfg.forward_to
+        );
+    }
+    args.delivery.run_daemon(cfg, shutdown).await
+}
+
+impl DeliveryArgs {
+    /// Runs the daemon with `cfg`, printing its events as these flags say (`--json`).
+    pub async fn run_daemon(
+        &self,
+        cfg: DaemonConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let out = Stdout::new();
+        let source = Source::Live {
+            data_arg: output::data_arg(&cfg.data),
+        };
+        let lines: Arc<dyn Observer> = Arc::new(Lines::new(self.json, source, out.clone()));
+        let flushing = CancellationToken::new();
+        let flusher = tokio::spawn(out.clone().flush_loop(flushing.clone()));
+        let r = meethook_daemon::run(cfg, Observers::new(vec![lines]), shutdown).await;
+        // Lines of an attempt that was in flight at the stop are still written.
+        flushing.cancel();
+        let _ = flusher.await;
+        out.flush();
+        Ok(r?)
+    }
 }

@@ -112,7 +112,7 @@ pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
 
 /// clap parser for a handler URL (`--forward-to`): `http://host[:port][/path]`.
 pub fn handler_url(s: &str) -> Result<String, String> {
-    match meethook_daemon::deliver::Forwarder::new(s, "check", Duration::from_secs(1)) {
+    match meethook_daemon::forward::Forwarder::new(s, "check", Duration::from_secs(1)) {
         Ok(_) => Ok(s.to_string()),
         Err(e) => Err(format!(
             "{} (expected e.g. http://localhost:3000/hook)",

@@ -3,16 +3,17 @@
 
 use std::io::{IsTerminal, Write};
 use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use meethook_daemon::deliver::Backoff;
+use meethook_daemon::forward::Backoff;
 use meethook_daemon::journal::{Journal, JournalError, Query};
-use meethook_daemon::output::{format_line, Line};
-use meethook_daemon::replay::{ReplayConfig, Signer, Speed, Step};
-use meethook_proto::meeting::Summary;
-use meethook_proto::Event;
+use meethook_daemon::observe::{DaemonEvent, Observer, Observers};
+use meethook_daemon::replay::{ReplayConfig, Signer, Speed};
 use tokio_util::sync::CancellationToken;
+
+use crate::output::{Lines, Source, Stdout};
 
 use super::events::{self, describe_channels, Filters, Where};
 
@@ -132,16 +133,21 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             ""
         }
     );
-    let mut out = Output {
-        json: args.json,
+    let stdout = Stdout::new();
+    let source = Source::Replay {
         channel: channel.clone(),
-        bar: Bar::new(n, std::io::stderr().is_terminal()),
     };
-    out.bar.draw();
-    let report =
-        meethook_daemon::replay::run(&cfg, &journal, &seqs, |step| out.step(step), &shutdown)
-            .await?;
-    out.bar.clear();
+    let out = Arc::new(Output {
+        lines: Lines::new(args.json, source, stdout.clone()),
+        stdout: stdout.clone(),
+        bar: Mutex::new(Bar::new(n, std::io::stderr().is_terminal())),
+    });
+    out.bar.lock().expect("bar").draw();
+    let observers = Observers::new(vec![out.clone() as Arc<dyn Observer>]);
+    let report = meethook_daemon::replay::run(&cfg, &journal, &seqs, &observers, &shutdown).await;
+    stdout.flush();
+    out.bar.lock().expect("bar").clear();
+    let report = report?;
     let settled = report.delivered + report.failed;
     if report.interrupted {
         bail!(
@@ -274,59 +280,33 @@ fn select(
     Ok((journal, channel, seqs))
 }
 
-/// Lines on stdout and the progress bar on stderr.
+/// Lines on stdout and the progress bar on stderr, kept apart: the bar is cleared before a
+/// line and drawn again after it.
 struct Output {
-    json: bool,
-    channel: String,
-    bar: Bar,
+    lines: Lines,
+    stdout: Arc<Stdout>,
+    bar: Mutex<Bar>,
 }
 
-impl Output {
-    fn step(&mut self, step: Step<'_>) {
-        match step {
-            Step::Waiting { event, delay } => {
-                if delay >= Duration::from_secs(2) && !self.json {
-                    self.line(format!(
-                        "      … {:.1} s until #{} (--speed)",
-                        delay.as_secs_f64(),
-                        event.seq
-                    ));
-                }
+impl Observer for Output {
+    fn notify(&self, event: &DaemonEvent) {
+        let mut bar = self.bar.lock().expect("bar");
+        match event {
+            DaemonEvent::Replayed { done, .. } => {
+                bar.done = *done;
+                bar.draw();
             }
-            Step::Attempt {
-                event,
-                outcome,
-                attempt,
-                next_retry,
-            } => {
-                let line = Line::Attempt {
-                    outcome,
-                    attempt,
-                    next_retry,
-                };
-                self.event_line(event, line);
+            DaemonEvent::AttemptFinished { .. }
+            | DaemonEvent::Skipped { .. }
+            | DaemonEvent::Waiting { .. } => {
+                bar.clear();
+                self.lines.notify(event);
+                self.stdout.flush();
+                let _ = std::io::stdout().flush();
+                bar.draw();
             }
-            Step::Settled { done, .. } => {
-                self.bar.done = done;
-                self.bar.draw();
-            }
+            _ => self.lines.notify(event),
         }
-    }
-
-    fn event_line(&mut self, event: &Event, line: Line<'_>) {
-        let summary = Summary::parse(&event.body);
-        let json = self.json;
-        let l = format_line(event, summary.as_ref(), line, json, Some(&self.channel));
-        self.line(l);
-    }
-
-    fn line(&mut self, l: String) {
-        self.bar.clear();
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{l}");
-        let _ = stdout.flush();
-        drop(stdout);
-        self.bar.draw();
     }
 }
 
