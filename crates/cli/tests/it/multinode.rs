@@ -22,7 +22,8 @@ use meethook_testkit::pg::Schema;
 use meethook_testkit::{client, request, tempdir, Child, TestDaemon, TestHandler, PATIENCE};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+use crate::util::BIN;
+
 const ADMIN: &str = "admin-test-token";
 
 // ---- PostgreSQL: one schema per test ----

@@ -13,7 +13,8 @@ use meethook_testkit::{
     post, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+use crate::util::BIN;
+
 const ADMIN: &str = "admin-test-token";
 
 async fn start_relay(data: &Path, listen: &str) -> RelayProcess {

@@ -10,7 +10,8 @@ use meethook_daemon::journal::{Attempt, Journal, Query, State};
 use meethook_testkit::{post, tempdir, TestDaemon, TestHandler, TestRelay, PATIENCE};
 use sha2::Sha256;
 
-const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+use crate::util::{json_lines, meethook, meethook_bytes, BIN};
+
 const BOT_A: &str = "8d2f4c1a-5b6e-4f7a-9c3d-2e1f0a9b8c7d";
 const BOT_B: &str = "b0b0b0b0-2222-4333-8444-555555555555";
 /// What the sender signed with originally.
@@ -18,33 +19,6 @@ const SENDER_SECRET: &str = "whsec_c2VuZGVyLXNlY3JldC1vZi10aGUtb3JpZ2luYWwtc2VuZ
 /// What the local handler verifies with.
 const LOCAL_SECRET: &str = "whsec_bG9jYWwtaGFuZGxlci1zZWNyZXQtZm9yLXJlcGxheXM=";
 const N: u64 = 20;
-
-/// Runs the binary with a bounded wait; `(exit code, stdout, stderr)`.
-async fn meethook(args: &[&str]) -> (i32, String, String) {
-    let out = meethook_bytes(args).await;
-    (
-        out.0,
-        String::from_utf8_lossy(&out.1).into_owned(),
-        String::from_utf8_lossy(&out.2).into_owned(),
-    )
-}
-
-async fn meethook_bytes(args: &[&str]) -> (i32, Vec<u8>, Vec<u8>) {
-    let out = tokio::time::timeout(
-        PATIENCE,
-        tokio::process::Command::new(BIN)
-            .args(args)
-            .env_remove("MEETHOOK_DATA")
-            .env_remove("MEETHOOK_FORWARD_TO")
-            .env_remove("MEETHOOK_RESIGN_SECRET")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("meethook {args:?} did not finish"))
-    .unwrap();
-    (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
-}
 
 fn sign(secret: &str, id: &str, ts: &str, body: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -151,12 +125,6 @@ async fn fill_journal(data: &Path) -> String {
     daemon.stop().await.unwrap();
     relay.stop().await;
     ch
-}
-
-fn json_lines(out: &str) -> Vec<serde_json::Value> {
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,8 @@ use std::time::Duration;
 use meethook_testkit::{post, tempdir, TestDaemon, TestHandler, TestRelay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::util::BIN;
+
 /// A file server that sends `data` slowly (16 pieces, 100 ms apart); `done` is set at the end.
 async fn slow_server(data: Arc<Vec<u8>>, done: Arc<AtomicBool>) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -100,7 +102,7 @@ async fn recordings_are_saved_in_the_background() {
     daemon.stop().await.unwrap();
 
     // `events show` names the file.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meethook"))
+    let out = std::process::Command::new(BIN)
         .args(["events", "show", "1", "--data"])
         .arg(jdir.path())
         .output()
@@ -196,7 +198,7 @@ async fn trigger_with_local_artifacts(
     cfg.save_recordings = Some(rec_dir.path().to_path_buf());
     cfg.events = events;
     let daemon = TestDaemon::start(cfg);
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meethook"))
+    let out = tokio::process::Command::new(BIN)
         .args(["trigger", "meeting-success", "--to", &relay.hook(&ch)])
         .args(["--artifacts-url", &format!("http://{files}")])
         .output()
