@@ -5,7 +5,9 @@
 //!   programmable status; it can be stopped and restarted on the same port.
 //! - [`TestRelay`]: an in-process relay on an ephemeral port over a temporary store.
 //! - [`TestDaemon`]: an in-process `listen` daemon.
+//! - [`Setup`]: the common relay + channel + handler + journal directory, daemon on demand.
 //! - [`post`]: send one webhook.
+//! - [`wait_until`] / [`wait_for`]: poll a condition with a bounded deadline.
 //! - [`RelayProcess`] / [`ListenProcess`]: the real binary as a child, for `kill -9` tests.
 //! - [`fault`]: retrying load, a connection-cutting proxy, a tmpfs that fills up.
 
@@ -36,6 +38,34 @@ use tokio_util::sync::CancellationToken;
 
 /// Upper bound on how long a test waits for something that should happen.
 pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `patience`.
+pub async fn wait_until(what: &str, patience: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`wait_until`] with an async condition.
+pub async fn wait_for<F: std::future::Future<Output = bool>>(
+    what: &str,
+    patience: Duration,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// One request the handler received.
 #[derive(Debug, Clone)]
@@ -489,6 +519,72 @@ impl TestDaemon {
             .await
             .expect("daemon did not exit")
             .unwrap()
+    }
+}
+
+/// The common set-up: a relay, one channel on it, a recording handler and a directory for a
+/// daemon's journal; [`Setup::daemon`] starts a daemon forwarding from the one to the other.
+///
+/// Tests usually take it apart after starting the daemon:
+/// `let Setup { relay, channel: ch, handler, .. } = s;` (the fields left in `s`, such as the
+/// journal directory, live until `s` goes out of scope).
+pub struct Setup {
+    /// The relay.
+    pub relay: TestRelay,
+    /// The channel's id.
+    pub channel: String,
+    /// The channel's token.
+    pub token: String,
+    /// The handler a daemon forwards to.
+    pub handler: TestHandler,
+    /// The daemon's journal directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A default relay.
+    pub async fn start() -> Setup {
+        Self::on(TestRelay::start().await, None).await
+    }
+
+    /// A relay whose config `tweak` adjusts.
+    pub async fn start_with(tweak: impl FnOnce(&mut RelayConfig)) -> Setup {
+        Self::on(TestRelay::start_with(tweak).await, None).await
+    }
+
+    /// Around a relay already started; its channel checks `sender_secret` if given.
+    pub async fn on(relay: TestRelay, sender_secret: Option<&str>) -> Setup {
+        let (channel, token) = relay.channel(sender_secret).await;
+        Setup {
+            relay,
+            channel,
+            token,
+            handler: TestHandler::start().await,
+            dir: tempdir(),
+        }
+    }
+
+    /// A daemon config ([`TestDaemon::config`]) forwarding the channel to the handler's `path`.
+    pub fn config(&self, path: &str) -> DaemonConfig {
+        TestDaemon::config(
+            &self.relay.url(),
+            &self.channel,
+            &self.token,
+            &self.handler.url(path),
+            self.dir.path(),
+        )
+    }
+
+    /// Starts a daemon with [`Setup::config`].
+    pub fn daemon(&self, path: &str) -> TestDaemon {
+        self.daemon_with(path, |_| {})
+    }
+
+    /// Starts a daemon with [`Setup::config`] after `tweak` adjusted it.
+    pub fn daemon_with(&self, path: &str, tweak: impl FnOnce(&mut DaemonConfig)) -> TestDaemon {
+        let mut cfg = self.config(path);
+        tweak(&mut cfg);
+        TestDaemon::start(cfg)
     }
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use meethook_testkit::fault::{collect, jitter, senders, verify, Acked, CutProxy, Tmpfs};
 use meethook_testkit::Received;
 use meethook_testkit::{
-    post, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay,
+    post, tempdir, ListenProcess, RelayProcess, Setup, TestDaemon, TestHandler, TestRelay,
 };
 
 use crate::util::BIN;
@@ -181,19 +181,16 @@ fn verify_cuts(acked: &Acked, got: &[Received], proxy: &CutProxy, cuts: u32, fau
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_cut_mid_frame() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
+    let s = Setup::start().await;
     let cuts = 15;
-    let proxy = CutProxy::start(relay.addr, cuts).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &format!("http://{}", proxy.addr),
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let proxy = CutProxy::start(s.relay.addr, cuts).await;
+    let daemon = s.daemon_with("/", |c| c.relay = format!("http://{}", proxy.addr));
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        ..
+    } = s;
     // 64 KiB bodies: most cuts land inside an event frame.
     let load = senders(
         relay.hook(&ch),
@@ -211,21 +208,19 @@ async fn websocket_cut_mid_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_cut_mid_preload() {
-    let relay = TestRelay::start_with(|c| c.max_body = 4 << 20).await;
-    let (ch, token) = relay.channel(None).await;
+    let s = Setup::start_with(|c| c.max_body = 4 << 20).await;
     let cuts = 4;
-    let proxy = CutProxy::start(relay.addr, cuts).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let mut cfg = TestDaemon::config(
-        &format!("http://{}", proxy.addr),
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    );
-    cfg.reconnect.max = Duration::from_millis(200);
-    let daemon = TestDaemon::start(cfg);
+    let proxy = CutProxy::start(s.relay.addr, cuts).await;
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.relay = format!("http://{}", proxy.addr);
+        cfg.reconnect.max = Duration::from_millis(200);
+    });
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        ..
+    } = s;
     // 1.5 MiB bodies, one at a time with pauses, so the daemon is caught up and gets them as
     // preloads while they arrive: the cuts land inside preload pieces, and after each
     // reconnect the daemon must forget what it held and take those events whole.
@@ -268,17 +263,14 @@ async fn websocket_cut_mid_preload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_down_for_a_long_time() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let mut handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let s = Setup::start().await;
+    let daemon = s.daemon("/");
+    let Setup {
+        relay,
+        channel: ch,
+        mut handler,
+        ..
+    } = s;
     // Errors first, then the port closed; backoff is capped at 200 ms, so 2 s down is ~10 retries.
     handler.script(&[503; 15]);
     let load = senders(
@@ -306,17 +298,14 @@ async fn relay_disk_full_answers_503_and_recovers() {
         println!("chaos: fault=relay-disk-full skipped (mounting a tmpfs needs root)");
         return;
     };
-    let relay = TestRelay::start_in(disk.path(), |_| {}).await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let s = Setup::on(TestRelay::start_in(disk.path(), |_| {}).await, None).await;
+    let daemon = s.daemon("/");
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        ..
+    } = s;
     let body = vec![b'x'; 64 << 10];
     let mut refused = 0;
     let mut acked = Vec::new();
@@ -369,16 +358,14 @@ async fn daemon_disk_full(
         println!("chaos: fault={fault} skipped (mounting a tmpfs needs root)");
         return None;
     };
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        disk.path(),
-    ));
+    let s = Setup::start().await;
+    let daemon = s.daemon_with("/", |c| c.data = disk.path().to_path_buf());
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        ..
+    } = s;
     let load = senders(
         relay.hook(&ch),
         1,

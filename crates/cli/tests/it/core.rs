@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use meethook_testkit::{client, post, request, tempdir, TestDaemon, TestHandler, TestRelay};
+use meethook_testkit::{client, post, request, tempdir, Setup, TestDaemon, TestHandler, TestRelay};
 
 fn body_for(sender: usize, i: usize) -> String {
     format!(r#"{{"event":"bot.status_change","data":{{"bot_id":"s{sender}","n":{i}}}}}"#)
@@ -11,17 +11,14 @@ fn body_for(sender: usize, i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_senders_are_delivered_in_seq_order_byte_identical() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/hook"),
-        dir.path(),
-    ));
+    let s = Setup::start().await;
+    let daemon = s.daemon("/hook");
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        ..
+    } = s;
 
     let mut tasks = Vec::new();
     for s in 0..8 {
@@ -91,15 +88,18 @@ async fn concurrent_senders_are_delivered_in_seq_order_byte_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_posted_while_offline_arrive_in_order_once_listening() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
+    let s = Setup::start().await;
+    let cfg = s.config("/");
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        ..
+    } = s;
     for i in 0..30 {
         let r = post(&relay.hook(&ch), &[], format!("offline {i}")).await;
         assert_eq!(r.seq(), Some(i + 1));
     }
-    let dir = tempdir();
-    let cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
     let daemon = TestDaemon::start(cfg.clone());
     let got = handler.wait_delivered(30).await;
     let bodies: Vec<_> = got.iter().map(|r| r.body.clone()).collect();
@@ -122,18 +122,15 @@ async fn events_posted_while_offline_arrive_in_order_once_listening() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_errors_then_closed_port_lose_nothing_and_keep_order() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let mut handler = TestHandler::start().await;
-    handler.script(&[503, 503, 429, 500, 503]);
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/h"),
-        dir.path(),
-    ));
+    let s = Setup::start().await;
+    s.handler.script(&[503, 503, 429, 500, 503]);
+    let daemon = s.daemon("/h");
+    let Setup {
+        relay,
+        channel: ch,
+        mut handler,
+        ..
+    } = s;
     for i in 0..10 {
         post(&relay.hook(&ch), &[], format!("e{i}")).await;
     }
@@ -166,18 +163,15 @@ async fn handler_errors_then_closed_port_lose_nothing_and_keep_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_retryable_answers_are_recorded_and_the_next_event_goes() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    handler.script(&[400]);
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        dir.path(),
-    ));
+    let s = Setup::start().await;
+    s.handler.script(&[400]);
+    let daemon = s.daemon("/");
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        ..
+    } = s;
     post(&relay.hook(&ch), &[], "bad").await;
     post(&relay.hook(&ch), &[], "good").await;
     let got = handler.wait_until("two requests", |l| l.len() >= 2).await;
@@ -241,17 +235,14 @@ async fn several_listeners_each_get_every_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_arrive_byte_identical_and_oversized_get_413() {
-    let relay = TestRelay::start_with(|c| c.max_body = 8 << 20).await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        dir.path(),
-    ));
+    let s = Setup::start_with(|c| c.max_body = 8 << 20).await;
+    let daemon = s.daemon("/");
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        ..
+    } = s;
     // 5 MiB of every byte value, not valid UTF-8.
     let big: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
     let r = post(
@@ -328,12 +319,15 @@ async fn seqs_are_unique_per_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_relay_is_refused_rather_than_skipping_events() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
-    let daemon = TestDaemon::start(cfg);
+    let s = Setup::start().await;
+    let daemon = s.daemon("/");
+    let Setup {
+        relay,
+        channel: ch,
+        token,
+        handler,
+        dir,
+    } = s;
     for _ in 0..3 {
         post(&relay.hook(&ch), &[], "x").await;
     }
@@ -366,14 +360,18 @@ async fn a_reset_relay_is_refused_rather_than_skipping_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_events_are_journaled_and_acked_but_not_delivered() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
-    cfg.events = vec!["complete".into(), "bot.comp*".into()];
-    cfg.bots = vec!["8d2f".into()];
-    let daemon = TestDaemon::start(cfg);
+    let s = Setup::start().await;
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.events = vec!["complete".into(), "bot.comp*".into()];
+        cfg.bots = vec!["8d2f".into()];
+    });
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        dir,
+        ..
+    } = s;
     let bodies = [
         r#"{"event":"bot.status_change","data":{"bot_id":"8d2f-1","status":{"code":"joining_call"}}}"#,
         r#"{"event":"complete","data":{"bot_id":"ffff-2","mp4":"","speakers":[]}}"#,
@@ -538,16 +536,14 @@ async fn finish_upload(mut upload: tokio::net::TcpStream, body: &[u8]) {
 async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stored() {
     use std::sync::atomic::Ordering::Relaxed;
     let relay = TestRelay::start_with(|c| c.max_body = 8 << 20).await;
-    let (ch, token) = relay.channel(Some(SECRET)).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        dir.path(),
-    ));
+    let s = Setup::on(relay, Some(SECRET)).await;
+    let daemon = s.daemon("/");
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        ..
+    } = s;
     let key = [("x-meeting-baas-api-key", SECRET)];
     // Once one event is through, the stream has read the hello (and takes preloads).
     assert_eq!(post(&relay.hook(&ch), &key, "first").await.status, 200);

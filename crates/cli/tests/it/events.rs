@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use meethook_daemon::journal::{Attempt, Journal, Query, State};
-use meethook_testkit::{post, tempdir, TestDaemon, TestHandler, TestRelay, PATIENCE};
+use meethook_testkit::{post, tempdir, Setup, TestDaemon, TestHandler, TestRelay, PATIENCE};
 use sha2::Sha256;
 
 use crate::util::{json_lines, meethook, meethook_bytes, BIN};
@@ -91,16 +91,14 @@ fn event(i: u64) -> (Vec<(String, String)>, Vec<u8>) {
 /// Sends the 20 events through a relay and a daemon journaling into `data`; waits until the
 /// journal has them all delivered. Returns the channel id.
 async fn fill_journal(data: &Path) -> String {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/hook"),
-        data,
-    ));
+    let s = Setup::start().await;
+    let daemon = s.daemon_with("/hook", |c| c.data = data.to_path_buf());
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        ..
+    } = s;
     for i in 1..=N {
         let (h, body) = event(i);
         let h: Vec<(&str, &str)> = h.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
@@ -936,11 +934,14 @@ async fn pinned_events_survive_events_prune() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_prunes_its_journal_past_the_retention() {
-    let dir = tempdir();
+    let Setup {
+        relay,
+        channel: ch,
+        token,
+        handler,
+        dir,
+    } = Setup::start().await;
     let data = dir.path().to_str().unwrap();
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
     let config =
         || TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/hook"), dir.path());
     let send = |i: u64| {
@@ -1118,11 +1119,14 @@ fn delivered_seqs(h: &TestHandler) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_skip_moves_a_listen_past_a_failing_event() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
+    let Setup {
+        relay,
+        channel: ch,
+        token,
+        handler,
+        dir,
+    } = Setup::start().await;
     handler.answer_seq(2, Some(500));
-    let dir = tempdir();
     let data = dir.path().to_str().unwrap();
     let listen = Listen::start(
         &relay,
@@ -1266,20 +1270,24 @@ async fn events_skip_moves_a_listen_past_a_failing_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_retry_and_a_handler_back_on_its_port_cut_a_long_backoff() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let mut handler = TestHandler::start().await;
-    handler.answer_seq(1, Some(500));
-    let dir = tempdir();
-    let data = dir.path().to_str().unwrap();
-    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
+    let s = Setup::start().await;
+    s.handler.answer_seq(1, Some(500));
     // Ten minutes between attempts: only the control request (or the probe) explains a
     // delivery within the test's patience.
-    cfg.backoff = meethook_daemon::deliver::Backoff {
-        initial: Duration::from_secs(600),
-        max: Duration::from_secs(600),
-    };
-    let daemon = TestDaemon::start(cfg);
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.backoff = meethook_daemon::deliver::Backoff {
+            initial: Duration::from_secs(600),
+            max: Duration::from_secs(600),
+        };
+    });
+    let Setup {
+        relay,
+        channel: ch,
+        mut handler,
+        dir,
+        ..
+    } = s;
+    let data = dir.path().to_str().unwrap();
     post(&relay.hook(&ch), &[], "e1").await;
     post(&relay.hook(&ch), &[], "e2").await;
     handler.wait_until("#1 failing", |l| !l.is_empty()).await;
@@ -1356,11 +1364,14 @@ async fn events_retry_and_a_handler_back_on_its_port_cut_a_long_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_give_up_is_one_line() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
+    let Setup {
+        relay,
+        channel: ch,
+        token,
+        handler,
+        dir,
+    } = Setup::start().await;
     handler.answer_seq(1, Some(500));
-    let dir = tempdir();
     let data = dir.path().to_str().unwrap();
     let listen = Listen::start(
         &relay,

@@ -1,7 +1,7 @@
 //! Tokens, status codes and hostile input at the relay's edges.
 
 use futures_util::{SinkExt, StreamExt};
-use meethook_testkit::{client, post, request, tempdir, TestDaemon, TestHandler, TestRelay};
+use meethook_testkit::{client, post, request, tempdir, Setup, TestDaemon, TestHandler, TestRelay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -321,17 +321,14 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8], wait: std::time::Duration
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_edge_cases_are_stored_exactly_or_refused_cleanly() {
     use std::time::Duration;
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        dir.path(),
-    ));
+    let s = Setup::start().await;
+    let daemon = s.daemon("/");
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        ..
+    } = s;
     let short = Duration::from_millis(500);
 
     // Non-UTF-8 header bytes travel unchanged.

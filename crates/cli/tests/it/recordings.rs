@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meethook_testkit::{post, tempdir, TestDaemon, TestHandler, TestRelay};
+use meethook_testkit::{post, tempdir, Setup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::util::BIN;
@@ -48,15 +48,19 @@ async fn recordings_are_saved_in_the_background() {
     let mp4: Arc<Vec<u8>> = Arc::new((0..512 * 1024).map(|i| (i % 251) as u8).collect());
     let done = Arc::new(AtomicBool::new(false));
     let files = slow_server(mp4.clone(), done.clone()).await;
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
+    let s = Setup::start().await;
     let rec_dir = tempdir();
-    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path());
-    cfg.save_recordings = Some(rec_dir.path().to_path_buf());
-    cfg.max_recording_size = 1 << 20;
-    let daemon = TestDaemon::start(cfg);
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.save_recordings = Some(rec_dir.path().to_path_buf());
+        cfg.max_recording_size = 1 << 20;
+    });
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        dir: jdir,
+        ..
+    } = s;
 
     let complete = format!(
         r#"{{"event":"complete","data":{{"bot_id":"8d2f4c1a-0000-0000-0000-000000000001","mp4":"http://{files}/bots/8d2f.mp4?X-Amz-Expires=7200&X-Amz-Signature=abc","speakers":["Alice"]}}}}"#
@@ -119,14 +123,19 @@ async fn recordings_are_saved_in_the_background() {
 async fn recordings_over_the_cap_are_refused_and_removed() {
     let big: Arc<Vec<u8>> = Arc::new(vec![7u8; 256 * 1024]);
     let files = slow_server(big, Arc::new(AtomicBool::new(false))).await;
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let (jdir, rec_dir) = (tempdir(), tempdir());
-    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path());
-    cfg.save_recordings = Some(rec_dir.path().to_path_buf());
-    cfg.max_recording_size = 64 * 1024;
-    let daemon = TestDaemon::start(cfg);
+    let s = Setup::start().await;
+    let rec_dir = tempdir();
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.save_recordings = Some(rec_dir.path().to_path_buf());
+        cfg.max_recording_size = 64 * 1024;
+    });
+    let Setup {
+        relay,
+        channel: ch,
+        handler,
+        dir: jdir,
+        ..
+    } = s;
     let v2 = format!(
         r#"{{"event":"bot.completed","data":{{"bot_id":"b2","event_id":null,"video":"http://{files}/v.mp4","audio":null}},"extra":null}}"#
     );
@@ -190,14 +199,18 @@ async fn trigger_with_local_artifacts(
 ) -> (tempfile::TempDir, tempfile::TempDir, Arc<AtomicUsize>) {
     const MP4: &[u8] = b"not really an mp4, but served locally";
     let (files, hits) = file_server(MP4).await;
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let (jdir, rec_dir) = (tempdir(), tempdir());
-    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path());
-    cfg.save_recordings = Some(rec_dir.path().to_path_buf());
-    cfg.events = events;
-    let daemon = TestDaemon::start(cfg);
+    let s = Setup::start().await;
+    let rec_dir = tempdir();
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.save_recordings = Some(rec_dir.path().to_path_buf());
+        cfg.events = events;
+    });
+    let Setup {
+        relay,
+        channel: ch,
+        dir: jdir,
+        ..
+    } = s;
     let out = tokio::process::Command::new(BIN)
         .args(["trigger", "meeting-success", "--to", &relay.hook(&ch)])
         .args(["--artifacts-url", &format!("http://{files}")])
