@@ -526,8 +526,7 @@ impl TestDaemon {
 /// daemon's journal; [`Setup::daemon`] starts a daemon forwarding from the one to the other.
 ///
 /// Tests usually take it apart after starting the daemon:
-/// `let Setup { relay, channel: ch, handler, .. } = s;` (the fields left in `s`, such as the
-/// journal directory, live until `s` goes out of scope).
+/// `let (relay, ch, _, handler, _dir) = s.into_parts();`.
 pub struct Setup {
     /// The relay.
     pub relay: TestRelay,
@@ -562,6 +561,11 @@ impl Setup {
             handler: TestHandler::start().await,
             dir: tempdir(),
         }
+    }
+
+    /// `(relay, channel, token, handler, journal dir)`.
+    pub fn into_parts(self) -> (TestRelay, String, String, TestHandler, tempfile::TempDir) {
+        (self.relay, self.channel, self.token, self.handler, self.dir)
     }
 
     /// A daemon config ([`TestDaemon::config`]) forwarding the channel to the handler's `path`.
@@ -614,32 +618,77 @@ pub struct RelayProcess {
     pub proc: Child,
     /// Address it listens on.
     pub addr: SocketAddr,
+    /// The last lines of its stderr when [`RelayProcess::start_logged`] started it.
+    log: Option<Arc<Mutex<VecDeque<String>>>>,
 }
 
 impl RelayProcess {
     /// Starts `bin relay --data DATA --listen LISTEN` and waits for `listening on`.
     pub async fn start(bin: &Path, data: &Path, listen: &str, admin: &str) -> RelayProcess {
+        Self::spawn(bin, data, listen, admin, &[], false).await
+    }
+
+    /// [`RelayProcess::start`] with `extra` arguments and `MEETHOOK_LOG=warn`; the last 100
+    /// lines of its stderr are printed if the test fails.
+    pub async fn start_logged(
+        bin: &Path,
+        data: &Path,
+        listen: &str,
+        admin: &str,
+        extra: &[&str],
+    ) -> RelayProcess {
+        Self::spawn(bin, data, listen, admin, extra, true).await
+    }
+
+    async fn spawn(
+        bin: &Path,
+        data: &Path,
+        listen: &str,
+        admin: &str,
+        extra: &[&str],
+        logged: bool,
+    ) -> RelayProcess {
         let mut cmd = tokio::process::Command::new(bin);
-        cmd.args([
-            "relay",
-            "--listen",
-            listen,
-            "--admin-token",
-            admin,
-            "--data",
-        ])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+        cmd.args(["relay", "--listen", listen, "--admin-token", admin])
+            .args(extra)
+            .arg("--data")
+            .arg(data)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        if logged {
+            cmd.env("MEETHOOK_LOG", "warn").stderr(Stdio::piped());
+        } else {
+            cmd.stderr(Stdio::inherit());
+        }
         let mut child = cmd.spawn().expect("spawn relay");
+        let log = child.stderr.take().map(|stderr| {
+            let log = Arc::new(Mutex::new(VecDeque::new()));
+            let mut errs = BufReader::new(stderr).lines();
+            let tail = log.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(l)) = errs.next_line().await {
+                    let mut t = tail.lock().unwrap();
+                    if t.len() >= 100 {
+                        t.pop_front();
+                    }
+                    t.push_back(l);
+                }
+            });
+            log
+        });
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(PATIENCE, lines.next_line())
             .await
             .expect("relay did not start")
-            .unwrap()
-            .expect("relay exited before listening");
+            .unwrap();
+        let Some(line) = line else {
+            if let Some(log) = &log {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                panic!("relay exited before listening: {:?}", log.lock().unwrap());
+            }
+            panic!("relay exited before listening");
+        };
         let addr = line
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
@@ -650,6 +699,28 @@ impl RelayProcess {
         RelayProcess {
             proc: Child { child },
             addr,
+            log,
+        }
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The webhook URL of `channel`.
+    pub fn hook(&self, channel: &str) -> String {
+        format!("{}/hooks/{channel}", self.url())
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if let (true, Some(log)) = (std::thread::panicking(), &self.log) {
+            eprintln!("--- relay {} log tail ---", self.addr);
+            for l in log.lock().unwrap().iter() {
+                eprintln!("{l}");
+            }
         }
     }
 }

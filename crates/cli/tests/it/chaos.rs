@@ -185,12 +185,7 @@ async fn websocket_cut_mid_frame() {
     let cuts = 15;
     let proxy = CutProxy::start(s.relay.addr, cuts).await;
     let daemon = s.daemon_with("/", |c| c.relay = format!("http://{}", proxy.addr));
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     // 64 KiB bodies: most cuts land inside an event frame.
     let load = senders(
         relay.hook(&ch),
@@ -215,12 +210,7 @@ async fn websocket_cut_mid_preload() {
         cfg.relay = format!("http://{}", proxy.addr);
         cfg.reconnect.max = Duration::from_millis(200);
     });
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     // 1.5 MiB bodies, one at a time with pauses, so the daemon is caught up and gets them as
     // preloads while they arrive: the cuts land inside preload pieces, and after each
     // reconnect the daemon must forget what it held and take those events whole.
@@ -265,12 +255,7 @@ async fn websocket_cut_mid_preload() {
 async fn handler_down_for_a_long_time() {
     let s = Setup::start().await;
     let daemon = s.daemon("/");
-    let Setup {
-        relay,
-        channel: ch,
-        mut handler,
-        ..
-    } = s;
+    let (relay, ch, _, mut handler, _dir) = s.into_parts();
     // Errors first, then the port closed; backoff is capped at 200 ms, so 2 s down is ~10 retries.
     handler.script(&[503; 15]);
     let load = senders(
@@ -300,12 +285,7 @@ async fn relay_disk_full_answers_503_and_recovers() {
     };
     let s = Setup::on(TestRelay::start_in(disk.path(), |_| {}).await, None).await;
     let daemon = s.daemon("/");
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     let body = vec![b'x'; 64 << 10];
     let mut refused = 0;
     let mut acked = Vec::new();
@@ -360,12 +340,7 @@ async fn daemon_disk_full(
     };
     let s = Setup::start().await;
     let daemon = s.daemon_with("/", |c| c.data = disk.path().to_path_buf());
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     let load = senders(
         relay.hook(&ch),
         1,

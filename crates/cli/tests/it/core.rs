@@ -13,12 +13,7 @@ fn body_for(sender: usize, i: usize) -> String {
 async fn concurrent_senders_are_delivered_in_seq_order_byte_identical() {
     let s = Setup::start().await;
     let daemon = s.daemon("/hook");
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
 
     let mut tasks = Vec::new();
     for s in 0..8 {
@@ -90,12 +85,7 @@ async fn concurrent_senders_are_delivered_in_seq_order_byte_identical() {
 async fn events_posted_while_offline_arrive_in_order_once_listening() {
     let s = Setup::start().await;
     let cfg = s.config("/");
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     for i in 0..30 {
         let r = post(&relay.hook(&ch), &[], format!("offline {i}")).await;
         assert_eq!(r.seq(), Some(i + 1));
@@ -125,12 +115,7 @@ async fn handler_errors_then_closed_port_lose_nothing_and_keep_order() {
     let s = Setup::start().await;
     s.handler.script(&[503, 503, 429, 500, 503]);
     let daemon = s.daemon("/h");
-    let Setup {
-        relay,
-        channel: ch,
-        mut handler,
-        ..
-    } = s;
+    let (relay, ch, _, mut handler, _dir) = s.into_parts();
     for i in 0..10 {
         post(&relay.hook(&ch), &[], format!("e{i}")).await;
     }
@@ -166,12 +151,7 @@ async fn non_retryable_answers_are_recorded_and_the_next_event_goes() {
     let s = Setup::start().await;
     s.handler.script(&[400]);
     let daemon = s.daemon("/");
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     post(&relay.hook(&ch), &[], "bad").await;
     post(&relay.hook(&ch), &[], "good").await;
     let got = handler.wait_until("two requests", |l| l.len() >= 2).await;
@@ -237,12 +217,7 @@ async fn several_listeners_each_get_every_event() {
 async fn large_bodies_arrive_byte_identical_and_oversized_get_413() {
     let s = Setup::start_with(|c| c.max_body = 8 << 20).await;
     let daemon = s.daemon("/");
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     // 5 MiB of every byte value, not valid UTF-8.
     let big: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
     let r = post(
@@ -321,13 +296,7 @@ async fn seqs_are_unique_per_channel() {
 async fn a_reset_relay_is_refused_rather_than_skipping_events() {
     let s = Setup::start().await;
     let daemon = s.daemon("/");
-    let Setup {
-        relay,
-        channel: ch,
-        token,
-        handler,
-        dir,
-    } = s;
+    let (relay, ch, token, handler, dir) = s.into_parts();
     for _ in 0..3 {
         post(&relay.hook(&ch), &[], "x").await;
     }
@@ -365,13 +334,7 @@ async fn filtered_events_are_journaled_and_acked_but_not_delivered() {
         cfg.events = vec!["complete".into(), "bot.comp*".into()];
         cfg.bots = vec!["8d2f".into()];
     });
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        dir,
-        ..
-    } = s;
+    let (relay, ch, _, handler, dir) = s.into_parts();
     let bodies = [
         r#"{"event":"bot.status_change","data":{"bot_id":"8d2f-1","status":{"code":"joining_call"}}}"#,
         r#"{"event":"complete","data":{"bot_id":"ffff-2","mp4":"","speakers":[]}}"#,
@@ -538,12 +501,7 @@ async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stor
     let relay = TestRelay::start_with(|c| c.max_body = 8 << 20).await;
     let s = Setup::on(relay, Some(SECRET)).await;
     let daemon = s.daemon("/");
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     let key = [("x-meeting-baas-api-key", SECRET)];
     // Once one event is through, the stream has read the hello (and takes preloads).
     assert_eq!(post(&relay.hook(&ch), &key, "first").await.status, 200);

@@ -93,12 +93,7 @@ fn event(i: u64) -> (Vec<(String, String)>, Vec<u8>) {
 async fn fill_journal(data: &Path) -> String {
     let s = Setup::start().await;
     let daemon = s.daemon_with("/hook", |c| c.data = data.to_path_buf());
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     for i in 1..=N {
         let (h, body) = event(i);
         let h: Vec<(&str, &str)> = h.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
@@ -934,13 +929,7 @@ async fn pinned_events_survive_events_prune() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_prunes_its_journal_past_the_retention() {
-    let Setup {
-        relay,
-        channel: ch,
-        token,
-        handler,
-        dir,
-    } = Setup::start().await;
+    let (relay, ch, token, handler, dir) = Setup::start().await.into_parts();
     let data = dir.path().to_str().unwrap();
     let config =
         || TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/hook"), dir.path());
@@ -1119,13 +1108,7 @@ fn delivered_seqs(h: &TestHandler) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_skip_moves_a_listen_past_a_failing_event() {
-    let Setup {
-        relay,
-        channel: ch,
-        token,
-        handler,
-        dir,
-    } = Setup::start().await;
+    let (relay, ch, token, handler, dir) = Setup::start().await.into_parts();
     handler.answer_seq(2, Some(500));
     let data = dir.path().to_str().unwrap();
     let listen = Listen::start(
@@ -1280,13 +1263,7 @@ async fn events_retry_and_a_handler_back_on_its_port_cut_a_long_backoff() {
             max: Duration::from_secs(600),
         };
     });
-    let Setup {
-        relay,
-        channel: ch,
-        mut handler,
-        dir,
-        ..
-    } = s;
+    let (relay, ch, _, mut handler, dir) = s.into_parts();
     let data = dir.path().to_str().unwrap();
     post(&relay.hook(&ch), &[], "e1").await;
     post(&relay.hook(&ch), &[], "e2").await;
@@ -1364,13 +1341,7 @@ async fn events_retry_and_a_handler_back_on_its_port_cut_a_long_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_give_up_is_one_line() {
-    let Setup {
-        relay,
-        channel: ch,
-        token,
-        handler,
-        dir,
-    } = Setup::start().await;
+    let (relay, ch, token, handler, dir) = Setup::start().await.into_parts();
     handler.answer_seq(1, Some(500));
     let data = dir.path().to_str().unwrap();
     let listen = Listen::start(

@@ -323,12 +323,7 @@ async fn http_edge_cases_are_stored_exactly_or_refused_cleanly() {
     use std::time::Duration;
     let s = Setup::start().await;
     let daemon = s.daemon("/");
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     let short = Duration::from_millis(500);
 
     // Non-UTF-8 header bytes travel unchanged.

@@ -54,13 +54,7 @@ async fn recordings_are_saved_in_the_background() {
         cfg.save_recordings = Some(rec_dir.path().to_path_buf());
         cfg.max_recording_size = 1 << 20;
     });
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        dir: jdir,
-        ..
-    } = s;
+    let (relay, ch, _, handler, jdir) = s.into_parts();
 
     let complete = format!(
         r#"{{"event":"complete","data":{{"bot_id":"8d2f4c1a-0000-0000-0000-000000000001","mp4":"http://{files}/bots/8d2f.mp4?X-Amz-Expires=7200&X-Amz-Signature=abc","speakers":["Alice"]}}}}"#
@@ -129,13 +123,7 @@ async fn recordings_over_the_cap_are_refused_and_removed() {
         cfg.save_recordings = Some(rec_dir.path().to_path_buf());
         cfg.max_recording_size = 64 * 1024;
     });
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        dir: jdir,
-        ..
-    } = s;
+    let (relay, ch, _, handler, jdir) = s.into_parts();
     let v2 = format!(
         r#"{{"event":"bot.completed","data":{{"bot_id":"b2","event_id":null,"video":"http://{files}/v.mp4","audio":null}},"extra":null}}"#
     );
@@ -205,12 +193,7 @@ async fn trigger_with_local_artifacts(
         cfg.save_recordings = Some(rec_dir.path().to_path_buf());
         cfg.events = events;
     });
-    let Setup {
-        relay,
-        channel: ch,
-        dir: jdir,
-        ..
-    } = s;
+    let (relay, ch, _, _handler, jdir) = s.into_parts();
     let out = tokio::process::Command::new(BIN)
         .args(["trigger", "meeting-success", "--to", &relay.hook(&ch)])
         .args(["--artifacts-url", &format!("http://{files}")])

@@ -79,12 +79,7 @@ async fn wss_end_to_end_and_certificate_reload_keeps_listeners() {
         cfg.relay = base.clone();
         cfg.ca_cert = Some(ca1.clone());
     });
-    let Setup {
-        relay,
-        channel: ch,
-        handler,
-        ..
-    } = s;
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     assert_eq!(https_post(&hook, &ca1, "over tls").await.unwrap(), 200);
     let got = handler.wait_delivered(1).await;
     assert_eq!(got[0].body, Bytes::from("over tls"));
