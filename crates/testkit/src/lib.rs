@@ -592,6 +592,20 @@ impl Setup {
     }
 }
 
+/// The set-up around a relay running elsewhere (a child process, a balancer) at `base`: a
+/// channel made through its admin API, a handler, and a daemon forwarding the channel to the
+/// handler's `/`. Returns `(channel, token, handler, journal dir, daemon)`.
+pub async fn listening_to(
+    base: &str,
+    admin: &str,
+) -> (String, String, TestHandler, tempfile::TempDir, TestDaemon) {
+    let (ch, token) = create_channel(base, admin).await;
+    let handler = TestHandler::start().await;
+    let dir = tempdir();
+    let cfg = TestDaemon::config(base, &ch, &token, &handler.url("/"), dir.path());
+    (ch, token, handler, dir, TestDaemon::start(cfg))
+}
+
 /// The `meethook` binary as a child process, killed on drop.
 pub struct Child {
     /// The process.

@@ -385,6 +385,7 @@ async fn acme_certificate_issued_renewed_and_reused_from_cache() {
         .status()
         .unwrap();
     assert!(hup.success());
+    // A fixed wait, on purpose: no signal tells that SIGHUP was handled; the check below is that the process serves the same certificate.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, _, leaf) = https(&tls, port, "GET", "/healthz", None, "")
         .await

@@ -9,9 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use meethook_testkit::fault::{collect, jitter, senders, verify, Acked, CutProxy, Tmpfs};
 use meethook_testkit::Received;
-use meethook_testkit::{
-    post, tempdir, ListenProcess, RelayProcess, Setup, TestDaemon, TestHandler, TestRelay,
-};
+use meethook_testkit::{post, tempdir, ListenProcess, RelayProcess, Setup, TestHandler, TestRelay};
 
 use crate::util::BIN;
 
@@ -45,16 +43,7 @@ async fn relay_kill9_at_random_moments_under_load() {
     let mut relay = start_relay(data.path(), "127.0.0.1:0").await;
     let addr = relay.addr.to_string();
     let base = format!("http://{addr}");
-    let (ch, token) = meethook_testkit::create_channel(&base, ADMIN).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &base,
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let (ch, _, handler, _jdir, daemon) = meethook_testkit::listening_to(&base, ADMIN).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = senders(format!("{base}/hooks/{ch}"), 4, 100_000, 512, stop.clone());
     let kills = 20;
@@ -63,6 +52,7 @@ async fn relay_kill9_at_random_moments_under_load() {
         relay.proc.kill9().await;
         relay = start_relay(data.path(), &addr).await;
     }
+    // A fixed wait, on purpose: load runs a little after the last fault.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     let acked = collect(load).await;
@@ -135,16 +125,7 @@ async fn relay_restarted_on_a_copy_of_its_data_dir() {
     let mut relay = start_relay(first.path(), "127.0.0.1:0").await;
     let addr = relay.addr.to_string();
     let base = format!("http://{addr}");
-    let (ch, token) = meethook_testkit::create_channel(&base, ADMIN).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &base,
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let (ch, _, handler, _jdir, daemon) = meethook_testkit::listening_to(&base, ADMIN).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = senders(format!("{base}/hooks/{ch}"), 2, 100_000, 512, stop.clone());
     let moves = 3;
@@ -158,6 +139,7 @@ async fn relay_restarted_on_a_copy_of_its_data_dir() {
         relay = start_relay(next.path(), &addr).await;
         dirs.push(next);
     }
+    // A fixed wait, on purpose: load runs a little after the last fault.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     let acked = collect(load).await;
@@ -265,6 +247,7 @@ async fn handler_down_for_a_long_time() {
         256,
         Arc::new(AtomicBool::new(false)),
     );
+    // Fixed waits, on purpose: errors for a while, then the port closed for 2 s.
     tokio::time::sleep(Duration::from_millis(300)).await;
     handler.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -352,6 +335,7 @@ async fn daemon_disk_full(
     handler
         .wait_until("the journal to fill", |log| log.len() >= first)
         .await;
+    // A fixed wait, on purpose: checks that delivery stays stalled on the full disk.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = handler.received().len();
     assert!(

@@ -3,7 +3,9 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use meethook_testkit::{client, post, request, tempdir, Setup, TestDaemon, TestHandler, TestRelay};
+use meethook_testkit::{
+    client, post, request, tempdir, Setup, TestDaemon, TestHandler, TestRelay, PATIENCE,
+};
 
 fn body_for(sender: usize, i: usize) -> String {
     format!(r#"{{"event":"bot.status_change","data":{{"bot_id":"s{sender}","n":{i}}}}}"#)
@@ -194,6 +196,7 @@ async fn several_listeners_each_get_every_event() {
     // so both streams have taken up the upload before it is stored).
     let big: Vec<u8> = (0..(2 << 20) + 3).map(|i| (i % 249) as u8).collect();
     let upload = start_upload(&relay, &ch, &big).await;
+    // A fixed wait, on purpose: the upload stays half-sent for a while.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     finish_upload(upload, &big).await;
     for h in [&h1, &h2] {
@@ -348,12 +351,8 @@ async fn filtered_events_are_journaled_and_acked_but_not_delivered() {
     let got = handler.wait_delivered(2).await;
     // The last event is only "seen" once everything before it settled; wait for its journal state.
     let journal = meethook_daemon::journal::Journal::open(dir.path()).unwrap();
-    for _ in 0..500 {
-        if journal.cursors(&ch).unwrap() == (5, 5) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let settled = || journal.cursors(&ch).unwrap() == (5, 5);
+    meethook_testkit::wait_until("5 settled events", PATIENCE, settled).await;
     assert_eq!(
         journal.cursors(&ch).unwrap(),
         (5, 5),
@@ -516,6 +515,7 @@ async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stor
     // body is not: nothing reaches the handler before it is stored.
     let first = big(1);
     let upload = start_upload(&relay, &ch, &first).await;
+    // A fixed wait, on purpose: the upload stays half-sent for a while.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(post(&relay.hook(&ch), &key, "small").await.status, 200);
     let got = handler.wait_delivered(2).await;
@@ -564,6 +564,7 @@ async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stor
         "the concurrent bodies, each once, byte-identical"
     );
     assert_eq!(got[13].body, "after");
+    // A fixed wait, on purpose: checks that nothing more arrives.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(
         handler.received().len(),

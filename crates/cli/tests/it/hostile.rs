@@ -226,6 +226,7 @@ async fn a_sender_without_the_secret_gets_its_401_and_nothing_is_written() {
         let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
         s.write_all(head.as_bytes()).await.unwrap();
         s.write_all(&vec![b'x'; half]).await.unwrap();
+        // A fixed wait, on purpose: the upload stalls half-way before the check.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert_eq!(files(), 0, "{creds:?}: a body file for a refused upload");
         s.write_all(&vec![b'x'; half]).await.unwrap();

@@ -178,16 +178,7 @@ async fn a_listener_behind_a_balancer_survives_the_kill9_of_its_relay() {
     // The balancer prefers A, so the listener and most senders start there.
     let lb = Proxy::start(vec![a.addr, b.addr]).await;
     let lb_url = format!("http://{}", lb.addr);
-    let (ch, token) = meethook_testkit::create_channel(&lb_url, ADMIN).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &lb_url,
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let (ch, _, handler, _jdir, daemon) = meethook_testkit::listening_to(&lb_url, ADMIN).await;
     let unavailable = Arc::new(AtomicUsize::new(0));
     let hooks = vec![
         format!("{lb_url}/hooks/{ch}"),
@@ -256,6 +247,7 @@ async fn a_database_outage_under_load_is_503_then_recovers_without_a_restart() {
             .unwrap();
         assert_eq!(r.status, 503, "healthz while the database is down");
     }
+    // A fixed wait, on purpose: the outage lasts a while under load.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = unavailable.load(Ordering::Relaxed);
     assert!(during > 0, "senders saw 503s during the outage");

@@ -256,6 +256,7 @@ async fn scenario_recordings_can_come_from_a_local_server() {
 async fn filtered_out_events_are_not_recorded() {
     // Only status changes are wanted: `complete` is skipped, so its recording is not fetched.
     let (_j, rec_dir, hits) = trigger_with_local_artifacts(vec!["bot.*".into()]).await;
+    // A fixed wait, on purpose: checks that nothing is fetched later.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(hits.load(Ordering::SeqCst), 0);
     assert_eq!(rec_dir.path().read_dir().unwrap().count(), 0);
