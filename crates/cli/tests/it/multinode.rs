@@ -56,6 +56,14 @@ impl PgRelay {
             RelayProcess::start_logged(Path::new(BIN), data.path(), listen, ADMIN, &extra).await;
         PgRelay { relay, _data: data }
     }
+
+    /// Two relays on `store`, started together: their migrations race on a fresh schema.
+    async fn two(store: &str) -> (PgRelay, PgRelay) {
+        tokio::join!(
+            PgRelay::start(store, "127.0.0.1:0"),
+            PgRelay::start(store, "127.0.0.1:0")
+        )
+    }
 }
 
 impl std::ops::Deref for PgRelay {
@@ -115,13 +123,7 @@ async fn two_relays_share_a_database_while_the_listener_moves_and_one_dies() {
     let Some(schema) = schema().await else {
         return;
     };
-    let url = schema.url();
-    // Started together: their migrations race on the fresh schema.
-    let (a, b) = tokio::join!(
-        PgRelay::start(&url, "127.0.0.1:0"),
-        PgRelay::start(&url, "127.0.0.1:0")
-    );
-    let (mut a, b) = (a, b);
+    let (mut a, b) = PgRelay::two(&schema.url()).await;
     let (ch, token) = meethook_testkit::create_channel(&a.url(), ADMIN).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
@@ -169,12 +171,7 @@ async fn a_listener_behind_a_balancer_survives_the_kill9_of_its_relay() {
     let Some(schema) = schema().await else {
         return;
     };
-    let url = schema.url();
-    let (a, b) = tokio::join!(
-        PgRelay::start(&url, "127.0.0.1:0"),
-        PgRelay::start(&url, "127.0.0.1:0")
-    );
-    let (mut a, b) = (a, b);
+    let (mut a, b) = PgRelay::two(&schema.url()).await;
     // The balancer prefers A, so the listener and most senders start there.
     let lb = Proxy::start(vec![a.addr, b.addr]).await;
     let lb_url = format!("http://{}", lb.addr);
@@ -210,10 +207,7 @@ async fn a_database_outage_under_load_is_503_then_recovers_without_a_restart() {
     };
     let db = Proxy::start(vec![schema.server_addr().await]).await;
     let url = schema.url_via(db.addr);
-    let (a, b) = tokio::join!(
-        PgRelay::start(&url, "127.0.0.1:0"),
-        PgRelay::start(&url, "127.0.0.1:0")
-    );
+    let (a, b) = PgRelay::two(&url).await;
     let (ch, token) = meethook_testkit::create_channel(&a.url(), ADMIN).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
