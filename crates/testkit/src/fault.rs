@@ -4,7 +4,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,10 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::{client, request};
+use http_body_util::Full;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+
+use crate::{client, request, Posted, PATIENCE};
 
 /// A random number from the OS-seeded hasher (no extra dependency, good enough for timing).
 pub fn random() -> u64 {
@@ -107,31 +110,89 @@ pub fn senders(
                     let head = format!("{{\"sender\":{s},\"n\":{i},\"pad\":\"");
                     let pad = "p".repeat(size.saturating_sub(head.len() + 2));
                     let body = Bytes::from(format!("{head}{pad}\"}}"));
-                    loop {
-                        let r = request(
-                            &c,
-                            "POST",
-                            &url,
-                            &[("content-type", "application/json")],
-                            body.clone(),
-                        )
-                        .await;
-                        match r {
-                            Ok(r) if r.status == 200 => {
-                                acked.push((r.seq().expect("seq"), body));
-                                break;
-                            }
-                            _ => {
-                                c = client();
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                            }
-                        }
-                    }
+                    let urls = std::slice::from_ref(&url);
+                    let seq =
+                        post_until_acked(&mut c, urls, 0, &body, |_, _, c| *c = client()).await;
+                    acked.push((seq, body));
                 }
                 acked
             })
         })
         .collect()
+}
+
+/// `n` senders, each posting `max_each` unique bodies `pace` apart, sender `s`'s `i`-th to
+/// `urls[(s + i) % len]`; a failure (connection error, 503, …) retries the same body on the
+/// next URL, as a sender behind a load balancer would. 503s are counted in `unavailable`; any
+/// other answer but 200 panics, as does a body not acknowledged within [`PATIENCE`].
+pub fn spray(
+    urls: Vec<String>,
+    n: usize,
+    max_each: usize,
+    pace: Duration,
+    unavailable: Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<Acked>> {
+    (0..n)
+        .map(|s| {
+            let (urls, unavailable) = (urls.clone(), unavailable.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut c = client();
+                let deadline = tokio::time::Instant::now() + PATIENCE;
+                for i in 0..max_each {
+                    tokio::time::sleep(pace).await;
+                    let body = Bytes::from(format!(
+                        "{{\"sender\":{s},\"n\":{i},\"pad\":\"{}\"}}",
+                        "p".repeat(200)
+                    ));
+                    let failed = |url: &str, r: Result<Posted, String>, c: &mut _| {
+                        match r {
+                            Ok(r) if r.status == 503 => {
+                                unavailable.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(r) => panic!("{url}: unexpected {} {:?}", r.status, r.body),
+                            Err(_) => *c = client(),
+                        }
+                        assert!(
+                            tokio::time::Instant::now() < deadline,
+                            "sender {s} could not get event {i} acknowledged"
+                        );
+                    };
+                    let seq = post_until_acked(&mut c, &urls, s + i, &body, failed).await;
+                    acked.push((seq, body));
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+/// POSTs `body` as JSON to `urls[at]`, then on each failure (told to `failed`, which may
+/// renew the client) to the next URL 20 ms later, until one answers 200; returns the seq.
+async fn post_until_acked(
+    c: &mut Client<HttpConnector, Full<Bytes>>,
+    urls: &[String],
+    mut at: usize,
+    body: &Bytes,
+    mut failed: impl FnMut(&str, Result<Posted, String>, &mut Client<HttpConnector, Full<Bytes>>),
+) -> u64 {
+    loop {
+        let url = &urls[at % urls.len()];
+        let r = request(
+            c,
+            "POST",
+            url,
+            &[("content-type", "application/json")],
+            body.clone(),
+        )
+        .await;
+        match r {
+            Ok(r) if r.status == 200 => return r.seq().expect("seq"),
+            r => failed(url, r, c),
+        }
+        at += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Joins sender tasks.

@@ -5,7 +5,9 @@
 //!   programmable status; it can be stopped and restarted on the same port.
 //! - [`TestRelay`]: an in-process relay on an ephemeral port over a temporary store.
 //! - [`TestDaemon`]: an in-process `listen` daemon.
+//! - [`Setup`]: the common relay + channel + handler + journal directory, daemon on demand.
 //! - [`post`]: send one webhook.
+//! - [`wait_until`] / [`wait_for`]: poll a condition with a bounded deadline.
 //! - [`RelayProcess`] / [`ListenProcess`]: the real binary as a child, for `kill -9` tests.
 //! - [`fault`]: retrying load, a connection-cutting proxy, a tmpfs that fills up.
 
@@ -36,6 +38,34 @@ use tokio_util::sync::CancellationToken;
 
 /// Upper bound on how long a test waits for something that should happen.
 pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `patience`.
+pub async fn wait_until(what: &str, patience: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`wait_until`] with an async condition.
+pub async fn wait_for<F: std::future::Future<Output = bool>>(
+    what: &str,
+    patience: Duration,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// One request the handler received.
 #[derive(Debug, Clone)]
@@ -536,6 +566,90 @@ impl TestDaemon {
     }
 }
 
+/// The common set-up: a relay, one channel on it, a recording handler and a directory for a
+/// daemon's journal; [`Setup::daemon`] starts a daemon forwarding from the one to the other.
+///
+/// Tests usually take it apart after starting the daemon:
+/// `let (relay, ch, _, handler, _dir) = s.into_parts();`.
+pub struct Setup {
+    /// The relay.
+    pub relay: TestRelay,
+    /// The channel's id.
+    pub channel: String,
+    /// The channel's token.
+    pub token: String,
+    /// The handler a daemon forwards to.
+    pub handler: TestHandler,
+    /// The daemon's journal directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A default relay.
+    pub async fn start() -> Setup {
+        Self::on(TestRelay::start().await, None).await
+    }
+
+    /// A relay whose config `tweak` adjusts.
+    pub async fn start_with(tweak: impl FnOnce(&mut RelayConfig)) -> Setup {
+        Self::on(TestRelay::start_with(tweak).await, None).await
+    }
+
+    /// Around a relay already started; its channel checks `sender_secret` if given.
+    pub async fn on(relay: TestRelay, sender_secret: Option<&str>) -> Setup {
+        let (channel, token) = relay.channel(sender_secret).await;
+        Setup {
+            relay,
+            channel,
+            token,
+            handler: TestHandler::start().await,
+            dir: tempdir(),
+        }
+    }
+
+    /// `(relay, channel, token, handler, journal dir)`.
+    pub fn into_parts(self) -> (TestRelay, String, String, TestHandler, tempfile::TempDir) {
+        (self.relay, self.channel, self.token, self.handler, self.dir)
+    }
+
+    /// A daemon config ([`TestDaemon::config`]) forwarding the channel to the handler's `path`.
+    pub fn config(&self, path: &str) -> DaemonConfig {
+        TestDaemon::config(
+            &self.relay.url(),
+            &self.channel,
+            &self.token,
+            &self.handler.url(path),
+            self.dir.path(),
+        )
+    }
+
+    /// Starts a daemon with [`Setup::config`].
+    pub fn daemon(&self, path: &str) -> TestDaemon {
+        self.daemon_with(path, |_| {})
+    }
+
+    /// Starts a daemon with [`Setup::config`] after `tweak` adjusted it.
+    pub fn daemon_with(&self, path: &str, tweak: impl FnOnce(&mut DaemonConfig)) -> TestDaemon {
+        let mut cfg = self.config(path);
+        tweak(&mut cfg);
+        TestDaemon::start(cfg)
+    }
+}
+
+/// The set-up around a relay running elsewhere (a child process, a balancer) at `base`: a
+/// channel made through its admin API, a handler, and a daemon forwarding the channel to the
+/// handler's `/`. Returns `(channel, token, handler, journal dir, daemon)`.
+pub async fn listening_to(
+    base: &str,
+    admin: &str,
+) -> (String, String, TestHandler, tempfile::TempDir, TestDaemon) {
+    let (ch, token) = create_channel(base, admin).await;
+    let handler = TestHandler::start().await;
+    let dir = tempdir();
+    let cfg = TestDaemon::config(base, &ch, &token, &handler.url("/"), dir.path());
+    (ch, token, handler, dir, TestDaemon::start(cfg))
+}
+
 /// The `meethook` binary as a child process, killed on drop.
 pub struct Child {
     /// The process.
@@ -562,32 +676,77 @@ pub struct RelayProcess {
     pub proc: Child,
     /// Address it listens on.
     pub addr: SocketAddr,
+    /// The last lines of its stderr when [`RelayProcess::start_logged`] started it.
+    log: Option<Arc<Mutex<VecDeque<String>>>>,
 }
 
 impl RelayProcess {
     /// Starts `bin relay --data DATA --listen LISTEN` and waits for `listening on`.
     pub async fn start(bin: &Path, data: &Path, listen: &str, admin: &str) -> RelayProcess {
+        Self::spawn(bin, data, listen, admin, &[], false).await
+    }
+
+    /// [`RelayProcess::start`] with `extra` arguments and `MEETHOOK_LOG=warn`; the last 100
+    /// lines of its stderr are printed if the test fails.
+    pub async fn start_logged(
+        bin: &Path,
+        data: &Path,
+        listen: &str,
+        admin: &str,
+        extra: &[&str],
+    ) -> RelayProcess {
+        Self::spawn(bin, data, listen, admin, extra, true).await
+    }
+
+    async fn spawn(
+        bin: &Path,
+        data: &Path,
+        listen: &str,
+        admin: &str,
+        extra: &[&str],
+        logged: bool,
+    ) -> RelayProcess {
         let mut cmd = tokio::process::Command::new(bin);
-        cmd.args([
-            "relay",
-            "--listen",
-            listen,
-            "--admin-token",
-            admin,
-            "--data",
-        ])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+        cmd.args(["relay", "--listen", listen, "--admin-token", admin])
+            .args(extra)
+            .arg("--data")
+            .arg(data)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        if logged {
+            cmd.env("MEETHOOK_LOG", "warn").stderr(Stdio::piped());
+        } else {
+            cmd.stderr(Stdio::inherit());
+        }
         let mut child = cmd.spawn().expect("spawn relay");
+        let log = child.stderr.take().map(|stderr| {
+            let log = Arc::new(Mutex::new(VecDeque::new()));
+            let mut errs = BufReader::new(stderr).lines();
+            let tail = log.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(l)) = errs.next_line().await {
+                    let mut t = tail.lock().unwrap();
+                    if t.len() >= 100 {
+                        t.pop_front();
+                    }
+                    t.push_back(l);
+                }
+            });
+            log
+        });
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(PATIENCE, lines.next_line())
             .await
             .expect("relay did not start")
-            .unwrap()
-            .expect("relay exited before listening");
+            .unwrap();
+        let Some(line) = line else {
+            if let Some(log) = &log {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                panic!("relay exited before listening: {:?}", log.lock().unwrap());
+            }
+            panic!("relay exited before listening");
+        };
         let addr = line
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
@@ -598,6 +757,28 @@ impl RelayProcess {
         RelayProcess {
             proc: Child { child },
             addr,
+            log,
+        }
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The webhook URL of `channel`.
+    pub fn hook(&self, channel: &str) -> String {
+        format!("{}/hooks/{channel}", self.url())
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if let (true, Some(log)) = (std::thread::panicking(), &self.log) {
+            eprintln!("--- relay {} log tail ---", self.addr);
+            for l in log.lock().unwrap().iter() {
+                eprintln!("{l}");
+            }
         }
     }
 }

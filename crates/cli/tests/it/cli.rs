@@ -5,16 +5,7 @@ use std::process::{Command, Stdio};
 
 use meethook_testkit::{post, tempdir, RelayProcess, TestHandler};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meethook");
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
+use crate::util::{run, BIN};
 
 #[test]
 fn bad_arguments_exit_2_naming_the_problem() {

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use meethook_relay::tls::Tls;
-use meethook_testkit::{tempdir, TestDaemon, TestHandler, TestRelay};
+use meethook_testkit::{tempdir, Setup};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 /// Writes `ca.pem`, `cert.pem`, `key.pem` for 127.0.0.1/localhost signed by a fresh CA.
@@ -70,17 +70,16 @@ async fn wss_end_to_end_and_certificate_reload_keeps_listeners() {
     let (ca1, cert, key) = make_certs(certs.path(), "one");
     let tls = Arc::new(Tls::load(&cert, &key).unwrap());
     let t = tls.clone();
-    let relay = TestRelay::start_with(move |c| c.tls = Some(t)).await;
-    let (ch, token) = relay.channel(None).await;
-    let base = format!("https://{}", relay.addr);
-    let hook = format!("{base}/hooks/{ch}");
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
+    let s = Setup::start_with(move |c| c.tls = Some(t)).await;
+    let base = format!("https://{}", s.relay.addr);
+    let hook = format!("{base}/hooks/{}", s.channel);
 
     // Without the CA the daemon cannot verify the relay and keeps retrying; with it, it works.
-    let mut cfg = TestDaemon::config(&base, &ch, &token, &handler.url("/"), jdir.path());
-    cfg.ca_cert = Some(ca1.clone());
-    let daemon = TestDaemon::start(cfg);
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.relay = base.clone();
+        cfg.ca_cert = Some(ca1.clone());
+    });
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     assert_eq!(https_post(&hook, &ca1, "over tls").await.unwrap(), 200);
     let got = handler.wait_delivered(1).await;
     assert_eq!(got[0].body, Bytes::from("over tls"));

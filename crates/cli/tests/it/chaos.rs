@@ -9,11 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use meethook_testkit::fault::{collect, jitter, senders, verify, Acked, CutProxy, Tmpfs};
 use meethook_testkit::Received;
-use meethook_testkit::{
-    post, tempdir, ListenProcess, RelayProcess, TestDaemon, TestHandler, TestRelay,
-};
+use meethook_testkit::{post, tempdir, ListenProcess, RelayProcess, Setup, TestHandler, TestRelay};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+use crate::util::BIN;
+
 const ADMIN: &str = "admin-test-token";
 
 async fn start_relay(data: &Path, listen: &str) -> RelayProcess {
@@ -44,16 +43,7 @@ async fn relay_kill9_at_random_moments_under_load() {
     let mut relay = start_relay(data.path(), "127.0.0.1:0").await;
     let addr = relay.addr.to_string();
     let base = format!("http://{addr}");
-    let (ch, token) = meethook_testkit::create_channel(&base, ADMIN).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &base,
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let (ch, _, handler, _jdir, daemon) = meethook_testkit::listening_to(&base, ADMIN).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = senders(format!("{base}/hooks/{ch}"), 4, 100_000, 512, stop.clone());
     let kills = 20;
@@ -62,6 +52,7 @@ async fn relay_kill9_at_random_moments_under_load() {
         relay.proc.kill9().await;
         relay = start_relay(data.path(), &addr).await;
     }
+    // A fixed wait, on purpose: load runs a little after the last fault.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     let acked = collect(load).await;
@@ -134,16 +125,7 @@ async fn relay_restarted_on_a_copy_of_its_data_dir() {
     let mut relay = start_relay(first.path(), "127.0.0.1:0").await;
     let addr = relay.addr.to_string();
     let base = format!("http://{addr}");
-    let (ch, token) = meethook_testkit::create_channel(&base, ADMIN).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &base,
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let (ch, _, handler, _jdir, daemon) = meethook_testkit::listening_to(&base, ADMIN).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = senders(format!("{base}/hooks/{ch}"), 2, 100_000, 512, stop.clone());
     let moves = 3;
@@ -157,6 +139,7 @@ async fn relay_restarted_on_a_copy_of_its_data_dir() {
         relay = start_relay(next.path(), &addr).await;
         dirs.push(next);
     }
+    // A fixed wait, on purpose: load runs a little after the last fault.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     let acked = collect(load).await;
@@ -180,19 +163,11 @@ fn verify_cuts(acked: &Acked, got: &[Received], proxy: &CutProxy, cuts: u32, fau
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_cut_mid_frame() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
+    let s = Setup::start().await;
     let cuts = 15;
-    let proxy = CutProxy::start(relay.addr, cuts).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &format!("http://{}", proxy.addr),
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let proxy = CutProxy::start(s.relay.addr, cuts).await;
+    let daemon = s.daemon_with("/", |c| c.relay = format!("http://{}", proxy.addr));
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     // 64 KiB bodies: most cuts land inside an event frame.
     let load = senders(
         relay.hook(&ch),
@@ -210,21 +185,14 @@ async fn websocket_cut_mid_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_cut_mid_preload() {
-    let relay = TestRelay::start_with(|c| c.max_body = 4 << 20).await;
-    let (ch, token) = relay.channel(None).await;
+    let s = Setup::start_with(|c| c.max_body = 4 << 20).await;
     let cuts = 4;
-    let proxy = CutProxy::start(relay.addr, cuts).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let mut cfg = TestDaemon::config(
-        &format!("http://{}", proxy.addr),
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    );
-    cfg.reconnect.max = Duration::from_millis(200);
-    let daemon = TestDaemon::start(cfg);
+    let proxy = CutProxy::start(s.relay.addr, cuts).await;
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.relay = format!("http://{}", proxy.addr);
+        cfg.reconnect.max = Duration::from_millis(200);
+    });
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     // 1.5 MiB bodies, one at a time with pauses, so the daemon is caught up and gets them as
     // preloads while they arrive: the cuts land inside preload pieces, and after each
     // reconnect the daemon must forget what it held and take those events whole.
@@ -267,17 +235,9 @@ async fn websocket_cut_mid_preload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_down_for_a_long_time() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let mut handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let s = Setup::start().await;
+    let daemon = s.daemon("/");
+    let (relay, ch, _, mut handler, _dir) = s.into_parts();
     // Errors first, then the port closed; backoff is capped at 200 ms, so 2 s down is ~10 retries.
     handler.script(&[503; 15]);
     let load = senders(
@@ -287,6 +247,7 @@ async fn handler_down_for_a_long_time() {
         256,
         Arc::new(AtomicBool::new(false)),
     );
+    // Fixed waits, on purpose: errors for a while, then the port closed for 2 s.
     tokio::time::sleep(Duration::from_millis(300)).await;
     handler.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -305,17 +266,9 @@ async fn relay_disk_full_answers_503_and_recovers() {
         println!("chaos: fault=relay-disk-full skipped (mounting a tmpfs needs root)");
         return;
     };
-    let relay = TestRelay::start_in(disk.path(), |_| {}).await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let s = Setup::on(TestRelay::start_in(disk.path(), |_| {}).await, None).await;
+    let daemon = s.daemon("/");
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     let body = vec![b'x'; 64 << 10];
     let mut refused = 0;
     let mut acked = Vec::new();
@@ -368,16 +321,9 @@ async fn daemon_disk_full(
         println!("chaos: fault={fault} skipped (mounting a tmpfs needs root)");
         return None;
     };
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        disk.path(),
-    ));
+    let s = Setup::start().await;
+    let daemon = s.daemon_with("/", |c| c.data = disk.path().to_path_buf());
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     let load = senders(
         relay.hook(&ch),
         1,
@@ -389,6 +335,7 @@ async fn daemon_disk_full(
     handler
         .wait_until("the journal to fill", |log| log.len() >= first)
         .await;
+    // A fixed wait, on purpose: checks that delivery stays stalled on the full disk.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = handler.received().len();
     assert!(

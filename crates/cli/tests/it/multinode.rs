@@ -8,21 +8,18 @@
 //! (`options=-csearch_path=…`), dropped at the end. The shared server is never restarted: an
 //! outage is a proxy in front of it going down.
 
-use std::collections::{HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::collections::HashSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use meethook_testkit::fault::{collect, verify, Acked, Proxy};
+use meethook_testkit::fault::{collect, spray, verify, Acked, Proxy};
 use meethook_testkit::pg::Schema;
-use meethook_testkit::{client, request, tempdir, Child, TestDaemon, TestHandler, PATIENCE};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use meethook_testkit::{client, request, tempdir, RelayProcess, TestDaemon, TestHandler};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+use crate::util::BIN;
+
 const ADMIN: &str = "admin-test-token";
 
 // ---- PostgreSQL: one schema per test ----
@@ -44,151 +41,42 @@ async fn head(schema: &Schema, channel: &str) -> u64 {
 
 // ---- relay processes on PostgreSQL ----
 
-/// `meethook relay --store URL` as a child; its log tail is printed if the test fails.
+/// `meethook relay --store URL` as a child, with a data directory of its own; its log tail is
+/// printed if the test fails.
 struct PgRelay {
-    proc: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<VecDeque<String>>>,
+    relay: RelayProcess,
     _data: tempfile::TempDir,
 }
 
 impl PgRelay {
     async fn start(store: &str, listen: &str) -> PgRelay {
         let data = tempdir();
-        let mut child = tokio::process::Command::new(BIN)
-            .args([
-                "relay",
-                "--listen",
-                listen,
-                "--admin-token",
-                ADMIN,
-                "--rate-limit",
-                "0",
-                "--store",
-                store,
-                "--data",
-            ])
-            .arg(data.path())
-            .env("MEETHOOK_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn relay");
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let mut errs = BufReader::new(child.stderr.take().unwrap()).lines();
-        let tail = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = errs.next_line().await {
-                let mut t = tail.lock().unwrap();
-                if t.len() >= 100 {
-                    t.pop_front();
-                }
-                t.push_back(l);
-            }
-        });
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(PATIENCE, lines.next_line())
-            .await
-            .expect("relay did not start")
-            .unwrap();
-        let Some(line) = line else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            panic!("relay exited before listening: {:?}", log.lock().unwrap());
-        };
-        let addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        PgRelay {
-            proc: Child { child },
-            addr,
-            log,
-            _data: data,
-        }
+        let extra = ["--rate-limit", "0", "--store", store];
+        let relay =
+            RelayProcess::start_logged(Path::new(BIN), data.path(), listen, ADMIN, &extra).await;
+        PgRelay { relay, _data: data }
     }
 
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn hook(&self, channel: &str) -> String {
-        format!("{}/hooks/{channel}", self.base())
+    /// Two relays on `store`, started together: their migrations race on a fresh schema.
+    async fn two(store: &str) -> (PgRelay, PgRelay) {
+        tokio::join!(
+            PgRelay::start(store, "127.0.0.1:0"),
+            PgRelay::start(store, "127.0.0.1:0")
+        )
     }
 }
 
-impl Drop for PgRelay {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- relay {} log tail ---", self.addr);
-            for l in self.log.lock().unwrap().iter() {
-                eprintln!("{l}");
-            }
-        }
+impl std::ops::Deref for PgRelay {
+    type Target = RelayProcess;
+    fn deref(&self) -> &RelayProcess {
+        &self.relay
     }
 }
 
-// ---- load and proxies ----
-
-/// `n` senders, each posting `max_each` unique bodies `pace` apart, sender `s`'s `i`-th to
-/// `urls[(s + i) % len]`; a failure (connection error, 503, …) retries the same body on the
-/// next URL, as a sender behind a load balancer would. 503s are counted in `unavailable`.
-fn spray(
-    urls: Vec<String>,
-    n: usize,
-    max_each: usize,
-    pace: Duration,
-    unavailable: Arc<AtomicUsize>,
-) -> Vec<tokio::task::JoinHandle<Acked>> {
-    (0..n)
-        .map(|s| {
-            let (urls, unavailable) = (urls.clone(), unavailable.clone());
-            tokio::spawn(async move {
-                let mut acked = Vec::new();
-                let mut c = client();
-                let deadline = tokio::time::Instant::now() + PATIENCE;
-                for i in 0..max_each {
-                    tokio::time::sleep(pace).await;
-                    let body = Bytes::from(format!(
-                        "{{\"sender\":{s},\"n\":{i},\"pad\":\"{}\"}}",
-                        "p".repeat(200)
-                    ));
-                    let mut at = s + i;
-                    loop {
-                        let url = &urls[at % urls.len()];
-                        let r = request(
-                            &c,
-                            "POST",
-                            url,
-                            &[("content-type", "application/json")],
-                            body.clone(),
-                        )
-                        .await;
-                        match r {
-                            Ok(r) if r.status == 200 => {
-                                acked.push((r.seq().expect("seq"), body));
-                                break;
-                            }
-                            Ok(r) if r.status == 503 => {
-                                unavailable.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => panic!("{url}: unexpected {} {:?}", r.status, r.body),
-                            Err(_) => c = client(),
-                        }
-                        assert!(
-                            tokio::time::Instant::now() < deadline,
-                            "sender {s} could not get event {i} acknowledged"
-                        );
-                        at += 1;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-                acked
-            })
-        })
-        .collect()
+impl std::ops::DerefMut for PgRelay {
+    fn deref_mut(&mut self) -> &mut RelayProcess {
+        &mut self.relay
+    }
 }
 
 /// Waits until the handler has delivered every acknowledged seq.
@@ -235,19 +123,13 @@ async fn two_relays_share_a_database_while_the_listener_moves_and_one_dies() {
     let Some(schema) = schema().await else {
         return;
     };
-    let url = schema.url();
-    // Started together: their migrations race on the fresh schema.
-    let (a, b) = tokio::join!(
-        PgRelay::start(&url, "127.0.0.1:0"),
-        PgRelay::start(&url, "127.0.0.1:0")
-    );
-    let (mut a, b) = (a, b);
-    let (ch, token) = meethook_testkit::create_channel(&a.base(), ADMIN).await;
+    let (mut a, b) = PgRelay::two(&schema.url()).await;
+    let (ch, token) = meethook_testkit::create_channel(&a.url(), ADMIN).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
     let on = |relay: &PgRelay| {
         TestDaemon::start(TestDaemon::config(
-            &relay.base(),
+            &relay.url(),
             &ch,
             &token,
             &handler.url("/"),
@@ -289,25 +171,11 @@ async fn a_listener_behind_a_balancer_survives_the_kill9_of_its_relay() {
     let Some(schema) = schema().await else {
         return;
     };
-    let url = schema.url();
-    let (a, b) = tokio::join!(
-        PgRelay::start(&url, "127.0.0.1:0"),
-        PgRelay::start(&url, "127.0.0.1:0")
-    );
-    let (mut a, b) = (a, b);
+    let (mut a, b) = PgRelay::two(&schema.url()).await;
     // The balancer prefers A, so the listener and most senders start there.
     let lb = Proxy::start(vec![a.addr, b.addr]).await;
     let lb_url = format!("http://{}", lb.addr);
-    let (ch, token) = meethook_testkit::create_channel(&lb_url, ADMIN).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &lb_url,
-        &ch,
-        &token,
-        &handler.url("/"),
-        jdir.path(),
-    ));
+    let (ch, _, handler, _jdir, daemon) = meethook_testkit::listening_to(&lb_url, ADMIN).await;
     let unavailable = Arc::new(AtomicUsize::new(0));
     let hooks = vec![
         format!("{lb_url}/hooks/{ch}"),
@@ -339,15 +207,12 @@ async fn a_database_outage_under_load_is_503_then_recovers_without_a_restart() {
     };
     let db = Proxy::start(vec![schema.server_addr().await]).await;
     let url = schema.url_via(db.addr);
-    let (a, b) = tokio::join!(
-        PgRelay::start(&url, "127.0.0.1:0"),
-        PgRelay::start(&url, "127.0.0.1:0")
-    );
-    let (ch, token) = meethook_testkit::create_channel(&a.base(), ADMIN).await;
+    let (a, b) = PgRelay::two(&url).await;
+    let (ch, token) = meethook_testkit::create_channel(&a.url(), ADMIN).await;
     let handler = TestHandler::start().await;
     let jdir = tempdir();
     let daemon = TestDaemon::start(TestDaemon::config(
-        &b.base(),
+        &b.url(),
         &ch,
         &token,
         &handler.url("/"),
@@ -371,11 +236,12 @@ async fn a_database_outage_under_load_is_503_then_recovers_without_a_restart() {
             .await
             .expect("the relay still answers while its database is down");
         assert_eq!(r.status, 503, "{:?}", r.body);
-        let r = request(&c, "GET", &format!("{}/healthz", relay.base()), &[], "")
+        let r = request(&c, "GET", &format!("{}/healthz", relay.url()), &[], "")
             .await
             .unwrap();
         assert_eq!(r.status, 503, "healthz while the database is down");
     }
+    // A fixed wait, on purpose: the outage lasts a while under load.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = unavailable.load(Ordering::Relaxed);
     assert!(during > 0, "senders saw 503s during the outage");
@@ -389,7 +255,7 @@ async fn a_database_outage_under_load_is_503_then_recovers_without_a_restart() {
     assert_eq!(report.duplicates, 0);
     assert_exactly_the_stored_seqs(&schema, &ch, &handler).await;
     for relay in [&a, &b] {
-        let r = request(&c, "GET", &format!("{}/healthz", relay.base()), &[], "")
+        let r = request(&c, "GET", &format!("{}/healthz", relay.url()), &[], "")
             .await
             .unwrap();
         assert_eq!(r.status, 200, "healthy again without a restart");

@@ -13,7 +13,8 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+use crate::util::BIN;
+
 const ADMIN: &str = "acme-admin";
 /// Resolves to loopback for every client here without touching the machine's DNS.
 const DOMAIN: &str = "localhost";
@@ -384,6 +385,7 @@ async fn acme_certificate_issued_renewed_and_reused_from_cache() {
         .status()
         .unwrap();
     assert!(hup.success());
+    // A fixed wait, on purpose: no signal tells that SIGHUP was handled; the check below is that the process serves the same certificate.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, _, leaf) = https(&tls, port, "GET", "/healthz", None, "")
         .await

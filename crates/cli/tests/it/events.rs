@@ -7,10 +7,11 @@ use std::time::Duration;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use meethook_daemon::journal::{Attempt, Journal, Query, State};
-use meethook_testkit::{post, tempdir, TestDaemon, TestHandler, TestRelay, PATIENCE};
+use meethook_testkit::{post, tempdir, Setup, TestDaemon, TestHandler, TestRelay, PATIENCE};
 use sha2::Sha256;
 
-const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+use crate::util::{json_lines, meethook, meethook_bytes, BIN};
+
 const BOT_A: &str = "8d2f4c1a-5b6e-4f7a-9c3d-2e1f0a9b8c7d";
 const BOT_B: &str = "b0b0b0b0-2222-4333-8444-555555555555";
 /// What the sender signed with originally.
@@ -18,33 +19,6 @@ const SENDER_SECRET: &str = "whsec_c2VuZGVyLXNlY3JldC1vZi10aGUtb3JpZ2luYWwtc2VuZ
 /// What the local handler verifies with.
 const LOCAL_SECRET: &str = "whsec_bG9jYWwtaGFuZGxlci1zZWNyZXQtZm9yLXJlcGxheXM=";
 const N: u64 = 20;
-
-/// Runs the binary with a bounded wait; `(exit code, stdout, stderr)`.
-async fn meethook(args: &[&str]) -> (i32, String, String) {
-    let out = meethook_bytes(args).await;
-    (
-        out.0,
-        String::from_utf8_lossy(&out.1).into_owned(),
-        String::from_utf8_lossy(&out.2).into_owned(),
-    )
-}
-
-async fn meethook_bytes(args: &[&str]) -> (i32, Vec<u8>, Vec<u8>) {
-    let out = tokio::time::timeout(
-        PATIENCE,
-        tokio::process::Command::new(BIN)
-            .args(args)
-            .env_remove("MEETHOOK_DATA")
-            .env_remove("MEETHOOK_FORWARD_TO")
-            .env_remove("MEETHOOK_RESIGN_SECRET")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("meethook {args:?} did not finish"))
-    .unwrap();
-    (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
-}
 
 fn sign(secret: &str, id: &str, ts: &str, body: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -117,16 +91,9 @@ fn event(i: u64) -> (Vec<(String, String)>, Vec<u8>) {
 /// Sends the 20 events through a relay and a daemon journaling into `data`; waits until the
 /// journal has them all delivered. Returns the channel id.
 async fn fill_journal(data: &Path) -> String {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/hook"),
-        data,
-    ));
+    let s = Setup::start().await;
+    let daemon = s.daemon_with("/hook", |c| c.data = data.to_path_buf());
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     for i in 1..=N {
         let (h, body) = event(i);
         let h: Vec<(&str, &str)> = h.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
@@ -151,12 +118,6 @@ async fn fill_journal(data: &Path) -> String {
     daemon.stop().await.unwrap();
     relay.stop().await;
     ch
-}
-
-fn json_lines(out: &str) -> Vec<serde_json::Value> {
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -968,11 +929,8 @@ async fn pinned_events_survive_events_prune() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_prunes_its_journal_past_the_retention() {
-    let dir = tempdir();
+    let (relay, ch, token, handler, dir) = Setup::start().await.into_parts();
     let data = dir.path().to_str().unwrap();
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
     let config =
         || TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/hook"), dir.path());
     let send = |i: u64| {
@@ -1150,11 +1108,8 @@ fn delivered_seqs(h: &TestHandler) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_skip_moves_a_listen_past_a_failing_event() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
+    let (relay, ch, token, handler, dir) = Setup::start().await.into_parts();
     handler.answer_seq(2, Some(500));
-    let dir = tempdir();
     let data = dir.path().to_str().unwrap();
     let listen = Listen::start(
         &relay,
@@ -1298,20 +1253,18 @@ async fn events_skip_moves_a_listen_past_a_failing_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_retry_and_a_handler_back_on_its_port_cut_a_long_backoff() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let mut handler = TestHandler::start().await;
-    handler.answer_seq(1, Some(500));
-    let dir = tempdir();
-    let data = dir.path().to_str().unwrap();
-    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
+    let s = Setup::start().await;
+    s.handler.answer_seq(1, Some(500));
     // Ten minutes between attempts: only the control request (or the probe) explains a
     // delivery within the test's patience.
-    cfg.backoff = meethook_daemon::forward::Backoff {
-        initial: Duration::from_secs(600),
-        max: Duration::from_secs(600),
-    };
-    let daemon = TestDaemon::start(cfg);
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.backoff = meethook_daemon::forward::Backoff {
+            initial: Duration::from_secs(600),
+            max: Duration::from_secs(600),
+        };
+    });
+    let (relay, ch, _, mut handler, dir) = s.into_parts();
+    let data = dir.path().to_str().unwrap();
     post(&relay.hook(&ch), &[], "e1").await;
     post(&relay.hook(&ch), &[], "e2").await;
     handler.wait_until("#1 failing", |l| !l.is_empty()).await;
@@ -1388,11 +1341,8 @@ async fn events_retry_and_a_handler_back_on_its_port_cut_a_long_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_give_up_is_one_line() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
+    let (relay, ch, token, handler, dir) = Setup::start().await.into_parts();
     handler.answer_seq(1, Some(500));
-    let dir = tempdir();
     let data = dir.path().to_str().unwrap();
     let listen = Listen::start(
         &relay,

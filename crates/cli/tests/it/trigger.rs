@@ -11,20 +11,18 @@ use meethook_proto::meeting::{MeetingEvent, Webhook};
 use meethook_testkit::{Received, TestHandler};
 use sha2::Sha256;
 
+use crate::util::{text, BIN};
+
 const BOT: &str = "8d2f4c1a-5b6e-4f7a-9c3d-2e1f0a9b8c7d";
 
 async fn meethook(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_meethook"))
+    tokio::process::Command::new(BIN)
         .args(args)
         .env("MEETHOOK_LOG", "warn")
         .kill_on_drop(true)
         .output()
         .await
         .expect("run meethook")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn typed(r: &Received) -> Webhook {

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use meethook_testkit::{client, post, request, tempdir, TestHandler};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+use crate::util::BIN;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_run_logs_no_secret_and_keeps_files_private() {

@@ -3,7 +3,9 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use meethook_testkit::{client, post, request, tempdir, TestDaemon, TestHandler, TestRelay};
+use meethook_testkit::{
+    client, post, request, tempdir, Setup, TestDaemon, TestHandler, TestRelay, PATIENCE,
+};
 
 fn body_for(sender: usize, i: usize) -> String {
     format!(r#"{{"event":"bot.status_change","data":{{"bot_id":"s{sender}","n":{i}}}}}"#)
@@ -11,17 +13,9 @@ fn body_for(sender: usize, i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_senders_are_delivered_in_seq_order_byte_identical() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/hook"),
-        dir.path(),
-    ));
+    let s = Setup::start().await;
+    let daemon = s.daemon("/hook");
+    let (relay, ch, _, handler, _dir) = s.into_parts();
 
     let mut tasks = Vec::new();
     for s in 0..8 {
@@ -91,15 +85,13 @@ async fn concurrent_senders_are_delivered_in_seq_order_byte_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_posted_while_offline_arrive_in_order_once_listening() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
+    let s = Setup::start().await;
+    let cfg = s.config("/");
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     for i in 0..30 {
         let r = post(&relay.hook(&ch), &[], format!("offline {i}")).await;
         assert_eq!(r.seq(), Some(i + 1));
     }
-    let dir = tempdir();
-    let cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
     let daemon = TestDaemon::start(cfg.clone());
     let got = handler.wait_delivered(30).await;
     let bodies: Vec<_> = got.iter().map(|r| r.body.clone()).collect();
@@ -122,18 +114,10 @@ async fn events_posted_while_offline_arrive_in_order_once_listening() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_errors_then_closed_port_lose_nothing_and_keep_order() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let mut handler = TestHandler::start().await;
-    handler.script(&[503, 503, 429, 500, 503]);
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/h"),
-        dir.path(),
-    ));
+    let s = Setup::start().await;
+    s.handler.script(&[503, 503, 429, 500, 503]);
+    let daemon = s.daemon("/h");
+    let (relay, ch, _, mut handler, _dir) = s.into_parts();
     for i in 0..10 {
         post(&relay.hook(&ch), &[], format!("e{i}")).await;
     }
@@ -166,18 +150,10 @@ async fn handler_errors_then_closed_port_lose_nothing_and_keep_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_retryable_answers_are_recorded_and_the_next_event_goes() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    handler.script(&[400]);
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        dir.path(),
-    ));
+    let s = Setup::start().await;
+    s.handler.script(&[400]);
+    let daemon = s.daemon("/");
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     post(&relay.hook(&ch), &[], "bad").await;
     post(&relay.hook(&ch), &[], "good").await;
     let got = handler.wait_until("two requests", |l| l.len() >= 2).await;
@@ -220,6 +196,7 @@ async fn several_listeners_each_get_every_event() {
     // so both streams have taken up the upload before it is stored).
     let big: Vec<u8> = (0..(2 << 20) + 3).map(|i| (i % 249) as u8).collect();
     let upload = start_upload(&relay, &ch, &big).await;
+    // A fixed wait, on purpose: the upload stays half-sent for a while.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     finish_upload(upload, &big).await;
     for h in [&h1, &h2] {
@@ -241,17 +218,9 @@ async fn several_listeners_each_get_every_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_arrive_byte_identical_and_oversized_get_413() {
-    let relay = TestRelay::start_with(|c| c.max_body = 8 << 20).await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        dir.path(),
-    ));
+    let s = Setup::start_with(|c| c.max_body = 8 << 20).await;
+    let daemon = s.daemon("/");
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     // 5 MiB of every byte value, not valid UTF-8.
     let big: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
     let r = post(
@@ -328,12 +297,9 @@ async fn seqs_are_unique_per_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_relay_is_refused_rather_than_skipping_events() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
-    let daemon = TestDaemon::start(cfg);
+    let s = Setup::start().await;
+    let daemon = s.daemon("/");
+    let (relay, ch, token, handler, dir) = s.into_parts();
     for _ in 0..3 {
         post(&relay.hook(&ch), &[], "x").await;
     }
@@ -366,14 +332,12 @@ async fn a_reset_relay_is_refused_rather_than_skipping_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_events_are_journaled_and_acked_but_not_delivered() {
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), dir.path());
-    cfg.filter.events = vec!["complete".into(), "bot.comp*".into()];
-    cfg.filter.bots = vec!["8d2f".into()];
-    let daemon = TestDaemon::start(cfg);
+    let s = Setup::start().await;
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.filter.events = vec!["complete".into(), "bot.comp*".into()];
+        cfg.filter.bots = vec!["8d2f".into()];
+    });
+    let (relay, ch, _, handler, dir) = s.into_parts();
     let bodies = [
         r#"{"event":"bot.status_change","data":{"bot_id":"8d2f-1","status":{"code":"joining_call"}}}"#,
         r#"{"event":"complete","data":{"bot_id":"ffff-2","mp4":"","speakers":[]}}"#,
@@ -387,12 +351,8 @@ async fn filtered_events_are_journaled_and_acked_but_not_delivered() {
     let got = handler.wait_delivered(2).await;
     // The last event is only "seen" once everything before it settled; wait for its journal state.
     let journal = meethook_daemon::journal::Journal::open(dir.path()).unwrap();
-    for _ in 0..500 {
-        if journal.cursors(&ch).unwrap() == (5, 5) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let settled = || journal.cursors(&ch).unwrap() == (5, 5);
+    meethook_testkit::wait_until("5 settled events", PATIENCE, settled).await;
     assert_eq!(
         journal.cursors(&ch).unwrap(),
         (5, 5),
@@ -538,16 +498,9 @@ async fn finish_upload(mut upload: tokio::net::TcpStream, body: &[u8]) {
 async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stored() {
     use std::sync::atomic::Ordering::Relaxed;
     let relay = TestRelay::start_with(|c| c.max_body = 8 << 20).await;
-    let (ch, token) = relay.channel(Some(SECRET)).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        dir.path(),
-    ));
+    let s = Setup::on(relay, Some(SECRET)).await;
+    let daemon = s.daemon("/");
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     let key = [("x-meeting-baas-api-key", SECRET)];
     // Once one event is through, the stream has read the hello (and takes preloads).
     assert_eq!(post(&relay.hook(&ch), &key, "first").await.status, 200);
@@ -562,6 +515,7 @@ async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stor
     // body is not: nothing reaches the handler before it is stored.
     let first = big(1);
     let upload = start_upload(&relay, &ch, &first).await;
+    // A fixed wait, on purpose: the upload stays half-sent for a while.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(post(&relay.hook(&ch), &key, "small").await.status, 200);
     let got = handler.wait_delivered(2).await;
@@ -610,6 +564,7 @@ async fn big_bodies_are_preloaded_while_they_arrive_and_delivered_only_once_stor
         "the concurrent bodies, each once, byte-identical"
     );
     assert_eq!(got[13].body, "after");
+    // A fixed wait, on purpose: checks that nothing more arrives.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(
         handler.received().len(),

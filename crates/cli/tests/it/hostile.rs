@@ -1,7 +1,7 @@
 //! Tokens, status codes and hostile input at the relay's edges.
 
 use futures_util::{SinkExt, StreamExt};
-use meethook_testkit::{client, post, request, tempdir, TestDaemon, TestHandler, TestRelay};
+use meethook_testkit::{client, post, request, tempdir, Setup, TestDaemon, TestHandler, TestRelay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -226,6 +226,7 @@ async fn a_sender_without_the_secret_gets_its_401_and_nothing_is_written() {
         let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
         s.write_all(head.as_bytes()).await.unwrap();
         s.write_all(&vec![b'x'; half]).await.unwrap();
+        // A fixed wait, on purpose: the upload stalls half-way before the check.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert_eq!(files(), 0, "{creds:?}: a body file for a refused upload");
         s.write_all(&vec![b'x'; half]).await.unwrap();
@@ -321,17 +322,9 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8], wait: std::time::Duration
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_edge_cases_are_stored_exactly_or_refused_cleanly() {
     use std::time::Duration;
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let dir = tempdir();
-    let daemon = TestDaemon::start(TestDaemon::config(
-        &relay.url(),
-        &ch,
-        &token,
-        &handler.url("/"),
-        dir.path(),
-    ));
+    let s = Setup::start().await;
+    let daemon = s.daemon("/");
+    let (relay, ch, _, handler, _dir) = s.into_parts();
     let short = Duration::from_millis(500);
 
     // Non-UTF-8 header bytes travel unchanged.

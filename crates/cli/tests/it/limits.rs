@@ -225,6 +225,7 @@ async fn silent_and_helloless_listeners_are_dropped() {
     // Hello, then never read (so never answer a ping).
     let mut ws = ws_connect(&relay, &ch, &token).await.unwrap();
     ws.send(Message::text(HELLO)).await.unwrap();
+    // A fixed wait, on purpose: the listener stays silent past the ping deadline.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut closed = false;
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await {

@@ -4,8 +4,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meethook_testkit::{post, tempdir, TestDaemon, TestHandler, TestRelay};
+use meethook_testkit::{post, tempdir, Setup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::util::BIN;
 
 /// A file server that sends `data` slowly (16 pieces, 100 ms apart); `done` is set at the end.
 async fn slow_server(data: Arc<Vec<u8>>, done: Arc<AtomicBool>) -> std::net::SocketAddr {
@@ -46,15 +48,13 @@ async fn recordings_are_saved_in_the_background() {
     let mp4: Arc<Vec<u8>> = Arc::new((0..512 * 1024).map(|i| (i % 251) as u8).collect());
     let done = Arc::new(AtomicBool::new(false));
     let files = slow_server(mp4.clone(), done.clone()).await;
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let jdir = tempdir();
+    let s = Setup::start().await;
     let rec_dir = tempdir();
-    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path());
-    cfg.save_recordings = Some(rec_dir.path().to_path_buf());
-    cfg.max_recording_size = 1 << 20;
-    let daemon = TestDaemon::start(cfg);
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.save_recordings = Some(rec_dir.path().to_path_buf());
+        cfg.max_recording_size = 1 << 20;
+    });
+    let (relay, ch, _, handler, jdir) = s.into_parts();
 
     let complete = format!(
         r#"{{"event":"complete","data":{{"bot_id":"8d2f4c1a-0000-0000-0000-000000000001","mp4":"http://{files}/bots/8d2f.mp4?X-Amz-Expires=7200&X-Amz-Signature=abc","speakers":["Alice"]}}}}"#
@@ -100,7 +100,7 @@ async fn recordings_are_saved_in_the_background() {
     daemon.stop().await.unwrap();
 
     // `events show` names the file.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meethook"))
+    let out = std::process::Command::new(BIN)
         .args(["events", "show", "1", "--data"])
         .arg(jdir.path())
         .output()
@@ -117,14 +117,13 @@ async fn recordings_are_saved_in_the_background() {
 async fn recordings_over_the_cap_are_refused_and_removed() {
     let big: Arc<Vec<u8>> = Arc::new(vec![7u8; 256 * 1024]);
     let files = slow_server(big, Arc::new(AtomicBool::new(false))).await;
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let (jdir, rec_dir) = (tempdir(), tempdir());
-    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path());
-    cfg.save_recordings = Some(rec_dir.path().to_path_buf());
-    cfg.max_recording_size = 64 * 1024;
-    let daemon = TestDaemon::start(cfg);
+    let s = Setup::start().await;
+    let rec_dir = tempdir();
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.save_recordings = Some(rec_dir.path().to_path_buf());
+        cfg.max_recording_size = 64 * 1024;
+    });
+    let (relay, ch, _, handler, jdir) = s.into_parts();
     let v2 = format!(
         r#"{{"event":"bot.completed","data":{{"bot_id":"b2","event_id":null,"video":"http://{files}/v.mp4","audio":null}},"extra":null}}"#
     );
@@ -188,15 +187,14 @@ async fn trigger_with_local_artifacts(
 ) -> (tempfile::TempDir, tempfile::TempDir, Arc<AtomicUsize>) {
     const MP4: &[u8] = b"not really an mp4, but served locally";
     let (files, hits) = file_server(MP4).await;
-    let relay = TestRelay::start().await;
-    let (ch, token) = relay.channel(None).await;
-    let handler = TestHandler::start().await;
-    let (jdir, rec_dir) = (tempdir(), tempdir());
-    let mut cfg = TestDaemon::config(&relay.url(), &ch, &token, &handler.url("/"), jdir.path());
-    cfg.save_recordings = Some(rec_dir.path().to_path_buf());
-    cfg.filter.events = events;
-    let daemon = TestDaemon::start(cfg);
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meethook"))
+    let s = Setup::start().await;
+    let rec_dir = tempdir();
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.save_recordings = Some(rec_dir.path().to_path_buf());
+        cfg.filter.events = events;
+    });
+    let (relay, ch, _, _handler, jdir) = s.into_parts();
+    let out = tokio::process::Command::new(BIN)
         .args(["trigger", "meeting-success", "--to", &relay.hook(&ch)])
         .args(["--artifacts-url", &format!("http://{files}")])
         .output()
@@ -258,6 +256,7 @@ async fn scenario_recordings_can_come_from_a_local_server() {
 async fn filtered_out_events_are_not_recorded() {
     // Only status changes are wanted: `complete` is skipped, so its recording is not fetched.
     let (_j, rec_dir, hits) = trigger_with_local_artifacts(vec!["bot.*".into()]).await;
+    // A fixed wait, on purpose: checks that nothing is fetched later.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(hits.load(Ordering::SeqCst), 0);
     assert_eq!(rec_dir.path().read_dir().unwrap().count(), 0);

@@ -1,0 +1,18 @@
+//! The cli's integration tests, one binary with a module per area (`cargo test -p meethook
+//! --test it events::` runs one area). Shared helpers live in [`util`]; the relay + channel +
+//! handler + daemon set-up in `meethook_testkit::Setup`.
+
+mod util;
+
+mod acme;
+mod chaos;
+mod cli;
+mod core;
+mod events;
+mod hostile;
+mod limits;
+mod multinode;
+mod recordings;
+mod secrets;
+mod tls;
+mod trigger;

@@ -1,0 +1,58 @@
+//! Helpers shared by the test modules: the binary and ways to run it.
+
+use std::process::Command;
+
+use meethook_testkit::PATIENCE;
+
+/// The `meethook` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_meethook");
+
+/// Runs the binary and waits; `(exit code, stdout, stderr)`.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Runs the binary with a bounded wait; `(exit code, stdout, stderr)`.
+pub async fn meethook(args: &[&str]) -> (i32, String, String) {
+    let out = meethook_bytes(args).await;
+    (
+        out.0,
+        String::from_utf8_lossy(&out.1).into_owned(),
+        String::from_utf8_lossy(&out.2).into_owned(),
+    )
+}
+
+/// [`meethook`] with stdout and stderr as bytes.
+pub async fn meethook_bytes(args: &[&str]) -> (i32, Vec<u8>, Vec<u8>) {
+    let out = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .env_remove("MEETHOOK_DATA")
+            .env_remove("MEETHOOK_FORWARD_TO")
+            .env_remove("MEETHOOK_RESIGN_SECRET")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("meethook {args:?} did not finish"))
+    .unwrap();
+    (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
+}
+
+/// Bytes as text, invalid UTF-8 replaced.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Each line of `out` parsed as JSON.
+pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
