@@ -38,6 +38,7 @@ struct Record {
     bot_id: Option<String>,
 }
 
+/// Writes the matching events to stdout, one NDJSON line each.
 pub(super) fn export(at: &Where, filters: &Filters, limit: Option<usize>) -> anyhow::Result<()> {
     let journal = open(&at.data)?;
     let mut q = filters.query(at.channel.clone());
@@ -85,6 +86,7 @@ pub(super) fn export(at: &Where, filters: &Filters, limit: Option<usize>) -> any
     Ok(())
 }
 
+/// Adds the events of an export file to the journal in `data`, skipping those it has.
 pub(super) fn import(file: &Path, data: &Path, channel: Option<String>) -> anyhow::Result<()> {
     let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
         Box::new(io::stdin().lock())

@@ -54,6 +54,7 @@ struct ListLine<'a> {
     summary: String,
 }
 
+/// Prints the last `limit` matching events (0 = all).
 pub(super) fn list(at: &Where, filters: &Filters, limit: usize, json: bool) -> anyhow::Result<()> {
     let journal = open(&at.data)?;
     let chans = journal.channels()?;

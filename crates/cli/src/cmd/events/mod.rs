@@ -6,7 +6,6 @@
 //! "path", "headers": [[name, base64 value], …], "body": base64, "event", "bot_id"}`, the last
 //! two derived from the body (for `jq`), ignored on import. Delivery state and attempts are not
 //! exported, so export → import → export gives the same bytes.
-
 //!
 //! # Layout
 //! - `list`: `events list`, the table and `--json` lines.
@@ -340,6 +339,7 @@ pub(super) fn local_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// UTC RFC 3339 to the millisecond (`2025-06-11T10:00:03.120Z`), for JSON output.
 pub(super) fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))

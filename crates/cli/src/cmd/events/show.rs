@@ -110,6 +110,7 @@ fn screenful(text: &str) -> (&str, Option<String>) {
     (&text[..end], cut)
 }
 
+/// Prints event `seq`: as text, or as one JSON object with `json`.
 pub(super) fn show(
     at: &Where,
     seq: u64,

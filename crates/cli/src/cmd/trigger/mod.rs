@@ -15,7 +15,6 @@
 //! `--pace realtime` (events are sent at those times) and, with `--pace fast`, the timeline ends
 //! now (as if the meeting just happened). Each body is serialized once and those exact bytes are
 //! sent (and signed, for v2 with `--signing-secret`).
-
 //!
 //! # Layout
 //! - `scenarios`: the embedded scenario files and their shape.
