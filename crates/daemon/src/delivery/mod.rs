@@ -208,17 +208,8 @@ async fn deliver(
             } else {
                 SkipReason::Filtered
             };
-            observers.emit(DaemonEvent::Skipped {
-                event: EventInfo::of(&ev, summary),
-                reason,
-                attempts,
-            });
-            let r = Record {
-                seq: ev.seq,
-                attempt: None,
-                state: Some(State::Skipped),
-            };
-            if !settler.settle(r, stop).await? {
+            let event = EventInfo::of(&ev, summary);
+            if !skip(settler, observers, event, reason, attempts, stop).await? {
                 return Ok(());
             }
             delivered.send_replace(ev.seq);
@@ -329,13 +320,7 @@ async fn deliver(
                             Some(Act::RetryNow) => break,
                             Some(Act::Skip) => {
                                 let event = info.clone().expect("built at the first attempt");
-                                observers.emit(DaemonEvent::Skipped { event, reason: SkipReason::User, attempts });
-                                let r = Record {
-                                    seq: ev.seq,
-                                    attempt: None,
-                                    state: Some(State::Skipped),
-                                };
-                                if !settler.settle(r, stop).await? {
+                                if !skip(settler, observers, event, SkipReason::User, attempts, stop).await? {
                                     return Ok(());
                                 }
                                 break 'attempts;
@@ -355,4 +340,27 @@ async fn deliver(
             return Ok(());
         }
     }
+}
+
+/// Settles `event` as skipped, and says so. `Ok(false)` when stopped first.
+async fn skip(
+    settler: &mut Settler<'_>,
+    observers: &Observers,
+    event: Arc<EventInfo>,
+    reason: SkipReason,
+    attempts: u32,
+    stop: &CancellationToken,
+) -> Result<bool, DaemonError> {
+    let seq = event.seq;
+    observers.emit(DaemonEvent::Skipped {
+        event,
+        reason,
+        attempts,
+    });
+    let r = Record {
+        seq,
+        attempt: None,
+        state: Some(State::Skipped),
+    };
+    settler.settle(r, stop).await
 }
