@@ -12,7 +12,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use meethook_proto::Header;
-use meethook_store::bodyfile::{BodySink, WrittenBody, BODY_FILE_MIN};
+use meethook_disk::bodyfile::{BodySink, WrittenBody, BODY_FILE_MIN};
 use meethook_store::{now_ms, Channel, NewEvent, StoreError};
 use serde::Deserialize;
 use serde_json::json;

@@ -9,16 +9,15 @@
 //! A backend must answer [`Store::append`] only after the event is durable, and must hand out
 //! seqs 1, 2, 3… per channel with no gaps, whatever the concurrency.
 
-pub mod bodyfile;
 mod notify;
 pub mod postgres;
 pub mod sqlite;
-pub mod wal;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use meethook_disk::bodyfile;
 use meethook_proto::{Event, Header};
 use tokio::sync::watch;
 
