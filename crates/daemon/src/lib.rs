@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 
 use std::collections::{BTreeSet, VecDeque};
 
+use meethook_disk::bodyfile::BODY_FILE_MIN;
+use meethook_proto::clock::now_ms;
 use meethook_proto::meeting::Summary;
 use meethook_proto::Event;
-use meethook_disk::bodyfile::BODY_FILE_MIN;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -143,11 +144,6 @@ pub enum DaemonError {
     /// The control socket is taken by a live daemon.
     #[error(transparent)]
     Control(#[from] control::ControlError),
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Runs the daemon until `shutdown` is cancelled (returns `Ok`) or a fatal error.

@@ -5,9 +5,14 @@
 //! - [`event`]: a stored webhook as it travels: seq, method, path, headers, raw body.
 //! - [`meeting`]: lenient Meeting BaaS event parsing and one-line summaries.
 //! - [`units`]: `500ms` / `7d` durations and `16MiB` sizes as the CLI accepts them.
+//! - [`human`]: sizes as people read them (`1.5 MiB`).
+//! - `skim`: a quick look for a JSON body's top-level `event` without parsing it all.
+//! - [`clock`]: `now_ms`, the wall clock as events and channels store it.
 
+pub mod clock;
 pub mod event;
 pub mod frame;
+pub mod human;
 pub mod meeting;
 mod skim;
 pub mod units;

@@ -303,7 +303,7 @@ async fn prune_loop(state: Arc<State>) {
         }
         match state
             .store
-            .prune(state.cfg.retention, meethook_store::now_ms())
+            .prune(state.cfg.retention, meethook_proto::clock::now_ms())
             .await
         {
             Ok(0) => {}

@@ -155,11 +155,3 @@ pub trait Store: Send + Sync + 'static {
     /// Succeeds when the store answers.
     async fn ping(&self) -> Result<()>;
 }
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use meethook_daemon::DaemonConfig;
+use meethook_proto::clock::now_ms;
 use meethook_relay::auth;
 use meethook_relay::RelayConfig;
-use meethook_store::{now_ms, Channel, SqliteStore, Store, StoreError};
+use meethook_store::{Channel, SqliteStore, Store, StoreError};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 

@@ -17,6 +17,7 @@ use base64::Engine;
 use bytes::Bytes;
 use meethook_daemon::control::Request;
 use meethook_daemon::journal::{Journal, Query, State, Stored};
+use meethook_proto::human::human_size as size_text;
 use meethook_proto::meeting::Summary;
 use meethook_proto::{Event, Header};
 use serde::{Deserialize, Serialize};
@@ -655,16 +656,6 @@ fn screenful(text: &str) -> (&str, Option<String>) {
     }
     let cut = (end < text.len()).then(|| size_text(SCREEN_BYTES as u64));
     (&text[..end], cut)
-}
-
-/// `512 B`, `4 KiB`, `3.0 MiB`.
-fn size_text(n: u64) -> String {
-    match n {
-        n if n < 1024 => format!("{n} B"),
-        n if n < 1 << 20 && n % 1024 == 0 => format!("{} KiB", n >> 10),
-        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-    }
 }
 
 fn show(at: &Where, seq: u64, json: bool, reveal: bool, body: Body) -> anyhow::Result<()> {

@@ -17,12 +17,13 @@
 //! sent (and signed, for v2 with `--signing-secret`).
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use clap::builder::PossibleValuesParser;
 use http::Method;
+use meethook_proto::clock::now_ms;
 use meethook_proto::meeting::Summary;
 use rand::RngCore;
 use serde::de::{MapAccess, SeqAccess, Visitor};
@@ -324,13 +325,6 @@ fn new_uuid() -> String {
 fn new_msg_id() -> String {
     use rand::distr::{Alphanumeric, SampleString};
     format!("msg_{}", Alphanumeric.sample_string(&mut rand::rng(), 27))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// What a placeholder becomes.
