@@ -9,8 +9,9 @@ use anyhow::{bail, Context};
 use meethook_daemon::deliver::Backoff;
 use meethook_daemon::journal::{Journal, JournalError, Query};
 use meethook_daemon::output::{format_line, Line};
-use meethook_daemon::replay::{ReplayConfig, Signer, Speed, Step};
+use meethook_daemon::replay::{ReplayConfig, Speed, Step};
 use meethook_proto::meeting::Summary;
+use meethook_proto::signature::SigningKey;
 use meethook_proto::Event;
 use tokio_util::sync::CancellationToken;
 
@@ -84,9 +85,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let resign = match &args.resign {
         Some(secret) => {
             let secret = super::signing_secret("--resign", secret)?;
-            Some(Signer::new(move |id, ts, body| {
-                meethook_relay::auth::sign(&secret, id, ts, body)
-            }))
+            Some(SigningKey::from_secret(&secret).expect("signing_secret checked the base64"))
         }
         None => None,
     };

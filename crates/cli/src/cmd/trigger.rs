@@ -620,7 +620,7 @@ pub async fn run(mut args: Args, shutdown: CancellationToken) -> anyhow::Result<
                 let ts = (now_ms() / 1000).to_string();
                 let sig = match &args.signing_secret {
                     Some(secret) => Some(
-                        meethook_relay::auth::sign(secret, &id, &ts, &ev.body)
+                        meethook_proto::signature::sign(secret, &id, &ts, &ev.body)
                             .ok_or_else(|| anyhow!("--signing-secret: cannot sign"))?,
                     ),
                     None => None,
