@@ -4,7 +4,11 @@
 //! - [`Store`]: the one trait of domain verbs the relay uses; backends implement it.
 //! - [`sqlite`]: the embedded default (WAL, group commit on a writer thread).
 //! - [`postgres`]: several relays sharing one PostgreSQL database (LISTEN/NOTIFY fan-out).
-//! - [`Notifier`]: wakes stream tasks when a channel's head moves (notification, not polling).
+//! - [`Notifier`] (`notify`): wakes stream tasks when a channel's head moves (notification,
+//!   not polling), and keeps a short tail of recent events in memory.
+//!
+//! Big bodies as files and WAL checkpoints, shared with the daemon's journal, are in
+//! `meethook-disk`.
 //!
 //! A backend must answer [`Store::append`] only after the event is durable, and must hand out
 //! seqs 1, 2, 3… per channel with no gaps, whatever the concurrency.

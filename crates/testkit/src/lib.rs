@@ -8,6 +8,7 @@
 //! - [`post`]: send one webhook.
 //! - [`RelayProcess`] / [`ListenProcess`]: the real binary as a child, for `kill -9` tests.
 //! - [`fault`]: retrying load, a connection-cutting proxy, a tmpfs that fills up.
+//! - [`pg`]: a throwaway PostgreSQL schema per test (`MEETHOOK_TEST_POSTGRES_URL`).
 
 pub mod fault;
 pub mod pg;
