@@ -25,9 +25,9 @@
 //! # Layout
 //! - `connect`: the URL (libpq's TLS options too), TLS, the pool; [`PostgresStore::connect`].
 //! - `schema`: migrations, run under an advisory lock.
-//! - `writer`: the group-commit writer tasks behind [`Store::append`].
+//! - `writer`: the group-commit writer tasks behind [`Store::append`](crate::Store::append).
 //! - `listen`: the LISTEN connection that publishes heads committed on any relay.
-//! - `queries`: the other [`Store`] verbs, one statement or transaction each.
+//! - `queries`: the other [`Store`](crate::Store) verbs, one statement or transaction each.
 
 mod connect;
 mod listen;
@@ -57,7 +57,7 @@ const NOTIFY_GONE: &str = "meethook_gone";
 /// How long one store call may take before it counts as unavailable.
 const OP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// PostgreSQL-backed [`Store`] for several relays sharing one database.
+/// PostgreSQL-backed [`Store`](crate::Store) for several relays sharing one database.
 pub struct PostgresStore {
     shared: Arc<Shared>,
     appends: mpsc::Sender<AppendOp>,
