@@ -1,4 +1,5 @@
-//! Idle listeners: many websocket streams that said hello, got their welcome and then wait.
+//! Phase `idle`, figure g: relay memory per idle listener, the listeners being many
+//! websocket streams that said hello, got their welcome and then wait.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::procs::ChannelInfo;
+use anyhow::bail;
+
+use crate::ctx::Ctx;
+use crate::handler::Checks;
+use crate::procs::{self, ChannelInfo};
+use crate::report::{fmt_bytes, fmt_dur, fmt_rate, thousands};
+use crate::stack::Stack;
 
 /// Handshakes in progress at once.
 const OPENING_AT_ONCE: usize = 128;
@@ -159,4 +166,76 @@ async fn handshake(url: &str, token: &str, listener_id: &str) -> Result<Ws, Stri
             None => return Err("closed before welcome".into()),
         }
     }
+}
+
+/// Figure g: relay memory per idle listener.
+pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let k = ctx.plan.idle;
+    let mut stack = Stack::start(ctx, "idle", None).await?;
+    let channel = stack.channel.clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = stack.relay.proc.rss()?;
+    let own_before = procs::status_kb(0, "VmRSS")? * 1024;
+    let listeners = IdleListeners::open(stack.relay.addr, &channel, k).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.check_alive()?;
+    let after = stack.relay.proc.rss()?;
+    let own_after = procs::status_kb(0, "VmRSS")? * 1024;
+    let (opened, failed, took) = (listeners.opened, listeners.failed, listeners.took);
+    let first_error = listeners.first_error.clone();
+    listeners.close().await;
+    stack.stop().await;
+    ctx.report.check(
+        format!("idle listeners ({} opened)", thousands(opened as u64)),
+        Checks {
+            sent: k as u64,
+            acked: opened as u64,
+            send_errors: failed as u64,
+            ..Checks::default()
+        },
+        first_error,
+    );
+    let per_stream = |before: u64, after: u64| {
+        if opened > 0 {
+            (after as f64 - before as f64) / opened as f64
+        } else {
+            0.0
+        }
+    };
+    let per = per_stream(before, after);
+    let own = per_stream(own_before, own_after);
+    ctx.report.figure(
+        "g",
+        format!(
+            "relay RSS per idle listener ({} listeners: hello → welcome, then idle)",
+            thousands(opened as u64)
+        ),
+        format!(
+            "{} ({} → {})",
+            fmt_bytes(per),
+            fmt_bytes(before as f64),
+            fmt_bytes(after as f64)
+        ),
+    );
+    ctx.report.figure(
+        "g",
+        "for scale: bench process RSS per open client stream (tokio-tungstenite, 4 KiB read buffer, one task each)",
+        fmt_bytes(own),
+    );
+    ctx.report.figure(
+        "g",
+        format!(
+            "time to open {} listeners (128 handshakes at a time)",
+            thousands(opened as u64)
+        ),
+        format!(
+            "{} ({})",
+            fmt_dur(took),
+            fmt_rate(opened as f64 / took.as_secs_f64().max(1e-9))
+        ),
+    );
+    if failed > 0 {
+        bail!("{failed} of {k} idle listeners did not get their welcome");
+    }
+    Ok(())
 }

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::ctx::Ctx;
 use crate::handler::{Handler, Tracker};
+use crate::latency::serial_run;
 use crate::load::Target;
 use crate::procs::Proc;
 use crate::report::{fmt_dur, fmt_rate, thousands};
-use crate::{
-    checked_flood, direct_flood, dur_ratio, pct, per_thousand, ratio, serial_run, sorted, Ctx,
-};
+use crate::stats::{dur_ratio, pct, ratio, sorted};
+use crate::throughput::{checked_flood, direct_flood, per_thousand};
 
 /// A running tunnel: its processes and the public address senders post to.
 struct Tunnel {

@@ -8,11 +8,14 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use crate::body::Bodies;
+use crate::ctx::Ctx;
 use crate::handler::{Checks, Handler, Tracker};
+use crate::latency::serial_run;
 use crate::load::{self, LoadResult, Target};
 use crate::procs::Relay;
 use crate::report::{fmt_dur, fmt_rate, fmt_size, thousands};
-use crate::{dur_ratio, pct, ratio, serial_run, sorted, Ctx, Stack};
+use crate::stack::Stack;
+use crate::stats::{dur_ratio, pct, ratio, sorted};
 
 /// Concurrent senders of the acknowledged-events/s runs.
 pub const SENDERS: usize = 64;
@@ -134,7 +137,9 @@ async fn measure(ctx: &mut Ctx, store: &str) -> anyhow::Result<()> {
 
     // Acknowledged events/s: direct, then SQLite, PostgreSQL × 1 and × 2.
     let label = format!("pg phase: direct, {SENDERS} senders");
-    let direct = crate::direct_flood(ctx, SENDERS, SIZE, &label).await?.rate;
+    let direct = crate::throughput::direct_flood(ctx, SENDERS, SIZE, &label)
+        .await?
+        .rate;
     let sqlite = ack_run(ctx, "SQLite, 1 relay", &[], 1).await?;
     let pg1 = ack_run(ctx, "PostgreSQL, 1 relay", &on_pg, 1).await?;
     let pg2 = ack_run(ctx, "PostgreSQL, 2 relays on one database", &on_pg, 2).await?;

@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use meethook_proto::human::human_size;
+
 use crate::handler::Checks;
 
 /// One line of the figures table.
@@ -375,16 +377,13 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// `1.5 KiB`, `23.4 MiB`.
+/// `1.5 KiB`, `23.4 MiB`, `-3.0 MiB`: a measured amount (an RSS difference may be negative).
 pub fn fmt_bytes(b: f64) -> String {
-    if b.abs() < 1024.0 {
-        format!("{b:.0} B")
-    } else if b.abs() < 1024.0 * 1024.0 {
-        format!("{:.1} KiB", b / 1024.0)
-    } else if b.abs() < 1024.0 * 1024.0 * 1024.0 {
-        format!("{:.1} MiB", b / 1024.0 / 1024.0)
+    let size = human_size(b.abs().round() as u64);
+    if b < 0.0 {
+        format!("-{size}")
     } else {
-        format!("{:.2} GiB", b / 1024.0 / 1024.0 / 1024.0)
+        size
     }
 }
 

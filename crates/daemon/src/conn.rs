@@ -26,7 +26,7 @@ use crate::journal::{Journal, JournalError};
 use crate::observe::{DaemonEvent, Observers};
 use crate::recordings::Recorder;
 use crate::{blocking, now_ms, DaemonError};
-use meethook_store::bodyfile::{aligned_buffer, BODY_FILE_MIN};
+use meethook_disk::bodyfile::{aligned_buffer, BODY_FILE_MIN};
 
 /// Anything a websocket can run over (TCP or TLS over TCP).
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}

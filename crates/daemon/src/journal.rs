@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use meethook_disk::bodyfile::{BodyFiles, BODY_FILE_MIN};
+use meethook_disk::wal::{self, CheckpointClock};
 use meethook_proto::frame::{decode_headers, encode_headers, headers_len, Reader};
 use meethook_proto::meeting::Summary;
 use meethook_proto::Event;
-use meethook_store::bodyfile::{BodyFiles, BODY_FILE_MIN};
-use meethook_store::wal::{self, CheckpointClock};
 use rusqlite::config::DbConfig;
 use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};

@@ -43,6 +43,7 @@ pub mod replay;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use meethook_proto::clock::now_ms;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -167,11 +168,6 @@ pub enum DaemonError {
     /// The control socket is taken by a live daemon.
     #[error(transparent)]
     Control(#[from] control::ControlError),
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Runs the daemon until `shutdown` is cancelled (returns `Ok`) or a fatal error, reporting

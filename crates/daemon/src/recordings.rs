@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use meethook_proto::human::human_size as human;
 use meethook_proto::meeting::{Summary, Webhook};
 use meethook_proto::Event;
 use tokio::io::AsyncWriteExt;
@@ -248,15 +249,6 @@ fn file_name(bot: &str, seq: u64, kind: &str, url: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
     format!("{bot}-{seq}-{kind}.{ext}")
-}
-
-fn human(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
 }
 
 #[cfg(test)]

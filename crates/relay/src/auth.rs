@@ -1,7 +1,7 @@
-//! Tokens (random, stored hashed, compared in constant time) and sender-secret checks.
+//! Tokens (random, stored hashed, compared in constant time) and sender-secret checks
+//! (signatures themselves are `meethook_proto::signature`).
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
+use meethook_proto::signature::{signature_headers, SigningKey, TIMESTAMP_TOLERANCE_SECS};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -58,9 +58,6 @@ pub enum SenderRejection {
     Stale,
 }
 
-/// Tolerance for Standard Webhooks / Svix timestamps.
-const SIGNATURE_TOLERANCE_SECS: i64 = 5 * 60;
-
 /// What a webhook's headers alone say about its sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SenderHeads {
@@ -86,9 +83,9 @@ pub fn check_sender_heads(
             }
         }
     }
-    if let Some((_, ts, _)) = signature_headers(headers) {
+    if let Some((_, ts, _)) = signature_headers(header(headers)) {
         let ts = ts.parse::<i64>().map_err(|_| SenderRejection::Wrong)?;
-        if (now_secs - ts).abs() > SIGNATURE_TOLERANCE_SECS {
+        if (now_secs - ts).abs() > TIMESTAMP_TOLERANCE_SECS {
             return Err(SenderRejection::Stale);
         }
         return Ok(SenderHeads::Signed);
@@ -100,17 +97,9 @@ pub fn check_sender_heads(
     })
 }
 
-/// The first complete set of Standard Webhooks (`webhook-*`) or Svix (`svix-*`) signature
-/// headers: id, timestamp, signatures.
-fn signature_headers(headers: &http::HeaderMap) -> Option<(&str, &str, &str)> {
-    ["webhook", "svix"].into_iter().find_map(|prefix| {
-        let get = |n: &str| {
-            headers
-                .get(format!("{prefix}-{n}"))
-                .and_then(|v| v.to_str().ok())
-        };
-        Some((get("id")?, get("timestamp")?, get("signature")?))
-    })
+/// A header's value as text, by name.
+fn header<'a>(headers: &'a http::HeaderMap) -> impl Fn(&str) -> Option<&'a str> + 'a {
+    |name| headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Checks a webhook against a channel's sender secret: `x-meeting-baas-api-key`, `x-mb-secret`,
@@ -124,40 +113,20 @@ pub fn check_sender(
     if check_sender_heads(secret, headers, now_secs)? == SenderHeads::Accepted {
         return Ok(());
     }
-    let (id, ts, sigs) = signature_headers(headers).ok_or(SenderRejection::Missing)?;
-    let expected = sign(secret, id, ts, body).ok_or(SenderRejection::Wrong)?;
-    let valid = sigs.split(' ').any(|s| {
-        s.strip_prefix("v1,")
-            .is_some_and(|sig| sig.as_bytes().ct_eq(expected.as_bytes()).into())
-    });
-    if valid {
+    let (id, ts, sigs) = signature_headers(header(headers)).ok_or(SenderRejection::Missing)?;
+    let key = SigningKey::from_secret(secret).ok_or(SenderRejection::Wrong)?;
+    if key.verify(id, ts, body, sigs) {
         Ok(())
     } else {
         Err(SenderRejection::Wrong)
     }
 }
 
-/// Standard Webhooks signature: base64(HMAC-SHA256(key, "{id}.{ts}.{body}")), where the key is
-/// the base64 after `whsec_` (or the raw secret bytes when it has no such prefix).
-pub fn sign(secret: &str, id: &str, ts: &str, body: &[u8]) -> Option<String> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let key = match secret.strip_prefix("whsec_") {
-        Some(k) => b64.decode(k).ok()?,
-        None => secret.as_bytes().to_vec(),
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).ok()?;
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    Some(b64.encode(mac.finalize().into_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::{HeaderMap, HeaderValue};
+    use meethook_proto::signature::sign;
 
     #[test]
     fn tokens_are_random_and_hash_checked() {

@@ -11,9 +11,10 @@ use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use meethook_disk::bodyfile::{BodySink, WrittenBody, BODY_FILE_MIN};
+use meethook_proto::clock::now_ms;
 use meethook_proto::Header;
-use meethook_store::bodyfile::{BodySink, WrittenBody, BODY_FILE_MIN};
-use meethook_store::{now_ms, Channel, NewEvent, StoreError};
+use meethook_store::{Channel, NewEvent, StoreError};
 use serde::Deserialize;
 use serde_json::json;
 

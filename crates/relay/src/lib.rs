@@ -2,8 +2,10 @@
 //!
 //! # Layout
 //! - [`run`]: the accept loop; the caller binds the listener and owns the shutdown token.
+//! - [`defaults`]: the defaults of [`RelayConfig`] that are also `meethook relay` flags.
 //! - `http`: routing and the HTTP handlers (ingress, channel API, health, metrics).
 //! - `stream`: one websocket listener stream (handshake, flow control, acks, pings).
+//! - `preload`: big bodies sent on to listeners while they still arrive.
 //! - [`auth`]: tokens and sender-secret checks.
 //! - [`metrics`]: the `/metrics` counters.
 //! - [`limits`]: per-channel rate limits, per-IP failed-auth limits.
@@ -12,6 +14,7 @@
 
 pub mod acme;
 pub mod auth;
+pub mod defaults;
 mod http;
 pub mod limits;
 pub mod metrics;
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
+use meethook_proto::units::{parse_duration, parse_size};
 use meethook_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -76,26 +80,28 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
+        let size = |s| usize::try_from(parse_size(s).expect("a valid default")).expect("fits");
+        let duration = |s| parse_duration(s).expect("a valid default");
         RelayConfig {
-            public_url: "http://127.0.0.1:8787".into(),
+            public_url: format!("http://{}", defaults::LISTEN),
             admin_token: None,
-            max_body: 16 << 20,
-            retention: Duration::from_secs(7 * 86_400),
-            prune_interval: Duration::from_secs(60),
-            ping_interval: Duration::from_secs(15),
-            liveness_timeout: Duration::from_secs(45),
+            max_body: size(defaults::MAX_BODY),
+            retention: duration(defaults::RETENTION),
+            prune_interval: duration(defaults::PRUNE_INTERVAL),
+            ping_interval: duration(defaults::PING_INTERVAL),
+            liveness_timeout: duration(defaults::LIVENESS_TIMEOUT),
             max_window: 1024,
             max_inflight_bytes: 32 << 20,
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: duration(defaults::HEADER_TIMEOUT),
             body_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             tls: None,
-            max_connections: 4096,
-            max_listeners: 50_000,
-            max_header_size: 64 << 10,
-            rate_limit: 1000.0,
-            rate_burst: 2000.0,
-            auth_fail_limit: 30,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_listeners: defaults::MAX_LISTENERS,
+            max_header_size: size(defaults::MAX_HEADER_SIZE),
+            rate_limit: defaults::RATE_LIMIT,
+            rate_burst: defaults::RATE_BURST,
+            auth_fail_limit: defaults::AUTH_FAIL_LIMIT,
         }
     }
 }
@@ -303,7 +309,7 @@ async fn prune_loop(state: Arc<State>) {
         }
         match state
             .store
-            .prune(state.cfg.retention, meethook_store::now_ms())
+            .prune(state.cfg.retention, meethook_proto::clock::now_ms())
             .await
         {
             Ok(0) => {}

@@ -12,13 +12,14 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use meethook_proto::clock::now_ms;
 use meethook_proto::frame::{
     encode_event, encode_event_head, encode_preload_drop, encode_preload_head, encode_preloaded,
     MAX_PRELOADS,
 };
 use meethook_proto::Event;
 use meethook_proto::{ClientFrame, ErrorCode, ServerFrame, PROTOCOL_VERSION};
-use meethook_store::{now_ms, StoreError};
+use meethook_store::StoreError;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};

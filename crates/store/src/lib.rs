@@ -4,21 +4,24 @@
 //! - [`Store`]: the one trait of domain verbs the relay uses; backends implement it.
 //! - [`sqlite`]: the embedded default (WAL, group commit on a writer thread).
 //! - [`postgres`]: several relays sharing one PostgreSQL database (LISTEN/NOTIFY fan-out).
-//! - [`Notifier`]: wakes stream tasks when a channel's head moves (notification, not polling).
+//! - [`Notifier`] (`notify`): wakes stream tasks when a channel's head moves (notification,
+//!   not polling), and keeps a short tail of recent events in memory.
+//!
+//! Big bodies as files and WAL checkpoints, shared with the daemon's journal, are in
+//! `meethook-disk`.
 //!
 //! A backend must answer [`Store::append`] only after the event is durable, and must hand out
 //! seqs 1, 2, 3… per channel with no gaps, whatever the concurrency.
 
-pub mod bodyfile;
 mod notify;
 pub mod postgres;
 pub mod sqlite;
-pub mod wal;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use meethook_disk::bodyfile;
 use meethook_proto::{Event, Header};
 use tokio::sync::watch;
 
@@ -155,12 +158,4 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Succeeds when the store answers.
     async fn ping(&self) -> Result<()>;
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

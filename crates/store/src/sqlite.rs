@@ -21,9 +21,9 @@ use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
-use crate::bodyfile::{BodyFiles, WrittenBody, BODY_FILE_MIN};
-use crate::wal::{note_wal_pages, CheckpointClock};
 use crate::{Bounds, Channel, NewEvent, Notifier, Result, Store, StoreError};
+use meethook_disk::bodyfile::{BodyFiles, WrittenBody, BODY_FILE_MIN};
+use meethook_disk::wal::{note_wal_pages, CheckpointClock};
 
 /// Schema version stored in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 4;

@@ -402,7 +402,7 @@ fn body_files(dir: &std::path::Path) -> usize {
 
 #[tokio::test]
 async fn sqlite_big_bodies_live_in_files_that_go_with_their_events() {
-    use meethook_store::bodyfile::BODY_FILE_MIN;
+    use meethook_disk::bodyfile::BODY_FILE_MIN;
     let day = 86_400_000i64;
     let now = 100 * day;
     let dir = tempfile::tempdir().unwrap();

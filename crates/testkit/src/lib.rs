@@ -10,6 +10,7 @@
 //! - [`wait_until`] / [`wait_for`]: poll a condition with a bounded deadline.
 //! - [`RelayProcess`] / [`ListenProcess`]: the real binary as a child, for `kill -9` tests.
 //! - [`fault`]: retrying load, a connection-cutting proxy, a tmpfs that fills up.
+//! - [`pg`]: a throwaway PostgreSQL schema per test (`MEETHOOK_TEST_POSTGRES_URL`).
 
 pub mod fault;
 pub mod pg;
@@ -29,8 +30,9 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use meethook_daemon::{DaemonConfig, DaemonEvent, Observer, Observers};
+use meethook_proto::clock::now_ms;
 use meethook_relay::{auth, Metrics, RelayConfig};
-use meethook_store::{now_ms, Channel, SqliteStore, Store};
+use meethook_store::{Channel, SqliteStore, Store};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use meethook_daemon::DaemonConfig;
+use meethook_proto::clock::now_ms;
 use meethook_relay::auth;
-use meethook_relay::RelayConfig;
-use meethook_store::{now_ms, Channel, SqliteStore, Store, StoreError};
+use meethook_relay::{defaults, RelayConfig};
+use meethook_store::{Channel, SqliteStore, Store, StoreError};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +19,7 @@ pub struct Args {
     #[arg(long, env = "MEETHOOK_FORWARD_TO", value_parser = super::handler_url)]
     pub forward_to: String,
     /// HTTP address of the embedded relay.
-    #[arg(long, env = "MEETHOOK_LISTEN", default_value = "127.0.0.1:8787", value_parser = super::listen_addr)]
+    #[arg(long, env = "MEETHOOK_LISTEN", default_value = defaults::LISTEN, value_parser = super::listen_addr)]
     pub listen: SocketAddr,
     /// Directory for the store and the journal.
     #[arg(long, env = "MEETHOOK_DATA", default_value = "./meethook-data")]

@@ -142,11 +142,9 @@ pub fn size(s: &str) -> Result<usize, String> {
 /// base64 key with or without the prefix; so does this, saying what it assumed. Anything
 /// else is refused rather than used as raw bytes (a signature the handler would reject).
 pub fn signing_secret(flag: &str, secret: &str) -> anyhow::Result<String> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
     let secret = secret.trim();
     let key = secret.strip_prefix("whsec_").unwrap_or(secret);
-    if key.is_empty() || b64.decode(key).is_err() {
+    if key.is_empty() || meethook_proto::signature::decode_key(key).is_none() {
         anyhow::bail!(
             "{flag}: expected whsec_ followed by base64 (the signing secret your handler \
              verifies with, e.g. from the Meeting BaaS or Svix dashboard)"

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use meethook_relay::acme::{Acme, AcmeConfig, LETS_ENCRYPT};
 use meethook_relay::tls::Tls;
-use meethook_relay::RelayConfig;
+use meethook_relay::{defaults, RelayConfig};
 use meethook_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// HTTP address to listen on.
-    #[arg(long, env = "MEETHOOK_LISTEN", default_value = "127.0.0.1:8787", value_parser = super::listen_addr)]
+    #[arg(long, env = "MEETHOOK_LISTEN", default_value = defaults::LISTEN, value_parser = super::listen_addr)]
     pub listen: SocketAddr,
     /// Directory of the embedded SQLite store.
     #[arg(long, env = "MEETHOOK_DATA", default_value = "./meethook-data")]
@@ -60,40 +60,40 @@ pub struct Args {
     #[arg(long, hide = true, value_parser = super::duration, requires = "acme")]
     pub acme_renew_before: Option<Duration>,
     /// Larger webhook bodies get 413.
-    #[arg(long, default_value = "16MiB", value_parser = super::size)]
+    #[arg(long, default_value = defaults::MAX_BODY, value_parser = super::size)]
     pub max_body: usize,
     /// Time a client has to send its request headers (slowloris guard).
-    #[arg(long, default_value = "10s", value_parser = super::positive_duration)]
+    #[arg(long, default_value = defaults::HEADER_TIMEOUT, value_parser = super::positive_duration)]
     pub header_timeout: Duration,
     /// Largest request head (request line + headers); larger ones get 431.
-    #[arg(long, default_value = "64KiB", value_parser = super::size)]
+    #[arg(long, default_value = defaults::MAX_HEADER_SIZE, value_parser = super::size)]
     pub max_header_size: usize,
     /// Most HTTP connections at once; more get 503 (listener streams count separately).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Most listener streams at once; more get 503.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = defaults::MAX_LISTENERS)]
     pub max_listeners: usize,
     /// Webhooks per second per channel; more get 429 with Retry-After (0 = unlimited).
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = defaults::RATE_LIMIT)]
     pub rate_limit: f64,
     /// Webhooks a channel may send in a burst before --rate-limit applies.
-    #[arg(long, default_value_t = 2000.0)]
+    #[arg(long, default_value_t = defaults::RATE_BURST)]
     pub rate_burst: f64,
     /// Failed authentications per minute per client IP before it gets 429 (0 = unlimited).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = defaults::AUTH_FAIL_LIMIT)]
     pub auth_fail_limit: u32,
     /// How long delivered events stay in history.
-    #[arg(long, default_value = "7d", value_parser = super::duration)]
+    #[arg(long, default_value = defaults::RETENTION, value_parser = super::duration)]
     pub retention: Duration,
     /// How often expired events are pruned.
-    #[arg(long, default_value = "1m", value_parser = super::positive_duration, hide = true)]
+    #[arg(long, default_value = defaults::PRUNE_INTERVAL, value_parser = super::positive_duration, hide = true)]
     pub prune_interval: Duration,
     /// How often listeners are pinged.
-    #[arg(long, default_value = "15s", value_parser = super::positive_duration)]
+    #[arg(long, default_value = defaults::PING_INTERVAL, value_parser = super::positive_duration)]
     pub ping_interval: Duration,
     /// A listener silent this long is dropped.
-    #[arg(long, default_value = "45s", value_parser = super::positive_duration)]
+    #[arg(long, default_value = defaults::LIVENESS_TIMEOUT, value_parser = super::positive_duration)]
     pub liveness_timeout: Duration,
 }
 
@@ -297,4 +297,65 @@ async fn reload_on_sighup<E: std::fmt::Display>(
     }
     #[cfg(not(unix))]
     let _ = (reload, shutdown);
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        relay: Args,
+    }
+
+    #[test]
+    fn no_flags_give_the_relay_defaults() {
+        let args = Cmd::parse_from(["relay"]).relay;
+        let bound = args.listen;
+        // Destructured in full, so that a new setting has to be compared here too.
+        let RelayConfig {
+            public_url,
+            admin_token,
+            max_body,
+            retention,
+            prune_interval,
+            ping_interval,
+            liveness_timeout,
+            max_window,
+            max_inflight_bytes,
+            header_read_timeout,
+            body_timeout,
+            shutdown_grace,
+            tls,
+            max_connections,
+            max_listeners,
+            max_header_size,
+            rate_limit,
+            rate_burst,
+            auth_fail_limit,
+        } = args.config(bound, None);
+        let d = RelayConfig::default();
+        assert_eq!(public_url, d.public_url);
+        assert_eq!(admin_token, d.admin_token);
+        assert_eq!(max_body, d.max_body);
+        assert_eq!(retention, d.retention);
+        assert_eq!(prune_interval, d.prune_interval);
+        assert_eq!(ping_interval, d.ping_interval);
+        assert_eq!(liveness_timeout, d.liveness_timeout);
+        assert_eq!(max_window, d.max_window);
+        assert_eq!(max_inflight_bytes, d.max_inflight_bytes);
+        assert_eq!(header_read_timeout, d.header_read_timeout);
+        assert_eq!(body_timeout, d.body_timeout);
+        assert_eq!(shutdown_grace, d.shutdown_grace);
+        assert!(tls.is_none() && d.tls.is_none());
+        assert_eq!(max_connections, d.max_connections);
+        assert_eq!(max_listeners, d.max_listeners);
+        assert_eq!(max_header_size, d.max_header_size);
+        assert_eq!(rate_limit, d.rate_limit);
+        assert_eq!(rate_burst, d.rate_burst);
+        assert_eq!(auth_fail_limit, d.auth_fail_limit);
+    }
 }

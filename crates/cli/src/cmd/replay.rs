@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 use meethook_daemon::forward::Backoff;
 use meethook_daemon::journal::{Journal, JournalError, Query};
 use meethook_daemon::observe::{DaemonEvent, Observer, Observers};
-use meethook_daemon::replay::{ReplayConfig, Signer, Speed};
+use meethook_daemon::replay::{ReplayConfig, Speed};
+use meethook_proto::signature::SigningKey;
 use tokio_util::sync::CancellationToken;
 
 use crate::output::{Lines, Source, Stdout};
@@ -85,9 +86,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let resign = match &args.resign {
         Some(secret) => {
             let secret = super::signing_secret("--resign", secret)?;
-            Some(Signer::new(move |id, ts, body| {
-                meethook_relay::auth::sign(&secret, id, ts, body)
-            }))
+            Some(SigningKey::from_secret(&secret).expect("signing_secret checked the base64"))
         }
         None => None,
     };

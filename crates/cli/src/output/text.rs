@@ -1,6 +1,7 @@
 //! The line a person reads for each daemon event: `12:04:01.660  #1  bot.status_change …  → 200 (1.6 ms)`.
 
 use meethook_daemon::observe::{AttemptResult, DaemonEvent, EventInfo, SkipReason};
+use meethook_proto::human::human_size as human;
 
 use super::Source;
 
@@ -160,14 +161,4 @@ fn event_line(event: &EventInfo, result: &str) -> String {
         chrono::Local::now().format("%H:%M:%S%.3f"),
         event.seq
     )
-}
-
-/// `1.5 MiB`.
-fn human(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
 }

@@ -14,9 +14,9 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use meethook_disk::bodyfile::BODY_FILE_MIN;
 use meethook_proto::meeting::Summary;
 use meethook_proto::Event;
-use meethook_store::bodyfile::BODY_FILE_MIN;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 

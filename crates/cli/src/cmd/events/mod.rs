@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use meethook_daemon::control::Request;
 use meethook_daemon::journal::{Journal, Query, State, Stored};
+pub(super) use meethook_proto::human::human_size as size_text;
 
 mod export;
 mod list;
@@ -405,16 +406,6 @@ pub(super) fn find(journal: &Journal, at: &Where, seq: u64) -> anyhow::Result<St
                 chans.join(", ")
             )
         }
-    }
-}
-
-/// `512 B`, `4 KiB`, `3.0 MiB`.
-pub(super) fn size_text(n: u64) -> String {
-    match n {
-        n if n < 1024 => format!("{n} B"),
-        n if n < 1 << 20 && n % 1024 == 0 => format!("{} KiB", n >> 10),
-        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
     }
 }
 

@@ -21,12 +21,13 @@
 //! - `template`: the placeholders above, filled in a body's strings.
 //! - `body`: `--override`, `--artifacts-url` and the bytes each event sends.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use clap::builder::PossibleValuesParser;
 use http::Method;
+use meethook_proto::clock::now_ms;
 use meethook_proto::meeting::Summary;
 use tokio_util::sync::CancellationToken;
 
@@ -110,13 +111,6 @@ fn parse_uuid(s: &str) -> Result<String, String> {
 fn new_msg_id() -> String {
     use rand::distr::{Alphanumeric, SampleString};
     format!("msg_{}", Alphanumeric.sample_string(&mut rand::rng(), 27))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// `1 event`, `8 events`.
@@ -230,7 +224,7 @@ pub async fn run(mut args: Args, shutdown: CancellationToken) -> anyhow::Result<
                 let ts = (now_ms() / 1000).to_string();
                 let sig = match &args.signing_secret {
                     Some(secret) => Some(
-                        meethook_relay::auth::sign(secret, &id, &ts, &ev.body)
+                        meethook_proto::signature::sign(secret, &id, &ts, &ev.body)
                             .ok_or_else(|| anyhow!("--signing-secret: cannot sign"))?,
                     ),
                     None => None,

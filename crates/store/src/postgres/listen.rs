@@ -1,0 +1,143 @@
+//! The LISTEN connection: heads committed on any relay reach this one's [`Notifier`].
+
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Config, Notification};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::connect::reason;
+use super::{Shared, NOTIFY_GONE, NOTIFY_HEADS, OP_TIMEOUT};
+
+/// How often the heads of streamed channels are re-read, in case a notification was missed.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest wait between LISTEN reconnects.
+const MAX_RECONNECT: Duration = Duration::from_secs(5);
+
+/// Keeps one LISTEN connection up for as long as the store lives.
+pub(super) async fn listen_loop(cfg: Config, tls: MakeRustlsConnect, shared: Weak<Shared>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        match listen_session(&cfg, &tls, &shared).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "PostgreSQL LISTEN connection lost; reconnecting")
+            }
+        }
+        if shared.strong_count() == 0 {
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            delay = Duration::from_millis(100);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_RECONNECT);
+    }
+}
+
+/// One LISTEN connection: publishes notified heads, re-reads watched heads on connect and every
+/// [`POLL_INTERVAL`]. `Ok` when the store is gone, `Err` when the connection is.
+async fn listen_session(
+    cfg: &Config,
+    tls: &MakeRustlsConnect,
+    shared: &Weak<Shared>,
+) -> std::result::Result<(), String> {
+    let (client, mut conn) = tokio::time::timeout(OP_TIMEOUT, cfg.connect(tls.clone()))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| reason(&e))?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<std::result::Result<Notification, String>>();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if tx.send(Ok(n)).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(reason(&e)));
+                    return;
+                }
+                None => {
+                    let _ = tx.send(Err("connection closed".into()));
+                    return;
+                }
+            }
+        }
+    });
+    let _driver = AbortOnDrop(driver);
+    let setup = async {
+        client
+            .batch_execute(&format!("LISTEN {NOTIFY_HEADS}; LISTEN {NOTIFY_GONE}"))
+            .await?;
+        client
+            .prepare("SELECT id, head_seq FROM channels WHERE id = ANY($1)")
+            .await
+    };
+    let poll = tokio::time::timeout(OP_TIMEOUT, setup)
+        .await
+        .map_err(|_| "LISTEN timed out".to_string())?
+        .map_err(|e| reason(&e))?;
+    // Notifications may have been missed while disconnected (a channel deleted and created
+    // again elsewhere): events kept in memory can no longer be trusted.
+    if let Some(shared) = shared.upgrade() {
+        shared.notifier.clear_tails();
+    }
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            n = rx.recv() => {
+                let n = n.unwrap_or_else(|| Err("connection closed".into()))?;
+                let Some(shared) = shared.upgrade() else { return Ok(()) };
+                on_notification(&shared, &n);
+            }
+            // The first tick is immediate: heads are re-read right after (re)connecting.
+            _ = tick.tick() => {
+                let Some(shared) = shared.upgrade() else { return Ok(()) };
+                let ids: Vec<String> =
+                    shared.watched.lock().expect("watched lock").iter().cloned().collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                let rows = tokio::time::timeout(OP_TIMEOUT, client.query(&poll, &[&ids]))
+                    .await
+                    .map_err(|_| "head poll timed out".to_string())?
+                    .map_err(|e| reason(&e))?;
+                for r in rows {
+                    shared.notifier.publish(r.get::<_, &str>(0), r.get::<_, i64>(1) as u64);
+                }
+            }
+        }
+    }
+}
+
+fn on_notification(shared: &Shared, n: &Notification) {
+    match n.channel() {
+        NOTIFY_HEADS => {
+            if let Some((channel, head)) = n.payload().rsplit_once(':') {
+                if let Ok(head) = head.parse::<u64>() {
+                    shared.notifier.publish(channel, head);
+                }
+            }
+        }
+        NOTIFY_GONE => {
+            let channel = n.payload();
+            shared.watched.lock().expect("watched lock").remove(channel);
+            shared.notifier.forget(channel);
+        }
+        _ => {}
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
