@@ -90,13 +90,14 @@ pub enum ControlError {
         /// The socket.
         path: PathBuf,
     },
-    /// Reading, writing or binding the socket failed.
-    #[error("control socket {}: {source}", path.display())]
+    /// Reading, writing or binding the socket failed. The cause is in the message, not
+    /// chained (no `source()`), so a printed chain says it once.
+    #[error("control socket {}: {error}", path.display())]
     Io {
         /// The socket.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The other side sent something that is not a protocol line.
     #[error("control socket {}: bad answer: {why}", path.display())]
@@ -111,9 +112,9 @@ pub enum ControlError {
 /// Sends one request to the daemon on `path` and waits up to `timeout` for its answer
 /// (blocking). The daemon answers between attempts, so an attempt in flight delays it.
 pub fn ask(path: &Path, req: &Request, timeout: Duration) -> Result<Answer, ControlError> {
-    let io = |source| ControlError::Io {
+    let io = |error| ControlError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut stream = match std::os::unix::net::UnixStream::connect(path) {
         Ok(s) => s,
@@ -197,9 +198,9 @@ impl Endpoint {
     /// when a live daemon answers on it.
     pub(crate) fn bind(data: &Path, channel: &str) -> Result<Endpoint, ControlError> {
         let path = socket_path(data, channel);
-        let io = |source| ControlError::Io {
+        let io = |error| ControlError::Io {
             path: path.clone(),
-            source,
+            error,
         };
         match std::os::unix::net::UnixStream::connect(&path) {
             Ok(_) => {
@@ -219,9 +220,9 @@ impl Endpoint {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&endpoint.path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|source| ControlError::Io {
+                .map_err(|error| ControlError::Io {
                     path: endpoint.path.clone(),
-                    source,
+                    error,
                 })?;
         }
         Ok(endpoint)

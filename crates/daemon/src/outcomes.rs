@@ -50,14 +50,13 @@ pub(crate) enum LogError {
         /// The log file.
         path: PathBuf,
     },
-    /// An I/O error.
-    #[error("outcome log {path}: {source}")]
+    /// An I/O error, its cause in the message (not chained: a printed chain says it once).
+    #[error("outcome log {path}: {error}")]
     Io {
         /// The log file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -167,8 +166,8 @@ impl OutcomeLog {
                     path: a,
                 })
             }
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(LogError::Io { path: a, source })
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(LogError::Io { path: a, error })
             }
         }
         let (fb, rb) = open_file(&b)?;
@@ -188,13 +187,13 @@ impl OutcomeLog {
     /// Appends one outcome. After it returns the outcome survives the process being killed.
     pub(crate) fn append(&mut self, r: &Record) -> Result<(), LogError> {
         let i = self.active;
-        if let Err(source) = self.files[i].write_all(&encode(r)) {
+        if let Err(error) = self.files[i].write_all(&encode(r)) {
             // A short write (disk full) may have left part of the record: cut it off, so
             // the next record starts where a reader expects one.
             let _ = self.files[i].set_len((self.lens[i] * RECORD) as u64);
             return Err(LogError::Io {
                 path: self.paths[i].clone(),
-                source,
+                error,
             });
         }
         self.lens[i] += 1;
@@ -215,9 +214,9 @@ impl OutcomeLog {
         if self.lens[i] == 0 {
             return Ok(());
         }
-        self.files[i].set_len(0).map_err(|source| LogError::Io {
+        self.files[i].set_len(0).map_err(|error| LogError::Io {
             path: self.paths[i].clone(),
-            source,
+            error,
         })?;
         self.lens[i] = 0;
         Ok(())
@@ -226,9 +225,9 @@ impl OutcomeLog {
 
 /// Opens one log file for appending and reads the valid records it holds.
 fn open_file(path: &Path) -> Result<(File, Vec<Record>), LogError> {
-    let io = |source| LogError::Io {
+    let io = |error| LogError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut opts = OpenOptions::new();
     opts.read(true).append(true).create(true);

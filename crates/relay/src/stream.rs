@@ -127,11 +127,12 @@ pub(crate) async fn upgrade(
     r
 }
 
-/// Why a stream ended early.
+/// Why a stream ended early. Causes are in the messages, not chained (no `source()`), so a
+/// printed chain says each once.
 #[derive(Debug, thiserror::Error)]
 enum StreamEnd {
     #[error("websocket error: {0}")]
-    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    Ws(tokio_tungstenite::tungstenite::Error),
     #[error("bad frame: {0}")]
     BadFrame(String),
     #[error("no hello within {0:?}")]
@@ -139,7 +140,7 @@ enum StreamEnd {
     #[error("unsupported protocol version {0}")]
     Version(u32),
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("listener silent for {0:?}")]
     Silent(Duration),
     #[error("listener read nothing for {0:?} while events were written to it")]
@@ -150,6 +151,18 @@ enum StreamEnd {
     ChannelGone,
     #[error("relay shutting down")]
     Shutdown,
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for StreamEnd {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        StreamEnd::Ws(e)
+    }
+}
+
+impl From<StoreError> for StreamEnd {
+    fn from(e: StoreError) -> Self {
+        StreamEnd::Store(e)
+    }
 }
 
 impl StreamEnd {

@@ -159,6 +159,52 @@ fn runtime_failures_exit_1_saying_what_to_do() {
     assert!(err.contains("meethook relay"), "{err}");
 }
 
+/// `stderr`'s `error: …` line split at `: ` (message, then each cause), checked to hold no
+/// part twice: a cause both interpolated and chained as `source()` would show twice.
+fn assert_each_part_once(stderr: &str) {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    let parts: Vec<&str> = line.split(": ").collect();
+    for (i, p) in parts.iter().enumerate() {
+        assert!(!parts[..i].contains(p), "{p:?} twice in {stderr}");
+    }
+}
+
+#[test]
+fn each_cause_of_an_error_is_printed_once() {
+    // A journal that SQLite cannot read.
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap();
+    std::fs::write(dir.path().join("journal.sqlite"), vec![0x5a; 8192]).unwrap();
+    for args in [
+        &["events", "list", "--data", data][..],
+        &["events", "show", "1", "--data", data],
+        &["events", "export", "--data", data],
+        &["events", "pin", "1", "--data", data],
+        &["replay", "1", "--data", data, "--to", "http://127.0.0.1:9/"],
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert_eq!(
+            err.matches("file is not a database").count(),
+            1,
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.matches("journal.sqlite").count(), 1, "{args:?}: {err}");
+        assert_each_part_once(&err);
+    }
+
+    // A control socket path too long for a Unix socket (an I/O error, not "none running").
+    let long = dir.path().join("d".repeat(120));
+    std::fs::create_dir(&long).unwrap();
+    let long = long.to_str().unwrap();
+    let (code, _, err) = run(&["events", "retry", "1", "--data", long, "--channel", "c"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.matches("control socket").count(), 1, "{err}");
+    assert_each_part_once(&err);
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_commands_and_sigterm() {
     let data = tempdir();
