@@ -36,10 +36,10 @@ type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// Most frames journaled in one transaction.
 const JOURNAL_BATCH: usize = 256;
-/// Time allowed to connect and complete the handshake.
 /// How long a delivered seq may wait to be acked with the ones after it (acks are
 /// cumulative: one frame can cover many events).
 const ACK_DELAY: Duration = Duration::from_millis(5);
+/// Time allowed to connect and complete the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How one connection ended.
