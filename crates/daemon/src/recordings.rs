@@ -118,26 +118,28 @@ impl Recorder {
             Ok(n) => (*n, None),
             Err((n, e)) => (*n, Some(e.clone())),
         };
+        // Noted in the journal first: whoever hears of it can read it there.
+        let noted = error.clone();
+        self.note(move |j, ch| {
+            j.recording_finished(ch, seq, kind, bytes, noted.as_deref(), now_ms())
+        })
+        .await;
         let path = file.display().to_string();
-        self.observers.emit(match &error {
+        self.observers.emit(match error {
             None => DaemonEvent::RecordingSaved {
                 seq,
                 kind,
                 path,
                 bytes,
             },
-            Some(e) => DaemonEvent::RecordingFailed {
+            Some(error) => DaemonEvent::RecordingFailed {
                 seq,
                 kind,
                 path,
                 bytes,
-                error: e.clone(),
+                error,
             },
         });
-        self.note(move |j, ch| {
-            j.recording_finished(ch, seq, kind, bytes, error.as_deref(), now_ms())
-        })
-        .await;
     }
 
     /// Streams `url` into `file` (via a `.part` file); the byte count and the error if any.

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use meethook_daemon::DaemonEvent;
 use meethook_testkit::{post, tempdir, Setup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -72,26 +73,31 @@ async fn recordings_are_saved_in_the_background() {
     let saved = rec_dir
         .path()
         .join("8d2f4c1a-0000-0000-0000-000000000001-1-video.mp4");
-    for _ in 0..300 {
-        if saved.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let saved_event = daemon
+        .events
+        .wait_for("the recording saved", |e| {
+            matches!(e, DaemonEvent::RecordingSaved { .. })
+        })
+        .await;
+    let DaemonEvent::RecordingSaved {
+        seq,
+        kind,
+        path,
+        bytes,
+    } = saved_event
+    else {
+        unreachable!()
+    };
+    assert_eq!((seq, kind, bytes), (1, "video", mp4.len() as u64));
+    assert_eq!(std::path::Path::new(&path), saved);
     assert_eq!(
         std::fs::read(&saved).expect("recording saved"),
         *mp4,
         "byte-identical"
     );
     let journal = meethook_daemon::journal::Journal::open(jdir.path()).unwrap();
-    let mut recs = journal.recordings(&ch, 1).unwrap();
-    for _ in 0..100 {
-        if recs.first().is_some_and(|r| r.state == "saved") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        recs = journal.recordings(&ch, 1).unwrap();
-    }
+    // The journal says so before the daemon reports it.
+    let recs = journal.recordings(&ch, 1).unwrap();
     assert_eq!(recs.len(), 1);
     assert_eq!(
         (recs[0].state.as_str(), recs[0].bytes),
@@ -130,14 +136,13 @@ async fn recordings_over_the_cap_are_refused_and_removed() {
     post(&relay.hook(&ch), &[], v2).await;
     handler.wait_delivered(1).await;
     let journal = meethook_daemon::journal::Journal::open(jdir.path()).unwrap();
-    let mut recs = Vec::new();
-    for _ in 0..300 {
-        recs = journal.recordings(&ch, 1).unwrap();
-        if recs.first().is_some_and(|r| r.state == "failed") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    daemon
+        .events
+        .wait_for("the recording failed", |e| {
+            matches!(e, DaemonEvent::RecordingFailed { .. })
+        })
+        .await;
+    let recs = journal.recordings(&ch, 1).unwrap();
     assert_eq!(recs[0].state, "failed");
     assert!(recs[0]
         .error
