@@ -195,6 +195,21 @@ async fn post_until_acked(
     }
 }
 
+/// Waits (at most the handler's patience) until it has delivered every acknowledged seq.
+pub async fn wait_all(handler: &crate::TestHandler, acked: &Acked) -> Vec<crate::Received> {
+    let want: std::collections::HashSet<u64> = acked.iter().map(|a| a.0).collect();
+    handler
+        .wait_until("every acknowledged event", |log| {
+            let got: std::collections::HashSet<u64> = log
+                .iter()
+                .filter(|r| r.answered == 200)
+                .map(|r| r.seq())
+                .collect();
+            want.is_subset(&got)
+        })
+        .await
+}
+
 /// Joins sender tasks.
 pub async fn collect(tasks: Vec<tokio::task::JoinHandle<Acked>>) -> Acked {
     let mut all = Vec::new();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use meethook_testkit::fault::{collect, jitter, senders, verify, Acked, CutProxy, Tmpfs};
+use meethook_testkit::fault::{collect, jitter, senders, verify, wait_all, Acked, CutProxy, Tmpfs};
 use meethook_testkit::Received;
 use meethook_testkit::{post, tempdir, ListenProcess, RelayProcess, Setup, TestHandler, TestRelay};
 
@@ -17,24 +17,6 @@ const ADMIN: &str = "admin-test-token";
 
 async fn start_relay(data: &Path, listen: &str) -> RelayProcess {
     RelayProcess::start(Path::new(BIN), data, listen, ADMIN).await
-}
-
-/// Waits until the handler has delivered every acknowledged seq.
-async fn wait_all(
-    handler: &TestHandler,
-    acked: &meethook_testkit::fault::Acked,
-) -> Vec<meethook_testkit::Received> {
-    let want: std::collections::HashSet<u64> = acked.iter().map(|a| a.0).collect();
-    handler
-        .wait_until("every acknowledged event", |log| {
-            let got: std::collections::HashSet<u64> = log
-                .iter()
-                .filter(|r| r.answered == 200)
-                .map(|r| r.seq())
-                .collect();
-            want.is_subset(&got)
-        })
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

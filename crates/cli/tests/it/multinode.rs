@@ -8,13 +8,12 @@
 //! (`options=-csearch_path=…`), dropped at the end. The shared server is never restarted: an
 //! outage is a proxy in front of it going down.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meethook_testkit::fault::{collect, spray, verify, Acked, Proxy};
+use meethook_testkit::fault::{collect, spray, verify, wait_all, Proxy};
 use meethook_testkit::pg::Schema;
 use meethook_testkit::{client, request, tempdir, RelayProcess, TestDaemon, TestHandler};
 
@@ -77,21 +76,6 @@ impl std::ops::DerefMut for PgRelay {
     fn deref_mut(&mut self) -> &mut RelayProcess {
         &mut self.relay
     }
-}
-
-/// Waits until the handler has delivered every acknowledged seq.
-async fn wait_all(handler: &TestHandler, acked: &Acked) -> Vec<meethook_testkit::Received> {
-    let want: HashSet<u64> = acked.iter().map(|a| a.0).collect();
-    handler
-        .wait_until("every acknowledged event", |log| {
-            let got: HashSet<u64> = log
-                .iter()
-                .filter(|r| r.answered == 200)
-                .map(|r| r.seq())
-                .collect();
-            want.is_subset(&got)
-        })
-        .await
 }
 
 /// Every stored event (acknowledged or not: a relay may die between COMMIT and its answer)
