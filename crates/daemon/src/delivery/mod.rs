@@ -105,7 +105,6 @@ async fn deliver(
         mut control,
         delivered,
     } = channels;
-    let fwd = &fwd;
     let ch = settings.channel.clone();
     // Events left pending by a previous run; their summaries are parsed as they come up.
     let mut queue: VecDeque<(Event, u32)> =
