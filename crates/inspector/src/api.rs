@@ -118,14 +118,16 @@ impl ListParams {
                 "channel" => p.channel = Some(v.clone()),
                 "event" => p.event = Some(v.clone()),
                 "bot" => p.bot = Some(v.clone()),
-                "state" => p.state = Some(match v.as_str() {
-                    "retrying" => State::Pending,
-                    s => State::parse(s).ok_or_else(|| {
-                        format!(
+                "state" => {
+                    p.state = Some(match v.as_str() {
+                        "retrying" => State::Pending,
+                        s => State::parse(s).ok_or_else(|| {
+                            format!(
                             "state {v:?}: expected pending, retrying, delivered, failed or skipped"
                         )
-                    })?,
-                }),
+                        })?,
+                    })
+                }
                 "limit" => {
                     p.limit = v
                         .parse::<usize>()

@@ -2,6 +2,7 @@
 //! blocks the daemon), and the hub that turns what it hears into list items for the
 //! `GET /api/stream` clients.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use meethook_daemon::observe::{AttemptResult, DaemonEvent};
@@ -162,6 +163,24 @@ pub(crate) enum Out {
     Reload,
 }
 
+/// Rows the hub remembers as last sent (cleared when full).
+const RECENT: usize = 4096;
+
+/// The journal's row of `seq`, if it can be read.
+async fn lookup(reader: &Arc<Reader>, channel: &str, seq: u64) -> Option<Item> {
+    let (reader, channel) = (reader.clone(), channel.to_string());
+    let found =
+        tokio::task::spawn_blocking(move || api::item(&reader.journal()?, &channel, seq)).await;
+    match found {
+        Ok(Ok(item)) => item,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "inspector: journal read failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// The hub's outlet, which each stream client subscribes to.
 pub(crate) fn outlet() -> broadcast::Sender<Out> {
     broadcast::channel(CAPACITY).0
@@ -176,6 +195,7 @@ pub(crate) async fn hub(
     stop: CancellationToken,
 ) {
     let mut rx = live.tx.subscribe();
+    let mut recent: HashMap<u64, Item> = HashMap::new();
     loop {
         let change = tokio::select! {
             _ = stop.cancelled() => return,
@@ -191,39 +211,32 @@ pub(crate) async fn hub(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         if out.receiver_count() == 0 {
+            recent.clear();
             continue;
         }
-        let item = match change.new_item(&live.channel) {
+        // The row as last sent is newer than the journal's (outcomes reach the journal a
+        // step after the notices): start from it when there is one.
+        let base = match change.new_item(&live.channel) {
             Some(item) => Some(item),
-            None => {
-                let (reader, channel, seq) = (reader.clone(), live.channel.clone(), change.seq);
-                let found = tokio::task::spawn_blocking(move || {
-                    api::item(&reader.journal()?, &channel, seq)
-                })
-                .await;
-                match found {
-                    Ok(Ok(Some(mut item))) => {
-                        change.patch(&mut item);
-                        Some(item)
-                    }
-                    Ok(Ok(None)) => None,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "inspector: journal read failed");
-                        None
-                    }
-                    Err(_) => None,
-                }
-            }
+            None => match recent.get(&change.seq) {
+                Some(item) => Some(item.clone()),
+                None => lookup(&reader, &live.channel, change.seq).await,
+            },
         };
-        match item {
-            Some(item) => {
-                let json = serde_json::to_string(&item).expect("an item serializes");
-                let _ = out.send(Out::Item(json.into()));
-            }
+        let Some(mut item) = base else {
             // Not readable: let the page read its list again.
-            None => {
-                let _ = out.send(Out::Reload);
-            }
+            let _ = out.send(Out::Reload);
+            continue;
+        };
+        change.patch(&mut item);
+        if recent.get(&item.seq) == Some(&item) {
+            continue;
         }
+        let json = serde_json::to_string(&item).expect("an item serializes");
+        let _ = out.send(Out::Item(json.into()));
+        if recent.len() >= RECENT {
+            recent.clear();
+        }
+        recent.insert(item.seq, item);
     }
 }
