@@ -815,6 +815,8 @@ impl ListenProcess {
                 "--timeout",
                 "5s",
                 "--json",
+                "--inspect",
+                "off",
                 "--data",
             ])
             .arg(data)
