@@ -21,6 +21,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse(); // exits 2 with a message on bad arguments
+    if let Err(msg) = cli.check() {
+        use clap::CommandFactory;
+        cmd::Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, msg)
+            .exit(); // 2, like the others
+    }
     init_tracing(cli.verbose);
     let rt = if cli.needs_threads() {
         tokio::runtime::Builder::new_multi_thread()

@@ -579,6 +579,7 @@ async fn journal_batch(
             for (ev, s) in batch.iter().zip(summaries) {
                 observers.emit(DaemonEvent::Received {
                     seq: ev.seq,
+                    received_at_ms: ev.received_at_ms,
                     summary: s.clone(),
                 });
                 let _ = events_tx.send((ev.clone(), Some(s.clone()), Some(journaled_rx.clone())));
@@ -601,6 +602,7 @@ async fn journal_batch(
             for ev in events {
                 observers.emit(DaemonEvent::Received {
                     seq: ev.seq,
+                    received_at_ms: ev.received_at_ms,
                     summary: None,
                 });
                 let _ = events_tx.send((ev, None, Some(journaled_rx.clone())));
@@ -640,6 +642,7 @@ async fn journal_batch(
                 for (ev, summary) in batch.into_iter().zip(summaries) {
                     observers.emit(DaemonEvent::Received {
                         seq: ev.seq,
+                        received_at_ms: ev.received_at_ms,
                         summary: summary.clone(),
                     });
                     let _ = events_tx.send((ev, Some(summary), None));

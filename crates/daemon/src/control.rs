@@ -62,6 +62,16 @@ pub fn socket_path(data: &Path, channel: &str) -> PathBuf {
     data.join(format!("control-{}.sock", file_stem(channel)))
 }
 
+/// What to tell someone whose `retry`/`skip` of `seq` found no daemon running on `data`
+/// (`seq` may be a placeholder such as `SEQ`).
+pub fn not_running_message(data: &Path, seq: &str) -> String {
+    let d = data.display();
+    format!(
+        "no running `meethook listen` uses {d}: start it, or use `meethook replay {seq} --data {d}` \
+         to re-send a stored event"
+    )
+}
+
 /// Whether `path` is named like a control socket.
 pub fn is_socket_name(path: &Path) -> bool {
     path.file_name()

@@ -152,6 +152,8 @@ pub enum DaemonEvent {
     Received {
         /// Its seq.
         seq: u64,
+        /// When the relay received it (ms since the Unix epoch).
+        received_at_ms: i64,
         /// Its summary, when it was parsed on arrival (small bodies).
         summary: Option<Summary>,
     },

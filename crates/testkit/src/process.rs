@@ -175,6 +175,8 @@ impl ListenProcess {
                 "--timeout",
                 "5s",
                 "--json",
+                "--inspect",
+                "off",
                 "--data",
             ])
             .arg(data)

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::bail;
-use meethook_daemon::control::{ask, is_socket_name, socket_path, Answer, ControlError, Request};
+use meethook_daemon::control::{
+    ask, is_socket_name, not_running_message, socket_path, Answer, ControlError, Request,
+};
 
 use super::events::Where;
 
@@ -21,12 +23,7 @@ pub fn run(at: &Where, req: Request) -> anyhow::Result<()> {
         Request::Retry { seq } | Request::Skip { seq } => seq.to_string(),
         Request::Status => "SEQ".into(),
     };
-    let not_running = || {
-        anyhow::anyhow!(
-            "no running `meethook listen` uses {d}: start it, or use `meethook replay {seq} --data {d}` \
-             to re-send a stored event"
-        )
-    };
+    let not_running = || anyhow::anyhow!(not_running_message(&at.data, &seq));
     let answer = match &at.channel {
         Some(c) => match ask(&socket_path(&at.data, c), &req, ANSWER_TIMEOUT) {
             Err(ControlError::NotRunning { .. }) => return Err(not_running()),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use meethook_daemon::forward::Backoff;
 use meethook_daemon::{DaemonConfig, Filter, Observer, Observers};
+use meethook_inspector::Live;
 
 use crate::output::{self, Lines, Source, Stdout};
 use tokio_util::sync::CancellationToken;
@@ -68,6 +69,8 @@ pub struct DeliveryArgs {
     /// start and hourly; 0 = forever). Pending and pinned (`meethook events pin`) events stay.
     #[arg(long, value_name = "DUR", default_value = "7d", value_parser = super::duration)]
     pub retention: Duration,
+    #[command(flatten)]
+    pub inspect: super::inspect::InspectArgs,
 }
 
 impl DeliveryArgs {
@@ -115,13 +118,28 @@ impl DeliveryArgs {
             data_arg: output::data_arg(&cfg.data),
         };
         let lines: Arc<dyn Observer> = Arc::new(Lines::new(self.json, source, out.clone()));
+        // The inspector follows the daemon as one more observer (it only ever `send`s).
+        let live = Live::new(&cfg.channel);
+        let inspecting = shutdown.child_token();
+        let inspector = self
+            .inspect
+            .start_beside(&cfg.data, &live, self.json, inspecting.clone())
+            .await;
+        let mut observers = vec![lines];
+        if inspector.is_some() {
+            observers.push(live.observer());
+        }
         let flushing = CancellationToken::new();
         let flusher = tokio::spawn(out.clone().flush_loop(flushing.clone()));
-        let r = meethook_daemon::run(cfg, Observers::new(vec![lines]), shutdown).await;
+        let r = meethook_daemon::run(cfg, Observers::new(observers), shutdown).await;
         // Lines of an attempt that was in flight at the stop are still written.
         flushing.cancel();
         let _ = flusher.await;
         out.flush();
+        inspecting.cancel();
+        if let Some(task) = inspector {
+            let _ = task.await;
+        }
         Ok(r?)
     }
 }

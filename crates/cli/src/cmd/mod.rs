@@ -4,6 +4,7 @@ mod channel;
 mod control;
 mod dev;
 mod events;
+mod inspect;
 mod listen;
 mod relay;
 mod replay;
@@ -50,6 +51,9 @@ enum Command {
     /// Re-send journaled events to a handler, in their original order, marked
     /// `meethook-replay: true` (optionally re-signed).
     Replay(replay::Args),
+    /// Serve the browser inspector over an existing journal, without connecting anywhere
+    /// (read-only: retry and skip need a running `listen`).
+    Inspect(inspect::Args),
 }
 
 impl Cli {
@@ -58,6 +62,16 @@ impl Cli {
     /// a cross-thread wake-up per event.
     pub fn needs_threads(&self) -> bool {
         matches!(self.command, Command::Relay(_) | Command::Dev(_))
+    }
+
+    /// Why the flags are unusable together, if they are (clap's own checks are per flag).
+    pub fn check(&self) -> Result<(), String> {
+        match &self.command {
+            Command::Listen(a) => a.delivery.inspect.check(),
+            Command::Dev(a) => a.delivery.inspect.check(),
+            Command::Inspect(a) => a.inspect.check(),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -71,6 +85,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         Command::Trigger(a) => trigger::run(a, shutdown).await,
         Command::Events { command } => events::run(command).await,
         Command::Replay(a) => replay::run(a, shutdown).await,
+        Command::Inspect(a) => inspect::run(a, shutdown).await,
     }
 }
 

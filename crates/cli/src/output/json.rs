@@ -98,6 +98,12 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<String> {
     Some(Value::to_string(&v))
 }
 
+/// The `inspector` line: where the browser inspector is served.
+pub fn inspector_line(url: &str) -> String {
+    let time = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    json!({"time": time, "kind": "inspector", "url": url}).to_string()
+}
+
 /// An `attempt` or `skipped` line. Fields an attempt has (`status`, `error`: null when
 /// absent) are left out of skipped lines.
 #[derive(Serialize)]

@@ -9,7 +9,7 @@
 //! - `json`: the `--json` objects.
 //! - [`Stdout`]: stdout, written at once on a terminal and in bursts to a pipe or file.
 
-mod json;
+pub(crate) mod json;
 mod text;
 
 use std::io::{IsTerminal, Write};

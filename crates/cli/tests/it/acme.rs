@@ -302,7 +302,8 @@ async fn acme_certificate_issued_renewed_and_reused_from_cache() {
     let handler = TestHandler::start().await;
     let listen_data = tempdir();
     let listen = tokio::process::Command::new(BIN)
-        .args(["listen", "--relay", &format!("https://{DOMAIN}:{port}")])
+        .args(["listen", "--inspect", "off", "--relay"])
+        .arg(format!("https://{DOMAIN}:{port}"))
         .args(["--channel", ch, "--forward-to", &handler.url("/")])
         .args(["--max-backoff", "200ms", "--timeout", "5s", "--json"])
         .arg("--ca-cert")

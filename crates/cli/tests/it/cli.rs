@@ -24,7 +24,15 @@ fn bad_arguments_exit_2_naming_the_problem() {
 
 /// `listen` with every required flag, the given ones replacing the defaults.
 fn listen_with(extra: &[&str]) -> (i32, String, String) {
-    let mut args = vec!["listen", "--channel", "c", "--token", "t"];
+    let mut args = vec![
+        "listen",
+        "--inspect",
+        "off",
+        "--channel",
+        "c",
+        "--token",
+        "t",
+    ];
     if !extra.contains(&"--relay") {
         args.extend(["--relay", "http://127.0.0.1:9"]);
     }
@@ -271,6 +279,8 @@ async fn dev_prints_the_webhook_url_and_forwards() {
     let mut child = tokio::process::Command::new(BIN)
         .args([
             "dev",
+            "--inspect",
+            "off",
             "--listen",
             "127.0.0.1:0",
             "--forward-to",
@@ -317,7 +327,15 @@ async fn dev_json_prints_only_json_lines() {
     let handler = TestHandler::start().await;
     let data = tempdir();
     let mut child = tokio::process::Command::new(BIN)
-        .args(["dev", "--json", "--listen", "127.0.0.1:0", "--forward-to"])
+        .args([
+            "dev",
+            "--json",
+            "--inspect",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--forward-to")
         .arg(handler.url("/hook"))
         .arg("--data")
         .arg(data.path())

@@ -642,6 +642,8 @@ async fn reading_commands_open_the_journal_read_only() {
         vec!["events", "import", "/dev/null", "--data", f],
         vec![
             "listen",
+            "--inspect",
+            "off",
             "--relay",
             "http://127.0.0.1:9",
             "--channel",
@@ -1019,7 +1021,15 @@ impl Listen {
     ) -> Self {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(BIN)
-            .args(["listen", "--relay", &relay.url(), "--channel", ch])
+            .args([
+                "listen",
+                "--inspect",
+                "off",
+                "--relay",
+                &relay.url(),
+                "--channel",
+                ch,
+            ])
             .args(["--forward-to", to, "--data", data, "--timeout", "5s"])
             .args(extra)
             .env("MEETHOOK_TOKEN", token)

@@ -10,6 +10,7 @@ mod cli;
 mod core;
 mod events;
 mod hostile;
+mod inspector;
 mod limits;
 mod multinode;
 mod recordings;

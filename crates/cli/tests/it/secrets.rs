@@ -55,6 +55,8 @@ async fn a_full_run_logs_no_secret_and_keeps_files_private() {
     let mut listen = tokio::process::Command::new(BIN)
         .args([
             "listen",
+            "--inspect",
+            "off",
             "--relay",
             &base,
             "--channel",

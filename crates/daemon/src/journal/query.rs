@@ -82,7 +82,8 @@ pub struct Query {
     pub seqs: Vec<std::ops::RangeInclusive<u64>>,
     /// Only events whose bot id starts with this (a full id or the short one `events list` shows).
     pub bot_id: Option<String>,
-    /// Only this Meeting BaaS event type (`complete`, `bot.status_change`).
+    /// Only this Meeting BaaS event type (`complete`, `bot.status_change`), or those starting
+    /// with a prefix when it ends in `*` (`bot.*`), as `listen --events` reads it.
     pub event_type: Option<String>,
     /// Only events in this state.
     pub state: Option<State>,
@@ -125,7 +126,14 @@ impl Query {
             );
         }
         if let Some(e) = &self.event_type {
-            param(&mut conds, "event_type = ?", Value::Text(e.clone()));
+            match e.strip_suffix('*') {
+                Some(prefix) => param(
+                    &mut conds,
+                    "substr(event_type, 1, length(?)) = ?",
+                    Value::Text(prefix.to_string()),
+                ),
+                None => param(&mut conds, "event_type = ?", Value::Text(e.clone())),
+            }
         }
         if let Some(s) = self.state {
             param(&mut conds, "state = ?", Value::Text(s.name().into()));
@@ -414,6 +422,18 @@ mod tests {
             })
             .unwrap();
         assert_eq!(keys, vec![("c2".into(), 1), ("c1".into(), 6)]);
+        let glob = |e: &str| {
+            c1(Query {
+                event_type: Some(e.into()),
+                ..Query::default()
+            })
+        };
+        assert_eq!(seqs(&j.query(&glob("bot.*")).unwrap()), vec![1, 2, 3, 4, 5]);
+        assert_eq!(seqs(&j.query(&glob("*")).unwrap()), vec![1, 2, 3, 4, 5, 6]);
+        assert!(
+            j.query(&glob("bot.")).unwrap().is_empty(),
+            "no glob, no prefix"
+        );
 
         let mut n = 0;
         j.each(&Query::default(), |_| {

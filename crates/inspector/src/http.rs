@@ -1,0 +1,450 @@
+//! Routing and answers: the page, the JSON API, the stream, retry and skip.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use meethook_daemon::control::{self, ControlError};
+use meethook_daemon::journal::JournalError;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ListParams, Reader};
+use crate::guard::{Auth, Guard, COOKIE};
+use crate::live::Out;
+use crate::Config;
+
+/// The page, embedded at build time.
+const PAGE: &str = include_str!("../assets/index.html");
+
+/// How often the stream sends a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+type Body = BoxBody<Bytes, Infallible>;
+type Resp = Response<Body>;
+
+/// Everything a request may need.
+pub(crate) struct State {
+    pub(crate) config: Config,
+    pub(crate) guard: Guard,
+    pub(crate) reader: Arc<Reader>,
+    pub(crate) out: broadcast::Sender<Out>,
+    /// Whether a daemon feeds the stream.
+    pub(crate) live: bool,
+    pub(crate) stop: CancellationToken,
+}
+
+/// Serves one connection on `tasks`.
+pub(crate) fn serve_conn(
+    state: &Arc<State>,
+    tasks: &TaskTracker,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let st = state.clone();
+    let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), svc);
+    let stop = state.stop.clone();
+    tasks.spawn(async move {
+        let mut conn = std::pin::pin!(conn);
+        let res = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = res {
+            tracing::debug!(%peer, error = %e, "inspector: connection ended with an error");
+        }
+    });
+}
+
+fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+fn json_resp(status: StatusCode, v: &impl serde::Serialize) -> Resp {
+    full(
+        status,
+        "application/json",
+        serde_json::to_vec(v).expect("JSON serializes"),
+    )
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
+    json_resp(status, &json!({ "error": msg.into() }))
+}
+
+/// `%XX` and `+` decoded; invalid escapes kept as written.
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query string's pairs, decoded.
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    q.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Routes one request, after the guard's checks.
+pub(crate) async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let host = header_str(&req, header::HOST)
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    if !st.guard.host_ok(host.as_deref()) {
+        return Ok(error(
+            StatusCode::FORBIDDEN,
+            "unknown Host: open the inspector at its own address (e.g. http://127.0.0.1:4040)",
+        ));
+    }
+    let query = query_pairs(req.uri().query());
+    let auth = st.guard.auth(
+        header_str(&req, header::AUTHORIZATION),
+        header_str(&req, header::COOKIE),
+        param(&query, "token"),
+    );
+    if auth == Auth::Refused {
+        return Ok(error(
+            StatusCode::UNAUTHORIZED,
+            "this inspector needs its token: open it with ?token=TOKEN once, or send \
+             Authorization: Bearer TOKEN",
+        ));
+    }
+    if req.method() == Method::POST {
+        if !st.guard.origin_ok(header_str(&req, header::ORIGIN)) {
+            return Ok(error(StatusCode::FORBIDDEN, "cross-origin request refused"));
+        }
+        let json = header_str(&req, header::CONTENT_TYPE)
+            .and_then(|c| c.split(';').next())
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Ok(error(
+                StatusCode::FORBIDDEN,
+                "a POST must be content-type: application/json",
+            ));
+        }
+    }
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let mut resp = match (req.method().clone(), segs.as_slice()) {
+        (Method::GET, [""]) => page(),
+        (Method::GET, ["api", "health"]) => json_resp(StatusCode::OK, &json!({"ok": true})),
+        (Method::GET, ["api", "channels"]) => channels(&st).await,
+        (Method::GET, ["api", "events"]) => list(&st, &query).await,
+        (Method::GET, ["api", "events", seq]) => match seq.parse::<u64>() {
+            Ok(seq) => detail(&st, &query, seq).await,
+            Err(_) => error(StatusCode::NOT_FOUND, "no such event"),
+        },
+        (Method::POST, ["api", "events", seq, op @ ("retry" | "skip")]) => {
+            match seq.parse::<u64>() {
+                Ok(seq) => {
+                    let req = if *op == "retry" {
+                        control::Request::Retry { seq }
+                    } else {
+                        control::Request::Skip { seq }
+                    };
+                    act(&st, &query, req).await
+                }
+                Err(_) => error(StatusCode::NOT_FOUND, "no such event"),
+            }
+        }
+        (Method::GET, ["api", "stream"]) => stream(&st),
+        (_, [""] | ["api", "health" | "channels" | "events" | "stream"])
+        | (_, ["api", "events", _] | ["api", "events", _, "retry" | "skip"]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    };
+    if auth == Auth::SetCookie {
+        if let Some(token) = &st.guard.token {
+            let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+        }
+    }
+    Ok(resp)
+}
+
+fn page() -> Resp {
+    let mut r = full(StatusCode::OK, "text/html; charset=utf-8", PAGE);
+    let h = r.headers_mut();
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; \
+             style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
+}
+
+/// Runs a journal read on the blocking pool.
+async fn read<T: Send + 'static>(
+    st: &Arc<State>,
+    f: impl FnOnce(&meethook_daemon::journal::Journal) -> Result<T, JournalError> + Send + 'static,
+) -> Result<T, JournalError> {
+    let reader = st.reader.clone();
+    match tokio::task::spawn_blocking(move || f(&reader.journal()?)).await {
+        Ok(r) => r,
+        Err(e) => Err(JournalError::Io {
+            path: st.config.data.clone(),
+            error: std::io::Error::other(e.to_string()),
+        }),
+    }
+}
+
+fn journal_error(e: JournalError) -> Resp {
+    tracing::debug!(error = %e, "inspector: journal read failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// The channel a request is about: `?channel=`, else the default.
+async fn channel_of(
+    st: &Arc<State>,
+    query: &[(String, String)],
+) -> Result<Option<String>, JournalError> {
+    if let Some(c) = param(query, "channel") {
+        return Ok(Some(c.to_string()));
+    }
+    let preferred = st.config.channel.clone();
+    read(st, move |j| api::default_channel(j, preferred.as_deref())).await
+}
+
+async fn channels(st: &Arc<State>) -> Resp {
+    let preferred = st.config.channel.clone();
+    let r = read(st, move |j| {
+        let list = j.channels()?;
+        let default = api::default_channel(j, preferred.as_deref())?;
+        Ok((list, default))
+    })
+    .await;
+    match r {
+        Ok((list, default)) => {
+            let list: Vec<Value> = list
+                .into_iter()
+                .map(|(id, n)| json!({"id": id, "events": n}))
+                .collect();
+            json_resp(
+                StatusCode::OK,
+                &json!({"channels": list, "default": default, "live": st.live}),
+            )
+        }
+        Err(JournalError::Missing(_)) => json_resp(
+            StatusCode::OK,
+            &json!({"channels": [], "default": st.config.channel, "live": st.live}),
+        ),
+        Err(e) => journal_error(e),
+    }
+}
+
+async fn list(st: &Arc<State>, query: &[(String, String)]) -> Resp {
+    let params = match ListParams::parse(query) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let empty = || json_resp(StatusCode::OK, &json!({"events": [], "next": null}));
+    let channel = match channel_of(st, query).await {
+        Ok(Some(c)) => c,
+        Ok(None) | Err(JournalError::Missing(_)) => return empty(),
+        Err(e) => return journal_error(e),
+    };
+    match read(st, move |j| api::list(j, &channel, &params)).await {
+        Ok(page) => json_resp(StatusCode::OK, &page),
+        Err(JournalError::Missing(_)) => empty(),
+        Err(e) => journal_error(e),
+    }
+}
+
+async fn detail(st: &Arc<State>, query: &[(String, String)], seq: u64) -> Resp {
+    let reveal = matches!(param(query, "reveal"), Some("1" | "true"));
+    let not_found = || {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no event {seq} in the journal"),
+        )
+    };
+    let channel = match channel_of(st, query).await {
+        Ok(Some(c)) => c,
+        Ok(None) | Err(JournalError::Missing(_)) => return not_found(),
+        Err(e) => return journal_error(e),
+    };
+    match read(st, move |j| api::detail(j, &channel, seq, reveal)).await {
+        Ok(Some(v)) => json_resp(StatusCode::OK, &v),
+        Ok(None) | Err(JournalError::Missing(_)) => not_found(),
+        Err(e) => journal_error(e),
+    }
+}
+
+/// `POST …/retry|skip`: the request to the daemon's control socket, its answer back.
+async fn act(st: &Arc<State>, query: &[(String, String)], req: control::Request) -> Resp {
+    let seq = match req {
+        control::Request::Retry { seq } | control::Request::Skip { seq } => seq,
+        control::Request::Status => 0,
+    };
+    let not_running = || {
+        error(
+            StatusCode::CONFLICT,
+            control::not_running_message(&st.config.data, &seq.to_string()),
+        )
+    };
+    if !st.config.control {
+        return not_running();
+    }
+    let channel = match channel_of(st, query).await {
+        Ok(Some(c)) => c,
+        Ok(None) | Err(JournalError::Missing(_)) => return not_running(),
+        Err(e) => return journal_error(e),
+    };
+    let path = control::socket_path(&st.config.data, &channel);
+    let timeout = st.config.control_timeout;
+    let answer = tokio::task::spawn_blocking(move || control::ask(&path, &req, timeout)).await;
+    match answer {
+        Ok(Ok(a)) if a.ok => json_resp(StatusCode::OK, &a),
+        Ok(Ok(a)) => {
+            let mut v = serde_json::to_value(&a).expect("an answer serializes");
+            v["error"] = a.message.clone().into();
+            json_resp(StatusCode::CONFLICT, &v)
+        }
+        Ok(Err(ControlError::NotRunning { .. })) => not_running(),
+        Ok(Err(e)) => error(StatusCode::BAD_GATEWAY, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A body fed by a channel: the stream's events as they come.
+struct Feed(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Feed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// `GET /api/stream`: `event: hello` first, then `event: event` per change and
+/// `event: reload` when this client fell behind; a comment every [`KEEP_ALIVE`].
+fn stream(st: &Arc<State>) -> Resp {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let mut sub = st.out.subscribe();
+    let stop = st.stop.clone();
+    let hello = format!(
+        "retry: 2000\nevent: hello\ndata: {}\n\n",
+        json!({"live": st.live, "channel": st.config.channel})
+    );
+    tokio::spawn(async move {
+        if tx.send(Bytes::from(hello)).await.is_err() {
+            return;
+        }
+        let mut ping = tokio::time::interval(KEEP_ALIVE);
+        ping.tick().await;
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tx.closed() => return,
+                _ = ping.tick() => Bytes::from_static(b": keep-alive\n\n"),
+                r = sub.recv() => match r {
+                    Ok(Out::Item(item)) => Bytes::from(format!("event: event\ndata: {item}\n\n")),
+                    Ok(Out::Reload) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Bytes::from_static(b"event: reload\ndata: {}\n\n")
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = Response::new(Feed(rx).boxed());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        let q = query_pairs(Some("event=bot.%2A&bot=a+b&x&state=&bad=%zz%4"));
+        assert_eq!(param(&q, "event"), Some("bot.*"));
+        assert_eq!(param(&q, "bot"), Some("a b"));
+        assert_eq!(param(&q, "x"), None);
+        assert_eq!(param(&q, "state"), None);
+        assert_eq!(param(&q, "bad"), Some("%zz%4"));
+    }
+}

@@ -1,0 +1,434 @@
+//! The inspector's API over a real journal, and against a running daemon.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use meethook_daemon::journal::{Attempt, Journal, State};
+use meethook_daemon::observe::DaemonEvent;
+use meethook_daemon::{Observer, Observers};
+use meethook_inspector::{Config, Live};
+use meethook_proto::{Event, Header};
+use meethook_testkit::{client, post, request, EventLog, Posted, Setup, PATIENCE};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A running inspector; stopped when dropped.
+struct Served {
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Served {
+    async fn start(cfg: Config, live: Option<Live>) -> Served {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(meethook_inspector::run(cfg, listener, live, stop.clone()));
+        Served { addr, stop }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self.req("GET", path, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    async fn req(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Posted {
+        request(&client(), method, &self.url(path), headers, "{}")
+            .await
+            .unwrap()
+    }
+}
+
+fn webhook(seq: u64, event: &str, bot: &str) -> Event {
+    let body = format!(
+        r#"{{"event":"{event}","data":{{"bot_id":"{bot}","status":{{"code":"in_call_recording"}}}}}}"#
+    );
+    Event {
+        seq,
+        received_at_ms: 1_700_000_000_000 + seq as i64,
+        method: "POST".into(),
+        path: "/hook?x=1".into(),
+        headers: vec![
+            Header::new("content-type", "application/json"),
+            Header::new("x-meeting-baas-api-key", "mb-key-123"),
+            Header::new("Authorization", "Bearer abc"),
+            Header::new("x-trace", "t1"),
+        ],
+        body: Bytes::from(body),
+    }
+}
+
+fn attempt(n: u32, status: u16) -> Attempt {
+    Attempt {
+        attempt: n,
+        started_at_ms: 1_700_000_000_500,
+        latency: Duration::from_micros(2500),
+        status: Some(status),
+        error: None,
+        response_head: Bytes::from_static(b"nope"),
+        replay: false,
+    }
+}
+
+/// 3,000 events in channel `c`: every 3rd `complete` of bot `bbbb…`, the others status
+/// changes of bot `aaaa…`; every 100th failed with a 400.
+fn journal(dir: &std::path::Path) -> Journal {
+    let j = Journal::open(dir).unwrap();
+    let evs: Vec<Event> = (1..=3000)
+        .map(|i| {
+            if i % 3 == 0 {
+                webhook(i, "complete", "bbbb-2222")
+            } else {
+                webhook(i, "bot.status_change", "aaaa-1111")
+            }
+        })
+        .collect();
+    for chunk in evs.chunks(500) {
+        j.insert("c", chunk, 1).unwrap();
+    }
+    for i in (100..=3000).step_by(100) {
+        j.record("c", i, &attempt(1, 400), Some(State::Failed))
+            .unwrap();
+    }
+    j.record("c", 2999, &attempt(1, 200), Some(State::Delivered))
+        .unwrap();
+    j
+}
+
+fn seqs(v: &Value) -> Vec<u64> {
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn lists_filters_and_pages_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let _j = journal(dir.path());
+    let s = Served::start(Config::new(dir.path()), None).await;
+    assert_eq!(s.get("/api/health").await, serde_json::json!({"ok": true}));
+
+    let page = s.get("/api/events").await;
+    assert_eq!(seqs(&page), (2951..=3000).rev().collect::<Vec<_>>());
+    assert_eq!(page["next"], 2951);
+    let first = &page["events"][1];
+    assert_eq!(first["seq"], 2999);
+    assert_eq!(first["channel"], "c");
+    assert_eq!(first["received_at"], 1_700_000_002_999i64);
+    assert_eq!(first["event"], "bot.status_change");
+    assert_eq!(first["bot_id"], "aaaa-1111");
+    assert_eq!(first["code"], "in_call_recording");
+    assert_eq!(first["summary"], "bot aaaa-111… in_call_recording");
+    assert_eq!(first["state"], "delivered");
+    assert_eq!(first["attempts"], 1);
+    assert_eq!(first["last_status"], 200);
+    assert_eq!(first["latency_ms"], 2.5);
+    assert_eq!(page["events"][0]["state"], "failed");
+    assert_eq!(page["events"][2]["latency_ms"], Value::Null);
+
+    let older = s.get("/api/events?before=2951&limit=10").await;
+    assert_eq!(seqs(&older), (2941..=2950).rev().collect::<Vec<_>>());
+    let last = s.get("/api/events?before=3&limit=10").await;
+    assert_eq!((seqs(&last), &last["next"]), (vec![2, 1], &Value::Null));
+
+    let failed = s.get("/api/events?state=failed&limit=5").await;
+    assert_eq!(seqs(&failed), vec![3000, 2900, 2800, 2700, 2600]);
+    let complete = s.get("/api/events?event=complete&bot=bbbb&limit=3").await;
+    assert_eq!(seqs(&complete), vec![3000, 2997, 2994]);
+    let glob = s.get("/api/events?event=bot.*&limit=3&before=3000").await;
+    assert_eq!(seqs(&glob), vec![2999, 2998, 2996]);
+    assert!(seqs(&s.get("/api/events?bot=zzzz").await).is_empty());
+    assert!(seqs(&s.get("/api/events?channel=other").await).is_empty());
+    let bad = s.req("GET", "/api/events?state=nope", &[]).await;
+    assert_eq!(bad.status, 400);
+
+    // Paging through everything sees each event once.
+    let mut all = Vec::new();
+    let mut path = "/api/events?limit=500".to_string();
+    loop {
+        let p = s.get(&path).await;
+        all.extend(seqs(&p));
+        match p["next"].as_u64() {
+            Some(n) => path = format!("/api/events?limit=500&before={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(all, (1..=3000).rev().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn detail_masks_secrets_unless_revealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let _j = journal(dir.path());
+    let s = Served::start(Config::new(dir.path()), None).await;
+    let d = s.get("/api/events/100").await;
+    assert_eq!(d["method"], "POST");
+    assert_eq!(d["path"], "/hook?x=1");
+    assert_eq!(d["state"], "failed");
+    assert_eq!(
+        d["headers"],
+        serde_json::json!([
+            ["content-type", "application/json"],
+            ["x-meeting-baas-api-key", "••••"],
+            ["Authorization", "••••"],
+            ["x-trace", "t1"]
+        ])
+    );
+    assert!(d["body"]
+        .as_str()
+        .unwrap()
+        .contains("\"bot.status_change\""));
+    assert!(d["body_base64"]
+        .as_str()
+        .unwrap()
+        .starts_with("eyJldmVudCI6"));
+    let a = &d["attempts"][0];
+    assert_eq!(
+        (&a["attempt"], &a["status"], &a["duration_ms"], &a["replay"]),
+        (
+            &Value::from(1),
+            &Value::from(400),
+            &Value::from(2.5),
+            &Value::from(false)
+        )
+    );
+    assert_eq!(a["response_head_base64"], "bm9wZQ==");
+    let shown = s.get("/api/events/100?reveal=1").await;
+    assert_eq!(shown["headers"][1][1], "mb-key-123");
+    assert_eq!(shown["headers"][2][1], "Bearer abc");
+    assert_eq!(s.req("GET", "/api/events/9999", &[]).await.status, 404);
+}
+
+#[tokio::test]
+async fn foreign_hosts_origins_and_content_types_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _j = journal(dir.path());
+    let s = Served::start(Config::new(dir.path()), None).await;
+    let port = s.addr.port().to_string();
+    let r = s
+        .req("GET", "/api/events", &[("host", "evil.example")])
+        .await;
+    assert_eq!(r.status, 403, "DNS rebinding");
+    let r = s.req("GET", "/", &[("host", "evil.example:80")]).await;
+    assert_eq!(r.status, 403);
+    let local = format!("localhost:{port}");
+    assert_eq!(s.req("GET", "/", &[("host", &local)]).await.status, 200);
+    let json = ("content-type", "application/json");
+    let r = s
+        .req(
+            "POST",
+            "/api/events/100/retry",
+            &[json, ("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(r.status, 403, "foreign origin");
+    let r = s
+        .req(
+            "POST",
+            "/api/events/100/skip",
+            &[("content-type", "text/plain")],
+        )
+        .await;
+    assert_eq!(r.status, 403, "a form post");
+    let r = s.req("POST", "/api/events/100/skip", &[]).await;
+    assert_eq!(r.status, 403, "no content type");
+    // Same origin, JSON: reaches the control step, and no daemon runs here.
+    let origin = format!("http://127.0.0.1:{port}");
+    let r = s
+        .req(
+            "POST",
+            "/api/events/100/retry",
+            &[json, ("origin", &origin)],
+        )
+        .await;
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no running `meethook listen` uses"),
+        "{v}"
+    );
+    assert_eq!(s.req("GET", "/api/events/100/retry", &[]).await.status, 405);
+}
+
+#[tokio::test]
+async fn a_token_is_asked_for_then_kept_in_a_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let _j = journal(dir.path());
+    let mut cfg = Config::new(dir.path());
+    cfg.token = Some("t0k".into());
+    let s = Served::start(cfg, None).await;
+    assert_eq!(s.req("GET", "/api/health", &[]).await.status, 401);
+    let r = s
+        .req("GET", "/api/health", &[("authorization", "Bearer t0k")])
+        .await;
+    assert_eq!(r.status, 200);
+    let resp = client()
+        .request(
+            http::Request::get(s.url("/?token=t0k"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("meethook_inspect=t0k;"), "{cookie}");
+    let kv = cookie.split(';').next().unwrap();
+    assert_eq!(
+        s.req("GET", "/api/health", &[("cookie", kv)]).await.status,
+        200
+    );
+}
+
+/// Reads a stream until an `event: event` whose data `pred` accepts.
+async fn next_item(
+    body: &mut hyper::body::Incoming,
+    buf: &mut String,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            while let Some(end) = buf.find("\n\n") {
+                let msg: String = buf.drain(..end + 2).collect();
+                if let Some(data) = msg.strip_prefix("event: event\ndata: ").map(str::trim_end) {
+                    let v: Value = serde_json::from_str(data).unwrap();
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+            }
+            let frame = body.frame().await.expect("the stream goes on").unwrap();
+            if let Ok(data) = frame.into_data() {
+                buf.push_str(std::str::from_utf8(&data).unwrap());
+            }
+        }
+    })
+    .await
+    .expect("the stream sent the item")
+}
+
+#[tokio::test]
+async fn the_stream_sends_new_events_and_their_state_changes() {
+    let setup = Setup::start().await;
+    let live = Live::new(&setup.channel);
+    let log = Arc::new(EventLog::default());
+    let observers = Observers::new(vec![live.observer(), log.clone() as Arc<dyn Observer>]);
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(meethook_daemon::run(
+        setup.config("/hook"),
+        observers,
+        stop.clone(),
+    ));
+    log.wait_for("connected", |e| matches!(e, DaemonEvent::Connected { .. }))
+        .await;
+    let mut cfg = Config::new(setup.dir.path());
+    cfg.channel = Some(setup.channel.clone());
+    let s = Served::start(cfg, Some(live)).await;
+    let resp = client()
+        .request(
+            http::Request::get(s.url("/api/stream"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+    // The hello first: subscribed before the event is posted.
+    tokio::time::timeout(PATIENCE, async {
+        while !buf.contains("event: hello") {
+            let f = body.frame().await.unwrap().unwrap();
+            buf.push_str(std::str::from_utf8(&f.into_data().unwrap()).unwrap());
+        }
+    })
+    .await
+    .unwrap();
+    buf.clear();
+    let hook = setup.relay.hook(&setup.channel);
+    let posted = post(
+        &hook,
+        &[],
+        r#"{"event":"bot.status_change","data":{"bot_id":"8d2f4c1a-1111","status":{"code":"joining_call"}}}"#,
+    )
+    .await;
+    assert_eq!(posted.seq(), Some(1));
+    let first = next_item(&mut body, &mut buf, |v| v["seq"] == 1).await;
+    assert_eq!(first["event"], "bot.status_change");
+    assert_eq!(first["summary"], "bot 8d2f4c1a… joining_call");
+    assert_eq!(first["channel"], setup.channel.as_str());
+    let done = next_item(&mut body, &mut buf, |v| {
+        v["seq"] == 1 && v["state"] == "delivered"
+    })
+    .await;
+    assert_eq!(
+        (&done["attempts"], &done["last_status"]),
+        (&Value::from(1), &Value::from(200))
+    );
+    assert!(done["latency_ms"].as_f64().is_some());
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn retry_and_skip_reach_the_running_daemon() {
+    let setup = Setup::start().await;
+    let daemon = setup.daemon("/hook");
+    setup.handler.answer_seq(1, Some(503));
+    post(&setup.relay.hook(&setup.channel), &[], r#"{"event":"x"}"#).await;
+    daemon
+        .events
+        .wait_for("a retry", |e| {
+            matches!(e, DaemonEvent::AttemptFinished { report, .. } if report.next_retry.is_some())
+        })
+        .await;
+    let mut cfg = Config::new(setup.dir.path());
+    cfg.channel = Some(setup.channel.clone());
+    let s = Served::start(cfg, None).await;
+    let json = ("content-type", "application/json");
+    let r = s.req("POST", "/api/events/1/retry", &[json]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = s.req("POST", "/api/events/1/skip", &[json]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    daemon
+        .events
+        .wait_for(
+            "the skip",
+            |e| matches!(e, DaemonEvent::Skipped { event, .. } if event.seq == 1),
+        )
+        .await;
+    daemon.stop().await.unwrap();
+    // No daemon now: 409 with the cli's words.
+    let r = s.req("POST", "/api/events/1/retry", &[json]).await;
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    let mut ro = Config::new(setup.dir.path());
+    ro.control = false;
+    let s = Served::start(ro, None).await;
+    let r = s.req("POST", "/api/events/1/skip", &[json]).await;
+    assert_eq!(r.status, 409);
+    let page = s.get("/api/events").await;
+    assert_eq!(page["events"][0]["state"], "skipped");
+}
