@@ -11,6 +11,10 @@ use super::Source;
 /// The JSON line for `event`, if it has one. Received, attempt-started, delivered, gave-up
 /// and replayed events have none: the attempt line says each of them.
 pub fn line(event: &DaemonEvent, source: &Source) -> Option<String> {
+    if quiet(event) {
+        return None;
+    }
+    // Only for a line that is written: reading the local time costs more than the rest.
     let time = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let v = match event {
         DaemonEvent::AttemptFinished { event, report } => {
@@ -89,13 +93,21 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<String> {
         }
         DaemonEvent::Waiting { seq, delay } => json!({"time": time, "kind": "waiting",
                     "seq": seq, "delay_ms": delay.as_millis() as u64}),
-        DaemonEvent::Received { .. }
-        | DaemonEvent::AttemptStarted { .. }
-        | DaemonEvent::Delivered { .. }
-        | DaemonEvent::GaveUp { .. }
-        | DaemonEvent::Replayed { .. } => return None,
+        _ => return None,
     };
     Some(Value::to_string(&v))
+}
+
+/// Events with no line of their own: the attempt line says each of them.
+pub(super) fn quiet(event: &DaemonEvent) -> bool {
+    matches!(
+        event,
+        DaemonEvent::Received { .. }
+            | DaemonEvent::AttemptStarted { .. }
+            | DaemonEvent::Delivered { .. }
+            | DaemonEvent::GaveUp { .. }
+            | DaemonEvent::Replayed { .. }
+    )
 }
 
 /// The `inspector` line: where the browser inspector is served.

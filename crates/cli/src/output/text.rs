@@ -15,6 +15,10 @@ pub enum Text {
 
 /// The text for `event`, if a person should see it.
 pub fn line(event: &DaemonEvent, source: &Source) -> Option<Text> {
+    // Said by other lines, or not worth one.
+    if super::json::quiet(event) || matches!(event, DaemonEvent::CaughtUp { .. }) {
+        return None;
+    }
     let now = chrono::Local::now().format("%H:%M:%S%.3f");
     let out = match event {
         DaemonEvent::AttemptFinished { event, report } => {
@@ -41,7 +45,7 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<Text> {
                     report.waiting_behind
                 ));
             }
-            event_line(event, &format!("→ {answer} ({ms:.1} ms){tail}"))
+            event_line(&now, event, &format!("→ {answer} ({ms:.1} ms){tail}"))
         }
         DaemonEvent::Skipped {
             event,
@@ -56,7 +60,7 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<Text> {
                     if *n == 1 { "" } else { "s" }
                 ),
             };
-            event_line(event, &what)
+            event_line(&now, event, &what)
         }
         DaemonEvent::RecordingSaved {
             seq, path, bytes, ..
@@ -120,19 +124,13 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<Text> {
                 human(*bytes)
             )))
         }
-        // Said by the lines above, or not worth a line.
-        DaemonEvent::CaughtUp { .. }
-        | DaemonEvent::Received { .. }
-        | DaemonEvent::AttemptStarted { .. }
-        | DaemonEvent::Delivered { .. }
-        | DaemonEvent::GaveUp { .. }
-        | DaemonEvent::Replayed { .. } => return None,
+        _ => return None,
     };
     Some(Text::Out(out))
 }
 
 /// `12:04:01.660  #7     bot.status_change    bot 8d2f4c1a… joining_call  → 200 (1.6 ms)`.
-fn event_line(event: &EventInfo, result: &str) -> String {
+fn event_line(now: &impl std::fmt::Display, event: &EventInfo, result: &str) -> String {
     let what = match &event.summary {
         Some(s) => {
             let d = s.detail();
@@ -156,9 +154,5 @@ fn event_line(event: &EventInfo, result: &str) -> String {
         .map(|c| if c.is_control() { '\u{fffd}' } else { c })
         .collect(),
     };
-    format!(
-        "{}  #{:<5} {what}  {result}",
-        chrono::Local::now().format("%H:%M:%S%.3f"),
-        event.seq
-    )
+    format!("{now}  #{:<5} {what}  {result}", event.seq)
 }
