@@ -1,0 +1,327 @@
+// Real-browser tests of the inspector page: the real `meethook` binary (`meethook dev` with
+// its inspector, `meethook trigger`), a tiny handler, and headless Debian Chromium driven by
+// playwright-core. Loopback only; every process is killed at the end.
+//
+//   MEETHOOK_BIN   the binary (default: <repo>/target/debug/meethook)
+//   CHROMIUM       the browser (default: /usr/bin/chromium)
+//   SCREENSHOTS    where screenshots go (default: <repo>/target/inspector-screenshots)
+//
+// Run with scripts/test-browser, or `node --test` in this directory.
+
+import { test, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import http from "node:http";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { randomUUID, randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, "../../../..");
+const BIN = process.env.MEETHOOK_BIN || path.join(repo, "target/debug/meethook");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const SHOTS = process.env.SCREENSHOTS || path.join(repo, "target/inspector-screenshots");
+const EVENTS = 8; // events in v2-meeting-success and meeting-success
+const T = 15_000; // bound on any one wait
+
+let browser;
+const procs = new Set(); // every child still running
+const servers = new Set();
+const tmps = [];
+
+before(async () => {
+  assert.ok(fs.existsSync(BIN), `no binary at ${BIN}: cargo build --bin meethook`);
+  fs.mkdirSync(SHOTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+});
+
+async function cleanup() {
+  for (const p of procs) {
+    if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  }
+  procs.clear();
+  for (const s of servers) s.closeAllConnections?.(), s.close();
+  servers.clear();
+}
+afterEach(cleanup);
+after(async () => {
+  await browser?.close();
+  await cleanup();
+  for (const d of tmps) fs.rmSync(d, { recursive: true, force: true });
+});
+// A test run that is interrupted still kills what it started.
+process.on("exit", () => { for (const p of procs) try { p.kill("SIGKILL"); } catch {} });
+
+/// A handler on 127.0.0.1:0 that answers 200 and records every request.
+async function handler() {
+  const requests = [];
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      requests.push({ method: req.method, url: req.url, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString() });
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end('{"ok":true}');
+    });
+  });
+  servers.add(server);
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  return { url: `http://127.0.0.1:${server.address().port}/webhook`, requests };
+}
+
+/// Spawns the binary; resolves once `ready(stdout, stderr)` returns a value (or rejects).
+function start(args, ready, timeout = T) {
+  const p = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  procs.add(p);
+  let out = "", err = "";
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`meethook ${args[0]} not ready in ${timeout} ms\nstdout:\n${out}\nstderr:\n${err}`)), timeout);
+    const check = () => {
+      const v = ready(out, err);
+      if (v) { clearTimeout(timer); resolve({ proc: p, ...v, logs: () => ({ out, err }) }); }
+    };
+    p.stdout.on("data", (d) => { out += d; check(); });
+    p.stderr.on("data", (d) => { err += d; check(); });
+    p.on("exit", (code, sig) => {
+      clearTimeout(timer);
+      reject(new Error(`meethook ${args[0]} exited (${code ?? sig})\nstdout:\n${out}\nstderr:\n${err}`));
+    });
+  });
+}
+
+/// `meethook dev` forwarding to a fresh handler, its inspector on a port of its choosing.
+async function dev() {
+  const h = await handler();
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), "meethook-browser-"));
+  tmps.push(data);
+  const d = await start(
+    ["dev", "--listen", "127.0.0.1:0", "--forward-to", h.url, "--data", data, "--inspect", "127.0.0.1:0"],
+    (out, err) => {
+      const webhook = /^Webhook URL: (\S+)/m.exec(out)?.[1];
+      const inspector = /^Inspector: (http\S+)/m.exec(err)?.[1];
+      return webhook && inspector ? { webhook, inspector } : null;
+    },
+  );
+  d.proc.removeAllListeners("exit");
+  return { ...d, handler: h };
+}
+
+/// `meethook trigger SCENARIO --to URL ARGS…`, to completion.
+function trigger(scenario, to, ...args) {
+  const p = spawn(BIN, ["trigger", scenario, "--to", to, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  procs.add(p);
+  let out = "";
+  p.stdout.on("data", (d) => (out += d));
+  p.stderr.on("data", (d) => (out += d));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { p.kill("SIGKILL"); reject(new Error(`trigger timed out:\n${out}`)); }, T);
+    p.on("exit", (code) => {
+      clearTimeout(timer);
+      procs.delete(p);
+      code === 0 ? resolve(out) : reject(new Error(`trigger ${scenario} exited ${code}:\n${out}`));
+    });
+  });
+}
+
+/// A page that records console errors and uncaught exceptions; `done()` asserts there were none.
+async function open(url) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  context.setDefaultTimeout(T);
+  const page = await context.newPage();
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()} (${m.location().url})`); });
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  page.on("requestfailed", (r) => {
+    // The event stream is cut when the page closes; anything else is a failure.
+    if (!r.url().includes("/api/stream")) errors.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`);
+  });
+  await page.goto(url);
+  page.done = async () => {
+    await context.close();
+    assert.deepEqual(errors, [], "no console errors");
+  };
+  return page;
+}
+
+/// The rows of the list as {seq, bot, event, state}.
+const listed = (page) => page.$$eval("#rows tr", (trs) => trs.map((tr) => ({
+  seq: Number(tr.dataset.seq),
+  event: tr.children[2].textContent,
+  bot: tr.children[3].title,
+  state: tr.children[5].textContent,
+})));
+
+/// Waits until n rows are listed (with `where`, n rows whose column `col` reads `is`).
+async function waitRows(page, n, where = null) {
+  await page.waitForFunction(
+    ([n, w]) => [...document.querySelectorAll("#rows tr")].filter((tr) => !w || (w.col === 3 ? tr.children[3].title : tr.children[w.col].textContent) === w.is).length === n,
+    [n, where], { timeout: T, polling: 50 },
+  ).catch(async (e) => { throw new Error(`${e.message}\nrows: ${JSON.stringify(await listed(page))}`); });
+}
+
+const live = (page) => page.waitForFunction(() => document.querySelector("#conn").textContent.includes("live"), null, { timeout: T });
+const signingSecret = () => "whsec_" + randomBytes(24).toString("base64");
+const header = (raw, name) => { for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === name) return raw[i + 1]; };
+
+test("the list shows every event of the scenario live, without a reload", async () => {
+  const d = await dev();
+  const page = await open(d.inspector + "/");
+  await live(page);
+  assert.equal(await page.locator("#empty").isVisible(), true, "an empty journal says so");
+  await page.evaluate(() => { window.__sameDocument = true; });
+  const bot = randomUUID();
+  await trigger("v2-meeting-success", d.webhook, "--bot-id", bot, "--signing-secret", signingSecret());
+  await waitRows(page, EVENTS);
+  // Every event gets delivered, and the rows follow their state as it changes.
+  await waitRows(page, EVENTS, { col: 5, is: "delivered" });
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, "the page was not reloaded");
+  const rows = await listed(page);
+  assert.deepEqual(rows.map((r) => r.seq), [...rows.map((r) => r.seq)].sort((a, b) => b - a), "newest first");
+  assert.ok(rows.every((r) => r.bot === bot), "every row shows the bot");
+  assert.equal(rows.at(-1).event, "bot.status_change");
+  assert.equal(await page.locator("#empty").isVisible(), false);
+  assert.equal(d.handler.requests.length, EVENTS, "the handler got every event");
+  await page.screenshot({ path: path.join(SHOTS, "list.png") });
+  await page.done();
+});
+
+test("a row opens the detail: headers in order, the body pretty-printed", async () => {
+  const d = await dev();
+  const bot = randomUUID();
+  await trigger("v2-meeting-success", d.webhook, "--bot-id", bot, "--signing-secret", signingSecret());
+  const page = await open(d.inspector + "/");
+  await waitRows(page, EVENTS);
+  const rows = await listed(page);
+  const seq = rows.at(-1).seq; // the oldest: bot.status_change joining_call
+  await page.locator(`#rows tr[data-seq="${seq}"]`).click();
+  await page.locator("#detail.open h2").filter({ hasText: `#${seq}` }).waitFor();
+  assert.ok(new URL(page.url()).hash === `#${seq}`, "the address names the event");
+  assert.equal(await page.locator(`#rows tr[data-seq="${seq}"]`).getAttribute("class"), "sel");
+
+  const api = await (await page.request.get(`${d.inspector}/api/events/${seq}`)).json();
+  const shown = await page.$$eval("#detail table.headers tr", (trs) => trs.map((tr) => [tr.children[0].textContent, tr.children[1].textContent]));
+  assert.deepEqual(shown, api.headers, "the headers as received, in order");
+  const names = shown.map(([k]) => k.toLowerCase());
+  for (const [a, b] of [["svix-id", "svix-timestamp"], ["svix-timestamp", "svix-signature"]]) {
+    assert.ok(names.indexOf(a) >= 0 && names.indexOf(a) < names.indexOf(b), `${a} before ${b}: ${names}`);
+  }
+  // The relay forwarded them in the same order.
+  const forwarded = d.handler.requests.find((r) => JSON.parse(r.body).data?.status?.code === "joining_call");
+  const fwdNames = [];
+  for (let i = 0; i < forwarded.rawHeaders.length; i += 2) fwdNames.push(forwarded.rawHeaders[i].toLowerCase());
+  const common = names.filter((n) => fwdNames.includes(n) && n !== "host" && n !== "content-length");
+  assert.deepEqual(fwdNames.filter((n) => common.includes(n)), common, "the handler got them in the same order");
+
+  const body = await page.locator("#detail pre").textContent();
+  assert.equal(body, JSON.stringify(JSON.parse(api.body), null, 2), "pretty JSON");
+  assert.match(body, /^\{\n  "event": "bot.status_change",\n  "data": \{\n    "bot_id": /);
+  assert.equal(JSON.parse(body).data.bot_id, bot);
+  assert.match(await page.locator("#detail").textContent(), /Attempts \(1\)/);
+  await page.screenshot({ path: path.join(SHOTS, "detail.png") });
+  await page.done();
+
+  // #SEQ in the address opens that event directly.
+  const deep = await open(`${d.inspector}/#${rows[0].seq}`);
+  await deep.locator("#detail.open h2").filter({ hasText: `#${rows[0].seq}` }).waitFor();
+  await deep.done();
+});
+
+test("secret headers are masked until Reveal is clicked (v2 svix-signature)", async () => {
+  const d = await dev();
+  await trigger("v2-meeting-success", d.webhook, "--signing-secret", signingSecret());
+  const page = await open(d.inspector + "/");
+  await waitRows(page, EVENTS);
+  const seq = (await listed(page)).at(-1).seq;
+  await page.locator(`#rows tr[data-seq="${seq}"]`).click();
+  const sig = page.locator("#detail table.headers tr").filter({ has: page.locator("td:first-child", { hasText: /^svix-signature$/i }) }).locator("td").nth(1);
+  await sig.waitFor();
+  assert.equal(await sig.textContent(), "••••", "masked");
+  assert.ok(!(await page.locator("#detail").textContent()).includes("v1,"), "the signature is nowhere on the page");
+  await page.getByRole("button", { name: "Reveal secrets" }).click();
+  await page.getByRole("button", { name: "Mask secrets" }).waitFor();
+  const forwarded = d.handler.requests.find((r) => JSON.parse(r.body).data?.status?.code === "joining_call");
+  const real = header(forwarded.rawHeaders, "svix-signature");
+  assert.match(real, /^v1,/);
+  assert.equal(await sig.textContent(), real, "revealed: the signature as received");
+  await page.getByRole("button", { name: "Mask secrets" }).click();
+  await page.getByRole("button", { name: "Reveal secrets" }).waitFor();
+  assert.equal(await sig.textContent(), "••••", "masked again");
+  // Another event is masked again, whatever the previous one showed.
+  await page.getByRole("button", { name: "Reveal secrets" }).click();
+  await page.getByRole("button", { name: "Mask secrets" }).waitFor();
+  const other = (await listed(page))[0].seq;
+  await page.locator(`#rows tr[data-seq="${other}"]`).click();
+  await page.locator("#detail h2").filter({ hasText: `#${other}` }).waitFor();
+  assert.equal(await sig.textContent(), "••••", "a newly opened event is masked");
+  await page.done();
+});
+
+test("secret headers are masked until Reveal is clicked (v1 x-meeting-baas-api-key)", async () => {
+  const d = await dev();
+  await trigger("meeting-success", d.webhook, "--api-key", "mb_test");
+  const page = await open(d.inspector + "/");
+  await waitRows(page, EVENTS);
+  await page.locator("#rows tr").first().click();
+  const key = page.locator("#detail table.headers tr").filter({ has: page.locator("td:first-child", { hasText: /^x-meeting-baas-api-key$/i }) }).locator("td").nth(1);
+  await key.waitFor();
+  assert.equal(await key.textContent(), "••••");
+  assert.ok(!(await page.locator("#detail").textContent()).includes("mb_test"));
+  await page.getByRole("button", { name: "Reveal secrets" }).click();
+  await page.getByRole("button", { name: "Mask secrets" }).waitFor();
+  assert.equal(await key.textContent(), "mb_test");
+  await page.done();
+});
+
+test("filtering by bot, from the address and from the inputs, narrows the list (live too)", async () => {
+  const d = await dev();
+  const [a, b, c] = [randomUUID(), randomUUID(), randomUUID()];
+  await trigger("v2-meeting-success", d.webhook, "--bot-id", a);
+  await trigger("meeting-success", d.webhook, "--bot-id", b);
+
+  // From the address: a bookmarkable prefix of the bot id.
+  const page = await open(`${d.inspector}/?bot=${a.slice(0, 8)}`);
+  await live(page);
+  await waitRows(page, EVENTS);
+  assert.ok((await listed(page)).every((r) => r.bot === a));
+  assert.equal(await page.locator("input[name=bot]").inputValue(), a.slice(0, 8), "the input shows the filter");
+
+  // A new event of another bot does not show up under the filter; one of this bot does.
+  await trigger("v2-meeting-success", d.webhook, "--bot-id", c);
+  await trigger("meeting-success", d.webhook, "--bot-id", a);
+  await waitRows(page, 2 * EVENTS);
+  assert.ok((await listed(page)).every((r) => r.bot === a), "only bot a, live");
+
+  // From the inputs: the list and the address follow.
+  await page.locator("input[name=bot]").fill(b);
+  await page.getByRole("button", { name: "Filter" }).click();
+  await waitRows(page, EVENTS, { col: 3, is: b });
+  await waitRows(page, EVENTS);
+  assert.equal(new URL(page.url()).searchParams.get("bot"), b);
+
+  // With the event type too.
+  await page.locator("input[name=event]").fill("bot.status_change");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await page.waitForFunction(() => new URL(location.href).searchParams.get("event") === "bot.status_change");
+  await page.waitForFunction(() => [...document.querySelectorAll("#rows tr")].every((tr) => tr.children[2].textContent === "bot.status_change"));
+  const sc = await listed(page);
+  assert.ok(sc.length > 0 && sc.length < EVENTS && sc.every((r) => r.bot === b), JSON.stringify(sc));
+
+  // Cleared: everything.
+  await page.locator("input[name=bot]").fill("");
+  await page.locator("input[name=event]").fill("");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await waitRows(page, 4 * EVENTS);
+  assert.equal(new URL(page.url()).search, "");
+  await page.done();
+});
