@@ -223,6 +223,12 @@ test("a row opens the detail: headers in order, the body pretty-printed", async 
   const common = names.filter((n) => fwdNames.includes(n) && n !== "host" && n !== "content-length");
   assert.deepEqual(fwdNames.filter((n) => common.includes(n)), common, "the handler got them in the same order");
 
+  // And in the order `meethook trigger` sends them, as a handler of its own sees them.
+  const direct = await handler();
+  await trigger("v2-meeting-success", direct.url, "--bot-id", bot, "--signing-secret", signingSecret());
+  const sent = direct.requests.find((r) => JSON.parse(r.body).data?.status?.code === "joining_call").rawHeaders;
+  assert.deepEqual(sent.filter((_, i) => i % 2 === 0).map((k) => k.toLowerCase()), names, "the order trigger sent");
+
   const body = await page.locator("#detail pre").textContent();
   assert.equal(body, JSON.stringify(JSON.parse(api.body), null, 2), "pretty JSON");
   assert.match(body, /^\{\n  "event": "bot.status_change",\n  "data": \{\n    "bot_id": /);
