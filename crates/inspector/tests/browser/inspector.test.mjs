@@ -135,8 +135,8 @@ function trigger(scenario, to, ...args) {
 }
 
 /// A page that records console errors and uncaught exceptions; `done()` asserts there were none.
-async function open(url) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+async function open(url, context = null) {
+  context ??= await browser.newContext({ viewport: { width: 1280, height: 800 } });
   context.setDefaultTimeout(T);
   const page = await context.newPage();
   const errors = [];
@@ -193,6 +193,34 @@ test("the list shows every event of the scenario live, without a reload", async 
   assert.equal(await page.locator("#empty").isVisible(), false);
   assert.equal(d.handler.requests.length, EVENTS, "the handler got every event");
   await page.screenshot({ path: path.join(SHOTS, "list.png") });
+  await page.done();
+});
+
+test("events that arrive while the list is being read are not lost", async () => {
+  const d = await dev();
+  // Hold the list's answers (read before any event exists) until the scenario has been sent:
+  // the stream tells the page about every event before the stale answers arrive.
+  let release, fetched = 0;
+  const gate = new Promise((ok) => (release = ok));
+  const context = await browser.newContext();
+  await context.route((u) => u.pathname === "/api/events", async (route) => {
+    const response = await route.fetch();
+    fetched++;
+    await gate;
+    await route.fulfill({ response });
+  });
+  const page = await open(d.inspector + "/", context);
+  const deadline = Date.now() + T;
+  while (fetched < 2 && Date.now() < deadline) await new Promise((ok) => setTimeout(ok, 20)); // the first load and the stream's
+  assert.equal(fetched, 2, "both loads read the journal");
+  await live(page);
+  const bot = randomUUID();
+  await trigger("v2-meeting-success", d.webhook, "--bot-id", bot);
+  await waitRows(page, EVENTS, { col: 5, is: "delivered" });
+  release();
+  await new Promise((ok) => setTimeout(ok, 300));
+  await waitRows(page, EVENTS, { col: 5, is: "delivered" });
+  assert.equal((await listed(page)).length, EVENTS);
   await page.done();
 });
 
