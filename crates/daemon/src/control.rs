@@ -484,6 +484,12 @@ mod tests {
             serde_json::to_string(&Request::Skip { seq: 9 }).unwrap(),
             r#"{"op":"skip","seq":9}"#
         );
+        assert_eq!(
+            serde_json::to_string(&Request::Pause).unwrap(),
+            r#"{"op":"pause"}"#
+        );
+        let resume: Request = serde_json::from_str(r#"{"op":"resume"}"#).unwrap();
+        assert_eq!(resume, Request::Resume);
         for bad in [
             r#"{"op":"retry"}"#,
             r#"{"op":"nuke","seq":1}"#,
@@ -498,6 +504,7 @@ mod tests {
             channel: "ch_1".into(),
             blocked: None,
             waiting_behind: Some(3),
+            paused: None,
         };
         let text = serde_json::to_string(&a).unwrap();
         assert_eq!(

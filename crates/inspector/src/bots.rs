@@ -128,7 +128,7 @@ pub(crate) fn list(j: &Journal, channel: &str) -> Result<Vec<Value>, JournalErro
             )
         })
         .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|b| std::cmp::Reverse(b.0));
     Ok(out.into_iter().map(|(_, v)| v).collect())
 }
 

@@ -746,3 +746,28 @@ async fn delivery_pauses_and_resumes() {
     assert_eq!(st, 409, "{v}");
     assert!(v["error"].as_str().unwrap().contains("no running"), "{v}");
 }
+
+#[tokio::test]
+async fn the_page_has_the_replay_diff_and_meeting_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Served::start(Config::new(dir.path()), None).await;
+    let r = s.req("GET", "/", &[]).await;
+    assert_eq!(r.status, 200);
+    let page = String::from_utf8(r.body.to_vec()).unwrap();
+    for id in [
+        "id=\"rows\"",
+        "id=\"detail\"",
+        "id=\"pause\"",
+        "id:\"replay\"",
+        "id:\"replay-resigned\"",
+        "id:\"edit-replay\"",
+        "id:\"copy-curl\"",
+        "id:\"copy-body\"",
+        "id:\"diff\"",
+        "id:\"timeline\"",
+        "/api/bots/",
+        "--data-binary @-",
+    ] {
+        assert!(page.contains(id), "{id}");
+    }
+}
