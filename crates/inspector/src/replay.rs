@@ -43,6 +43,9 @@ pub(crate) fn edited(stored: &Stored, req: &ReplayRequest) -> Result<(Event, boo
     }
     if let Some(headers) = &req.headers {
         let mut out = Vec::with_capacity(headers.len());
+        // How many headers of each name were given so far: the Nth masked `cookie` stands
+        // for the Nth stored one.
+        let mut seen: Vec<String> = Vec::new();
         for (name, value) in headers {
             let name = name.trim();
             if name.is_empty()
@@ -55,10 +58,19 @@ pub(crate) fn edited(stored: &Stored, req: &ReplayRequest) -> Result<(Event, boo
             if value.contains(['\r', '\n']) {
                 return Err(format!("headers: the value of {name} has a line break"));
             }
+            let lower = name.to_ascii_lowercase();
+            let nth = seen.iter().filter(|n| **n == lower).count();
+            seen.push(lower);
             let value = if value == MASK {
                 // The masked value the page showed: the stored one, unseen.
-                match stored.event.header(name) {
-                    Some(v) => Bytes::copy_from_slice(v),
+                let stored_value = stored
+                    .event
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case(name))
+                    .nth(nth);
+                match stored_value {
+                    Some(h) => h.value.clone(),
                     None => return Err(format!("headers: {name} is masked but not stored")),
                 }
             } else {

@@ -771,3 +771,40 @@ async fn the_page_has_the_replay_diff_and_meeting_tools() {
         assert!(page.contains(id), "{id}");
     }
 }
+
+#[tokio::test]
+async fn a_pause_lets_the_event_waiting_to_retry_finish() {
+    let setup = Setup::start().await;
+    let daemon = setup.daemon("/hook");
+    setup.handler.script(&[503]);
+    let hook = setup.relay.hook(&setup.channel);
+    post(&hook, &[], r#"{"event":"x"}"#).await;
+    daemon
+        .events
+        .wait_for("a retry", |e| {
+            matches!(e, DaemonEvent::AttemptFinished { report, .. } if report.next_retry.is_some())
+        })
+        .await;
+    let mut cfg = Config::new(setup.dir.path());
+    cfg.channel = Some(setup.channel.clone());
+    let s = Served::start(cfg, None).await;
+    let (st, v) = s.post_json("/api/delivery/pause", "{}").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (&v["paused"], &v["blocked"]),
+        (&Value::from(true), &Value::from(1))
+    );
+    assert!(v["message"].as_str().unwrap().contains("#1 goes on"), "{v}");
+    post(&hook, &[], r#"{"event":"y"}"#).await;
+    let got = setup.handler.wait_delivered(1).await;
+    assert_eq!(got.last().unwrap().seq(), 1, "the retry still goes");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        setup.handler.received().iter().all(|r| r.seq() == 1),
+        "#2 waits for the resume"
+    );
+    let (st, _) = s.post_json("/api/delivery/resume", "{}").await;
+    assert_eq!(st, 200);
+    setup.handler.wait_delivered(2).await;
+    daemon.stop().await.unwrap();
+}
