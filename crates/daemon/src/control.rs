@@ -38,6 +38,11 @@ pub enum Request {
     },
     /// What the daemon is doing.
     Status,
+    /// Stop taking up new events (the one in flight, or waiting to retry, goes on until it
+    /// is settled) until [`Request::Resume`].
+    Pause,
+    /// Take up events again after a [`Request::Pause`].
+    Resume,
 }
 
 /// One answer line.
@@ -55,6 +60,9 @@ pub struct Answer {
     /// Events the daemon holds behind the one it is delivering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_behind: Option<u64>,
+    /// Whether delivery is paused (`Pause`); absent from daemons that cannot pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
 
 /// The control socket of `channel`'s daemon in `data`.
@@ -187,6 +195,10 @@ pub(crate) enum Did {
     Settled,
     /// A status request: nothing done.
     Nothing,
+    /// Delivery pauses (or was paused already).
+    Paused,
+    /// Delivery goes on (or was not paused).
+    Resumed,
 }
 
 /// The delivery loop's reply.
@@ -195,6 +207,8 @@ pub(crate) struct Reply {
     pub(crate) did: Did,
     pub(crate) blocked: Option<u64>,
     pub(crate) waiting_behind: u64,
+    /// Whether delivery is paused, after the request.
+    pub(crate) paused: bool,
 }
 
 /// The bound control socket; removed when dropped.
@@ -308,6 +322,7 @@ fn refused(channel: &str, message: String) -> Answer {
         channel: channel.to_string(),
         blocked: None,
         waiting_behind: None,
+        paused: None,
     }
 }
 
@@ -348,7 +363,7 @@ async fn answer(
 ) -> Answer {
     let seq = match req {
         Request::Retry { seq } | Request::Skip { seq } => Some(seq),
-        Request::Status => None,
+        Request::Status | Request::Pause | Request::Resume => None,
     };
     if let Some(seq) = seq {
         match lookup(journal, channel, seq).await {
@@ -381,6 +396,7 @@ async fn answer(
         channel: channel.to_string(),
         blocked: reply.blocked,
         waiting_behind: Some(reply.waiting_behind),
+        paused: Some(reply.paused),
     };
     let behind = |b: Option<u64>| match b {
         Some(b) => format!(
@@ -411,6 +427,19 @@ async fn answer(
                 _ => format!("#{seq} is settled already"),
             }
         }
+        (Request::Pause, _) => match reply.blocked {
+            Some(b) => format!(
+                "paused: #{b} goes on until it is settled, then no new event is taken up \
+                 ({} waiting)",
+                reply.waiting_behind
+            ),
+            None => format!(
+                "paused: no new event is taken up ({} waiting)",
+                reply.waiting_behind
+            ),
+        },
+        (Request::Resume, _) => format!("delivering again; {} waiting", reply.waiting_behind),
+        (_, _) if reply.paused => format!("paused; {} waiting", reply.waiting_behind),
         (_, _) => match reply.blocked {
             Some(b) => format!(
                 "#{b} keeps failing; {} waiting behind it",
@@ -455,6 +484,12 @@ mod tests {
             serde_json::to_string(&Request::Skip { seq: 9 }).unwrap(),
             r#"{"op":"skip","seq":9}"#
         );
+        assert_eq!(
+            serde_json::to_string(&Request::Pause).unwrap(),
+            r#"{"op":"pause"}"#
+        );
+        let resume: Request = serde_json::from_str(r#"{"op":"resume"}"#).unwrap();
+        assert_eq!(resume, Request::Resume);
         for bad in [
             r#"{"op":"retry"}"#,
             r#"{"op":"nuke","seq":1}"#,
@@ -469,6 +504,7 @@ mod tests {
             channel: "ch_1".into(),
             blocked: None,
             waiting_behind: Some(3),
+            paused: None,
         };
         let text = serde_json::to_string(&a).unwrap();
         assert_eq!(

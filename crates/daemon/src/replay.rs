@@ -146,71 +146,10 @@ pub async fn run(
             }
         }
         previous = Some((ev.received_at_ms, tokio::time::Instant::now()));
-        let info = EventInfo::of(&ev, Summary::parse(&ev.body));
-        let mut attempts = 0u32;
-        let delivered = loop {
-            attempts += 1;
-            let started_at_ms = now_ms();
-            observers.emit(DaemonEvent::AttemptStarted {
-                seq,
-                attempt: attempts,
-            });
-            let sent = match &cfg.resign {
-                Some(signer) => resign(&ev, signer, started_at_ms / 1000),
-                None => ev.clone(),
-            };
-            let outcome = tokio::select! {
-                _ = stop.cancelled() => return Ok(interrupted(report)),
-                o = fwd.send(&sent, attempts, true) => o,
-            };
-            let verdict = outcome.verdict();
-            let out_of_attempts = cfg.max_attempts > 0 && attempts >= cfg.max_attempts;
-            let settled = match verdict {
-                Verdict::Delivered => Some(true),
-                Verdict::Failed => Some(false),
-                Verdict::Retry if out_of_attempts => Some(false),
-                Verdict::Retry => None,
-            };
-            let next_retry = settled
-                .is_none()
-                .then(|| cfg.backoff.delay(attempts, outcome.retry_after));
-            let attempt = Attempt {
-                attempt: attempts,
-                started_at_ms,
-                latency: outcome.latency,
-                status: outcome.status,
-                error: outcome.error.clone(),
-                response_head: outcome.response_head.clone(),
-                replay: true,
-            };
-            let ch = cfg.channel.clone();
-            // A replay attempt is history only: losing its record must not stop the replay
-            // (nor does a read-only journal, which the caller has said it cannot record to).
-            if !journal.read_only() {
-                if let Err(e) = blocking(journal, move |j| j.record(&ch, seq, &attempt, None)).await
-                {
-                    tracing::warn!(seq, error = %e, "cannot record the replay attempt");
-                }
-            }
-            observers.emit(DaemonEvent::AttemptFinished {
-                event: info.clone(),
-                report: AttemptReport::of(&outcome, attempts, next_retry, 0),
-            });
-            if let Some(d) = settled {
-                let event = info.clone();
-                observers.emit(if d {
-                    DaemonEvent::Delivered { event, attempts }
-                } else {
-                    DaemonEvent::GaveUp { event, attempts }
-                });
-                break d;
-            }
-            let delay = next_retry.expect("a retry always has a delay");
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(interrupted(report)),
-                _ = tokio::time::sleep(delay) => {}
-            }
+        let Some(one) = send(cfg, &fwd, journal, &ev, observers, stop).await else {
+            return Ok(interrupted(report));
         };
+        let delivered = one.delivered;
         if delivered {
             report.delivered += 1;
         } else {
@@ -224,6 +163,115 @@ pub async fn run(
         });
     }
     Ok(report)
+}
+
+/// How the replay of one event went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OneReport {
+    /// Whether the handler answered 2xx.
+    pub delivered: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The handler's status to the last attempt, when it answered.
+    pub status: Option<u16>,
+    /// Why the last attempt failed, when it did without a status.
+    pub error: Option<String>,
+}
+
+/// Replays one event held in memory (possibly edited: its body and headers are sent as
+/// they are, re-signed when `cfg.resign` is set) with the rules of [`run`], recording each
+/// attempt against `ev.seq` of `cfg.channel` as a replay attempt (not in a read-only
+/// journal). `None` when `stop` was cancelled first.
+pub async fn replay_event(
+    cfg: &ReplayConfig,
+    journal: &Journal,
+    ev: &Event,
+    observers: &Observers,
+    stop: &CancellationToken,
+) -> Result<Option<OneReport>, DaemonError> {
+    let fwd = Forwarder::new(&cfg.forward_to, &cfg.channel, cfg.timeout)?;
+    Ok(send(cfg, &fwd, journal, ev, observers, stop).await)
+}
+
+/// Sends `ev` until it is settled; `None` when `stop` was cancelled first.
+async fn send(
+    cfg: &ReplayConfig,
+    fwd: &Forwarder,
+    journal: &Journal,
+    ev: &Event,
+    observers: &Observers,
+    stop: &CancellationToken,
+) -> Option<OneReport> {
+    let seq = ev.seq;
+    let info = EventInfo::of(ev, Summary::parse(&ev.body));
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let started_at_ms = now_ms();
+        observers.emit(DaemonEvent::AttemptStarted {
+            seq,
+            attempt: attempts,
+        });
+        let sent = match &cfg.resign {
+            Some(signer) => resign(ev, signer, started_at_ms / 1000),
+            None => ev.clone(),
+        };
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return None,
+            o = fwd.send(&sent, attempts, true) => o,
+        };
+        let verdict = outcome.verdict();
+        let out_of_attempts = cfg.max_attempts > 0 && attempts >= cfg.max_attempts;
+        let settled = match verdict {
+            Verdict::Delivered => Some(true),
+            Verdict::Failed => Some(false),
+            Verdict::Retry if out_of_attempts => Some(false),
+            Verdict::Retry => None,
+        };
+        let next_retry = settled
+            .is_none()
+            .then(|| cfg.backoff.delay(attempts, outcome.retry_after));
+        let attempt = Attempt {
+            attempt: attempts,
+            started_at_ms,
+            latency: outcome.latency,
+            status: outcome.status,
+            error: outcome.error.clone(),
+            response_head: outcome.response_head.clone(),
+            replay: true,
+        };
+        let ch = cfg.channel.clone();
+        // A replay attempt is history only: losing its record must not stop the replay
+        // (nor does a read-only journal, which the caller has said it cannot record to).
+        if !journal.read_only() {
+            if let Err(e) = blocking(journal, move |j| j.record(&ch, seq, &attempt, None)).await {
+                tracing::warn!(seq, error = %e, "cannot record the replay attempt");
+            }
+        }
+        observers.emit(DaemonEvent::AttemptFinished {
+            event: info.clone(),
+            report: AttemptReport::of(&outcome, attempts, next_retry, 0),
+        });
+        if let Some(d) = settled {
+            let event = info.clone();
+            observers.emit(if d {
+                DaemonEvent::Delivered { event, attempts }
+            } else {
+                DaemonEvent::GaveUp { event, attempts }
+            });
+            return Some(OneReport {
+                delivered: d,
+                attempts,
+                status: outcome.status,
+                error: outcome.error.clone(),
+            });
+        }
+        let delay = next_retry.expect("a retry always has a delay");
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
 }
 
 fn interrupted(mut r: Report) -> Report {

@@ -327,5 +327,7 @@ pub(crate) fn detail(
     obj.insert("attempt_count".into(), s.attempts.into());
     obj.insert("attempts".into(), attempts.into());
     obj.insert("pinned".into(), s.pinned.into());
+    // Where a replay goes by default (the listener's --forward-to), for the page's curl.
+    obj.insert("forward_to".into(), j.forward_to(channel)?.into());
     Ok(Some(v))
 }

@@ -209,9 +209,25 @@ pub(crate) async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Res
                 Err(_) => error(StatusCode::NOT_FOUND, "no such event"),
             }
         }
+        (Method::POST, ["api", "events", seq, "replay"]) => match seq.parse::<u64>() {
+            Ok(seq) => replay(&st, &query, seq, req.into_body()).await,
+            Err(_) => error(StatusCode::NOT_FOUND, "no such event"),
+        },
+        (Method::GET, ["api", "bots"]) => bots(&st, &query, None).await,
+        (Method::GET, ["api", "bots", bot]) => bots(&st, &query, Some(decode(bot))).await,
+        (Method::POST, ["api", "delivery", op @ ("pause" | "resume")]) => {
+            let req = if *op == "pause" {
+                control::Request::Pause
+            } else {
+                control::Request::Resume
+            };
+            act(&st, &query, req).await
+        }
+        (Method::GET, ["api", "delivery"]) => act(&st, &query, control::Request::Status).await,
         (Method::GET, ["api", "stream"]) => stream(&st),
-        (_, [""] | ["api", "health" | "channels" | "events" | "stream"])
-        | (_, ["api", "events", _] | ["api", "events", _, "retry" | "skip"]) => {
+        (_, [""] | ["api", "health" | "channels" | "events" | "stream" | "bots"])
+        | (_, ["api", "bots", _] | ["api", "delivery"] | ["api", "delivery", "pause" | "resume"])
+        | (_, ["api", "events", _] | ["api", "events", _, "retry" | "skip" | "replay"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
@@ -341,15 +357,18 @@ async fn detail(st: &Arc<State>, query: &[(String, String)], seq: u64) -> Resp {
 
 /// `POST …/retry|skip`: the request to the daemon's control socket, its answer back.
 async fn act(st: &Arc<State>, query: &[(String, String)], req: control::Request) -> Resp {
-    let seq = match req {
-        control::Request::Retry { seq } | control::Request::Skip { seq } => seq,
-        control::Request::Status => 0,
-    };
     let not_running = || {
-        error(
-            StatusCode::CONFLICT,
-            control::not_running_message(&st.config.data, &seq.to_string()),
-        )
+        let msg = match req {
+            control::Request::Retry { seq } | control::Request::Skip { seq } => {
+                control::not_running_message(&st.config.data, &seq.to_string())
+            }
+            _ => format!(
+                "no running `meethook listen` uses {}: there is no delivery to pause, resume \
+                 or ask about",
+                st.config.data.display()
+            ),
+        };
+        error(StatusCode::CONFLICT, msg)
     };
     if !st.config.control {
         return not_running();
@@ -372,6 +391,150 @@ async fn act(st: &Arc<State>, query: &[(String, String)], req: control::Request)
         Ok(Err(ControlError::NotRunning { .. })) => not_running(),
         Ok(Err(e)) => error(StatusCode::BAD_GATEWAY, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /api/bots` (every bot of the channel) and `GET /api/bots/{bot_id}` (one bot's
+/// timeline).
+async fn bots(st: &Arc<State>, query: &[(String, String)], bot: Option<String>) -> Resp {
+    let channel = match channel_of(st, query).await {
+        Ok(Some(c)) => c,
+        Ok(None) | Err(JournalError::Missing(_)) => {
+            return match bot {
+                None => json_resp(StatusCode::OK, &json!({"bots": []})),
+                Some(b) => error(StatusCode::NOT_FOUND, format!("no bot {b} in the journal")),
+            }
+        }
+        Err(e) => return journal_error(e),
+    };
+    match bot {
+        None => match read(st, move |j| crate::bots::list(j, &channel)).await {
+            Ok(list) => json_resp(StatusCode::OK, &json!({ "bots": list })),
+            Err(JournalError::Missing(_)) => json_resp(StatusCode::OK, &json!({"bots": []})),
+            Err(e) => journal_error(e),
+        },
+        Some(b) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let id = b.clone();
+            match read(st, move |j| crate::bots::timeline(j, &channel, &id, now)).await {
+                Ok(Some(v)) => json_resp(StatusCode::OK, &v),
+                Ok(None) | Err(JournalError::Missing(_)) => {
+                    error(StatusCode::NOT_FOUND, format!("no bot {b} in the journal"))
+                }
+                Err(e) => journal_error(e),
+            }
+        }
+    }
+}
+
+/// Longest request body read (an edited event's body, base64, and its headers).
+const MAX_REQUEST: usize = 16 << 20;
+
+/// The JSON of a POST's body; `{}` when empty.
+async fn json_body<T: serde::de::DeserializeOwned + Default>(body: Incoming) -> Result<T, Resp> {
+    let limited = http_body_util::Limited::new(body, MAX_REQUEST);
+    let bytes = match limited.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the request body: {e}"),
+            ))
+        }
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("request JSON: {e}")))
+}
+
+/// `POST /api/events/{seq}/replay`: sends the event (or its edited copy) to the handler
+/// once, synchronously, and answers 200 with how it went (`delivered` false when the
+/// handler refused it or could not be reached).
+async fn replay(st: &Arc<State>, query: &[(String, String)], seq: u64, body: Incoming) -> Resp {
+    let req: crate::replay::ReplayRequest = match json_body(body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let signer = if req.resign {
+        match &st.config.signing_secret {
+            Some(k) => Some(k.clone()),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "a re-signed replay needs the signing secret: start meethook with \
+                     --signing-secret whsec_… (or MEETHOOK_SIGNING_SECRET)",
+                )
+            }
+        }
+    } else {
+        None
+    };
+    let not_found = || {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no event {seq} in the journal"),
+        )
+    };
+    let channel = match channel_of(st, query).await {
+        Ok(Some(c)) => c,
+        Ok(None) | Err(JournalError::Missing(_)) => return not_found(),
+        Err(e) => return journal_error(e),
+    };
+    let ch = channel.clone();
+    let data = st.config.data.clone();
+    let found = read(st, move |j| {
+        let Some(stored) = j.get(&ch, seq)? else {
+            return Ok(None);
+        };
+        let to = j.forward_to(&ch)?;
+        let (journal, recorded) = crate::replay::recording_journal(&data, j.clone());
+        Ok(Some((stored, to, journal, recorded)))
+    })
+    .await;
+    let (stored, forward_to, journal, recorded) = match found {
+        Ok(Some(f)) => f,
+        Ok(None) | Err(JournalError::Missing(_)) => return not_found(),
+        Err(e) => return journal_error(e),
+    };
+    let Some(to) = req
+        .to
+        .clone()
+        .filter(|t| !t.trim().is_empty())
+        .or(forward_to)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the journal has no handler URL for channel {channel} (journaled by an older \
+                 meethook, or imported): give \"to\""
+            ),
+        );
+    };
+    let (ev, changed) = match crate::replay::edited(&stored, &req) {
+        Ok(e) => e,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let resigned = signer.is_some();
+    let cfg = crate::replay::config(&channel, &to, st.config.replay_timeout, signer);
+    let observers = meethook_daemon::Observers::new(Vec::new());
+    let r = meethook_daemon::replay::replay_event(&cfg, &journal, &ev, &observers, &st.stop).await;
+    match r {
+        Ok(Some(one)) => {
+            let mut v = json!({
+                "replay": crate::replay::outcome(seq, &to, &one, resigned, recorded),
+            });
+            if changed && !resigned && crate::replay::signed(&stored) {
+                v["warning"] = crate::replay::STALE_SIGNATURE.into();
+            }
+            json_resp(StatusCode::OK, &v)
+        }
+        Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "the inspector is stopping"),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 

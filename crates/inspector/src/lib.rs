@@ -4,7 +4,7 @@
 //! The journal is the source of every list and detail; a [`Live`] observer subscribed to the
 //! daemon feeds the server-sent-event stream (it only ever `send`s on a bounded broadcast,
 //! so a slow browser never slows delivery). Retry and skip go to the running daemon's control
-//! socket. The API is documented in `docs/inspector.md`.
+//! socket; replay sends an event again from here. The API is documented in `docs/inspector.md`.
 //!
 //! # Layout
 //! - [`run`], [`Config`], [`bind_default`]: the server.
@@ -14,9 +14,11 @@
 //! - [`Live`]: the daemon observer and the hub that turns its notices into items.
 
 mod api;
+mod bots;
 mod guard;
 mod http;
 mod live;
+mod replay;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -52,6 +54,11 @@ pub struct Config {
     /// How long to wait for the daemon's answer to a retry or skip (it answers between
     /// attempts, so one in flight delays it).
     pub control_timeout: Duration,
+    /// The `whsec_…` secret a replay with `"resign": true` signs with (`--signing-secret`);
+    /// such a replay answers 400 without it.
+    pub signing_secret: Option<meethook_proto::signature::SigningKey>,
+    /// Per-request timeout of a replay to the handler.
+    pub replay_timeout: Duration,
 }
 
 impl Config {
@@ -63,6 +70,8 @@ impl Config {
             token: None,
             control: true,
             control_timeout: Duration::from_secs(60),
+            signing_secret: None,
+            replay_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -432,3 +432,379 @@ async fn retry_and_skip_reach_the_running_daemon() {
     let page = s.get("/api/events").await;
     assert_eq!(page["events"][0]["state"], "skipped");
 }
+
+impl Served {
+    /// A same-origin JSON POST with this body.
+    async fn post_json(&self, path: &str, body: &str) -> (u16, Value) {
+        let origin = format!("http://{}", self.addr);
+        let r = request(
+            &client(),
+            "POST",
+            &self.url(path),
+            &[("content-type", "application/json"), ("origin", &origin)],
+            body.to_string(),
+        )
+        .await
+        .unwrap();
+        let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status, v)
+    }
+}
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test]
+async fn replay_sends_stored_edited_and_re_signed_events() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let handler = meethook_testkit::TestHandler::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    let mut signed = webhook(1, "bot.status_change", "aaaa-1111");
+    signed.headers.push(Header::new("svix-id", "msg_1"));
+    signed.headers.push(Header::new("svix-timestamp", "100"));
+    signed.headers.push(Header::new("svix-signature", "v1,old"));
+    j.insert("c", &[signed.clone(), webhook(2, "complete", "bbbb")], 1)
+        .unwrap();
+    j.set_forward_to("c", &handler.url("/hook")).unwrap();
+    let s = Served::start(Config::new(dir.path()), None).await;
+
+    // As stored: the same bytes, marked as a replay, recorded as a replay attempt.
+    let (st, v) = s.post_json("/api/events/1/replay", "{}").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["replay"]["seq"], 1);
+    assert_eq!(v["replay"]["delivered"], true);
+    assert_eq!(v["replay"]["status"], 200);
+    assert_eq!(v["replay"]["error"], Value::Null);
+    assert_eq!(v["replay"]["recorded"], true);
+    assert!(v.get("warning").is_none(), "{v}");
+    let got = handler.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, signed.body);
+    assert_eq!(got[0].header("meethook-replay").as_deref(), Some("true"));
+    assert_eq!(got[0].header("svix-signature").as_deref(), Some("v1,old"));
+    let d = s.get("/api/events/1").await;
+    assert_eq!(d["attempts"][0]["replay"], true);
+    assert_eq!(d["state"], "pending", "a replay never changes the state");
+
+    // Re-signing needs the secret.
+    let (st, v) = s
+        .post_json("/api/events/1/replay", r#"{"resign":true}"#)
+        .await;
+    assert_eq!(st, 400);
+    assert!(
+        v["error"].as_str().unwrap().contains("--signing-secret"),
+        "{v}"
+    );
+
+    // An edited body with the old signature: sent, with a warning; a masked header value
+    // stands for the stored one.
+    let body = r#"{"event":"bot.status_change","data":{"bot_id":"x"}}"#;
+    let req = serde_json::json!({
+        "body_base64": b64.encode(body),
+        "headers": [["content-type", "application/json"], ["x-meeting-baas-api-key", "••••"],
+                    ["x-extra", "yes"], ["svix-id", "msg_1"], ["svix-timestamp", "100"],
+                    ["svix-signature", "••••"]],
+    });
+    let (st, v) = s.post_json("/api/events/1/replay", &req.to_string()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["warning"],
+        "the edited body no longer matches its signature; replay with resign"
+    );
+    let got = handler.received();
+    let last = got.last().unwrap();
+    assert_eq!(last.body, body.as_bytes());
+    assert_eq!(
+        last.header("x-meeting-baas-api-key").as_deref(),
+        Some("mb-key-123")
+    );
+    assert_eq!(last.header("x-extra").as_deref(), Some("yes"));
+    assert_eq!(
+        last.header("x-trace"),
+        None,
+        "the headers given replace the stored ones"
+    );
+
+    // With the secret: a fresh signature over the edited body, no warning.
+    let mut cfg = Config::new(dir.path());
+    cfg.signing_secret = meethook_proto::signature::SigningKey::from_secret(SECRET);
+    let s2 = Served::start(cfg, None).await;
+    let req = serde_json::json!({"resign": true, "body_base64": b64.encode(body)});
+    let (st, v) = s2.post_json("/api/events/1/replay", &req.to_string()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["replay"]["resigned"], true);
+    assert!(v.get("warning").is_none(), "{v}");
+    let got = handler.received();
+    let last = got.last().unwrap();
+    let ts = last.header("svix-timestamp").unwrap();
+    assert_ne!(ts, "100");
+    let key = meethook_proto::signature::SigningKey::from_secret(SECRET).unwrap();
+    assert!(key.verify(
+        "msg_1",
+        &ts,
+        body.as_bytes(),
+        &last.header("svix-signature").unwrap()
+    ));
+
+    // A handler that refuses it, `to` elsewhere, unknown seqs and bad requests.
+    handler.script(&[500]);
+    let (st, v) = s.post_json("/api/events/2/replay", "{}").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (&v["replay"]["delivered"], &v["replay"]["status"]),
+        (&Value::from(false), &Value::from(500))
+    );
+    let to = handler.url("/other");
+    let (st, v) = s
+        .post_json(
+            "/api/events/2/replay",
+            &serde_json::json!({"to": to}).to_string(),
+        )
+        .await;
+    assert_eq!((st, &v["replay"]["to"]), (200, &Value::from(to)));
+    assert!(handler
+        .received()
+        .last()
+        .unwrap()
+        .path
+        .starts_with("/other"));
+    let (st, _) = s.post_json("/api/events/9/replay", "{}").await;
+    assert_eq!(st, 404);
+    let (st, _) = s
+        .post_json("/api/events/2/replay", r#"{"body_base64":"%%"}"#)
+        .await;
+    assert_eq!(st, 400);
+    let (st, _) = s
+        .post_json("/api/events/2/replay", r#"{"to":"ftp://x"}"#)
+        .await;
+    assert_eq!(st, 400);
+    let (st, _) = s.post_json("/api/events/2/replay", "[").await;
+    assert_eq!(st, 400);
+    let r = s.req("POST", "/api/events/2/replay", &[]).await;
+    assert_eq!(r.status, 403, "JSON content type only");
+    let attempts = j.attempts("c", 2).unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert!(attempts.iter().all(|a| a.replay));
+}
+
+fn raw(seq: u64, at: i64, body: &str, id: Option<&str>) -> Event {
+    let mut headers = vec![Header::new("content-type", "application/json")];
+    if let Some(id) = id {
+        headers.push(Header::new("svix-id", id.to_string()));
+    }
+    Event {
+        seq,
+        received_at_ms: at,
+        method: "POST".into(),
+        path: "/".into(),
+        headers,
+        body: Bytes::from(body.to_string()),
+    }
+}
+
+fn status(bot: &str, code: &str) -> String {
+    format!(
+        r#"{{"event":"bot.status_change","data":{{"bot_id":"{bot}","event_id":null,"status":{{"code":"{code}"}}}},"extra":null}}"#
+    )
+}
+
+#[tokio::test]
+async fn bots_and_a_bot_timeline() {
+    const BOT: &str = "8d2f4c1a-5b6e-4f7a-9c3d-2e1f0a9b8c7d";
+    let t0 = 1_749_636_000_000i64;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    let evs = vec![
+        raw(1, t0, &status(BOT, "joining_call"), Some("m1")),
+        raw(2, t0 + 5_000, &status(BOT, "in_call_recording"), Some("m2")),
+        raw(3, t0 + 6_000, &status(BOT, "in_call_recording"), Some("m2")),
+        raw(
+            4,
+            t0 + 7_000,
+            include_str!("../../proto/fixtures/events/v2-chat-message.json"),
+            Some("m3"),
+        ),
+        raw(5, t0 + 65_000, &status("zzzz-9", "joining_call"), None),
+        raw(6, t0 + 65_000, &status(BOT, "call_ended"), Some("m4")),
+        raw(
+            7,
+            t0 + 70_000,
+            include_str!("../../proto/fixtures/events/v2-bot-completed.json"),
+            Some("m5"),
+        ),
+        raw(
+            8,
+            t0 + 80_000,
+            r#"{"event":"failed","data":{"bot_id":"zzzz-9","error":"BotRemoved"}}"#,
+            None,
+        ),
+    ];
+    j.insert("c", &evs, 1).unwrap();
+    let s = Served::start(Config::new(dir.path()), None).await;
+    let list = s.get("/api/bots").await;
+    let bots = list["bots"].as_array().unwrap();
+    assert_eq!(bots.len(), 2, "{list}");
+    assert_eq!(bots[0]["bot_id"], "zzzz-9");
+    assert_eq!(bots[0]["state"], "failed");
+    assert_eq!(bots[0]["events"], 2);
+    let b = &bots[1];
+    assert_eq!(b["bot_id"], BOT);
+    assert_eq!(
+        (&b["first_seq"], &b["last_seq"], &b["events"]),
+        (&Value::from(1), &Value::from(7), &Value::from(6))
+    );
+    assert_eq!(b["state"], "completed");
+    assert_eq!(b["last_event"], "bot.completed");
+    assert_eq!(b["last_code"], "call_ended");
+    assert_eq!(
+        (&b["first_at"], &b["last_at"]),
+        (&Value::from(t0), &Value::from(t0 + 70_000))
+    );
+
+    // By a prefix of its id.
+    let t = s.get("/api/bots/8d2f4c1a").await;
+    assert_eq!(t["bot_id"], BOT);
+    assert_eq!(t["state"], "completed");
+    let st = t["statuses"].as_array().unwrap();
+    let codes: Vec<&str> = st.iter().map(|v| v["code"].as_str().unwrap()).collect();
+    assert_eq!(
+        codes,
+        [
+            "joining_call",
+            "in_call_recording",
+            "in_call_recording",
+            "call_ended",
+            "bot.completed"
+        ]
+    );
+    assert_eq!(st[0]["duration_ms"], 5_000);
+    assert_eq!(
+        st[1]["duration_ms"], 60_000,
+        "the redelivery does not end it"
+    );
+    assert_eq!(st[2]["retry"], true);
+    assert_eq!(st[2]["duration_ms"], Value::Null);
+    assert_eq!(st[3]["duration_ms"], 5_000);
+    assert_eq!(st[4]["final"], true);
+    assert_eq!(st[4]["duration_ms"], Value::Null);
+    assert_eq!(st[1]["state"], "in_call");
+    assert_eq!(t["chat"][0]["text"], "Can the bot share the notes after?");
+    assert_eq!(t["chat"][0]["sender"], "Maya Chen");
+    let arts = t["artifacts"].as_array().unwrap();
+    assert_eq!(arts.len(), 2);
+    assert_eq!(arts[0]["kind"], "video");
+    assert_eq!(arts[0]["expires_at"], 1_749_652_270_000i64);
+    assert_eq!(arts[0]["expired"], true);
+    assert_eq!(t["events"].as_array().unwrap().len(), 6);
+    assert_eq!(s.req("GET", "/api/bots/nope", &[]).await.status, 404);
+    assert_eq!(s.req("POST", "/api/bots", &[]).await.status, 403);
+}
+
+#[tokio::test]
+async fn delivery_pauses_and_resumes() {
+    let setup = Setup::start().await;
+    let daemon = setup.daemon("/hook");
+    let hook = setup.relay.hook(&setup.channel);
+    post(&hook, &[], r#"{"event":"x"}"#).await;
+    setup.handler.wait_delivered(1).await;
+    let mut cfg = Config::new(setup.dir.path());
+    cfg.channel = Some(setup.channel.clone());
+    let s = Served::start(cfg, None).await;
+    let (st, v) = s.post_json("/api/delivery/pause", "{}").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (&v["ok"], &v["paused"]),
+        (&Value::from(true), &Value::from(true))
+    );
+    assert!(v["message"].as_str().unwrap().starts_with("paused"), "{v}");
+    post(&hook, &[], r#"{"event":"y"}"#).await;
+    post(&hook, &[], r#"{"event":"z"}"#).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        setup.handler.received().len(),
+        1,
+        "nothing taken up while paused"
+    );
+    let status = s.get("/api/delivery").await;
+    assert_eq!(status["paused"], true, "{status}");
+    assert!(
+        status["message"].as_str().unwrap().starts_with("paused"),
+        "{status}"
+    );
+    let (st, v) = s.post_json("/api/delivery/resume", "{}").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["paused"], false);
+    let got = setup.handler.wait_delivered(3).await;
+    assert_eq!(
+        got.iter().map(|r| r.seq()).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(s.get("/api/delivery").await["paused"], false);
+    daemon.stop().await.unwrap();
+    let (st, v) = s.post_json("/api/delivery/pause", "{}").await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no running"), "{v}");
+}
+
+#[tokio::test]
+async fn the_page_has_the_replay_diff_and_meeting_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Served::start(Config::new(dir.path()), None).await;
+    let r = s.req("GET", "/", &[]).await;
+    assert_eq!(r.status, 200);
+    let page = String::from_utf8(r.body.to_vec()).unwrap();
+    for id in [
+        "id=\"rows\"",
+        "id=\"detail\"",
+        "id=\"pause\"",
+        "id:\"replay\"",
+        "id:\"replay-resigned\"",
+        "id:\"edit-replay\"",
+        "id:\"copy-curl\"",
+        "id:\"copy-body\"",
+        "id:\"diff\"",
+        "id:\"timeline\"",
+        "/api/bots/",
+        "--data-binary @-",
+    ] {
+        assert!(page.contains(id), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_pause_lets_the_event_waiting_to_retry_finish() {
+    let setup = Setup::start().await;
+    let daemon = setup.daemon("/hook");
+    setup.handler.script(&[503]);
+    let hook = setup.relay.hook(&setup.channel);
+    post(&hook, &[], r#"{"event":"x"}"#).await;
+    daemon
+        .events
+        .wait_for("a retry", |e| {
+            matches!(e, DaemonEvent::AttemptFinished { report, .. } if report.next_retry.is_some())
+        })
+        .await;
+    let mut cfg = Config::new(setup.dir.path());
+    cfg.channel = Some(setup.channel.clone());
+    let s = Served::start(cfg, None).await;
+    let (st, v) = s.post_json("/api/delivery/pause", "{}").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (&v["paused"], &v["blocked"]),
+        (&Value::from(true), &Value::from(1))
+    );
+    assert!(v["message"].as_str().unwrap().contains("#1 goes on"), "{v}");
+    post(&hook, &[], r#"{"event":"y"}"#).await;
+    let got = setup.handler.wait_delivered(1).await;
+    assert_eq!(got.last().unwrap().seq(), 1, "the retry still goes");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        setup.handler.received().iter().all(|r| r.seq() == 1),
+        "#2 waits for the resume"
+    );
+    let (st, _) = s.post_json("/api/delivery/resume", "{}").await;
+    assert_eq!(st, 200);
+    setup.handler.wait_delivered(2).await;
+    daemon.stop().await.unwrap();
+}

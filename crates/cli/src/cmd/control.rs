@@ -21,7 +21,7 @@ pub fn run(at: &Where, req: Request) -> anyhow::Result<()> {
     let d = at.data.display();
     let seq = match req {
         Request::Retry { seq } | Request::Skip { seq } => seq.to_string(),
-        Request::Status => "SEQ".into(),
+        Request::Status | Request::Pause | Request::Resume => "SEQ".into(),
     };
     let not_running = || anyhow::anyhow!(not_running_message(&at.data, &seq));
     let answer = match &at.channel {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use meethook_daemon::journal::Journal;
 use meethook_inspector::{Config, Live};
+use meethook_proto::signature::SigningKey;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,15 @@ pub struct InspectArgs {
     /// when --inspect is not a loopback address.
     #[arg(long, env = "MEETHOOK_INSPECT_TOKEN", hide_env_values = true)]
     pub inspect_token: Option<String>,
+    /// The `whsec_…` secret the inspector's "Replay re-signed" signs with (svix-*/webhook-*
+    /// headers get a fresh timestamp and signature).
+    #[arg(
+        long,
+        env = "MEETHOOK_SIGNING_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub signing_secret: Option<String>,
 }
 
 impl InspectArgs {
@@ -54,7 +64,12 @@ impl InspectArgs {
                      (--inspect-token T or MEETHOOK_INSPECT_TOKEN), or use 127.0.0.1"
                 ))
             }
-            _ => Ok(()),
+            _ => match &self.signing_secret {
+                Some(s) => super::signing_secret("--signing-secret", s)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => Ok(()),
+            },
         }
     }
 
@@ -81,6 +96,11 @@ impl InspectArgs {
     fn config(&self, data: &Path) -> Config {
         let mut c = Config::new(data);
         c.token = self.inspect_token.clone();
+        c.signing_secret = self.signing_secret.as_deref().and_then(|s| {
+            let s = s.trim();
+            let key = s.strip_prefix("whsec_").unwrap_or(s);
+            SigningKey::from_secret(&format!("whsec_{key}"))
+        });
         c
     }
 

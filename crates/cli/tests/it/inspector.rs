@@ -209,3 +209,62 @@ async fn inspect_serves_an_existing_journal_read_only() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no journal at"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_replays_re_signed_with_the_signing_secret() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let handler = TestHandler::start().await;
+    let data = tempdir();
+    let body = br#"{"event":"complete","data":{"bot_id":"b1"}}"#;
+    {
+        let j = Journal::open(data.path()).unwrap();
+        let ev = Event {
+            seq: 1,
+            received_at_ms: 1_700_000_000_000,
+            method: "POST".into(),
+            path: String::new(),
+            headers: vec![meethook_proto::Header::new("svix-id", "msg_1")],
+            body: Bytes::from_static(body),
+        };
+        j.insert("ch", &[ev], 1).unwrap();
+    }
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["inspect", "--inspect", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env("MEETHOOK_SIGNING_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (rest, _) = line_starting(&mut out, "Inspector: ").await;
+    let url = rest.split_whitespace().next().unwrap().to_string();
+    let req = serde_json::json!({"resign": true, "to": handler.url("/hook")});
+    let r = request(
+        &client(),
+        "POST",
+        &format!("{url}/api/events/1/replay"),
+        &[("content-type", "application/json")],
+        req.to_string(),
+    )
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(r.status, 200, "{v}");
+    assert_eq!(v["replay"]["delivered"], true, "{v}");
+    let got = handler.received();
+    let ts = got[0].header("svix-timestamp").unwrap();
+    let key = meethook_proto::signature::SigningKey::from_secret(SECRET).unwrap();
+    assert!(key.verify(
+        "msg_1",
+        &ts,
+        body,
+        &got[0].header("svix-signature").unwrap()
+    ));
+    stop(&child);
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+
+    let (code, _, err) = run(&["inspect", "--signing-secret", "whsec_%%%"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--signing-secret"), "{err}");
+}

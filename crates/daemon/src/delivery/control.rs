@@ -29,16 +29,29 @@ pub(super) struct Spot {
     pub(super) behind: usize,
 }
 
+/// Whether delivery is paused (`Pause` until `Resume`): no new event is taken up.
+#[derive(Debug, Default)]
+pub(super) struct Paused(pub(super) bool);
+
 /// Answers a control request. `Ok(None)` when stopped first.
 pub(super) async fn control_answer(
     ask: Ask,
     at: Spot,
     marks: &mut BTreeSet<u64>,
+    paused: &mut Paused,
     settler: &mut Settler<'_>,
     stop: &CancellationToken,
 ) -> Result<Option<Act>, DaemonError> {
     let (did, act) = match ask.request {
         Request::Status => (Did::Nothing, Act::Stay),
+        Request::Pause => {
+            paused.0 = true;
+            (Did::Paused, Act::Stay)
+        }
+        Request::Resume => {
+            paused.0 = false;
+            (Did::Resumed, Act::Stay)
+        }
         Request::Retry { seq } if at.blocked == Some(seq) => (Did::Retrying, Act::RetryNow),
         Request::Skip { seq } if at.blocked == Some(seq) => (Did::Skipped, Act::Skip),
         Request::Retry { seq } | Request::Skip { seq } if seq <= at.last => {
@@ -58,6 +71,7 @@ pub(super) async fn control_answer(
         did,
         blocked: at.blocked,
         waiting_behind: at.behind as u64,
+        paused: paused.0,
     };
     let _ = ask.reply.send(reply);
     Ok(Some(act))

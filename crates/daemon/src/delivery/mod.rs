@@ -1,5 +1,5 @@
 //! The delivery stage: events one at a time, in seq order, to the handler; retries, user
-//! control (`events retry|skip`), and the delivered cursor the connection acks.
+//! control (`events retry|skip`, pause / resume), and the delivered cursor the connection acks.
 //!
 //! # Layout
 //! - [`run`]: the loop; first what the journal holds as pending, then what the connection
@@ -28,7 +28,7 @@ use crate::journal::{Attempt, Journal, Record, State};
 use crate::observe::{AttemptReport, DaemonEvent, EventInfo, Observers, SkipReason};
 use crate::outcomes::OutcomeLog;
 use crate::{blocking, now_ms, DaemonError};
-use control::{control_answer, Act, Spot};
+use control::{control_answer, Act, Paused, Spot};
 use settle::{Settler, FLUSH_IDLE};
 
 /// What the delivery stage is told.
@@ -114,6 +114,8 @@ async fn deliver(
     let mut last = 0u64;
     // Events the user skipped before their turn (`meethook events skip`).
     let mut marks = BTreeSet::new();
+    // `Pause` until `Resume`: no new event is taken up.
+    let mut paused = Paused::default();
     'events: loop {
         // Between events a control request is answered at once (a queue check, no syscall).
         while let Ok(ask) = control.try_recv() {
@@ -122,11 +124,39 @@ async fn deliver(
                 last,
                 behind: queue.len() + incoming.len(),
             };
-            if control_answer(ask, at, &mut marks, settler, stop)
+            if control_answer(ask, at, &mut marks, &mut paused, settler, stop)
                 .await?
                 .is_none()
             {
                 return Ok(());
+            }
+        }
+        // Paused: wait here, between events, answering control requests, until resumed.
+        if paused.0 {
+            if !settler.flush(stop).await? {
+                return Ok(());
+            }
+            while paused.0 {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    ask = control.recv() => {
+                        let Some(ask) = ask else {
+                            stop.cancelled().await;
+                            return Ok(());
+                        };
+                        let at = Spot {
+                            blocked: None,
+                            last,
+                            behind: queue.len() + incoming.len(),
+                        };
+                        if control_answer(ask, at, &mut marks, &mut paused, settler, stop)
+                            .await?
+                            .is_none()
+                        {
+                            return Ok(());
+                        }
+                    }
+                }
             }
         }
         let (ev, mut attempts, parsed, mut journaled) = match queue.pop_front() {
@@ -147,8 +177,11 @@ async fn deliver(
                         }
                         Some(ask) = control.recv() => {
                             let at = Spot { blocked: None, last, behind: 0 };
-                            if control_answer(ask, at, &mut marks, settler, stop).await?.is_none() {
+                            if control_answer(ask, at, &mut marks, &mut paused, settler, stop).await?.is_none() {
                                 return Ok(());
+                            }
+                            if paused.0 {
+                                continue 'events;
                             }
                         }
                     }
@@ -313,7 +346,7 @@ async fn deliver(
                             last,
                             behind: queue.len() + incoming.len(),
                         };
-                        match control_answer(ask, at, &mut marks, settler, stop).await? {
+                        match control_answer(ask, at, &mut marks, &mut paused, settler, stop).await? {
                             None => return Ok(()),
                             Some(Act::Stay) => {}
                             Some(Act::RetryNow) => break,
