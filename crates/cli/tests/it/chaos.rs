@@ -175,9 +175,10 @@ async fn websocket_cut_mid_preload() {
         cfg.reconnect.max = Duration::from_millis(200);
     });
     let (relay, ch, _, handler, _dir) = s.into_parts();
-    // 1.5 MiB bodies, one at a time with pauses, so the daemon is caught up and gets them as
-    // preloads while they arrive: the cuts land inside preload pieces, and after each
-    // reconnect the daemon must forget what it held and take those events whole.
+    // 1.5 MiB bodies, each sent once the one before is delivered, so the daemon is caught up
+    // and gets them as preloads while they arrive (a fixed pause was not enough on a loaded
+    // machine): the cuts land inside preload pieces, and after each reconnect the daemon
+    // must forget what it held and take those events whole.
     let hook = relay.hook(&ch);
     let c = meethook_testkit::client();
     let mut acked: Acked = Vec::new();
@@ -203,7 +204,11 @@ async fn websocket_cut_mid_preload() {
         if after_cuts >= 4 || tokio::time::Instant::now() > deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        handler
+            .wait_until("the event just sent", |log| {
+                log.iter().any(|r| r.seq() == seq && r.answered == 200)
+            })
+            .await;
     }
     let got = wait_all(&handler, &acked).await;
     verify_cuts(&acked, &got, &proxy, cuts, "preload-cut");
