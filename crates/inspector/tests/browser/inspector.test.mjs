@@ -10,12 +10,12 @@
 
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, execFile } from "node:child_process";
 import http from "node:http";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { randomUUID, randomBytes } from "node:crypto";
+import { randomUUID, randomBytes, createHmac } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
@@ -70,7 +70,8 @@ async function handler() {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
     req.on("end", () => {
-      requests.push({ method: req.method, url: req.url, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString() });
+      const bytes = Buffer.concat(chunks);
+      requests.push({ method: req.method, url: req.url, rawHeaders: req.rawHeaders, bytes, body: bytes.toString() });
       res.writeHead(200, { "content-type": "application/json" });
       res.end('{"ok":true}');
     });
@@ -100,13 +101,14 @@ function start(args, ready, timeout = T) {
   });
 }
 
-/// `meethook dev` forwarding to a fresh handler, its inspector on a port of its choosing.
-async function dev() {
+/// `meethook dev` forwarding to a fresh handler, its inspector on a port of its choosing
+/// (`extra`: more flags, e.g. `--signing-secret`).
+async function dev(...extra) {
   const h = await handler();
   const data = fs.mkdtempSync(path.join(os.tmpdir(), "meethook-browser-"));
   tmps.push(data);
   const d = await start(
-    ["dev", "--listen", "127.0.0.1:0", "--forward-to", h.url, "--data", data, "--inspect", "127.0.0.1:0"],
+    ["dev", "--listen", "127.0.0.1:0", "--forward-to", h.url, "--data", data, "--inspect", "127.0.0.1:0", ...extra],
     (out, err) => {
       const webhook = /^Webhook URL: (\S+)/m.exec(out)?.[1];
       const inspector = /^Inspector: (http\S+)/m.exec(err)?.[1];
@@ -172,13 +174,22 @@ async function waitRows(page, n, where = null) {
 
 const live = (page) => page.waitForFunction(() => document.querySelector("#conn").textContent.includes("live"), null, { timeout: T });
 const signingSecret = () => "whsec_" + randomBytes(24).toString("base64");
+/// Whether a request's svix-signature is a `v1,` HMAC-SHA256 of `id.timestamp.body` under the
+/// key the `whsec_` secret encodes.
+const svixVerifies = (secret, r) => {
+  const [id, ts, sig] = ["svix-id", "svix-timestamp", "svix-signature"].map((n) => header(r.rawHeaders, n));
+  const key = Buffer.from(secret.slice("whsec_".length), "base64");
+  const mac = createHmac("sha256", key).update(`${id}.${ts}.`).update(r.bytes).digest("base64");
+  return (sig || "").split(" ").includes(`v1,${mac}`);
+};
 const header = (raw, name) => { for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === name) return raw[i + 1]; };
 
 test("the list shows every event of the scenario live, without a reload", async () => {
   const d = await dev();
   const page = await open(d.inspector + "/");
   await live(page);
-  assert.equal(await page.locator("#empty").isVisible(), true, "an empty journal says so");
+  // The stream's hello can come before the first read of the list has been answered.
+  await page.locator("#empty").waitFor({ state: "visible" }); // an empty journal says so
   await page.evaluate(() => { window.__sameDocument = true; });
   const bot = randomUUID();
   await trigger("v2-meeting-success", d.webhook, "--bot-id", bot, "--signing-secret", signingSecret());
@@ -357,5 +368,132 @@ test("filtering by bot, from the address and from the inputs, narrows the list (
   await page.getByRole("button", { name: "Filter" }).click();
   await waitRows(page, 4 * EVENTS);
   assert.equal(new URL(page.url()).search, "");
+  await page.done();
+});
+
+test("the meeting view: the bot's statuses in order, the chat, the recording and its expiry", async () => {
+  const d = await dev();
+  const bot = randomUUID();
+  await trigger("v2-meeting-success", d.webhook, "--bot-id", bot, "--signing-secret", signingSecret());
+  const page = await open(d.inspector + "/");
+  await waitRows(page, EVENTS, { col: 5, is: "delivered" });
+  const codes = ["joining_call", "in_waiting_room", "in_call_not_recording", "in_call_recording", "call_ended", "transcribing", "bot.completed"];
+  const api = await (await page.request.get(`${d.inspector}/api/bots/${bot}`)).json();
+  assert.deepEqual(api.statuses.map((s) => s.code), codes, "the scenario's statuses");
+  const completed = JSON.parse(d.handler.requests.find((r) => JSON.parse(r.body).event === "bot.completed").body).data;
+
+  const check = async (page) => {
+    await page.locator("#detail.open h2#meeting").filter({ hasText: bot }).waitFor();
+    assert.match(await page.locator("#meeting .state").textContent(), /^completed$/);
+    // The bar: one segment per status, in order.
+    assert.deepEqual(await page.$$eval("#timeline .seg", (ss) => ss.map((s) => s.firstChild.textContent)), codes);
+    // The table: the same, with their seqs, oldest first.
+    const table = await page.$$eval("#bot-statuses tr", (trs) => trs.slice(1).map((tr) => [Number(tr.children[0].textContent), tr.children[2].textContent, tr.children[3].textContent]));
+    assert.deepEqual(table, api.statuses.map((s) => [s.seq, s.code, s.state]));
+    assert.deepEqual(table.map((r) => r[1]), codes);
+    assert.deepEqual(table.at(-1).slice(1), ["bot.completed", "completed"]);
+    assert.equal(await page.locator("#bot-statuses .badge").count(), 0, "no redelivery");
+    // The chat message.
+    const chat = await page.locator("#bot-chat > div").allTextContents();
+    assert.equal(chat.length, 1);
+    assert.match(chat[0], / Maya Chen: Bot, please share the notes after the call\.$/);
+    // The recordings, with their expiry (4 h after the pre-signed URL's date: not expired).
+    const arts = await page.$$eval("#bot-artifacts > div", (ds) => ds.map((d) => ({ kind: d.querySelector("a").textContent, href: d.querySelector("a").href, badge: d.querySelector(".badge")?.textContent, expired: d.querySelector(".badge")?.classList.contains("expired") })));
+    assert.deepEqual(arts.map((a) => [a.kind, a.href]), [["video", completed.video], ["audio", completed.audio]]);
+    const exp = api.artifacts[0].expires_at;
+    assert.ok(Math.abs(exp - (Date.now() + 4 * 3600_000)) < 10 * 60_000, `expires in about 4 h: ${new Date(exp).toISOString()}`);
+    const shown = await page.evaluate((ms) => "expires " + new Date(ms).toLocaleString(), exp);
+    assert.ok(arts.every((a) => a.badge === shown && !a.expired), JSON.stringify(arts));
+  };
+
+  // The bot link in the list opens it, and the address names it.
+  await page.locator("#rows tr a.bot-link").first().click();
+  await check(page);
+  assert.equal(decodeURIComponent(new URL(page.url()).hash), `#bot=${bot}`);
+  await page.screenshot({ path: path.join(SHOTS, "meeting.png") });
+  await page.done();
+
+  // /#bot=ID opens it directly.
+  const deep = await open(`${d.inspector}/#bot=${bot}`);
+  await check(deep);
+  await deep.done();
+});
+
+test("Edit & replay re-signed: the handler gets the edited body, signed with --signing-secret", async () => {
+  const secret = "whsec_" + randomBytes(32).toString("base64");
+  const d = await dev("--signing-secret", secret);
+  await trigger("v2-meeting-success", d.webhook, "--bot-id", randomUUID(), "--signing-secret", secret);
+  const page = await open(d.inspector + "/");
+  await waitRows(page, EVENTS, { col: 5, is: "delivered" });
+  const seq = (await listed(page)).at(-1).seq; // bot.status_change joining_call
+  await page.locator(`#rows tr[data-seq="${seq}"]`).click();
+  await page.locator("#detail.open h2").filter({ hasText: `#${seq}` }).waitFor();
+  const api = await (await page.request.get(`${d.inspector}/api/events/${seq}`)).json();
+  const original = d.handler.requests.find((r) => r.body === api.body);
+  assert.ok(svixVerifies(secret, original), "the delivered event verifies with the secret");
+
+  // Edited and re-signed.
+  const edited = api.body.replace('"joining_call"', '"edited in the browser ✓"');
+  assert.notEqual(edited, api.body);
+  await page.locator("#edit-replay").click();
+  await page.locator("#edit-body").fill(edited);
+  await page.locator("#edit-warning").filter({ hasText: "the edited body no longer matches its signature" }).waitFor();
+  await page.locator("#edit-resign").check();
+  assert.equal(await page.locator("#edit-warning").textContent(), "", "re-signed: no warning");
+  const before = d.handler.requests.length;
+  await page.locator("#edit-send").click();
+  await page.locator("#replay-msg").filter({ hasText: /^replayed: 200 → http:\/\/127\.0\.0\.1:\d+\/webhook \(re-signed\)$/ }).waitFor();
+  assert.equal(await page.locator("#replay-warning").count(), 0);
+  assert.equal(d.handler.requests.length, before + 1);
+  const resigned = d.handler.requests.at(-1);
+  assert.equal(resigned.body, edited, "the edited body");
+  assert.equal(header(resigned.rawHeaders, "meethook-replay"), "true");
+  assert.ok(svixVerifies(secret, resigned), `the new signature verifies: ${header(resigned.rawHeaders, "svix-signature")}`);
+  assert.ok(Math.abs(Number(header(resigned.rawHeaders, "svix-timestamp")) - Date.now() / 1000) < 300, "a fresh timestamp");
+  await page.locator("#detail h3").filter({ hasText: "Attempts (2)" }).waitFor();
+
+  // Edited, not re-signed: the page warns, and the handler gets the old signature.
+  const edited2 = api.body.replace('"joining_call"', '"edited again"');
+  await page.locator("#edit-replay").click();
+  await page.locator("#edit-body").fill(edited2);
+  await page.locator("#edit-warning").filter({ hasText: "the edited body no longer matches its signature" }).waitFor();
+  await page.locator("#edit-send").click();
+  await page.locator("#replay-warning").filter({ hasText: "the edited body no longer matches its signature; replay with resign" }).waitFor();
+  assert.match(await page.locator("#replay-msg").textContent(), /^replayed: 200 → \S+$/);
+  assert.equal(d.handler.requests.length, before + 2);
+  const unsigned = d.handler.requests.at(-1);
+  assert.equal(unsigned.body, edited2);
+  assert.equal(header(unsigned.rawHeaders, "meethook-replay"), "true");
+  assert.equal(header(unsigned.rawHeaders, "svix-signature"), header(original.rawHeaders, "svix-signature"), "the stored signature");
+  assert.ok(!svixVerifies(secret, unsigned), "which no longer verifies");
+  await page.done();
+});
+
+test("Copy as curl: the command sends the body byte for byte", async () => {
+  const d = await dev();
+  // A body with what a shell could mangle: quotes, %, backslashes, $, backticks, non-ASCII.
+  const note = "it's 100% \"quoted\" \\n $HOME `id` ü ✓ '' \\'";
+  await trigger("v2-meeting-success", d.webhook, "--bot-id", randomUUID(), "--override", `extra.note=${note}`);
+  const page = await open(d.inspector + "/");
+  await waitRows(page, EVENTS, { col: 5, is: "delivered" });
+  const seq = (await listed(page)).at(-1).seq;
+  await page.locator(`#rows tr[data-seq="${seq}"]`).click();
+  await page.locator("#detail.open h2").filter({ hasText: `#${seq}` }).waitFor();
+  const api = await (await page.request.get(`${d.inspector}/api/events/${seq}`)).json();
+  const stored = Buffer.from(api.body_base64, "base64");
+  assert.equal(JSON.parse(stored.toString()).extra.note, note, "the override is in the body");
+
+  await page.locator("#copy-curl").click();
+  const cmd = await page.locator("#curl").textContent();
+  assert.match(cmd, /^printf '%s' '/);
+  assert.ok(cmd.includes(`curl -sS -X POST '${d.handler.url}'`), cmd);
+  const before = d.handler.requests.length;
+  await new Promise((ok, fail) => execFile("bash", ["-c", cmd], { timeout: T }, (e, out, err) => e ? fail(new Error(`${e.message}\n${err}\n${cmd}`)) : ok(out)));
+  assert.equal(d.handler.requests.length, before + 1);
+  const got = d.handler.requests.at(-1);
+  assert.equal(got.method, "POST");
+  assert.equal(got.url, new URL(d.handler.url).pathname);
+  assert.ok(got.bytes.equals(stored), `byte for byte:\n${got.bytes}\n${stored}`);
+  assert.equal(header(got.rawHeaders, "content-type"), header(api.headers.flat(), "content-type"));
   await page.done();
 });
