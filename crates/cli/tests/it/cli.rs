@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use meethook_testkit::{post, tempdir, RelayProcess, TestHandler};
 
-use crate::util::{run, BIN};
+use crate::util::{dev, interrupt, run, BIN};
 
 #[test]
 fn bad_arguments_exit_2_naming_the_problem() {
@@ -276,22 +276,7 @@ async fn dev_prints_the_webhook_url_and_forwards() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let handler = TestHandler::start().await;
     let data = tempdir();
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "dev",
-            "--inspect",
-            "off",
-            "--listen",
-            "127.0.0.1:0",
-            "--forward-to",
-            &handler.url("/hook"),
-            "--data",
-        ])
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = dev(&handler.url("/hook"), data.path(), &["--inspect", "off"]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut webhook = None;
     while let Some(line) = lines.next_line().await.unwrap() {
@@ -316,8 +301,7 @@ async fn dev_prints_the_webhook_url_and_forwards() {
         line.contains("#1") && line.contains("bot.status_change") && line.contains("joining_call"),
         "{line}"
     );
-    let pid = child.id().unwrap().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    interrupt(&child);
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 }
 
@@ -326,23 +310,11 @@ async fn dev_json_prints_only_json_lines() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let handler = TestHandler::start().await;
     let data = tempdir();
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "dev",
-            "--json",
-            "--inspect",
-            "off",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--forward-to")
-        .arg(handler.url("/hook"))
-        .arg("--data")
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = dev(
+        &handler.url("/hook"),
+        data.path(),
+        &["--json", "--inspect", "off"],
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next_line().await.unwrap().expect("a start-up line");
     let started: serde_json::Value = serde_json::from_str(&first).expect(&first);
@@ -364,8 +336,7 @@ async fn dev_json_prints_only_json_lines() {
         (v["seq"].as_u64(), v["result"].as_str()),
         (Some(1), Some("delivered"))
     );
-    let pid = child.id().unwrap().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    interrupt(&child);
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 }
 

@@ -1,6 +1,6 @@
 //! The browser inspector as the cli serves it: `dev`/`listen --inspect`, `meethook inspect`.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use bytes::Bytes;
 use meethook_daemon::journal::Journal;
@@ -8,7 +8,7 @@ use meethook_proto::Event;
 use meethook_testkit::{client, request, tempdir, TestHandler, PATIENCE};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 
-use crate::util::{run, BIN};
+use crate::util::{dev, interrupt, run, BIN};
 
 /// Reads lines until one starts with `prefix`; returns its rest and the lines read before.
 async fn line_starting<R: tokio::io::AsyncBufRead + Unpin>(
@@ -34,26 +34,15 @@ async fn get(url: &str) -> (u16, String) {
     (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }
 
-fn stop(child: &tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_prints_the_inspector_url_and_serves_the_page() {
     let handler = TestHandler::start().await;
     let data = tempdir();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["dev", "--inspect", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
-        .arg("--forward-to")
-        .arg(handler.url("/hook"))
-        .arg("--data")
-        .arg(data.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = dev(
+        &handler.url("/hook"),
+        data.path(),
+        &["--inspect", "127.0.0.1:0"],
+    );
     let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
     let (url, _) = line_starting(&mut err, "Inspector: ").await;
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
@@ -66,27 +55,15 @@ async fn dev_prints_the_inspector_url_and_serves_the_page() {
     );
     let (status, body) = get(&format!("{url}/api/health")).await;
     assert_eq!((status, body.as_str()), (200, r#"{"ok":true}"#));
-    stop(&child);
+    interrupt(&child);
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 
     // --json: the URL is a JSON line of its own kind.
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "dev",
-            "--json",
-            "--inspect",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--forward-to")
-        .arg(handler.url("/hook"))
-        .arg("--data")
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = dev(
+        &handler.url("/hook"),
+        data.path(),
+        &["--json", "--inspect", "127.0.0.1:0"],
+    );
     let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
     let (_, _) = line_starting(&mut out, "{\"kind\":\"started\"").await;
     let line = out.next_line().await.unwrap().unwrap();
@@ -95,7 +72,7 @@ async fn dev_prints_the_inspector_url_and_serves_the_page() {
     assert!(v["time"].is_string());
     let url = v["url"].as_str().unwrap();
     assert_eq!(get(&format!("{url}/api/health")).await.0, 200);
-    stop(&child);
+    interrupt(&child);
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 }
 
@@ -103,17 +80,7 @@ async fn dev_prints_the_inspector_url_and_serves_the_page() {
 async fn inspect_off_serves_nothing() {
     let handler = TestHandler::start().await;
     let data = tempdir();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["dev", "--inspect", "off", "--listen", "127.0.0.1:0"])
-        .arg("--forward-to")
-        .arg(handler.url("/hook"))
-        .arg("--data")
-        .arg(data.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = dev(&handler.url("/hook"), data.path(), &["--inspect", "off"]);
     let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
     // Connected: start-up is over, and no inspector line came before.
     let mut before = Vec::new();
@@ -131,7 +98,7 @@ async fn inspect_off_serves_nothing() {
         before.iter().all(|l| !l.contains("Inspector")),
         "{before:?}"
     );
-    stop(&child);
+    interrupt(&child);
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 }
 
@@ -202,7 +169,7 @@ async fn inspect_serves_an_existing_journal_read_only() {
     .unwrap();
     assert_eq!(r.status, 409);
     assert!(String::from_utf8_lossy(&r.body).contains("no running `meethook listen`"));
-    stop(&child);
+    interrupt(&child);
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 
     let (code, _, err) = run(&["inspect", "--data", "/nonexistent/meethook"]);
@@ -261,7 +228,7 @@ async fn inspect_replays_re_signed_with_the_signing_secret() {
         body,
         &got[0].header("svix-signature").unwrap()
     ));
-    stop(&child);
+    interrupt(&child);
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 
     let (code, _, err) = run(&["inspect", "--signing-secret", "whsec_%%%"]);

@@ -56,3 +56,24 @@ pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
+
+/// `meethook dev` on an ephemeral port, forwarding to `forward_to`, journaling in `data`,
+/// with `extra` flags; stdout and stderr piped, killed on drop.
+pub fn dev(forward_to: &str, data: &std::path::Path, extra: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(["dev", "--listen", "127.0.0.1:0", "--forward-to", forward_to])
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Ctrl-C to a child (a graceful stop).
+pub fn interrupt(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+}
