@@ -41,9 +41,12 @@ const EXPECTED: &[(&str, &str)] = &[
     ("v1-transcription-complete", "TranscriptionComplete"),
     ("v2-bot-completed", "BotCompleted"),
     ("v2-bot-failed", "BotFailed"),
+    ("v2-bot-failed-meet-login", "BotFailed"),
+    ("v2-calendar-connection-error", "Other"),
     ("v2-calendar-event-created", "Calendar"),
     ("v2-chat-message", "ChatMessage"),
     ("v2-status-in-call-recording", "StatusChange"),
+    ("v2-status-retrying", "StatusChange"),
 ];
 
 fn golden_of(w: &Webhook) -> Value {

@@ -6,7 +6,7 @@
 use serde_json::Number;
 
 use super::time::{hh_mm_utc, presigned_url_expiry};
-use super::{MeetingEvent, Webhook};
+use super::{error_code_meaning, EndReason, MeetingEvent, Webhook, KNOWN_UNTYPED_EVENTS};
 
 /// `1204` → `1,204`.
 fn thousands(n: usize) -> String {
@@ -56,6 +56,8 @@ pub struct Summary {
     pub bot_id: Option<String>,
     /// `data.status.code` for status changes, `data.error` / `data.error_code` for failures.
     pub code: Option<String>,
+    /// Shown right after the code: a `retrying` status's `attempt/max` (`2/5`).
+    pub progress: Option<String>,
     /// A word put before the code in [`Summary::detail`] (`complete`, `failed`), if any.
     pub label: Option<String>,
     /// Extra facts shown after the code, ` · `-separated (`2 speakers`, `1,204 words`, …).
@@ -78,6 +80,11 @@ impl Summary {
         match &w.event {
             MeetingEvent::StatusChange(d) => {
                 s.code = Some(d.status.code.as_str().to_string());
+                s.progress = match (d.status.attempt, d.status.max) {
+                    (Some(a), Some(m)) => Some(format!("{a}/{m}")),
+                    (Some(a), None) => Some(format!("{a}")),
+                    _ => None,
+                };
                 let msg = d.status.error_message.clone().flatten();
                 match (&d.status.error_type, msg) {
                     (Some(t), Some(m)) => s.facts.push(format!("{t}: {}", clip(&m, 80))),
@@ -131,12 +138,17 @@ impl Summary {
                 {
                     s.facts.push(format!("video expires {t}"));
                 }
+                if let Some(Some(p)) = &d.transcription_provider {
+                    s.facts.push(format!("transcribed by {}", clip(p, 24)));
+                }
             }
             MeetingEvent::BotFailed(d) => {
                 s.label = Some("failed".into());
                 s.code = Some(d.error_code.clone());
-                if let Some(Some(m)) = &d.error_message {
-                    s.facts.push(clip(m, 80));
+                match (&d.error_message, error_code_meaning(&d.error_code)) {
+                    (Some(Some(m)), _) => s.facts.push(clip(m, 80)),
+                    (_, Some(meaning)) => s.facts.push(meaning.to_string()),
+                    _ => {}
                 }
             }
             MeetingEvent::ChatMessage(d) => {
@@ -162,7 +174,29 @@ impl Summary {
                 s.code = get(&["status", "code"])
                     .or_else(|| get(&["error_code"]))
                     .or_else(|| get(&["error"]));
+                if KNOWN_UNTYPED_EVENTS.contains(&s.event.as_str()) {
+                    if let Some(id) = get(&["calendar_id"]) {
+                        s.label = Some(format!("calendar {}", short_id(&id)));
+                    }
+                    let what = s.event.rsplit('.').next().unwrap_or_default().replace('_', " ");
+                    s.facts.push(what);
+                    if let Some(m) = get(&["message"]).or_else(|| get(&["error_message"])) {
+                        s.facts.push(clip(&m, 80));
+                    }
+                }
             }
+        }
+        let untyped = match &w.event {
+            MeetingEvent::StatusChange(d) => EndReason::find(&d.status.unknown)
+                .or_else(|| EndReason::find(&d.unknown)),
+            MeetingEvent::Complete(d) => EndReason::find(&d.unknown),
+            MeetingEvent::Failed(d) => EndReason::find(&d.unknown),
+            MeetingEvent::BotCompleted(d) => EndReason::find(&d.unknown),
+            MeetingEvent::BotFailed(d) => EndReason::find(&d.unknown),
+            _ => None,
+        };
+        if let Some((_, reason)) = untyped {
+            s.facts.push(format!("ended: {}", reason.meaning()));
         }
         s
     }
@@ -178,6 +212,7 @@ impl Summary {
         }
         parts.extend(self.label.iter().cloned());
         parts.extend(self.code.iter().cloned());
+        parts.extend(self.progress.iter().cloned());
         let mut out = parts.join(" ");
         for f in &self.facts {
             if !out.is_empty() {
@@ -234,7 +269,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v2.code.as_deref(), Some("BOT_NOT_ACCEPTED"));
-        assert_eq!(v2.detail(), "bot b failed BOT_NOT_ACCEPTED");
+        assert_eq!(
+            v2.detail(),
+            "bot b failed BOT_NOT_ACCEPTED · nobody admitted the bot"
+        );
     }
 
     #[test]
@@ -331,6 +369,75 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.detail(), "calendar 0c1d2e3f… · 2 events changed");
+    }
+
+    #[test]
+    fn sdk_6_2_statuses_codes_and_providers() {
+        let s = Summary::parse(
+            br#"{"event":"bot.status_change","data":{"bot_id":"b","event_id":null,"status":{"code":"retrying","created_at":"2025-06-11T10:00:00Z","attempt":2,"max":5}},"extra":null}"#,
+        )
+        .unwrap();
+        assert_eq!(s.code.as_deref(), Some("retrying"));
+        assert_eq!(s.detail(), "bot b retrying 2/5");
+        for code in ["pickup_delayed", "awaiting_reconciliation", "transcription_failed"] {
+            let body = format!(
+                r#"{{"event":"bot.status_change","data":{{"bot_id":"b","event_id":null,"status":{{"code":"{code}","created_at":"x"}}}},"extra":null}}"#
+            );
+            let w = Webhook::parse(body.as_bytes()).unwrap();
+            let MeetingEvent::StatusChange(sc) = &w.event else {
+                panic!("{code}")
+            };
+            assert!(!matches!(sc.status.code, crate::meeting::StatusCode::Other(_)), "{code}");
+        }
+        let s = Summary::parse(
+            br#"{"event":"bot.failed","data":{"bot_id":"b","event_id":null,"error_code":"MEET_LOGIN_REQUIRED","sent_at":"x"},"extra":null}"#,
+        )
+        .unwrap();
+        assert_eq!(s.detail(), "bot b failed MEET_LOGIN_REQUIRED · Meet requires a signed-in bot");
+        let s = Summary::parse(
+            br#"{"event":"bot.completed","data":{"bot_id":"b","event_id":null,"speakers":[],"transcription_provider":"deepgram"},"extra":null}"#,
+        )
+        .unwrap();
+        assert_eq!(s.detail(), "bot b completed · 0 speakers · transcribed by deepgram");
+    }
+
+    #[test]
+    fn chat_sender_id_is_a_number_or_null() {
+        for (id, typed) in [("7", true), ("null", true), ("\"7\"", false)] {
+            let body = format!(
+                r#"{{"event":"bot.chat_message","data":{{"bot_id":"b","event_id":null,"message_id":"m","sender_name":"A","sender_id":{id},"text":"hi","sent_at":"x"}},"extra":null}}"#
+            );
+            let w = Webhook::parse(body.as_bytes()).unwrap();
+            assert_eq!(w.event.is_typed(), typed, "{id}");
+            // Typed or not, it is shown.
+            assert_eq!(Summary::of(&w).bot_id.as_deref(), Some("b"));
+        }
+    }
+
+    #[test]
+    fn known_untyped_events_and_end_reasons() {
+        let w = Webhook::parse(
+            br#"{"event":"calendar.connection_error","data":{"calendar_id":"0c1d2e3f-aaaa","message":"token revoked"}}"#,
+        )
+        .unwrap();
+        assert!(!w.event.is_typed() && w.event.is_known());
+        assert_eq!(
+            Summary::of(&w).detail(),
+            "calendar 0c1d2e3f… · connection error · token revoked"
+        );
+        let w = Webhook::parse(br#"{"event":"calendar.brand_new","data":{}}"#).unwrap();
+        assert!(w.event.is_typed(), "other calendar.* events type as Calendar");
+        // An end reason in a field the model does not type is recognised, whatever the key.
+        let s = Summary::parse(
+            br#"{"event":"bot.status_change","data":{"bot_id":"b","status":{"code":"call_ended","created_at":"x","reason":"no_attendees"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.detail(), "bot b call_ended · ended: no attendees left");
+        let s = Summary::parse(
+            br#"{"event":"bot.status_change","data":{"bot_id":"b","status":{"code":"bot_removed","created_at":"x"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.detail(), "bot b bot_removed", "a status code is not an end reason");
     }
 
     #[test]

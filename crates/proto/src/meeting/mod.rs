@@ -12,9 +12,11 @@
 //! - `status`: `bot.status_change` data and [`StatusCode`] (v1 and v2).
 //! - `v1`, `v2`: the other events' data, per API generation.
 //! - `in_place`: the serde plumbing that reads those structs without buffering.
+//! - `codes`: error codes, providers, recording end reasons, known-but-untyped events.
 //! - `time`: pre-signed URL expiry.
 //! - `display`: [`Summary`] and its one-line text, shared by the cli and the browser inspector.
 
+mod codes;
 mod display;
 mod in_place;
 mod status;
@@ -23,12 +25,15 @@ mod v1;
 mod v2;
 mod webhook;
 
+pub use codes::{
+    error_code_meaning, is_known_provider, EndReason, KNOWN_UNTYPED_EVENTS, TRANSCRIPTION_PROVIDERS,
+};
 pub use display::Summary;
 pub use status::{BotStatus, StatusChange, StatusCode};
 pub use time::presigned_url_expiry;
 pub use v1::{CalendarSync, Complete, Failed, TranscriptSegment, TranscriptionComplete, Word};
 pub use v2::{BotCompleted, BotFailed, CalendarChange, ChatMessage, Participant};
-pub use webhook::{ApiVersion, MeetingEvent, Webhook};
+pub use webhook::{ApiVersion, Artifact, MeetingEvent, Webhook};
 
 /// A field that may be absent (`None`), present and null (`Some(None)`) or set (`Some(Some(v))`).
 pub type Nullable<T> = Option<Option<T>>;

@@ -63,6 +63,9 @@ status_codes! {
     Transcribing = "transcribing", "v2: the recording is being transcribed.";
     Completed = "completed", "v2: everything is done.";
     Failed = "failed", "v2: the bot failed.";
+    AwaitingReconciliation = "awaiting_reconciliation", "v2 (SDK 6.2.0): the platform reconciles the bot's end state.";
+    TranscriptionFailed = "transcription_failed", "v2 (SDK 6.2.0): transcription failed.";
+    Retrying = "retrying", "v2 (SDK 6.2.1): joining failed, another attempt follows (`attempt`/`max`); not terminal.";
 }
 
 impl From<StatusCode> for String {
@@ -97,12 +100,18 @@ pub struct BotStatus {
     /// Error kind (`meeting_error`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_type: Option<String>,
+    /// `retrying`: which attempt follows, 1-based (SDK 6.2.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// `retrying`: how many attempts there are in all (e.g. 5 for Zoom).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
     /// Fields this model does not know, kept as-is.
     #[serde(flatten)]
     pub unknown: Map<String, Value>,
 }
 
-read_in_place!(BotStatus, required: [code], plain: [created_at, start_time, error_type], present: [error_message]);
+read_in_place!(BotStatus, required: [code], plain: [created_at, start_time, error_type, attempt, max], present: [error_message]);
 
 /// `bot.status_change` data (v1 and v2).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -132,6 +141,10 @@ mod tests {
             "in_call_recording",
             "meeting_error",
             "in_waiting_for_host",
+            "pickup_delayed",
+            "awaiting_reconciliation",
+            "transcription_failed",
+            "retrying",
         ] {
             let code = StatusCode::from(c.to_string());
             assert!(!matches!(code, StatusCode::Other(_)), "{c}");

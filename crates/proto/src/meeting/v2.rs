@@ -119,9 +119,9 @@ pub struct ChatMessage {
     /// Sender's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sender_name: Option<String>,
-    /// Sender's platform id, or null.
+    /// The sender's sequential participant id (a number), or null.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sender_id: Nullable<Value>,
+    pub sender_id: Nullable<Number>,
     /// The message.
     pub text: String,
     /// When it was sent (ISO-8601).

@@ -70,7 +70,8 @@ impl MeetingEvent {
                 | "bot.completed"
                 | "bot.failed"
                 | "bot.chat_message"
-        ) || event.starts_with("calendar.");
+        ) || (event.starts_with("calendar.")
+            && !super::KNOWN_UNTYPED_EVENTS.contains(&event.as_str()));
         if let (true, Some(d)) = (known, &data) {
             if let Ok(typed) = TypedData(&event).deserialize(d) {
                 return typed;
@@ -109,10 +110,26 @@ impl MeetingEvent {
         }
     }
 
+    /// Whether the platform documents this event (typed or in [`super::KNOWN_UNTYPED_EVENTS`]).
+    pub fn is_known(&self) -> bool {
+        self.is_typed() || super::KNOWN_UNTYPED_EVENTS.contains(&self.name())
+    }
+
     /// Whether the data was typed (not [`MeetingEvent::Other`]).
     pub fn is_typed(&self) -> bool {
         !matches!(self, MeetingEvent::Other { .. })
     }
+}
+
+/// One artifact link of a final event ([`Webhook::artifacts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Artifact<'a> {
+    /// Its name in files and in `/artifacts/{seq}/{name}` (`video`, `diarization`, …).
+    pub name: &'static str,
+    /// The key under `data` that holds it (`mp4` for a v1 video).
+    pub field: &'static str,
+    /// The link as sent.
+    pub url: &'a str,
 }
 
 /// One Meeting BaaS webhook body, typed: `{"event", "data", "extra"?}`.
@@ -128,31 +145,44 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// The recording URLs a final event carries, each with its kind: v1 `complete` → `video`
-    /// (its `mp4`) and `audio` when present, v2 `bot.completed` → `video`, `audio`.
-    pub fn recording_urls(&self) -> Vec<(&'static str, &str)> {
+    /// The artifact links a final event carries, each optional: v1 `complete` → `video` (its
+    /// `mp4`) and `audio`; v2 `bot.completed` → `video`, `audio`, `diarization`,
+    /// `raw_transcription`, `transcription`. Only `http(s)` links are returned.
+    pub fn artifacts(&self) -> Vec<Artifact<'_>> {
+        fn push<'a>(out: &mut Vec<Artifact<'a>>, name: &'static str, field: &'static str, url: Option<&'a str>) {
+            if let Some(url) = url.filter(|u| u.starts_with("http://") || u.starts_with("https://")) {
+                out.push(Artifact { name, field, url });
+            }
+        }
         let mut out = Vec::new();
         match &self.event {
             MeetingEvent::Complete(c) => {
-                if let Some(u) = c.mp4.as_deref().filter(|u| !u.is_empty()) {
-                    out.push(("video", u));
-                }
-                if let Some(u) = c.audio.as_deref().filter(|u| !u.is_empty()) {
-                    out.push(("audio", u));
-                }
+                push(&mut out, "video", "mp4", c.mp4.as_deref());
+                push(&mut out, "audio", "audio", c.audio.as_deref());
             }
             MeetingEvent::BotCompleted(c) => {
-                if let Some(Some(u)) = &c.video {
-                    out.push(("video", u.as_str()));
-                }
-                if let Some(Some(u)) = &c.audio {
-                    out.push(("audio", u.as_str()));
+                for (field, v) in [
+                    ("video", &c.video),
+                    ("audio", &c.audio),
+                    ("diarization", &c.diarization),
+                    ("raw_transcription", &c.raw_transcription),
+                    ("transcription", &c.transcription),
+                ] {
+                    push(&mut out, field, field, v.as_ref().and_then(|v| v.as_deref()));
                 }
             }
             _ => {}
         }
-        out.retain(|(_, u)| u.starts_with("http://") || u.starts_with("https://"));
         out
+    }
+
+    /// The recording links (`video`, `audio`) of [`Webhook::artifacts`], each with its name.
+    pub fn recording_urls(&self) -> Vec<(&'static str, &str)> {
+        self.artifacts()
+            .into_iter()
+            .filter(|a| matches!(a.name, "video" | "audio"))
+            .map(|a| (a.name, a.url))
+            .collect()
     }
 
     /// Parses a body; `None` when it is not JSON or has no string `event`.
@@ -263,10 +293,12 @@ impl<'de> de::DeserializeSeed<'de> for TypedData<'_> {
             "bot.completed" => MeetingEvent::BotCompleted(Deserialize::deserialize(d)?),
             "bot.failed" => MeetingEvent::BotFailed(Deserialize::deserialize(d)?),
             "bot.chat_message" => MeetingEvent::ChatMessage(Deserialize::deserialize(d)?),
-            e if e.starts_with("calendar.") => MeetingEvent::Calendar {
+            e if e.starts_with("calendar.") && !super::KNOWN_UNTYPED_EVENTS.contains(&e) => {
+                MeetingEvent::Calendar {
                 event: e.to_string(),
-                data: Deserialize::deserialize(d)?,
-            },
+                    data: Deserialize::deserialize(d)?,
+                }
+            }
             e => MeetingEvent::Other {
                 event: e.to_string(),
                 data: Some(Value::deserialize(d)?),
