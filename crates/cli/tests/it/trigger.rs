@@ -263,6 +263,15 @@ async fn every_scenario_ends_right_and_every_body_types() {
         ("calendar-sync", "calendar.sync_events", None),
         ("v2-meeting-success", "bot.completed", None),
         ("v2-bot-failed", "bot.failed", Some("BOT_NOT_ACCEPTED")),
+        ("cannot-join-meeting", "failed", Some("CannotJoinMeeting")),
+        ("v2-retrying-then-success", "bot.completed", None),
+        (
+            "v2-retries-exhausted",
+            "bot.failed",
+            Some("CANNOT_JOIN_MEETING"),
+        ),
+        ("v2-calendar", "calendar.event_cancelled", None),
+        ("v2-callback-completed", "bot.completed", None),
     ];
     let list = meethook(&["trigger", "--list"]).await;
     let listed = text(&list.stdout);
@@ -319,6 +328,11 @@ async fn list_and_unknown_scenario() {
         "meeting-error",
         "v2-meeting-success",
         "v2-bot-failed",
+        "cannot-join-meeting",
+        "v2-retrying-then-success",
+        "v2-retries-exhausted",
+        "v2-calendar",
+        "v2-callback-completed",
     ] {
         let line = stdout
             .lines()
@@ -409,4 +423,40 @@ async fn a_relay_url_is_stored_not_delivered() {
         "{stdout}"
     );
     assert!(!stdout.contains("delivered"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_bot_callback_carries_x_mb_secret_and_no_svix_headers() {
+    let handler = TestHandler::start().await;
+    let out = meethook(&[
+        "trigger",
+        "v2-callback-completed",
+        "--to",
+        &handler.url("/cb"),
+        "--callback-secret",
+        "mb-raw-secret-1",
+    ])
+    .await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let got = handler.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].header("x-mb-secret").as_deref(),
+        Some("mb-raw-secret-1")
+    );
+    assert_eq!(got[0].header("svix-id"), None);
+    assert_eq!(got[0].header("svix-signature"), None);
+    assert_eq!(typed(&got[0]).event.name(), "bot.completed");
+    // Without --callback-secret a random one is sent and printed.
+    let handler = TestHandler::start().await;
+    let out = meethook(&[
+        "trigger",
+        "v2-callback-completed",
+        "--to",
+        &handler.url("/cb"),
+    ])
+    .await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let sent = handler.received()[0].header("x-mb-secret").unwrap();
+    assert!(text(&out.stdout).contains(&format!("x-mb-secret: {sent}")));
 }

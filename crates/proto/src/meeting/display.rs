@@ -178,7 +178,12 @@ impl Summary {
                     if let Some(id) = get(&["calendar_id"]) {
                         s.label = Some(format!("calendar {}", short_id(&id)));
                     }
-                    let what = s.event.rsplit('.').next().unwrap_or_default().replace('_', " ");
+                    let what = s
+                        .event
+                        .rsplit('.')
+                        .next()
+                        .unwrap_or_default()
+                        .replace('_', " ");
                     s.facts.push(what);
                     if let Some(m) = get(&["message"]).or_else(|| get(&["error_message"])) {
                         s.facts.push(clip(&m, 80));
@@ -187,8 +192,9 @@ impl Summary {
             }
         }
         let untyped = match &w.event {
-            MeetingEvent::StatusChange(d) => EndReason::find(&d.status.unknown)
-                .or_else(|| EndReason::find(&d.unknown)),
+            MeetingEvent::StatusChange(d) => {
+                EndReason::find(&d.status.unknown).or_else(|| EndReason::find(&d.unknown))
+            }
             MeetingEvent::Complete(d) => EndReason::find(&d.unknown),
             MeetingEvent::Failed(d) => EndReason::find(&d.unknown),
             MeetingEvent::BotCompleted(d) => EndReason::find(&d.unknown),
@@ -379,7 +385,11 @@ mod tests {
         .unwrap();
         assert_eq!(s.code.as_deref(), Some("retrying"));
         assert_eq!(s.detail(), "bot b retrying 2/5");
-        for code in ["pickup_delayed", "awaiting_reconciliation", "transcription_failed"] {
+        for code in [
+            "pickup_delayed",
+            "awaiting_reconciliation",
+            "transcription_failed",
+        ] {
             let body = format!(
                 r#"{{"event":"bot.status_change","data":{{"bot_id":"b","event_id":null,"status":{{"code":"{code}","created_at":"x"}}}},"extra":null}}"#
             );
@@ -387,18 +397,27 @@ mod tests {
             let MeetingEvent::StatusChange(sc) = &w.event else {
                 panic!("{code}")
             };
-            assert!(!matches!(sc.status.code, crate::meeting::StatusCode::Other(_)), "{code}");
+            assert!(
+                !matches!(sc.status.code, crate::meeting::StatusCode::Other(_)),
+                "{code}"
+            );
         }
         let s = Summary::parse(
             br#"{"event":"bot.failed","data":{"bot_id":"b","event_id":null,"error_code":"MEET_LOGIN_REQUIRED","sent_at":"x"},"extra":null}"#,
         )
         .unwrap();
-        assert_eq!(s.detail(), "bot b failed MEET_LOGIN_REQUIRED · Meet requires a signed-in bot");
+        assert_eq!(
+            s.detail(),
+            "bot b failed MEET_LOGIN_REQUIRED · Meet requires a signed-in bot"
+        );
         let s = Summary::parse(
             br#"{"event":"bot.completed","data":{"bot_id":"b","event_id":null,"speakers":[],"transcription_provider":"deepgram"},"extra":null}"#,
         )
         .unwrap();
-        assert_eq!(s.detail(), "bot b completed · 0 speakers · transcribed by deepgram");
+        assert_eq!(
+            s.detail(),
+            "bot b completed · 0 speakers · transcribed by deepgram"
+        );
     }
 
     #[test]
@@ -426,7 +445,10 @@ mod tests {
             "calendar 0c1d2e3f… · connection error · token revoked"
         );
         let w = Webhook::parse(br#"{"event":"calendar.brand_new","data":{}}"#).unwrap();
-        assert!(w.event.is_typed(), "other calendar.* events type as Calendar");
+        assert!(
+            w.event.is_typed(),
+            "other calendar.* events type as Calendar"
+        );
         // An end reason in a field the model does not type is recognised, whatever the key.
         let s = Summary::parse(
             br#"{"event":"bot.status_change","data":{"bot_id":"b","status":{"code":"call_ended","created_at":"x","reason":"no_attendees"}}}"#,
@@ -437,7 +459,11 @@ mod tests {
             br#"{"event":"bot.status_change","data":{"bot_id":"b","status":{"code":"bot_removed","created_at":"x"}}}"#,
         )
         .unwrap();
-        assert_eq!(s.detail(), "bot b bot_removed", "a status code is not an end reason");
+        assert_eq!(
+            s.detail(),
+            "bot b bot_removed",
+            "a status code is not an end reason"
+        );
     }
 
     #[test]

@@ -149,8 +149,14 @@ impl Webhook {
     /// `mp4`) and `audio`; v2 `bot.completed` → `video`, `audio`, `diarization`,
     /// `raw_transcription`, `transcription`. Only `http(s)` links are returned.
     pub fn artifacts(&self) -> Vec<Artifact<'_>> {
-        fn push<'a>(out: &mut Vec<Artifact<'a>>, name: &'static str, field: &'static str, url: Option<&'a str>) {
-            if let Some(url) = url.filter(|u| u.starts_with("http://") || u.starts_with("https://")) {
+        fn push<'a>(
+            out: &mut Vec<Artifact<'a>>,
+            name: &'static str,
+            field: &'static str,
+            url: Option<&'a str>,
+        ) {
+            if let Some(url) = url.filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            {
                 out.push(Artifact { name, field, url });
             }
         }
@@ -168,7 +174,12 @@ impl Webhook {
                     ("raw_transcription", &c.raw_transcription),
                     ("transcription", &c.transcription),
                 ] {
-                    push(&mut out, field, field, v.as_ref().and_then(|v| v.as_deref()));
+                    push(
+                        &mut out,
+                        field,
+                        field,
+                        v.as_ref().and_then(|v| v.as_deref()),
+                    );
                 }
             }
             _ => {}
@@ -295,7 +306,7 @@ impl<'de> de::DeserializeSeed<'de> for TypedData<'_> {
             "bot.chat_message" => MeetingEvent::ChatMessage(Deserialize::deserialize(d)?),
             e if e.starts_with("calendar.") && !super::KNOWN_UNTYPED_EVENTS.contains(&e) => {
                 MeetingEvent::Calendar {
-                event: e.to_string(),
+                    event: e.to_string(),
                     data: Deserialize::deserialize(d)?,
                 }
             }

@@ -38,12 +38,15 @@ mod scenarios;
 mod template;
 
 use body::{parse_override, prepare, Override};
-use scenarios::{load, Api, SCENARIOS};
+use scenarios::{load, Api, Delivery, SCENARIOS};
 
 /// `User-Agent` of v1 events (the bot's own).
 const V1_USER_AGENT: &str = "meetingbaas/1.0";
 /// `User-Agent` of v2 events (Svix delivers them).
 const V2_USER_AGENT: &str = "Svix-Webhooks/1.0 (meethook trigger)";
+
+/// `User-Agent` of per-bot callbacks (sent by the platform itself, not Svix).
+const CALLBACK_USER_AGENT: &str = "meetingbaas-callback/1.0 (meethook trigger)";
 
 /// `meethook trigger` arguments.
 #[derive(clap::Args, Debug)]
@@ -55,11 +58,15 @@ const V2_USER_AGENT: &str = "Svix-Webhooks/1.0 (meethook trigger)";
       --override data.status.error_message='\"tab crashed\"' --pace realtime")]
 pub struct Args {
     /// Scenario to send (`--list` describes them).
-    #[arg(value_name = "SCENARIO", value_parser = scenario_names(), required_unless_present = "list")]
+    #[arg(value_name = "SCENARIO", value_parser = scenario_names(), required_unless_present_any = ["list", "emit_dir"])]
     scenario: Option<String>,
     /// Where to POST the events: a relay webhook URL or your handler.
-    #[arg(long, value_name = "URL", required_unless_present = "list")]
+    #[arg(long, value_name = "URL", required_unless_present_any = ["list", "emit_dir"])]
     to: Option<String>,
+    /// Write the bodies instead of sending them: `DIR/{api}-{scenario}-{NN}.json`, for SCENARIO
+    /// or, without one, every scenario (what scripts/test-sdk-types checks against the SDK).
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with_all = ["to", "list"])]
+    emit_dir: Option<std::path::PathBuf>,
     /// List the scenarios with a one-line description, and exit.
     #[arg(long, exclusive = true)]
     list: bool,
@@ -72,6 +79,9 @@ pub struct Args {
     /// v2: sign each event with this `whsec_…` secret (svix-id, svix-timestamp, svix-signature).
     #[arg(long, value_name = "SECRET", hide_env_values = true)]
     signing_secret: Option<String>,
+    /// Per-bot callback scenarios: send this as `x-mb-secret` (default: a random one, printed).
+    #[arg(long, value_name = "SECRET", hide_env_values = true)]
+    callback_secret: Option<String>,
     /// `fast` sends back to back; `realtime` waits each step's delay, like a real bot.
     #[arg(long, value_enum, default_value_t = Pace::Fast)]
     pace: Pace,
@@ -129,10 +139,40 @@ fn print_list() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--emit-dir`: writes the bodies of one or every scenario, rendered as if sent now.
+fn emit(dir: &std::path::Path, only: Option<&str>, bot_id: Option<&str>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow!("cannot create --emit-dir {}: {e}", dir.display()))?;
+    let bot_id = bot_id
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut files = 0;
+    for (name, _) in SCENARIOS
+        .iter()
+        .filter(|(n, _)| only.is_none_or(|o| o == *n))
+    {
+        let scenario = load(name)?;
+        let api = if scenario.api == Api::V1 { "v1" } else { "v2" };
+        let total_ms: u64 = scenario.steps.iter().map(|s| s.delay_ms).sum();
+        let (events, _) = prepare(scenario, &bot_id, now_ms() - total_ms as i64, &[], None)?;
+        for (i, ev) in events.iter().enumerate() {
+            let path = dir.join(format!("{api}-{name}-{:02}.json", i + 1));
+            std::fs::write(&path, &ev.body)
+                .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+            files += 1;
+        }
+    }
+    println!("wrote {files} bodies to {}", dir.display());
+    Ok(())
+}
+
 /// Runs `meethook trigger`.
 pub async fn run(mut args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     if args.list {
         return print_list();
+    }
+    if let Some(dir) = &args.emit_dir {
+        return emit(dir, args.scenario.as_deref(), args.bot_id.as_deref());
     }
     let (Some(name), Some(to)) = (args.scenario.as_deref(), args.to.as_deref()) else {
         bail!("give a SCENARIO and --to URL, or --list");
@@ -142,7 +182,19 @@ pub async fn run(mut args: Args, shutdown: CancellationToken) -> anyhow::Result<
     }
     let scenario = load(name)?;
     let api = scenario.api;
-    if let Some(secret) = &args.signing_secret {
+    let callback_secret = (scenario.delivery == Delivery::Callback).then(|| {
+        args.callback_secret.clone().unwrap_or_else(|| {
+            use rand::distr::{Alphanumeric, SampleString};
+            let s = Alphanumeric.sample_string(&mut rand::rng(), 32);
+            println!("x-mb-secret: {s}  (pass --callback-secret to choose it)");
+            s
+        })
+    });
+    if callback_secret.is_some() {
+        if args.signing_secret.is_some() {
+            eprintln!("note: `{name}` is a per-bot callback: it carries x-mb-secret, not a Svix signature");
+        }
+    } else if let Some(secret) = &args.signing_secret {
         args.signing_secret = Some(super::signing_secret("--signing-secret", secret)?);
         if api == Api::V1 {
             eprintln!(
@@ -216,6 +268,12 @@ pub async fn run(mut args: Args, shutdown: CancellationToken) -> anyhow::Result<
                 headers.push(("user-agent".into(), V1_USER_AGENT.into()));
                 if let Some(k) = &args.api_key {
                     headers.push(("x-meeting-baas-api-key".into(), k.clone()));
+                }
+            }
+            Api::V2 if callback_secret.is_some() => {
+                headers.push(("user-agent".into(), CALLBACK_USER_AGENT.into()));
+                if let Some(secret) = &callback_secret {
+                    headers.push(("x-mb-secret".into(), secret.clone()));
                 }
             }
             Api::V2 => {
@@ -403,6 +461,146 @@ mod tests {
             panic!()
         };
         assert_eq!(f.error_code, "BOT_NOT_ACCEPTED");
+    }
+
+    fn retries(ws: &[Webhook]) -> Vec<(u32, u32)> {
+        ws.iter()
+            .filter_map(|w| match &w.event {
+                MeetingEvent::StatusChange(s) if s.status.code.as_str() == "retrying" => {
+                    Some((s.status.attempt?, s.status.max?))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_scenarios_tell_their_story() {
+        let ws = webhooks("v2-retrying-then-success");
+        assert_eq!(retries(&ws), [(1, 3), (2, 3)]);
+        assert!(matches!(
+            ws.last().unwrap().event,
+            MeetingEvent::BotCompleted(_)
+        ));
+        let lines: Vec<String> = ws.iter().map(|w| Summary::of(w).detail()).collect();
+        assert!(
+            lines.iter().any(|l| l.ends_with("retrying 2/3")),
+            "{lines:?}"
+        );
+        let ws = webhooks("v2-retries-exhausted");
+        assert_eq!(retries(&ws), [(1, 3), (2, 3), (3, 3)]);
+        let MeetingEvent::BotFailed(f) = &ws.last().unwrap().event else {
+            panic!()
+        };
+        assert_eq!(f.error_code, "CANNOT_JOIN_MEETING");
+        let names: Vec<String> = webhooks("v2-calendar")
+            .iter()
+            .map(|w| w.event.name().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "calendar.connection_created",
+                "calendar.events_synced",
+                "calendar.event_created",
+                "calendar.event_updated",
+                "calendar.event_cancelled"
+            ]
+        );
+        assert_eq!(
+            load("v2-callback-completed").unwrap().delivery,
+            Delivery::Callback
+        );
+        let ws = webhooks("cannot-join-meeting");
+        let MeetingEvent::Failed(f) = &ws.last().unwrap().event else {
+            panic!()
+        };
+        assert_eq!(f.error, "CannotJoinMeeting");
+    }
+
+    /// Events later than SDK 6.0.5 (which `scripts/test-sdk-types` cannot check with tsc),
+    /// held against the field lists in the Meeting BaaS notes: `bot.chat_message` (6.1.0) and
+    /// the `retrying` status (6.2.1). Plus the rule for every v2 body: an optional field is
+    /// absent, never null.
+    #[test]
+    fn v2_bodies_match_the_field_lists_of_later_sdks() {
+        use serde_json::Value;
+        fn keys(v: &Value) -> Vec<&str> {
+            let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            k.sort_unstable();
+            k
+        }
+        fn no_null_optionals(v: &Value, at: &str) {
+            match v {
+                Value::Object(m) => {
+                    for (k, x) in m {
+                        // Optional in the SDK: absent, never null.
+                        let optional = matches!(
+                            k.as_str(),
+                            "display_name"
+                                | "profile_picture"
+                                | "start_time"
+                                | "error_message"
+                                | "attempt"
+                                | "max"
+                        );
+                        assert!(!(optional && x.is_null()), "{at}.{k} is null");
+                        no_null_optionals(x, k);
+                    }
+                }
+                Value::Array(xs) => xs.iter().for_each(|x| no_null_optionals(x, at)),
+                _ => {}
+            }
+        }
+        let (mut chats, mut retrying) = (0, 0);
+        for (name, _) in SCENARIOS {
+            if s_api(name) != Api::V2 {
+                continue;
+            }
+            let (events, _) = prepare(load(name).unwrap(), BOT, now_ms(), &[], None).unwrap();
+            for e in &events {
+                let v: Value = serde_json::from_slice(&e.body).unwrap();
+                no_null_optionals(&v, "");
+                let data = &v["data"];
+                match v["event"].as_str().unwrap() {
+                    "bot.chat_message" => {
+                        chats += 1;
+                        assert_eq!(keys(&v), ["data", "event", "extra"], "{name}");
+                        assert_eq!(
+                            keys(data),
+                            [
+                                "bot_id",
+                                "event_id",
+                                "message_id",
+                                "sender_id",
+                                "sender_name",
+                                "sent_at",
+                                "text"
+                            ],
+                            "{name}"
+                        );
+                        assert!(
+                            data["sender_id"].is_u64() || data["sender_id"].is_null(),
+                            "{name}"
+                        );
+                        assert!(data["event_id"].is_string() || data["event_id"].is_null());
+                    }
+                    "bot.status_change" if data["status"]["code"] == "retrying" => {
+                        retrying += 1;
+                        let st = &data["status"];
+                        assert_eq!(keys(st), ["attempt", "code", "created_at", "max"], "{name}");
+                        let (a, m) = (st["attempt"].as_u64().unwrap(), st["max"].as_u64().unwrap());
+                        assert!(a >= 1 && a <= m, "{name}: attempt {a} of {m}");
+                    }
+                    "bot.completed" => {
+                        let p = data["transcription_provider"].as_str().unwrap();
+                        assert!(meethook_proto::meeting::is_known_provider(p), "{name}: {p}");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(chats >= 1 && retrying >= 5, "the later events are covered");
     }
 
     #[test]

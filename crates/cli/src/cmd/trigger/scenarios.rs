@@ -31,6 +31,10 @@ pub(super) const SCENARIOS: &[(&str, &str)] = &[
         include_str!("../../../scenarios/meeting-error.json"),
     ),
     (
+        "cannot-join-meeting",
+        include_str!("../../../scenarios/cannot-join-meeting.json"),
+    ),
+    (
         "calendar-sync",
         include_str!("../../../scenarios/calendar-sync.json"),
     ),
@@ -42,6 +46,22 @@ pub(super) const SCENARIOS: &[(&str, &str)] = &[
         "v2-bot-failed",
         include_str!("../../../scenarios/v2-bot-failed.json"),
     ),
+    (
+        "v2-retrying-then-success",
+        include_str!("../../../scenarios/v2-retrying-then-success.json"),
+    ),
+    (
+        "v2-retries-exhausted",
+        include_str!("../../../scenarios/v2-retries-exhausted.json"),
+    ),
+    (
+        "v2-calendar",
+        include_str!("../../../scenarios/v2-calendar.json"),
+    ),
+    (
+        "v2-callback-completed",
+        include_str!("../../../scenarios/v2-callback-completed.json"),
+    ),
 ];
 
 /// API generation of a scenario: decides the headers.
@@ -52,12 +72,25 @@ pub(super) enum Api {
     V2,
 }
 
+/// How v2 events reach the receiver: decides the v2 headers.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Delivery {
+    /// Account webhooks through Svix (`svix-*` headers).
+    #[default]
+    Webhook,
+    /// A per-bot callback: the raw secret in `x-mb-secret`.
+    Callback,
+}
+
 /// One scenario file.
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Scenario {
     pub(super) description: String,
     pub(super) api: Api,
+    #[serde(default)]
+    pub(super) delivery: Delivery,
     pub(super) steps: Vec<Step>,
 }
 
