@@ -101,6 +101,9 @@ pub(crate) struct ConnSettings {
     pub ca_cert: Option<PathBuf>,
     /// `--events` / `--bot`: filtered events get no early hand-off and no recording.
     pub filter: Filter,
+    /// `--dedupe`: delivery reads whether an event is a repeat from the journal, so no
+    /// event is handed over before its insert committed.
+    pub dedupe: bool,
 }
 
 /// Runs connections until `stop` is cancelled or a fatal error.
@@ -571,7 +574,7 @@ async fn journal_batch(
     let total: usize = batch.iter().map(|e| e.body.len()).sum();
     let parsed: Option<Vec<Option<Summary>>> =
         (total < BODY_FILE_MIN).then(|| batch.iter().map(|e| Summary::parse(&e.body)).collect());
-    let early = !cfg.filter.is_active() && !journal.failing();
+    let early = !cfg.filter.is_active() && !cfg.dedupe && !journal.failing();
     let (journaled_tx, journaled_rx) = watch::channel(None);
     let mut handed = false;
     if early {
@@ -595,7 +598,11 @@ async fn journal_batch(
         let summaries = j.insert_then(&ch, &batch, parsed, now_ms(), || {
             let _ = locked_tx.send(());
         })?;
-        Ok::<_, JournalError>((batch, summaries))
+        let repeats = match (batch.first(), batch.last()) {
+            (Some(first), Some(last)) => j.duplicates(&ch, first.seq..=last.seq)?,
+            _ => Vec::new(),
+        };
+        Ok::<_, JournalError>((batch, summaries, repeats))
     });
     if let Some(events) = handing_big {
         if locked_rx.await.is_ok() {
@@ -616,7 +623,7 @@ async fn journal_batch(
     };
     // A big batch was handed over unparsed: its summaries go with the news.
     journaled_tx.send_replace(Some(match &journaled {
-        Ok((batch, summaries)) if big => Insert::Committed(Arc::new(
+        Ok((batch, summaries, _)) if big => Insert::Committed(Arc::new(
             batch
                 .iter()
                 .map(|e| e.seq)
@@ -627,7 +634,10 @@ async fn journal_batch(
         Err(_) => Insert::Failed,
     }));
     match journaled {
-        Ok((batch, summaries)) => {
+        Ok((batch, summaries, repeats)) => {
+            for (seq, of) in repeats {
+                observers.emit(DaemonEvent::Duplicate { seq, of });
+            }
             // Recordings expire: start downloading as soon as the event is safe in the journal.
             if let Some(r) = recorder {
                 for (ev, s) in batch.iter().zip(&summaries) {

@@ -95,6 +95,9 @@ pub struct DaemonConfig {
     pub max_recording_size: u64,
     /// Settled events older than this leave the journal (zero: kept forever).
     pub retention: Duration,
+    /// `--dedupe`: an event repeating one received at most this long before it is journaled
+    /// and acknowledged but not forwarded (`None`: every event is forwarded).
+    pub dedupe: Option<Duration>,
 }
 
 impl DaemonConfig {
@@ -123,6 +126,7 @@ impl DaemonConfig {
             save_recordings: None,
             max_recording_size: 4 << 30,
             retention: Duration::from_secs(7 * 86_400),
+            dedupe: None,
         }
     }
 
@@ -139,12 +143,14 @@ impl DaemonConfig {
             liveness_timeout: self.liveness_timeout,
             ca_cert: self.ca_cert.clone(),
             filter: self.filter.clone(),
+            dedupe: self.dedupe.is_some(),
         };
         let delivery = DeliverySettings {
             channel: self.channel.clone(),
             max_attempts: self.max_attempts,
             backoff: self.backoff,
             filter: self.filter.clone(),
+            dedupe: self.dedupe,
         };
         (conn, delivery)
     }

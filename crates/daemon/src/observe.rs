@@ -113,6 +113,11 @@ pub enum SkipReason {
     Filtered,
     /// `meethook events skip SEQ`.
     User,
+    /// `listen --dedupe`: it repeats event `of`.
+    Duplicate {
+        /// The event it repeats.
+        of: u64,
+    },
 }
 
 /// One thing the daemon did or saw.
@@ -156,6 +161,13 @@ pub enum DaemonEvent {
         received_at_ms: i64,
         /// Its summary, when it was parsed on arrival (small bodies).
         summary: Option<Summary>,
+    },
+    /// A journaled event repeats an earlier one (same `svix-id`, or the same unsigned body).
+    Duplicate {
+        /// Its seq.
+        seq: u64,
+        /// The seq of the event it repeats.
+        of: u64,
     },
     /// An attempt to the handler begins.
     AttemptStarted {

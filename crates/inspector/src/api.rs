@@ -51,6 +51,8 @@ pub struct Item {
     pub last_status: Option<u16>,
     /// The last attempt's time to answer, in ms (tenths kept).
     pub latency_ms: Option<f64>,
+    /// The earlier event this one repeats (same svix-id, or same unsigned body).
+    pub duplicate_of: Option<u64>,
 }
 
 /// The state shown for a journal state: `retrying` for a pending event with attempts.
@@ -83,11 +85,16 @@ impl Item {
                 .and_then(|m| m.bot_id.clone())
                 .or_else(|| s.bot_id.clone()),
             code: summary.as_ref().and_then(|m| m.code.clone()),
-            summary: summary.map(|m| m.detail()).unwrap_or_default(),
+            summary: match (s.duplicate_of, summary.map(|m| m.detail())) {
+                (Some(of), Some(d)) => format!("duplicate of #{of} · {d}"),
+                (Some(of), None) => format!("duplicate of #{of}"),
+                (None, d) => d.unwrap_or_default(),
+            },
             state: state_name(s.state, s.attempts).to_string(),
             attempts: s.attempts,
             last_status: s.last_status,
             latency_ms: latency.map(ms),
+            duplicate_of: s.duplicate_of,
         }
     }
 }

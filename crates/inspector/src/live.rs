@@ -95,6 +95,7 @@ impl Change {
             attempts: 0,
             last_status: None,
             latency_ms: None,
+            duplicate_of: None,
         })
     }
 

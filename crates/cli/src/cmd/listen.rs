@@ -69,6 +69,11 @@ pub struct DeliveryArgs {
     /// start and hourly; 0 = forever). Pending and pinned (`meethook events pin`) events stay.
     #[arg(long, value_name = "DUR", default_value = "7d", value_parser = super::duration)]
     pub retention: Duration,
+    /// Journal and acknowledge, but do not forward, an event repeating one received at most
+    /// DUR before (same svix-id, or the same unsigned body): Svix retries and resend-webhook
+    /// produce such repeats. Off by default: every event is forwarded, repeats marked.
+    #[arg(long, value_name = "DUR", value_parser = super::duration)]
+    pub dedupe: Option<Duration>,
     #[command(flatten)]
     pub inspect: super::inspect::InspectArgs,
 }
@@ -85,6 +90,7 @@ impl DeliveryArgs {
         cfg.save_recordings = self.save_recordings.clone();
         cfg.max_recording_size = self.max_recording_size as u64;
         cfg.retention = self.retention;
+        cfg.dedupe = self.dedupe;
         cfg.backoff = Backoff {
             initial: Backoff::default().initial.min(self.max_backoff),
             max: self.max_backoff,

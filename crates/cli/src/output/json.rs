@@ -44,12 +44,19 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<String> {
             let mut l = EventLine::new(&time, "skipped", event, source, "skipped");
             match reason {
                 SkipReason::Filtered => l.reason = Some("filtered"),
+                SkipReason::Duplicate { of } => {
+                    l.reason = Some("duplicate");
+                    l.duplicate_of = Some(*of);
+                }
                 SkipReason::User => {
                     l.reason = Some("user");
                     l.attempt = Some(*attempts);
                 }
             }
             return Some(serde_json::to_string(&l).expect("a JSON line"));
+        }
+        DaemonEvent::Duplicate { seq, of } => {
+            json!({"time": time, "kind": "duplicate", "seq": seq, "duplicate_of": of})
         }
         DaemonEvent::RecordingSaved {
             seq,
@@ -138,6 +145,9 @@ struct EventLine<'a> {
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt: Option<u32>,
+    /// A `--dedupe` skip: the event it repeats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate_of: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<Option<u16>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,6 +188,7 @@ impl<'a> EventLine<'a> {
             result,
             reason: None,
             attempt: None,
+            duplicate_of: None,
             status: None,
             error: None,
             latency_ms: None,

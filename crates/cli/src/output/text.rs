@@ -55,6 +55,9 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<Text> {
             let what = match (reason, attempts) {
                 (SkipReason::Filtered, _) => "→ skipped (filtered out)".to_string(),
                 (SkipReason::User, 0) => "→ skipped by the user (meethook events skip)".into(),
+                (SkipReason::Duplicate { of }, _) => {
+                    format!("→ not forwarded: duplicate of #{of} (--dedupe)")
+                }
                 (SkipReason::User, n) => format!(
                     "→ skipped by the user (meethook events skip) after {n} attempt{}",
                     if *n == 1 { "" } else { "s" }
@@ -62,6 +65,7 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<Text> {
             };
             event_line(&now, event, &what)
         }
+        DaemonEvent::Duplicate { seq, of } => format!("{now}  #{seq:<5} duplicate of #{of}"),
         DaemonEvent::RecordingSaved {
             seq, path, bytes, ..
         } => format!(

@@ -1378,3 +1378,113 @@ async fn a_give_up_is_one_line() {
     );
     relay.stop().await;
 }
+
+/// Meeting BaaS delivers at least once: the same signed `bot.completed` arrives twice (a Svix
+/// retry after a timeout). Every copy is journaled; the repeat is marked `duplicate of #1` in
+/// the live line and `events list`; `--dedupe` acknowledges it without forwarding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_signed_event_is_marked_and_dedupe_holds_it_back() {
+    let relay = TestRelay::start().await;
+    let ts = now_secs().to_string();
+    let body = format!(
+        r#"{{"event":"bot.completed","data":{{"bot_id":"{BOT_A}","event_id":null}},"extra":null}}"#
+    );
+    let sig = format!(
+        "v1,{}",
+        sign(SENDER_SECRET, "msg_2Jk5", &ts, body.as_bytes())
+    );
+    let other = body.replace("bot.completed", "bot.failed");
+    let sig2 = format!(
+        "v1,{}",
+        sign(SENDER_SECRET, "msg_9Zz1", &ts, other.as_bytes())
+    );
+    for dedupe in [false, true] {
+        let (ch, token) = relay.channel(None).await;
+        let first = [
+            ("svix-id", "msg_2Jk5"),
+            ("svix-timestamp", ts.as_str()),
+            ("svix-signature", sig.as_str()),
+        ];
+        let second = [
+            ("svix-id", "msg_9Zz1"),
+            ("svix-timestamp", ts.as_str()),
+            ("svix-signature", sig2.as_str()),
+        ];
+        assert_eq!(
+            post(&relay.hook(&ch), &first, body.clone()).await.seq(),
+            Some(1)
+        );
+        assert_eq!(
+            post(&relay.hook(&ch), &first, body.clone()).await.seq(),
+            Some(2)
+        );
+        assert_eq!(
+            post(&relay.hook(&ch), &second, other.clone()).await.seq(),
+            Some(3)
+        );
+        let handler = TestHandler::start().await;
+        let data = tempdir();
+        let data = data.path().to_str().unwrap().to_string();
+        let extra: &[&str] = if dedupe { &["--dedupe", "1h"] } else { &[] };
+        let listen = Listen::start(&relay, &ch, &token, &handler.url("/h"), &data, extra);
+        listen
+            .wait_line("#2 marked as a duplicate", |l| {
+                is_about(l, 2) && l.ends_with("duplicate of #1")
+            })
+            .await;
+        if dedupe {
+            wait_states(&data, &[(1, "delivered"), (2, "skipped"), (3, "delivered")]).await;
+            let line = listen
+                .wait_line("#2 not forwarded", |l| {
+                    is_about(l, 2) && l.contains("not forwarded")
+                })
+                .await;
+            assert!(line.contains("duplicate of #1 (--dedupe)"), "{line}");
+            assert_eq!(
+                delivered_seqs(&handler),
+                [1, 3],
+                "the repeat never reached the handler"
+            );
+        } else {
+            wait_states(
+                &data,
+                &[(1, "delivered"), (2, "delivered"), (3, "delivered")],
+            )
+            .await;
+            assert_eq!(
+                delivered_seqs(&handler),
+                [1, 2, 3],
+                "without --dedupe every copy goes"
+            );
+            // Byte for byte the same as the first, signature included.
+            let got = handler.received();
+            assert_eq!(got[0].body, got[1].body);
+            assert_eq!(
+                got[0].header("svix-signature"),
+                got[1].header("svix-signature")
+            );
+        }
+        let (code, out, err) = meethook(&["events", "list", "--data", &data]).await;
+        assert_eq!(code, 0, "{err}");
+        let row = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("2 "))
+            .unwrap();
+        assert!(row.contains("duplicate of #1"), "{out}");
+        let row3 = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("3 "))
+            .unwrap();
+        assert!(
+            !row3.contains("duplicate"),
+            "a new svix-id is a new event: {out}"
+        );
+        let (_, out, _) = meethook(&["events", "list", "--data", &data, "--json"]).await;
+        let dups: Vec<Option<u64>> = json_lines(&out)
+            .iter()
+            .map(|l| l["duplicate_of"].as_u64())
+            .collect();
+        assert_eq!(dups, [None, Some(1), None]);
+    }
+    relay.stop().await;
+}

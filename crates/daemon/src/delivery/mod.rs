@@ -42,6 +42,8 @@ pub(crate) struct DeliverySettings {
     pub backoff: Backoff,
     /// `--events` / `--bot`.
     pub filter: Filter,
+    /// `--dedupe`: repeats of an event received at most this long before are not forwarded.
+    pub dedupe: Option<Duration>,
 }
 
 /// The delivery stage's ends: the handler, events in, control requests in, the delivered
@@ -223,7 +225,13 @@ async fn deliver(
             None => Summary::parse(&ev.body),
         };
         let skipped_by_user = !marks.is_empty() && marks.remove(&ev.seq);
-        if skipped_by_user || !settings.filter.wants(summary.as_ref()) {
+        let repeat = match settings.dedupe {
+            Some(window) => {
+                repeat_within(settler.journal, &settings.channel, ev.seq, window).await?
+            }
+            None => None,
+        };
+        if skipped_by_user || repeat.is_some() || !settings.filter.wants(summary.as_ref()) {
             // An early-handed event's outcome may only be recorded once it is journaled.
             if let Some(j) = journaled.take() {
                 if committed(j, ev.seq).await.is_none() {
@@ -237,6 +245,8 @@ async fn deliver(
             }
             let reason = if skipped_by_user {
                 SkipReason::User
+            } else if let Some(of) = repeat {
+                SkipReason::Duplicate { of }
             } else {
                 SkipReason::Filtered
             };
@@ -372,6 +382,18 @@ async fn deliver(
             return Ok(());
         }
     }
+}
+
+/// `--dedupe`: the event `seq` repeats, if it repeats one received at most `window` before.
+async fn repeat_within(
+    journal: &Journal,
+    channel: &str,
+    seq: u64,
+    window: Duration,
+) -> Result<Option<u64>, DaemonError> {
+    let ch = channel.to_string();
+    let found = blocking(journal, move |j| j.duplicate_of(&ch, seq)).await?;
+    Ok(found.and_then(|(of, after_ms)| (after_ms <= window.as_millis() as i64).then_some(of)))
 }
 
 /// Settles `event` as skipped, and says so. `Ok(false)` when stopped first.

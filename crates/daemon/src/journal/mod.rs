@@ -19,6 +19,7 @@
 //! - `fixtures.rs` (tests only): the events and attempts the tests share.
 
 mod checkpoint;
+mod duplicates;
 mod error;
 #[cfg(test)]
 mod fixtures;
@@ -40,6 +41,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::Connection;
 
 use checkpoint::Checkpoints;
+pub use duplicates::UNSIGNED_WINDOW_MS;
 pub use error::JournalError;
 pub use prune::Pruned;
 pub use query::{Query, Stored};

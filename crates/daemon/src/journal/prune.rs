@@ -57,7 +57,7 @@ impl Journal {
                     )?
                     .collect::<rusqlite::Result<_>>()?;
                 if !dry_run && !rows.is_empty() {
-                    for table in ["events", "bodies", "attempts", "recordings"] {
+                    for table in ["events", "bodies", "attempts", "recordings", "dedupe"] {
                         let mut st = tx.prepare_cached(&format!(
                             "DELETE FROM {table} WHERE channel = ?1 AND seq = ?2"
                         ))?;

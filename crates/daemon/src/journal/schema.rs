@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS events (
     bot_id TEXT,
     body_file INTEGER,
     pinned INTEGER NOT NULL DEFAULT 0,
+    duplicate_of INTEGER,
     PRIMARY KEY (channel, seq)
 );
 -- Bodies of 1 MiB and more are files under journal-bodies/ (their `bodies` row is empty).
@@ -60,11 +61,23 @@ CREATE TABLE IF NOT EXISTS recordings (
     finished_at INTEGER,
     PRIMARY KEY (channel, seq, kind)
 );
+-- What makes an event a repeat (`svix:<svix-id>`, or `body:<sha-256>` for an unsigned
+-- Meeting BaaS body) and the first event that had it: `events.duplicate_of` of a repeat.
+CREATE TABLE IF NOT EXISTS dedupe (
+    channel TEXT NOT NULL,
+    key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (channel, key)
+) WITHOUT ROWID;
+-- Pruning an event forgets its key.
+CREATE INDEX IF NOT EXISTS dedupe_seq ON dedupe (channel, seq);
 ";
 
 /// Journal layout version (`PRAGMA user_version`): 2 keeps headers and bodies in `bodies`,
-/// 3 big bodies in files (`events.body_file`), 4 adds `events.pinned`.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+/// 3 big bodies in files (`events.body_file`), 4 adds `events.pinned`, 5 duplicates
+/// (`events.duplicate_of`, `dedupe`).
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// The error for a journal of a layout newer than this build's.
 pub(super) fn too_new(version: i64) -> rusqlite::Error {
@@ -78,7 +91,7 @@ pub(super) fn too_new(version: i64) -> rusqlite::Error {
 }
 
 /// Creates the schema, or moves an older journal (version 1: bodies inside `events`; 2: no
-/// `body_file`; 3: no `pinned`) to it.
+/// `body_file`; 3: no `pinned`; 4: no duplicates) to it. Each step adds only what is missing.
 pub(super) fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -98,6 +111,9 @@ pub(super) fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     }
     if has("seq")? && !has("pinned")? {
         tx.execute_batch("ALTER TABLE events ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")?;
+    }
+    if has("seq")? && !has("duplicate_of")? {
+        tx.execute_batch("ALTER TABLE events ADD COLUMN duplicate_of INTEGER")?;
     }
     // Creates what is missing (all of it for a new journal, `bodies` for a version-1 one).
     tx.execute_batch(SCHEMA)?;

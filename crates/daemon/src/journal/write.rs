@@ -122,6 +122,8 @@ impl Journal {
         let parse =
             || -> Vec<Option<Summary>> { events.iter().map(|e| Summary::parse(&e.body)).collect() };
         let big = events.iter().map(|e| e.body.len()).sum::<usize>() >= PARSE_APART;
+        // Hashed before taking the journal: a big body's SHA-256 holds up no one.
+        let keys: Vec<_> = events.iter().map(super::duplicates::key).collect();
         let summaries = std::thread::scope(|scope| {
             // Big bodies are parsed on another thread while SQLite copies them; their two
             // parsed columns are filled in before the commit.
@@ -138,6 +140,11 @@ impl Journal {
                     (channel, e, s)
                 });
                 insert_rows(&tx, &self.bodies, rows, now_ms, State::Pending)?;
+                for (e, key) in events.iter().zip(&keys) {
+                    if let Some(key) = key {
+                        super::duplicates::mark(&tx, channel, e, key)?;
+                    }
+                }
                 let summaries = match (early, parsed) {
                     (Some(summaries), _) => summaries,
                     (None, parsed) => {

@@ -196,6 +196,16 @@ impl Webhook {
             .collect()
     }
 
+    /// Whether `body` is JSON with a string `event` (what [`Webhook::parse`] accepts), most
+    /// often by a quick look at its first keys rather than a full parse.
+    pub fn names_event(body: &[u8]) -> bool {
+        match crate::skim::event(body) {
+            crate::skim::Skim::Event(_) => true,
+            crate::skim::Skim::NoEvent => false,
+            crate::skim::Skim::Unsure => Webhook::parse(body).is_some(),
+        }
+    }
+
     /// Parses a body; `None` when it is not JSON or has no string `event`.
     pub fn parse(body: &[u8]) -> Option<Webhook> {
         use serde::de::Deserializer as _;

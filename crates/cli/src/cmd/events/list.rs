@@ -13,7 +13,7 @@ use super::{
 
 /// The event's one-line summary, without the bot (shown in its own column).
 fn summary_text(s: &Stored, summary: Option<&Summary>) -> String {
-    match summary {
+    let text = match summary {
         Some(sum) => {
             let d = sum.detail();
             match d.strip_prefix("bot ") {
@@ -31,6 +31,10 @@ fn summary_text(s: &Stored, summary: Option<&Summary>) -> String {
             };
             printable(&format!("{} {path}", s.event.method), false)
         }
+    };
+    match s.duplicate_of {
+        Some(of) => format!("duplicate of #{of} · {text}"),
+        None => text,
     }
 }
 
@@ -51,6 +55,8 @@ struct ListLine<'a> {
     /// The status of the latest replay answered 2xx.
     replayed: Option<u16>,
     pinned: bool,
+    /// The earlier event this one repeats (same svix-id, or same unsigned body).
+    duplicate_of: Option<u64>,
     summary: String,
 }
 
@@ -120,6 +126,7 @@ pub(super) fn list(at: &Where, filters: &Filters, limit: usize, json: bool) -> a
                     last_status: s.last_status,
                     replayed: s.replayed,
                     pinned: s.pinned,
+                    duplicate_of: s.duplicate_of,
                     summary: summary.as_ref().map(|x| x.detail()).unwrap_or_default(),
                 };
                 let text = serde_json::to_string(&line).map_err(io::Error::other)?;

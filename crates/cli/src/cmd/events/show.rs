@@ -30,6 +30,8 @@ struct ShowJson<'a> {
     /// The status of the latest replay answered 2xx.
     replayed: Option<u16>,
     pinned: bool,
+    /// The earlier event this one repeats (same svix-id, or same unsigned body).
+    duplicate_of: Option<u64>,
     attempts: Vec<AttemptJson>,
     recordings: Vec<RecordingJson>,
 }
@@ -154,6 +156,7 @@ pub(super) fn show(
             state: s.state.name(),
             replayed: s.replayed,
             pinned: s.pinned,
+            duplicate_of: s.duplicate_of,
             attempts: attempts
                 .iter()
                 .map(|a| AttemptJson {
@@ -205,6 +208,12 @@ pub(super) fn show(
         let state = state_text(&s);
         let (name, extra) = state.split_at(s.state.name().len());
         writeln!(out, "state      {name} ({tries}{last}){extra}")?;
+        if let Some(of) = s.duplicate_of {
+            writeln!(
+                out,
+                "duplicate  of #{of} (same svix-id, or the same unsigned body)"
+            )?;
+        }
         if let Some(sum) = &summary {
             writeln!(
                 out,
