@@ -24,9 +24,11 @@
 //! - `outcomes`: the outcome log that makes each outcome crash-safe before the next send.
 //! - [`observe`]: the typed events the daemon reports, and their observers.
 //! - `prune`: `--retention`, the journal's periodic pruning.
-//! - [`recordings`]: `--save-recordings`, background downloads of final events' recordings.
+//! - [`recordings`]: `--save-recordings`, background downloads of final events' artifacts.
+//! - [`bots`]: the journal's events per Meeting BaaS bot (`events bots`, the meeting view).
 //! - [`replay`]: re-sending journaled events to a handler (`meethook replay`).
 
+pub mod bots;
 mod conn;
 pub mod control;
 mod delivery;

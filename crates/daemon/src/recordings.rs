@@ -121,7 +121,7 @@ impl Recorder {
         // Noted in the journal first: whoever hears of it can read it there.
         let noted = error.clone();
         self.note(move |j, ch| {
-            j.recording_finished(ch, seq, kind, bytes, noted.as_deref(), now_ms())
+            j.recording_finished(ch, seq, kind, bytes, noted.as_deref(), None, now_ms())
         })
         .await;
         let path = file.display().to_string();

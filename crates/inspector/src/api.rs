@@ -85,11 +85,7 @@ impl Item {
                 .and_then(|m| m.bot_id.clone())
                 .or_else(|| s.bot_id.clone()),
             code: summary.as_ref().and_then(|m| m.code.clone()),
-            summary: match (s.duplicate_of, summary.map(|m| m.detail())) {
-                (Some(of), Some(d)) => format!("duplicate of #{of} · {d}"),
-                (Some(of), None) => format!("duplicate of #{of}"),
-                (None, d) => d.unwrap_or_default(),
-            },
+            summary: summary.map(|m| m.detail()).unwrap_or_default(),
             state: state_name(s.state, s.attempts).to_string(),
             attempts: s.attempts,
             last_status: s.last_status,

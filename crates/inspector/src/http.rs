@@ -408,7 +408,11 @@ async fn bots(st: &Arc<State>, query: &[(String, String)], bot: Option<String>) 
         Err(e) => return journal_error(e),
     };
     match bot {
-        None => match read(st, move |j| crate::bots::list(j, &channel)).await {
+        None => match read(st, move |j| {
+            crate::bots::list(j, &channel, meethook_proto::clock::now_ms())
+        })
+        .await
+        {
             Ok(list) => json_resp(StatusCode::OK, &json!({ "bots": list })),
             Err(JournalError::Missing(_)) => json_resp(StatusCode::OK, &json!({"bots": []})),
             Err(e) => journal_error(e),

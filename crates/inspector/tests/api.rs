@@ -692,7 +692,8 @@ async fn bots_and_a_bot_timeline() {
     assert_eq!(t["chat"][0]["text"], "Can the bot share the notes after?");
     assert_eq!(t["chat"][0]["sender"], "Maya Chen");
     let arts = t["artifacts"].as_array().unwrap();
-    assert_eq!(arts.len(), 2);
+    // Every link of the final event: video, audio, diarization, transcription.
+    assert_eq!(arts.len(), 4);
     assert_eq!(arts[0]["kind"], "video");
     assert_eq!(arts[0]["expires_at"], 1_749_652_270_000i64);
     assert_eq!(arts[0]["expired"], true);

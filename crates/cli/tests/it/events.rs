@@ -1423,8 +1423,8 @@ async fn a_repeated_signed_event_is_marked_and_dedupe_holds_it_back() {
             Some(3)
         );
         let handler = TestHandler::start().await;
-        let data = tempdir();
-        let data = data.path().to_str().unwrap().to_string();
+        let dir = tempdir();
+        let data = dir.path().to_str().unwrap().to_string();
         let extra: &[&str] = if dedupe { &["--dedupe", "1h"] } else { &[] };
         let listen = Listen::start(&relay, &ch, &token, &handler.url("/h"), &data, extra);
         listen
@@ -1486,5 +1486,85 @@ async fn a_repeated_signed_event_is_marked_and_dedupe_holds_it_back() {
             .collect();
         assert_eq!(dups, [None, Some(1), None]);
     }
+    relay.stop().await;
+}
+
+/// `events bots`: a bot that retried its join, then completed, with an `in_call_recording`
+/// that arrived after `call_ended` (flagged, not reordered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_bots_shows_each_bots_lifecycle() {
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let (code, out, err) = meethook(&[
+        "trigger",
+        "v2-retrying-then-success",
+        "--to",
+        &relay.hook(&ch),
+        "--bot-id",
+        BOT_A,
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let late = format!(
+        r#"{{"event":"bot.status_change","data":{{"bot_id":"{BOT_B}","status":{{"code":"in_call_recording","created_at":"x"}}}}}}"#
+    );
+    let ended = late.replace("in_call_recording", "call_ended");
+    assert_eq!(post(&relay.hook(&ch), &[], ended).await.seq(), Some(11));
+    assert_eq!(post(&relay.hook(&ch), &[], late).await.seq(), Some(12));
+    let handler = TestHandler::start().await;
+    let dir = tempdir();
+    let data = dir.path().to_str().unwrap().to_string();
+    let listen = Listen::start(&relay, &ch, &token, &handler.url("/h"), &data, &[]);
+    listen
+        .wait_line("#12 delivered", |l| is_about(l, 12) && l.contains("→ 200"))
+        .await;
+    wait_states(&data, &[(12, "delivered")]).await;
+
+    let (code, out, err) = meethook(&["events", "bots", "--data", &data]).await;
+    assert_eq!(code, 0, "{err}");
+    let a = out.find("8d2f4c1a").unwrap_or_else(|| panic!("{out}"));
+    let b = out.find("b0b0b0b0").unwrap();
+    assert!(b < a, "most recent bot first:\n{out}");
+    assert!(out.contains("completed (final)"), "{out}");
+    assert!(out.contains("2 join retries (last 2/3)"), "{out}");
+    assert!(out.contains("time: joining"), "{out}");
+    assert!(
+        out.contains("! #12 in_call_recording arrived after call_ended"),
+        "{out}"
+    );
+
+    let (code, out, err) =
+        meethook(&["events", "bots", "--data", &data, "--json", "--bot", "8d2f"]).await;
+    assert_eq!(code, 0, "{err}");
+    let bots = json_lines(&out);
+    assert_eq!(bots.len(), 1);
+    let bot = &bots[0];
+    assert_eq!(bot["bot_id"], BOT_A);
+    assert_eq!(
+        (bot["state"].as_str(), bot["finished"].as_bool()),
+        (Some("completed"), Some(true))
+    );
+    assert_eq!(
+        (bot["first_seq"].as_u64(), bot["last_seq"].as_u64()),
+        (Some(1), Some(10))
+    );
+    assert_eq!(bot["retries"], 2);
+    assert_eq!(
+        bot["artifacts"].as_array().unwrap().len(),
+        5,
+        "every link of bot.completed"
+    );
+    assert_eq!(bot["artifacts_saved"], 0);
+    let states: Vec<&str> = bot["time_per_state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states[0], "joining");
+    assert_eq!(bot["out_of_order"], 0);
+    let (code, _, err) = meethook(&["events", "bots", "--data", &data, "--bot", "ffff"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no bot \"ffff\""), "{err}");
     relay.stop().await;
 }

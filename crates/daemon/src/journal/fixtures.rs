@@ -8,7 +8,7 @@ use meethook_proto::{Event, Header};
 use super::Attempt;
 
 /// An event with a small body and repeated headers.
-pub(super) fn ev(seq: u64) -> Event {
+pub(crate) fn ev(seq: u64) -> Event {
     Event {
         seq,
         received_at_ms: 1,

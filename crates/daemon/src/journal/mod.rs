@@ -22,7 +22,7 @@ mod checkpoint;
 mod duplicates;
 mod error;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod meta;
 mod prune;
 mod query;

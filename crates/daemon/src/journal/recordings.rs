@@ -18,6 +18,8 @@ pub struct Recording {
     pub bytes: u64,
     /// Why it failed.
     pub error: Option<String>,
+    /// SHA-256 of the saved file, hex.
+    pub sha256: Option<String>,
 }
 
 impl Journal {
@@ -41,7 +43,9 @@ impl Journal {
         })
     }
 
-    /// Notes how a recording download ended (`error` = `None` when saved).
+    /// Notes how a recording download ended (`error` = `None` when saved, with the file's
+    /// SHA-256).
+    #[allow(clippy::too_many_arguments)]
     pub fn recording_finished(
         &self,
         channel: &str,
@@ -49,11 +53,12 @@ impl Journal {
         kind: &str,
         bytes: u64,
         error: Option<&str>,
+        sha256: Option<&str>,
         now_ms: i64,
     ) -> Result<(), JournalError> {
         self.with(|c| {
             c.execute(
-                "UPDATE recordings SET state = ?4, bytes = ?5, error = ?6, finished_at = ?7
+                "UPDATE recordings SET state = ?4, bytes = ?5, error = ?6, finished_at = ?7, sha256 = ?8
                  WHERE channel = ?1 AND seq = ?2 AND kind = ?3",
                 params![
                     channel,
@@ -62,7 +67,8 @@ impl Journal {
                     if error.is_none() { "saved" } else { "failed" },
                     bytes as i64,
                     error,
-                    now_ms
+                    now_ms,
+                    sha256
                 ],
             )
             .map(|_| ())
@@ -73,7 +79,7 @@ impl Journal {
     pub fn recordings(&self, channel: &str, seq: u64) -> Result<Vec<Recording>, JournalError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT kind, path, state, bytes, error FROM recordings WHERE channel = ?1 AND seq = ?2 ORDER BY kind",
+                "SELECT kind, path, state, bytes, error, sha256 FROM recordings WHERE channel = ?1 AND seq = ?2 ORDER BY kind",
             )?;
             let rows = st.query_map(params![channel, seq as i64], |r| {
                 Ok(Recording {
@@ -82,6 +88,7 @@ impl Journal {
                     state: r.get(2)?,
                     bytes: r.get::<_, i64>(3)? as u64,
                     error: r.get(4)?,
+                    sha256: r.get(5)?,
                 })
             })?;
             rows.collect()

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS recordings (
     error TEXT,
     started_at INTEGER NOT NULL,
     finished_at INTEGER,
+    sha256 TEXT,
     PRIMARY KEY (channel, seq, kind)
 );
 -- What makes an event a repeat (`svix:<svix-id>`, or `body:<sha-256>` for an unsigned
@@ -76,7 +77,7 @@ CREATE INDEX IF NOT EXISTS dedupe_seq ON dedupe (channel, seq);
 
 /// Journal layout version (`PRAGMA user_version`): 2 keeps headers and bodies in `bodies`,
 /// 3 big bodies in files (`events.body_file`), 4 adds `events.pinned`, 5 duplicates
-/// (`events.duplicate_of`, `dedupe`).
+/// (`events.duplicate_of`, `dedupe`) and artifact checksums (`recordings.sha256`).
 pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// The error for a journal of a layout newer than this build's.
@@ -114,6 +115,15 @@ pub(super) fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     }
     if has("seq")? && !has("duplicate_of")? {
         tx.execute_batch("ALTER TABLE events ADD COLUMN duplicate_of INTEGER")?;
+    }
+    let recordings_without_sha = tx
+        .prepare("SELECT 1 FROM pragma_table_info('recordings') WHERE name = 'path'")?
+        .exists([])?
+        && !tx
+            .prepare("SELECT 1 FROM pragma_table_info('recordings') WHERE name = 'sha256'")?
+            .exists([])?;
+    if recordings_without_sha {
+        tx.execute_batch("ALTER TABLE recordings ADD COLUMN sha256 TEXT")?;
     }
     // Creates what is missing (all of it for a new journal, `bodies` for a version-1 one).
     tx.execute_batch(SCHEMA)?;

@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //! - `list`: `events list`, the table and `--json` lines.
+//! - `bots`: `events bots`, each Meeting BaaS bot's lifecycle.
 //! - `show`: `events show`, one event in full, its body re-indented.
 //! - `export`: `events export` and `events import`, the NDJSON format above.
 //! - `prune`: `events pin|unpin|prune`, what the retention keeps.
@@ -23,6 +24,7 @@ use meethook_daemon::control::Request;
 use meethook_daemon::journal::{Journal, Query, State, Stored};
 pub(super) use meethook_proto::human::human_size as size_text;
 
+mod bots;
 mod export;
 mod list;
 mod prune;
@@ -92,6 +94,23 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 50)]
         limit: usize,
         /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each Meeting BaaS bot seen: first/last event, current or final state, time per state,
+    /// join retries, duplicates, artifacts saved, and events out of lifecycle order (flagged
+    /// with `!`, never reordered).
+    #[command(after_help = "Examples:
+  meethook events bots
+  meethook events bots --bot 8d2f4c1a
+  meethook events bots --json | jq '.time_per_state'")]
+    Bots {
+        #[command(flatten)]
+        at: Where,
+        /// Only this bot (its id or first characters).
+        #[arg(long, value_name = "ID")]
+        bot: Option<String>,
+        /// Print one JSON object per bot, its timeline included.
         #[arg(long)]
         json: bool,
     },
@@ -234,6 +253,7 @@ fn run_blocking(cmd: Command) -> anyhow::Result<()> {
             };
             show::show(&at, seq, json, reveal, body)
         }
+        Command::Bots { at, bot, json } => bots::bots(&at, bot.as_deref(), json),
         Command::Export { at, filters, limit } => export::export(&at, &filters, limit),
         Command::Import {
             file,
