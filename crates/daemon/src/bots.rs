@@ -386,7 +386,7 @@ fn build(
 }
 
 /// The artifacts of a final event, each with its saved copy if any.
-fn artifacts_of(h: &Webhook, seq: u64, saved: &[Recording], now_ms: i64) -> Vec<Artifact> {
+pub fn artifacts_of(h: &Webhook, seq: u64, saved: &[Recording], now_ms: i64) -> Vec<Artifact> {
     h.artifacts()
         .into_iter()
         .map(|a| {

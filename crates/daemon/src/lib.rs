@@ -25,9 +25,11 @@
 //! - [`observe`]: the typed events the daemon reports, and their observers.
 //! - `prune`: `--retention`, the journal's periodic pruning.
 //! - [`recordings`]: `--save-recordings`, background downloads of final events' artifacts.
+//! - [`artifacts`]: local copies of artifact links, spliced into replayed bodies.
 //! - [`bots`]: the journal's events per Meeting BaaS bot (`events bots`, the meeting view).
 //! - [`replay`]: re-sending journaled events to a handler (`meethook replay`).
 
+pub mod artifacts;
 pub mod bots;
 mod conn;
 pub mod control;

@@ -1,6 +1,9 @@
-//! `listen --save-recordings DIR`: a final event's recordings are downloaded the moment it is
-//! journaled (pre-signed links expire within hours), in the background, streamed to disk and
-//! size-capped. Delivery never waits for a download.
+//! `listen --save-recordings DIR`: every artifact of a final event (v2 `bot.completed`: video,
+//! audio, diarization, raw transcription, transcription; v1 `complete`: its mp4 and audio) is
+//! downloaded the moment the event is journaled (presigned links expire within hours), in
+//! the background, streamed to disk, size-capped, resumed with HTTP Range when a transfer is
+//! cut off (and at the next start), and noted in the journal with its SHA-256. Delivery never
+//! waits for a download.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +16,8 @@ use hyper_util::rt::TokioExecutor;
 use meethook_proto::human::human_size as human;
 use meethook_proto::meeting::{Summary, Webhook};
 use meethook_proto::Event;
-use tokio::io::AsyncWriteExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use crate::journal::Journal;
@@ -24,6 +28,16 @@ use crate::{now_ms, DaemonError};
 const PARALLEL: usize = 2;
 /// Longest silence from the server during a download.
 const STALL: Duration = Duration::from_secs(60);
+/// Requests per artifact when transfers are cut off (each resumes where the last stopped).
+const TRIES: u32 = 4;
+
+/// How one request for an artifact ended badly.
+enum Fetch {
+    /// The transfer stopped part-way (bytes so far): the next request resumes it.
+    CutOff(u64, String),
+    /// Refused, too big, or a local error: not worth resuming.
+    Failed(u64, String),
+}
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -80,7 +94,8 @@ impl Recorder {
             return;
         };
         let bot = hook.event.bot_id().unwrap_or("bot").to_string();
-        for (kind, url) in hook.recording_urls() {
+        for a in hook.artifacts() {
+            let (kind, url) = (a.name, a.url);
             let file = self.dir.join(file_name(&bot, ev.seq, kind, url));
             let (me, url, seq) = (self.clone(), url.to_string(), ev.seq);
             tokio::spawn(async move { me.download(seq, kind, &url, &file).await });
@@ -114,14 +129,22 @@ impl Recorder {
             .await;
         let _slot = self.slots.acquire().await;
         let result = self.fetch(seq, url, file).await;
-        let (bytes, error) = match &result {
-            Ok(n) => (*n, None),
-            Err((n, e)) => (*n, Some(e.clone())),
+        let (bytes, error, sha256) = match result {
+            Ok((n, sha)) => (n, None, Some(sha)),
+            Err((n, e)) => (n, Some(e), None),
         };
         // Noted in the journal first: whoever hears of it can read it there.
         let noted = error.clone();
         self.note(move |j, ch| {
-            j.recording_finished(ch, seq, kind, bytes, noted.as_deref(), None, now_ms())
+            j.recording_finished(
+                ch,
+                seq,
+                kind,
+                bytes,
+                noted.as_deref(),
+                sha256.as_deref(),
+                now_ms(),
+            )
         })
         .await;
         let path = file.display().to_string();
@@ -142,48 +165,110 @@ impl Recorder {
         });
     }
 
-    /// Streams `url` into `file` (via a `.part` file); the byte count and the error if any.
-    async fn fetch(&self, seq: u64, url: &str, file: &Path) -> Result<u64, (u64, String)> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|_| (0, "not a valid URL".to_string()))?;
+    /// Downloads `url` into `file`, resuming a cut-off transfer with HTTP Range up to
+    /// [`TRIES`] times; the byte count and SHA-256, or the bytes kept and the error.
+    async fn fetch(
+        &self,
+        seq: u64,
+        url: &str,
+        file: &Path,
+    ) -> Result<(u64, String), (u64, String)> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.fetch_once(seq, url, file).await {
+                Err(Fetch::CutOff(n, e)) if tries < TRIES => {
+                    tracing::info!(seq, bytes = n, error = %e, "artifact download cut off; resuming");
+                }
+                Err(Fetch::CutOff(n, e) | Fetch::Failed(n, e)) => return Err((n, e)),
+                Ok(done) => return Ok(done),
+            }
+        }
+    }
+
+    /// One request for `url`: from the start, or with `Range` from what `file`'s `.part`
+    /// already holds. The `.part` survives a cut-off transfer (for the next request or the
+    /// next start), not a refusal.
+    async fn fetch_once(&self, seq: u64, url: &str, file: &Path) -> Result<(u64, String), Fetch> {
+        let failed = |e: String| Fetch::Failed(0, e);
+        let uri: http::Uri = url.parse().map_err(|_| failed("not a valid URL".into()))?;
         let host = uri.host().unwrap_or("?").to_string();
-        let req = http::Request::get(uri)
-            .body(Empty::new())
-            .map_err(|e| (0, e.to_string()))?;
+        let part = file.with_extension(format!(
+            "{}part",
+            file.extension()
+                .map(|e| format!("{}.", e.to_string_lossy()))
+                .unwrap_or_default()
+        ));
+        let have = tokio::fs::metadata(&part)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut req = http::Request::get(uri);
+        if have > 0 {
+            req = req.header(http::header::RANGE, format!("bytes={have}-"));
+        }
+        let req = req.body(Empty::new()).map_err(|e| failed(e.to_string()))?;
         let resp = tokio::time::timeout(STALL, self.client.request(req))
             .await
-            .map_err(|_| (0, format!("{host} did not answer")))?
-            .map_err(|e| (0, format!("cannot fetch from {host}: {e}")))?;
+            .map_err(|_| Fetch::CutOff(have, format!("{host} did not answer")))?
+            .map_err(|e| Fetch::CutOff(have, format!("cannot fetch from {host}: {e}")))?;
+        let resumed = have > 0 && resp.status() == http::StatusCode::PARTIAL_CONTENT;
         if !resp.status().is_success() {
-            return Err((
-                0,
-                format!("{host} answered {} (has the link expired?)", resp.status()),
-            ));
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(failed(format!(
+                "{host} answered {} (has the link expired?)",
+                resp.status()
+            )));
         }
+        let start = if resumed { have } else { 0 };
         let total = resp
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|n| n + start);
         if total.is_some_and(|t| t > self.max_bytes) {
-            return Err((
-                0,
-                format!("{} is over --max-recording-size", human(total.unwrap_or(0))),
-            ));
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(failed(format!(
+                "{} is over --max-recording-size",
+                human(total.unwrap_or(0))
+            )));
         }
-        let part = file.with_extension("part");
-        let mut out = tokio::fs::File::create(&part)
-            .await
-            .map_err(|e| (0, format!("{}: {e}", part.display())))?;
+        // The bytes kept from before count toward the checksum: hash them first.
+        let mut sha = Sha256::new();
+        let mut out = if resumed {
+            let mut old = tokio::fs::File::open(&part)
+                .await
+                .map_err(|e| failed(format!("{}: {e}", part.display())))?;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = old
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                sha.update(&buf[..n]);
+            }
+            tokio::fs::OpenOptions::new().append(true).open(&part).await
+        } else {
+            tokio::fs::File::create(&part).await
+        }
+        .map_err(|e| failed(format!("{}: {e}", part.display())))?;
         let mut body = resp.into_body();
-        let mut written = 0u64;
+        let mut written = start;
         let mut next_report = Instant::now() + Duration::from_secs(5);
         let res = loop {
             let frame = match tokio::time::timeout(STALL, body.frame()).await {
-                Err(_) => break Err(format!("{host} stalled")),
+                Err(_) => break Err(Fetch::CutOff(written, format!("{host} stalled"))),
                 Ok(None) => break Ok(()),
-                Ok(Some(Err(e))) => break Err(format!("download from {host} broke off: {e}")),
+                Ok(Some(Err(e))) => {
+                    break Err(Fetch::CutOff(
+                        written,
+                        format!("download from {host} broke off: {e}"),
+                    ))
+                }
                 Ok(Some(Ok(f))) => f,
             };
             let Some(data) = frame.data_ref() else {
@@ -191,10 +276,17 @@ impl Recorder {
             };
             written += data.len() as u64;
             if written > self.max_bytes {
-                break Err("over --max-recording-size".to_string());
+                break Err(Fetch::Failed(
+                    written,
+                    "over --max-recording-size".to_string(),
+                ));
             }
+            sha.update(data);
             if let Err(e) = out.write_all(data).await {
-                break Err(format!("writing {}: {e}", part.display()));
+                break Err(Fetch::Failed(
+                    written,
+                    format!("writing {}: {e}", part.display()),
+                ));
             }
             if Instant::now() >= next_report {
                 next_report += Duration::from_secs(5);
@@ -207,7 +299,19 @@ impl Recorder {
             }
         };
         let res = match res {
-            Ok(()) => out.sync_all().await.map_err(|e| e.to_string()),
+            // A body shorter than announced was cut off, whatever hyper said.
+            Ok(()) if total.is_some_and(|t| t != written) => Err(Fetch::CutOff(
+                written,
+                format!(
+                    "download from {host} ended at {} of {}",
+                    human(written),
+                    human(total.unwrap_or(0))
+                ),
+            )),
+            Ok(()) => out
+                .sync_all()
+                .await
+                .map_err(|e| Fetch::Failed(written, e.to_string())),
             Err(e) => Err(e),
         };
         drop(out);
@@ -215,13 +319,15 @@ impl Recorder {
             Ok(()) => {
                 tokio::fs::rename(&part, file)
                     .await
-                    .map_err(|e| (written, e.to_string()))?;
-                Ok(written)
+                    .map_err(|e| Fetch::Failed(written, e.to_string()))?;
+                let hex: String = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                Ok((written, hex))
             }
-            Err(e) => {
+            Err(Fetch::Failed(n, e)) => {
                 let _ = tokio::fs::remove_file(&part).await;
-                Err((written, e))
+                Err(Fetch::Failed(n, e))
             }
+            Err(cut) => Err(cut),
         }
     }
 
@@ -245,7 +351,12 @@ fn file_name(bot: &str, seq: u64, kind: &str, url: &str) -> String {
         .and_then(|last| last.rsplit_once('.'))
         .map(|(_, e)| e)
         .filter(|e| !e.is_empty() && e.len() <= 5 && e.chars().all(|c| c.is_ascii_alphanumeric()))
-        .unwrap_or(if kind == "video" { "mp4" } else { "audio" });
+        .unwrap_or(match kind {
+            "video" => "mp4",
+            "diarization" => "jsonl",
+            "raw_transcription" | "transcription" => "json",
+            _ => "audio",
+        });
     let bot: String = bot
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')

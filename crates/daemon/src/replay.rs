@@ -89,6 +89,10 @@ pub struct ReplayConfig {
     pub speed: Speed,
     /// Re-sign each event with a fresh timestamp, when set.
     pub resign: Option<SigningKey>,
+    /// `--local-artifacts`: the inspector's base URL (`http://127.0.0.1:4040`); the artifact
+    /// links of a final event whose files `--save-recordings` saved point there instead
+    /// (see [`crate::artifacts`]). Re-signing, when asked, covers the rewritten body.
+    pub local_artifacts: Option<String>,
 }
 
 /// How a replay went.
@@ -203,6 +207,32 @@ async fn send(
     stop: &CancellationToken,
 ) -> Option<OneReport> {
     let seq = ev.seq;
+    let local;
+    let ev = match &cfg.local_artifacts {
+        Some(base) => {
+            let (ch, base) = (cfg.channel.clone(), base.clone());
+            let copy = ev.clone();
+            let rewritten = blocking(journal, move |j| {
+                let saved = j.recordings(&ch, seq)?;
+                Ok(crate::artifacts::with_local_copies(&copy, &saved, &base))
+            })
+            .await;
+            match rewritten {
+                Ok((e, _, left)) => {
+                    if !left.is_empty() {
+                        tracing::warn!(seq, artifacts = ?left, "no saved copy: the original links go out");
+                    }
+                    local = e;
+                    &local
+                }
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "cannot read the saved artifacts; replaying the original links");
+                    ev
+                }
+            }
+        }
+        None => ev,
+    };
     let info = EventInfo::of(ev, Summary::parse(&ev.body));
     let mut attempts = 0u32;
     loop {

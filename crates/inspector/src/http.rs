@@ -31,8 +31,8 @@ const PAGE: &str = include_str!("../assets/index.html");
 /// How often the stream sends a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-type Body = BoxBody<Bytes, Infallible>;
-type Resp = Response<Body>;
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Resp = Response<Body>;
 
 /// Everything a request may need.
 pub(crate) struct State {
@@ -95,7 +95,7 @@ fn json_resp(status: StatusCode, v: &impl serde::Serialize) -> Resp {
     )
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
     json_resp(status, &json!({ "error": msg.into() }))
 }
 
@@ -213,6 +213,9 @@ pub(crate) async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Res
             Ok(seq) => replay(&st, &query, seq, req.into_body()).await,
             Err(_) => error(StatusCode::NOT_FOUND, "no such event"),
         },
+        (Method::GET, ["artifacts", seq, name]) => {
+            crate::artifacts::serve(&st, &query, seq, name).await
+        }
         (Method::GET, ["api", "bots"]) => bots(&st, &query, None).await,
         (Method::GET, ["api", "bots", bot]) => bots(&st, &query, Some(decode(bot))).await,
         (Method::POST, ["api", "delivery", op @ ("pause" | "resume")]) => {
@@ -259,7 +262,7 @@ fn page() -> Resp {
 }
 
 /// Runs a journal read on the blocking pool.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     st: &Arc<State>,
     f: impl FnOnce(&meethook_daemon::journal::Journal) -> Result<T, JournalError> + Send + 'static,
 ) -> Result<T, JournalError> {
@@ -273,13 +276,13 @@ async fn read<T: Send + 'static>(
     }
 }
 
-fn journal_error(e: JournalError) -> Resp {
+pub(crate) fn journal_error(e: JournalError) -> Resp {
     tracing::debug!(error = %e, "inspector: journal read failed");
     error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 /// The channel a request is about: `?channel=`, else the default.
-async fn channel_of(
+pub(crate) async fn channel_of(
     st: &Arc<State>,
     query: &[(String, String)],
 ) -> Result<Option<String>, JournalError> {
@@ -524,7 +527,10 @@ async fn replay(st: &Arc<State>, query: &[(String, String)], seq: u64, body: Inc
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let resigned = signer.is_some();
-    let cfg = crate::replay::config(&channel, &to, st.config.replay_timeout, signer);
+    let local = req
+        .local_artifacts
+        .then(|| crate::artifacts::base_url(&st.guard.served));
+    let cfg = crate::replay::config(&channel, &to, st.config.replay_timeout, signer, local);
     let observers = meethook_daemon::Observers::new(Vec::new());
     let r = meethook_daemon::replay::replay_event(&cfg, &journal, &ev, &observers, &st.stop).await;
     match r {

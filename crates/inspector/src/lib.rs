@@ -14,6 +14,7 @@
 //! - [`Live`]: the daemon observer and the hub that turns its notices into items.
 
 mod api;
+mod artifacts;
 mod bots;
 mod guard;
 mod http;

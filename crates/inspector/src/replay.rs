@@ -25,6 +25,10 @@ pub(crate) struct ReplayRequest {
     pub(crate) headers: Option<Vec<(String, String)>>,
     /// The handler URL instead of the listener's `--forward-to`.
     pub(crate) to: Option<String>,
+    /// Point the artifact links of a final event at their saved copies, served here under
+    /// `/artifacts/{seq}/{name}`.
+    #[serde(default)]
+    pub(crate) local_artifacts: bool,
 }
 
 /// What the warning says when an edited body goes out with its old signature.
@@ -101,6 +105,7 @@ pub(crate) fn config(
     to: &str,
     timeout: std::time::Duration,
     resign: Option<meethook_proto::signature::SigningKey>,
+    local_artifacts: Option<String>,
 ) -> ReplayConfig {
     ReplayConfig {
         channel: channel.to_string(),
@@ -110,6 +115,7 @@ pub(crate) fn config(
         backoff: Backoff::default(),
         speed: Speed::Max,
         resign,
+        local_artifacts,
     }
 }
 

@@ -68,6 +68,17 @@ pub struct Args {
         hide_env_values = true
     )]
     resign: Option<String>,
+    /// Point the artifact links of final events (video, audio, diarization, transcripts; v1
+    /// mp4) at the copies `listen --save-recordings` saved, served by the inspector of
+    /// `listen`/`dev`/`inspect` at this address (`/artifacts/{seq}/{name}`): links expire
+    /// within hours, the copies do not. Only those URL fields change, byte for byte.
+    #[arg(
+        long,
+        value_name = "INSPECTOR_URL",
+        num_args = 0..=1,
+        default_missing_value = "http://127.0.0.1:4040"
+    )]
+    local_artifacts: Option<String>,
     /// Per-request timeout to the handler.
     #[arg(long, default_value = "30s", value_parser = super::positive_duration)]
     timeout: Duration,
@@ -120,6 +131,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         },
         speed: args.speed,
         resign,
+        local_artifacts: args.local_artifacts.clone(),
     };
     let n = seqs.len();
     eprintln!(

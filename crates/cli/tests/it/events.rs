@@ -10,7 +10,7 @@ use meethook_daemon::journal::{Attempt, Journal, Query, State};
 use meethook_testkit::{post, tempdir, Setup, TestDaemon, TestHandler, TestRelay, PATIENCE};
 use sha2::Sha256;
 
-use crate::util::{json_lines, meethook, meethook_bytes, BIN};
+use crate::util::{is_about, json_lines, meethook, meethook_bytes, Listen};
 
 const BOT_A: &str = "8d2f4c1a-5b6e-4f7a-9c3d-2e1f0a9b8c7d";
 const BOT_B: &str = "b0b0b0b0-2222-4333-8444-555555555555";
@@ -1002,81 +1002,6 @@ async fn listen_prunes_its_journal_past_the_retention() {
     );
     daemon.stop().await.unwrap();
     relay.stop().await;
-}
-
-/// `meethook listen` as a child whose stdout lines are collected.
-struct Listen {
-    _child: tokio::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Listen {
-    fn start(
-        relay: &TestRelay,
-        ch: &str,
-        token: &str,
-        to: &str,
-        data: &str,
-        extra: &[&str],
-    ) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(BIN)
-            .args([
-                "listen",
-                "--inspect",
-                "off",
-                "--relay",
-                &relay.url(),
-                "--channel",
-                ch,
-            ])
-            .args(["--forward-to", to, "--data", data, "--timeout", "5s"])
-            .args(extra)
-            .env("MEETHOOK_TOKEN", token)
-            .env_remove("MEETHOOK_DATA")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let seen = lines.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = out.next_line().await {
-                seen.lock().unwrap().push(l);
-            }
-        });
-        Listen {
-            _child: child,
-            lines,
-        }
-    }
-
-    /// Waits (up to PATIENCE) for a printed line matching `pred`, and returns it.
-    async fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
-                return l.clone();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no line {what}; got:\n{}",
-                self.lines.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn lines_of(&self, seq: u64) -> Vec<String> {
-        let lines = self.lines.lock().unwrap();
-        lines.iter().filter(|l| is_about(l, seq)).cloned().collect()
-    }
-}
-
-/// Whether a `listen` line is about event `seq` (`10:00:00.000  #5     …`).
-fn is_about(line: &str, seq: u64) -> bool {
-    line.split_whitespace().nth(1) == Some(&format!("#{seq}"))
 }
 
 /// Waits until `events list --json` shows these (seq, state) pairs.

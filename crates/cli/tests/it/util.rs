@@ -77,3 +77,80 @@ pub fn interrupt(child: &tokio::process::Child) {
     let pid = child.id().unwrap().to_string();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
 }
+
+/// `meethook listen` as a child whose stdout lines are collected.
+pub struct Listen {
+    _child: tokio::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Listen {
+    /// Starts `meethook listen` (inspector off) with `extra` flags.
+    pub fn start(
+        relay: &meethook_testkit::TestRelay,
+        ch: &str,
+        token: &str,
+        to: &str,
+        data: &str,
+        extra: &[&str],
+    ) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(BIN)
+            .args([
+                "listen",
+                "--inspect",
+                "off",
+                "--relay",
+                &relay.url(),
+                "--channel",
+                ch,
+            ])
+            .args(["--forward-to", to, "--data", data, "--timeout", "5s"])
+            .args(extra)
+            .env("MEETHOOK_TOKEN", token)
+            .env_remove("MEETHOOK_DATA")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let seen = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = out.next_line().await {
+                seen.lock().unwrap().push(l);
+            }
+        });
+        Listen {
+            _child: child,
+            lines,
+        }
+    }
+
+    /// Waits (up to PATIENCE) for a printed line matching `pred`, and returns it.
+    pub async fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no line {what}; got:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The lines printed about event `seq`.
+    pub fn lines_of(&self, seq: u64) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().filter(|l| is_about(l, seq)).cloned().collect()
+    }
+}
+
+/// Whether a `listen` line is about event `seq` (`10:00:00.000  #5     …`).
+pub fn is_about(line: &str, seq: u64) -> bool {
+    line.split_whitespace().nth(1) == Some(&format!("#{seq}"))
+}

@@ -399,10 +399,11 @@ test("the meeting view: the bot's statuses in order, the chat, the recording and
     assert.match(chat[0], / Maya Chen: Bot, please share the notes after the call\.$/);
     // The recordings, with their expiry (4 h after the pre-signed URL's date: not expired).
     const arts = await page.$$eval("#bot-artifacts > div", (ds) => ds.map((d) => ({ kind: d.querySelector("a").textContent, href: d.querySelector("a").href, badge: d.querySelector(".badge")?.textContent, expired: d.querySelector(".badge")?.classList.contains("expired") })));
-    assert.deepEqual(arts.map((a) => [a.kind, a.href]), [["video", completed.video], ["audio", completed.audio]]);
+    const links = ["video", "audio", "diarization", "raw_transcription", "transcription"];
+    assert.deepEqual(arts.map((a) => [a.kind, a.href]), links.map((k) => [k, completed[k]]));
     const exp = api.artifacts[0].expires_at;
     assert.ok(Math.abs(exp - (Date.now() + 4 * 3600_000)) < 10 * 60_000, `expires in about 4 h: ${new Date(exp).toISOString()}`);
-    const shown = await page.evaluate((ms) => "expires " + new Date(ms).toLocaleString(), exp);
+    const shown = await page.evaluate((ms) => "link expires " + new Date(ms).toLocaleString(), exp);
     assert.ok(arts.every((a) => a.badge === shown && !a.expired), JSON.stringify(arts));
   };
 

@@ -34,6 +34,8 @@ struct ShowJson<'a> {
     duplicate_of: Option<u64>,
     attempts: Vec<AttemptJson>,
     recordings: Vec<RecordingJson>,
+    /// A final event's artifact links, each with its saved copy and whether the link expired.
+    artifacts: Vec<meethook_daemon::bots::Artifact>,
 }
 
 #[derive(Serialize)]
@@ -132,6 +134,16 @@ pub(super) fn show(
     let attempts = journal.attempts(&s.channel, seq)?;
     let recordings = journal.recordings(&s.channel, seq)?;
     let ev = &s.event;
+    let artifacts = meethook_proto::meeting::Webhook::parse(&ev.body)
+        .map(|h| {
+            meethook_daemon::bots::artifacts_of(
+                &h,
+                seq,
+                &recordings,
+                meethook_proto::clock::now_ms(),
+            )
+        })
+        .unwrap_or_default();
     let mut out = io::stdout().lock();
     if json {
         let body_text = std::str::from_utf8(&ev.body).ok().map(str::to_string);
@@ -179,6 +191,7 @@ pub(super) fn show(
                     error: r.error.clone(),
                 })
                 .collect(),
+            artifacts: artifacts.clone(),
         };
         let text = serde_json::to_string(&v)?;
         return quiet_pipe(writeln!(out, "{text}"));
@@ -305,7 +318,10 @@ pub(super) fn show(
                 a.latency.as_secs_f64() * 1e3
             )?;
         }
-        for r in &recordings {
+        for r in recordings
+            .iter()
+            .filter(|r| !artifacts.iter().any(|a| a.kind == r.kind))
+        {
             let how = match (&r.error, r.state.as_str()) {
                 (Some(e), _) => format!("failed: {}", printable(e, false)),
                 (None, "saved") => format!("saved, {} bytes", r.bytes),
@@ -313,9 +329,47 @@ pub(super) fn show(
             };
             writeln!(out, "recording {:<6} {}  ({how})", r.kind, r.path)?;
         }
+        if !artifacts.is_empty() {
+            writeln!(out, "artifacts:")?;
+        }
+        for a in &artifacts {
+            writeln!(out, "  {:<17} {}", a.kind, artifact_text(a))?;
+        }
         out.flush()
     })();
     quiet_pipe(r)
+}
+
+/// What `events show` says of one artifact: its saved copy, or plainly that there is none
+/// and whether its link still works.
+fn artifact_text(a: &meethook_daemon::bots::Artifact) -> String {
+    let until = a.expires_at.map(super::local).unwrap_or_default();
+    match (a.saved.as_deref(), a.expired) {
+        (Some("saved"), _) => format!(
+            "saved → {} ({}{}); replay --local-artifacts sends this copy",
+            printable(a.path.as_deref().unwrap_or(""), false),
+            size_text(a.bytes.unwrap_or(0)),
+            a.sha256
+                .as_deref()
+                .map(|s| format!(", sha256 {}", &s[..s.len().min(16)]))
+                .unwrap_or_default()
+        ),
+        (saved, Some(true)) => format!(
+            "NOT SAVED{} and the link expired at {until}: the file is gone from Meeting BaaS \
+             (listen --save-recordings keeps copies)",
+            saved.map(|s| format!(" ({s})")).unwrap_or_default()
+        ),
+        (saved, Some(false)) => format!(
+            "not saved{}; the link works until {until}: {}",
+            saved.map(|s| format!(" ({s})")).unwrap_or_default(),
+            printable(&a.url, false)
+        ),
+        (saved, None) => format!(
+            "not saved{}; the link does not say when it expires (hours after the meeting): {}",
+            saved.map(|s| format!(" ({s})")).unwrap_or_default(),
+            printable(&a.url, false)
+        ),
+    }
 }
 
 /// Re-indents a JSON body, keeping its key order and number spelling (`serde_json`'s
