@@ -5,6 +5,7 @@
 mod util;
 
 mod acme;
+mod artifacts;
 mod chaos;
 mod cli;
 mod core;
