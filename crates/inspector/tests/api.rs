@@ -809,3 +809,48 @@ async fn a_pause_lets_the_event_waiting_to_retry_finish() {
     setup.handler.wait_delivered(2).await;
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn replay_with_local_artifacts_points_at_the_saved_copies_served_here() {
+    let handler = meethook_testkit::TestHandler::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    let body = r#"{"event":"bot.completed","data":{"bot_id":"b","event_id":null,"video":"https://s3.example/v.mp4?X-Amz-Expires=14400","audio":"https://s3.example/a.flac"},"extra":null}"#;
+    j.insert("c", &[raw(1, 1_700_000_000_000, body, Some("msg_1"))], 1)
+        .unwrap();
+    j.set_forward_to("c", &handler.url("/hook")).unwrap();
+    let video = dir.path().join("b-1-video.mp4");
+    std::fs::write(&video, b"the saved video bytes").unwrap();
+    j.recording_started("c", 1, "video", video.to_str().unwrap(), 0)
+        .unwrap();
+    j.recording_finished("c", 1, "video", 21, None, Some("abc123"), 0)
+        .unwrap();
+    let s = Served::start(Config::new(dir.path()), None).await;
+
+    let (st, v) = s
+        .post_json("/api/events/1/replay", r#"{"local_artifacts":true}"#)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let got = handler.received();
+    let local = s.url("/artifacts/1/video");
+    // Only the saved link changed; the audio, never saved, keeps its original link.
+    assert_eq!(
+        std::str::from_utf8(&got[0].body).unwrap(),
+        body.replace("https://s3.example/v.mp4?X-Amz-Expires=14400", &local)
+    );
+    let r = request(&client(), "GET", &local, &[], "").await.unwrap();
+    assert_eq!(
+        (r.status, &r.body[..]),
+        (200, &b"the saved video bytes"[..])
+    );
+    let r = s.req("GET", "/artifacts/1/audio", &[]).await;
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("--save-recordings"));
+    // Without the option, the stored bytes go as they are.
+    let (st, _) = s.post_json("/api/events/1/replay", "{}").await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        std::str::from_utf8(&handler.received()[1].body).unwrap(),
+        body
+    );
+}
