@@ -113,7 +113,7 @@ async fn recordings_are_saved_in_the_background() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("recording") && text.contains("-1-video.mp4") && text.contains("saved"),
+        text.contains("artifacts:") && text.contains("-1-video.mp4") && text.contains("saved →"),
         "{text}"
     );
     relay.stop().await;
