@@ -134,7 +134,7 @@ fn print_list() -> anyhow::Result<()> {
         let s = load(name)?;
         let n = s.steps.len();
         let events = if n == 1 { "event " } else { "events" };
-        println!("  {name:<22} {n:>2} {events}  {}", s.description);
+        println!("  {name:<25} {n:>2} {events}  {}", s.description);
     }
     Ok(())
 }
