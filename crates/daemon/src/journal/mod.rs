@@ -12,6 +12,7 @@
 //! - `write.rs`: the live write path: inserts (big bodies as files), pending events,
 //!   outcome records and their recovery from the outcome log, imports.
 //! - `query.rs`: the read model: [`Query`] filters, [`Stored`] events, attempts.
+//! - `search.rs`: the header, JSON-path and free-text filters ([`Search`]).
 //! - `recordings.rs`: recording downloads.
 //! - `prune.rs`: pruning in batches, and pins.
 //! - `meta.rs`: per-channel facts (listener id, handler URL).
@@ -27,6 +28,7 @@ mod prune;
 mod query;
 mod recordings;
 mod schema;
+mod search;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -42,8 +44,9 @@ use rusqlite::Connection;
 use checkpoint::Checkpoints;
 pub use error::JournalError;
 pub use prune::Pruned;
-pub use query::{Query, Stored};
+pub use query::{Query, Scan, Stored};
 pub use recordings::Recording;
+pub use search::{HeaderMatch, JsonCond, Op, Search, Step};
 use schema::{migrate, too_new, SCHEMA_VERSION};
 pub use write::{Attempt, Record, State};
 
