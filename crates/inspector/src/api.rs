@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use base64::Engine;
-use meethook_daemon::journal::{Journal, JournalError, Query, State, Stored};
+use meethook_daemon::journal::{Journal, JournalError, Query, Search, State, Stored};
 use meethook_proto::meeting::Summary;
 use serde::Serialize;
 use serde_json::Value;
@@ -25,6 +25,10 @@ pub(crate) const MASK: &str = "••••";
 
 /// Longest page of `GET /api/events`.
 pub(crate) const MAX_LIMIT: usize = 500;
+
+/// Bytes of events a filtered page looks at before it answers with what it found (and
+/// `next` where it stopped): a rare match in a big journal never makes one slow request.
+const SCAN_BUDGET: usize = 16 << 20;
 
 /// One row of the list, and the data of each `event: event` of the stream.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -99,6 +103,9 @@ pub(crate) struct ListParams {
     pub(crate) event: Option<String>,
     pub(crate) bot: Option<String>,
     pub(crate) state: Option<State>,
+    /// With `state`: `retrying` (attempts made) or `pending` (none yet).
+    pub(crate) attempted: Option<bool>,
+    pub(crate) search: Search,
     pub(crate) limit: usize,
     pub(crate) before: Option<u64>,
 }
@@ -126,8 +133,16 @@ impl ListParams {
                             "state {v:?}: expected pending, retrying, delivered, failed or skipped"
                         )
                         })?,
-                    })
+                    });
+                    p.attempted = match v.as_str() {
+                        "retrying" => Some(true),
+                        "pending" => Some(false),
+                        _ => None,
+                    };
                 }
+                "header" => p.search.header = Some(v.parse()?),
+                "where" => p.search.json = Some(v.parse()?),
+                "q" => p.search.text = Some(v.clone()),
                 "limit" => {
                     p.limit = v
                         .parse::<usize>()
@@ -238,22 +253,24 @@ pub(crate) fn list(j: &Journal, channel: &str, p: &ListParams) -> Result<Page, J
         bot_id: p.bot.clone(),
         event_type: p.event.clone(),
         state: p.state,
-        // One more than asked: whether there is a next page.
-        limit: Some(p.limit + 1),
+        attempted: p.attempted,
+        search: p.search.clone(),
         ..Query::default()
     };
-    let mut rows = j.query(&q)?;
-    rows.reverse();
+    // One more than asked: whether there is a next page.
+    let scan = j.newest(&q, p.limit + 1, SCAN_BUDGET)?;
+    let mut rows = scan.events;
     let more = rows.len() > p.limit;
     rows.truncate(p.limit);
     let mut events = Vec::with_capacity(rows.len());
     for s in &rows {
         events.push(Item::of(s, latency(j, channel, s.event.seq)?));
     }
-    let next = if more {
-        events.last().map(|i| i.seq)
-    } else {
-        None
+    let next = match scan.stopped_at {
+        // The budget ran out: go on below the last seq looked at.
+        Some(seq) => Some(seq),
+        None if more => events.last().map(|i| i.seq),
+        None => None,
     };
     Ok(Page { events, next })
 }

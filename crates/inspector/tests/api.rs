@@ -174,6 +174,107 @@ async fn lists_filters_and_pages_newest_first() {
     assert_eq!(all, (1..=3000).rev().collect::<Vec<_>>());
 }
 
+/// Every page of `path` (which has a `?`), followed through `next`; the pages' seqs and how
+/// many pages came back empty with a `next` (a scan that ran out of budget).
+async fn all_pages(s: &Served, path: &str) -> (Vec<u64>, usize) {
+    let (mut all, mut empty) = (Vec::new(), 0);
+    let mut at = path.to_string();
+    loop {
+        let p = s.get(&at).await;
+        let got = seqs(&p);
+        match p["next"].as_u64() {
+            Some(n) => {
+                empty += usize::from(got.is_empty());
+                at = format!("{path}&before={n}");
+            }
+            None => {
+                all.extend(got);
+                break;
+            }
+        }
+        all.extend(got);
+    }
+    (all, empty)
+}
+
+#[tokio::test]
+async fn header_json_path_and_text_filters_page_through_a_big_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    let codes = ["joining_call", "in_waiting_room", "in_call_recording"];
+    // 20,000 status changes (every 50th mentions speaker Ann), one `complete` at seq 7.
+    let evs: Vec<Event> = (1..=20_000u64)
+        .map(|i| {
+            let event = if i == 7 { "complete" } else { "bot.status_change" };
+            let extra = if i % 50 == 0 { r#","speaker":"Ann""# } else { "" };
+            let body = format!(
+                r#"{{"event":"{event}","data":{{"bot_id":"aaaa-1111","status":{{"code":"{}"}}{extra}}}}}"#,
+                codes[(i % 3) as usize]
+            );
+            Event {
+                seq: i,
+                received_at_ms: 1_700_000_000_000 + i as i64,
+                method: "POST".into(),
+                path: "/hook".into(),
+                headers: vec![Header::new("Svix-Id", format!("msg_{i}"))],
+                body: Bytes::from(body),
+            }
+        })
+        .collect();
+    for chunk in evs.chunks(5000) {
+        j.insert("c", chunk, 1).unwrap();
+    }
+    j.record("c", 4, &attempt(1, 500), None).unwrap();
+    let s = Served::start(Config::new(dir.path()), None).await;
+
+    let rec = s
+        .get("/api/events?where=data.status.code%20%3D%20in_call_recording&limit=3")
+        .await;
+    assert_eq!(seqs(&rec), vec![20_000, 19_997, 19_994]);
+    assert_eq!(rec["next"], 19_994);
+    let one = s.get("/api/events?header=svix-id:MSG_19999").await;
+    assert_eq!(seqs(&one), vec![19_999]);
+    let some = s
+        .get("/api/events?header=svix-id%3Dmsg_123&limit=500")
+        .await;
+    let want: Vec<u64> = (1..=20_000u64)
+        .rev()
+        .filter(|i| i.to_string().starts_with("123"))
+        .collect();
+    assert_eq!(seqs(&some), want, "a piece of the value");
+    assert_eq!(
+        seqs(&s.get("/api/events?q=ANN&limit=3").await),
+        vec![20_000, 19_950, 19_900]
+    );
+    let both = "/api/events?q=ann&where=data.status.code%20~%20waiting&limit=7";
+    let (got, _) = all_pages(&s, both).await;
+    let want: Vec<u64> = (1..=20_000u64)
+        .rev()
+        .filter(|i| i % 50 == 0 && i % 3 == 1)
+        .collect();
+    assert_eq!(got, want, "every match once, newest first");
+
+    // No SQL shortcut for `!=`: the one match is far down, found over several bounded reads.
+    let (got, empty) = all_pages(&s, "/api/events?where=event%20!%3D%20bot.status_change").await;
+    assert_eq!(got, vec![7]);
+    assert!(
+        empty >= 1,
+        "the first read stopped at its budget with a next"
+    );
+
+    // Retrying (attempts made, not settled) is not pending.
+    assert_eq!(seqs(&s.get("/api/events?state=retrying").await), vec![4]);
+    let pending = s.get("/api/events?state=pending&before=6").await;
+    assert_eq!(seqs(&pending), vec![5, 3, 2, 1]);
+
+    for bad in ["where=data.x", "where=data.x%20%3E%203", "header=%3Av"] {
+        let r = s.req("GET", &format!("/api/events?{bad}"), &[]).await;
+        assert_eq!(r.status, 400, "{bad}");
+        let msg = String::from_utf8_lossy(&r.body).to_string();
+        assert!(msg.contains("expected"), "{bad}: {msg}");
+    }
+}
+
 #[tokio::test]
 async fn detail_masks_secrets_unless_revealed() {
     let dir = tempfile::tempdir().unwrap();

@@ -46,8 +46,8 @@ pub use error::JournalError;
 pub use prune::Pruned;
 pub use query::{Query, Scan, Stored};
 pub use recordings::Recording;
-pub use search::{HeaderMatch, JsonCond, Op, Search, Step};
 use schema::{migrate, too_new, SCHEMA_VERSION};
+pub use search::{HeaderMatch, JsonCond, Op, Search, Step};
 pub use write::{Attempt, Record, State};
 
 /// The journal's file name in its directory.

@@ -89,6 +89,9 @@ pub struct Query {
     pub event_type: Option<String>,
     /// Only events in this state.
     pub state: Option<State>,
+    /// Only events `listen` made attempts on (`true`: a pending one is then retrying) or
+    /// made none on (`false`).
+    pub attempted: Option<bool>,
     /// Only events the relay received at or after this time, ms since the epoch.
     pub since_ms: Option<i64>,
     /// Only events whose headers and body match these.
@@ -151,6 +154,9 @@ impl Query {
         }
         if let Some(s) = self.state {
             param(&mut conds, "state = ?", Value::Text(s.name().into()));
+        }
+        if let Some(a) = self.attempted {
+            conds.push(if a { "attempts > 0" } else { "attempts = 0" }.into());
         }
         if let Some(t) = self.since_ms {
             param(&mut conds, "received_at >= ?", Value::Integer(t));
@@ -594,8 +600,14 @@ mod tests {
             ..Search::default()
         };
         let rec = vec![2, 3, 4, 6, 8];
-        assert_eq!(find(json("data.status.code = in_call_recording")), (rec.clone(), 5));
-        assert_eq!(find(json("data.status.code != in_call_recording")), (vec![1, 5, 7], 3));
+        assert_eq!(
+            find(json("data.status.code = in_call_recording")),
+            (rec.clone(), 5)
+        );
+        assert_eq!(
+            find(json("data.status.code != in_call_recording")),
+            (vec![1, 5, 7], 3)
+        );
         assert_eq!(find(json("data.status.code ~ RECORD")), (rec, 5));
         assert_eq!(find(json("data.pad exists")).0, vec![8]);
         assert_eq!(find(json("data.n = 5")).0, vec![5]);

@@ -175,7 +175,9 @@ fn parse_path(p: &str) -> Result<Vec<Step>, String> {
             });
         }
         while !idx.is_empty() {
-            let close = idx.find(']').ok_or_else(|| format!("unclosed [ in {p:?}"))?;
+            let close = idx
+                .find(']')
+                .ok_or_else(|| format!("unclosed [ in {p:?}"))?;
             let n = idx[1..close]
                 .parse::<usize>()
                 .map_err(|_| format!("[{}] is not an index in {p:?}", &idx[1..close]))?;
@@ -245,7 +247,10 @@ fn has(hay: &[u8], needle: &[u8]) -> bool {
 /// Whether `v` is sure to appear as written in any JSON text holding it as a string: none of
 /// the characters JSON escapes are in it (a `\u` escape anywhere in the body is checked apart).
 fn literal_in_json(v: &str) -> bool {
-    !v.is_empty() && !v.chars().any(|c| c == '"' || c == '\\' || c == '/' || c.is_control())
+    !v.is_empty()
+        && !v
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c == '/' || c.is_control())
 }
 
 impl Search {
@@ -307,9 +312,7 @@ impl Search {
         if let Some(h) = &self.header {
             let found = e.headers.iter().any(|x| {
                 x.name.eq_ignore_ascii_case(&h.name)
-                    && h.value
-                        .as_ref()
-                        .is_none_or(|v| has(&x.value, v.as_bytes()))
+                    && h.value.as_ref().is_none_or(|v| has(&x.value, v.as_bytes()))
             });
             if !found {
                 return false;
@@ -383,7 +386,14 @@ mod tests {
         for s in no {
             assert!(!cond(s).eval(&doc), "{s}");
         }
-        for bad in ["", "data.x", "data.x =", "data.x > 3", "a..b = 1", "a[x] = 1"] {
+        for bad in [
+            "",
+            "data.x",
+            "data.x =",
+            "data.x > 3",
+            "a..b = 1",
+            "a[x] = 1",
+        ] {
             let e = bad.parse::<JsonCond>().unwrap_err();
             assert!(e.contains("expected PATH = VALUE"), "{bad}: {e}");
         }
@@ -393,7 +403,10 @@ mod tests {
     #[test]
     fn headers_parse() {
         let h: HeaderMatch = "Svix-Id:msg_2X".parse().unwrap();
-        assert_eq!((h.name.as_str(), h.value.as_deref()), ("svix-id", Some("msg_2x")));
+        assert_eq!(
+            (h.name.as_str(), h.value.as_deref()),
+            ("svix-id", Some("msg_2x"))
+        );
         let h: HeaderMatch = "x-a=1".parse().unwrap();
         assert_eq!((h.name.as_str(), h.value.as_deref()), ("x-a", Some("1")));
         let h: HeaderMatch = "x-a".parse().unwrap();
