@@ -16,6 +16,7 @@ pub(crate) const SECRET_HEADERS: &[&str] = &[
     "x-mb-secret",
     "authorization",
     "cookie",
+    "set-cookie",
     "svix-signature",
     "webhook-signature",
 ];
@@ -55,6 +56,9 @@ pub struct Item {
     pub last_status: Option<u16>,
     /// The last attempt's time to answer, in ms (tenths kept).
     pub latency_ms: Option<f64>,
+    /// When a retrying event's next attempt goes, ms since the Unix epoch (known while the
+    /// listener serving this inspector is running).
+    pub next_attempt_at: Option<i64>,
 }
 
 /// The state shown for a journal state: `retrying` for a pending event with attempts.
@@ -92,6 +96,7 @@ impl Item {
             attempts: s.attempts,
             last_status: s.last_status,
             latency_ms: latency.map(ms),
+            next_attempt_at: None,
         }
     }
 }
@@ -283,6 +288,21 @@ pub(crate) fn item(j: &Journal, channel: &str, seq: u64) -> Result<Option<Item>,
     }
 }
 
+/// A header as shown: `[name, value]`, a secret's value masked unless `reveal`.
+fn shown(h: &meethook_proto::Header, reveal: bool) -> [String; 2] {
+    let value = if !reveal && is_secret(&h.name) {
+        MASK.to_string()
+    } else {
+        String::from_utf8_lossy(&h.value).into_owned()
+    };
+    [h.name.clone(), value]
+}
+
+/// Whether a header's value is masked unless revealed.
+pub(crate) fn is_secret(name: &str) -> bool {
+    SECRET_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+}
+
 /// `GET /api/events/{seq}`: the item, the request and every attempt.
 pub(crate) fn detail(
     j: &Journal,
@@ -297,30 +317,24 @@ pub(crate) fn detail(
     let last = attempts.iter().rev().find(|a| !a.replay).map(|a| a.latency);
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut v = serde_json::to_value(Item::of(&s, last)).expect("an item serializes");
-    let headers: Vec<[String; 2]> = s
-        .event
-        .headers
-        .iter()
-        .map(|h| {
-            let value = if !reveal && SECRET_HEADERS.contains(&h.name.to_ascii_lowercase().as_str())
-            {
-                MASK.to_string()
-            } else {
-                String::from_utf8_lossy(&h.value).into_owned()
-            };
-            [h.name.clone(), value]
-        })
-        .collect();
+    let headers: Vec<[String; 2]> = s.event.headers.iter().map(|h| shown(h, reveal)).collect();
     let attempts: Vec<Value> = attempts
         .iter()
         .map(|a| {
+            let response_headers: Vec<[String; 2]> = a
+                .response_headers
+                .iter()
+                .map(|h| shown(h, reveal))
+                .collect();
             serde_json::json!({
                 "at": a.started_at_ms,
                 "attempt": a.attempt,
                 "status": a.status,
                 "error": a.error,
                 "duration_ms": ms(a.latency),
-                "response_head_base64": b64.encode(&a.response_head),
+                "response_headers": response_headers,
+                "response_body_base64": b64.encode(&a.response_head),
+                "truncated": a.truncated,
                 "replay": a.replay,
             })
         })

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ListParams, Reader};
 use crate::guard::{Auth, Guard, COOKIE};
-use crate::live::Out;
+use crate::live::{Out, Schedule};
 use crate::Config;
 
 /// The page, embedded at build time.
@@ -40,6 +40,8 @@ pub(crate) struct State {
     pub(crate) guard: Guard,
     pub(crate) reader: Arc<Reader>,
     pub(crate) out: broadcast::Sender<Out>,
+    /// The next attempt of each retrying event, as the live hub heard it.
+    pub(crate) schedule: Schedule,
     /// Whether a daemon feeds the stream.
     pub(crate) live: bool,
     pub(crate) stop: CancellationToken,
@@ -329,7 +331,14 @@ async fn list(st: &Arc<State>, query: &[(String, String)]) -> Resp {
         Err(e) => return journal_error(e),
     };
     match read(st, move |j| api::list(j, &channel, &params)).await {
-        Ok(page) => json_resp(StatusCode::OK, &page),
+        Ok(mut page) => {
+            let schedule = st.schedule.lock().unwrap_or_else(|e| e.into_inner());
+            for it in page.events.iter_mut().filter(|i| i.state == "retrying") {
+                it.next_attempt_at = schedule.get(&it.seq).copied();
+            }
+            drop(schedule);
+            json_resp(StatusCode::OK, &page)
+        }
         Err(JournalError::Missing(_)) => empty(),
         Err(e) => journal_error(e),
     }
@@ -349,7 +358,13 @@ async fn detail(st: &Arc<State>, query: &[(String, String)], seq: u64) -> Resp {
         Err(e) => return journal_error(e),
     };
     match read(st, move |j| api::detail(j, &channel, seq, reveal)).await {
-        Ok(Some(v)) => json_resp(StatusCode::OK, &v),
+        Ok(Some(mut v)) => {
+            if v["state"] == "retrying" {
+                let schedule = st.schedule.lock().unwrap_or_else(|e| e.into_inner());
+                v["next_attempt_at"] = schedule.get(&seq).copied().into();
+            }
+            json_resp(StatusCode::OK, &v)
+        }
         Ok(None) | Err(JournalError::Missing(_)) => not_found(),
         Err(e) => journal_error(e),
     }

@@ -122,8 +122,15 @@ pub async fn run(
         .channel
         .clone()
         .or_else(|| live.as_ref().map(|l| l.channel().to_string()));
+    let schedule = live::Schedule::default();
     if let Some(live) = live {
-        tasks.spawn(live::hub(live, reader.clone(), out.clone(), stop.clone()));
+        tasks.spawn(live::hub(
+            live,
+            reader.clone(),
+            out.clone(),
+            schedule.clone(),
+            stop.clone(),
+        ));
     }
     let state = Arc::new(http::State {
         guard: guard::Guard {
@@ -133,6 +140,7 @@ pub async fn run(
         config: Config { channel, ..config },
         reader,
         out,
+        schedule,
         live: is_live,
         stop: stop.clone(),
     });

@@ -27,6 +27,8 @@ pub(crate) struct Change {
     attempts: Option<u32>,
     /// The attempt's status and latency (ms), for an attempt.
     attempt: Option<(Option<u16>, f64)>,
+    /// When the next attempt goes (ms since the epoch), or `Some(None)` once none is due.
+    next_at: Option<Option<i64>>,
 }
 
 impl Change {
@@ -37,7 +39,9 @@ impl Change {
             state: None,
             attempts: None,
             attempt: None,
+            next_at: None,
         };
+        let settled = Some(None);
         Some(match e {
             DaemonEvent::Received {
                 seq,
@@ -57,16 +61,19 @@ impl Change {
                 }),
                 attempts: Some(report.attempt),
                 attempt: Some((report.status, api::ms(report.latency))),
+                next_at: Some(report.next_retry.map(|d| now_ms() + d.as_millis() as i64)),
                 ..blank(event.seq)
             },
             DaemonEvent::Delivered { event, attempts } => Change {
                 state: Some("delivered"),
                 attempts: Some(*attempts),
+                next_at: settled,
                 ..blank(event.seq)
             },
             DaemonEvent::GaveUp { event, attempts } => Change {
                 state: Some("failed"),
                 attempts: Some(*attempts),
+                next_at: settled,
                 ..blank(event.seq)
             },
             DaemonEvent::Skipped {
@@ -74,6 +81,7 @@ impl Change {
             } => Change {
                 state: Some("skipped"),
                 attempts: Some(*attempts),
+                next_at: settled,
                 ..blank(event.seq)
             },
             _ => return None,
@@ -95,6 +103,7 @@ impl Change {
             attempts: 0,
             last_status: None,
             latency_ms: None,
+            next_attempt_at: None,
         })
     }
 
@@ -109,6 +118,9 @@ impl Change {
         if let Some((status, latency)) = self.attempt {
             item.last_status = status;
             item.latency_ms = Some(latency);
+        }
+        if let Some(next) = self.next_at {
+            item.next_attempt_at = next;
         }
     }
 }
@@ -163,6 +175,17 @@ pub(crate) enum Out {
     Reload,
 }
 
+/// Now, ms since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// When each retrying event's next attempt goes (ms since the epoch), as the hub last heard.
+pub(crate) type Schedule = Arc<std::sync::Mutex<HashMap<u64, i64>>>;
+
 /// Rows the hub remembers as last sent (cleared when full).
 const RECENT: usize = 4096;
 
@@ -192,6 +215,7 @@ pub(crate) async fn hub(
     live: Live,
     reader: Arc<Reader>,
     out: broadcast::Sender<Out>,
+    schedule: Schedule,
     stop: CancellationToken,
 ) {
     let mut rx = live.tx.subscribe();
@@ -210,6 +234,13 @@ pub(crate) async fn hub(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
+        if let Some(next) = change.next_at {
+            let mut s = schedule.lock().unwrap_or_else(|e| e.into_inner());
+            match next {
+                Some(at) => s.insert(change.seq, at),
+                None => s.remove(&change.seq),
+            };
+        }
         if out.receiver_count() == 0 {
             recent.clear();
             continue;

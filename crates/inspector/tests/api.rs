@@ -81,6 +81,11 @@ fn attempt(n: u32, status: u16) -> Attempt {
         status: Some(status),
         error: None,
         response_head: Bytes::from_static(b"nope"),
+        response_headers: vec![
+            Header::new("content-type", "text/plain"),
+            Header::new("set-cookie", "sid=1"),
+        ],
+        truncated: false,
         replay: false,
     }
 }
@@ -311,8 +316,14 @@ async fn detail_masks_secrets_unless_revealed() {
             &Value::from(false)
         )
     );
-    assert_eq!(a["response_head_base64"], "bm9wZQ==");
+    assert_eq!(a["response_body_base64"], "bm9wZQ==");
+    assert_eq!(a["truncated"], false);
+    assert_eq!(
+        a["response_headers"],
+        serde_json::json!([["content-type", "text/plain"], ["set-cookie", "••••"]])
+    );
     let shown = s.get("/api/events/100?reveal=1").await;
+    assert_eq!(shown["attempts"][0]["response_headers"][1][1], "sid=1");
     assert_eq!(shown["headers"][1][1], "mb-key-123");
     assert_eq!(shown["headers"][2][1], "Bearer abc");
     assert_eq!(s.req("GET", "/api/events/9999", &[]).await.status, 404);
@@ -488,6 +499,80 @@ async fn the_stream_sends_new_events_and_their_state_changes() {
         (&Value::from(1), &Value::from(200))
     );
     assert!(done["latency_ms"].as_f64().is_some());
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn attempts_keep_the_answer_cut_at_64_kib_and_the_next_attempt_time() {
+    use base64::Engine;
+    let setup = Setup::start().await;
+    let live = Live::new(&setup.channel);
+    let log = Arc::new(EventLog::default());
+    let observers = Observers::new(vec![live.observer(), log.clone() as Arc<dyn Observer>]);
+    let stop = CancellationToken::new();
+    let mut dcfg = setup.config("/hook");
+    // Far enough for the check below to see the next attempt still ahead.
+    let hour = Duration::from_secs(3600);
+    dcfg.backoff = meethook_daemon::forward::Backoff {
+        initial: hour,
+        max: hour,
+    };
+    let daemon = tokio::spawn(meethook_daemon::run(dcfg, observers, stop.clone()));
+    log.wait_for("connected", |e| matches!(e, DaemonEvent::Connected { .. }))
+        .await;
+    let mut cfg = Config::new(setup.dir.path());
+    cfg.channel = Some(setup.channel.clone());
+    let s = Served::start(cfg, Some(live)).await;
+    // The hub is subscribed once a stream client is.
+    let _stream = client()
+        .request(
+            http::Request::get(s.url("/api/stream"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let answer: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    setup.handler.answer_seq(1, Some(503));
+    setup.handler.answer_body(1, answer.clone());
+    let posted = post(&setup.relay.hook(&setup.channel), &[], r#"{"event":"x"}"#).await;
+    assert_eq!(posted.seq(), Some(1));
+    log.wait_for(
+        "a retry",
+        |e| matches!(e, DaemonEvent::AttemptFinished { report, .. } if report.next_retry.is_some()),
+    )
+    .await;
+    let d = loop {
+        let d = s.get("/api/events/1").await;
+        if d["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(d["state"], "retrying");
+    let a = &d["attempts"][0];
+    assert_eq!(
+        (&a["status"], &a["truncated"]),
+        (&Value::from(503), &Value::from(true))
+    );
+    let kept = base64::engine::general_purpose::STANDARD
+        .decode(a["response_body_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(kept, answer[..64 << 10], "the first 64 KiB, as sent");
+    let headers = a["response_headers"].as_array().unwrap();
+    assert!(
+        headers.contains(&serde_json::json!(["x-handler", "meethook-testkit"])),
+        "{headers:?}"
+    );
+    let next = d["next_attempt_at"]
+        .as_i64()
+        .expect("the next attempt's time");
+    // An hour ahead, less the 20 % jitter.
+    assert!(next > a["at"].as_i64().unwrap() + 2_800_000, "{next}");
+    let listed = s.get("/api/events?state=retrying").await;
+    assert_eq!(listed["events"][0]["next_attempt_at"], next);
+    assert!(seqs(&s.get("/api/events?state=pending").await).is_empty());
     stop.cancel();
     daemon.await.unwrap().unwrap();
 }

@@ -818,6 +818,8 @@ async fn replay_defaults_to_the_listen_handler_and_list_shows_the_replay() {
             status: Some(400),
             error: None,
             response_head: Default::default(),
+            response_headers: Vec::new(),
+            truncated: false,
             replay: false,
         };
         j.record(&ch, 2, &failed, Some(State::Failed)).unwrap();

@@ -395,7 +395,8 @@ impl Journal {
     pub fn attempts(&self, channel: &str, seq: u64) -> Result<Vec<Attempt>, JournalError> {
         self.with(|c| {
             c.prepare_cached(
-                "SELECT attempt, started_at, latency_us, status, error, response_head, replay
+                "SELECT attempt, started_at, latency_us, status, error, response_head, replay,
+                   response_headers, truncated
                  FROM attempts WHERE channel = ?1 AND seq = ?2 ORDER BY rowid",
             )?
             .query_map(params![channel, sql_seq(seq)], |r| {
@@ -407,6 +408,19 @@ impl Journal {
                     error: r.get(4)?,
                     response_head: Bytes::from(r.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default()),
                     replay: r.get(6)?,
+                    response_headers: match r.get::<_, Option<Vec<u8>>>(7)? {
+                        Some(b) => {
+                            decode_headers(&mut Reader::new(Bytes::from(b))).map_err(|e| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    7,
+                                    Type::Blob,
+                                    Box::new(e),
+                                )
+                            })?
+                        }
+                        None => Vec::new(),
+                    },
+                    truncated: r.get(8)?,
                 })
             })?
             .collect()
@@ -432,6 +446,8 @@ mod tests {
             status: Some(status),
             error: None,
             response_head: Bytes::from_static(b"nope"),
+            response_headers: vec![meethook_proto::Header::new("x-r", "1")],
+            truncated: true,
             replay,
         }
     }
@@ -555,6 +571,8 @@ mod tests {
         assert_eq!((a[1].status, a[1].replay), (Some(200), true));
         assert_eq!(a[1].latency, Duration::from_micros(1500));
         assert_eq!(&a[1].response_head[..], b"nope");
+        assert_eq!(a[1].response_headers[0].name, "x-r");
+        assert!(a[1].truncated);
         assert!(j.get("c1", 7).unwrap().is_none());
         assert_eq!(j.get("c2", 1).unwrap().unwrap().event.received_at_ms, 3500);
     }
