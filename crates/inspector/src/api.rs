@@ -241,10 +241,24 @@ fn latency(
         .map(|a| a.latency))
 }
 
+impl ListParams {
+    /// The journal query of these filters in `channel` (paging aside).
+    pub(crate) fn query(&self, channel: &str) -> Query {
+        Query {
+            channel: Some(channel.to_string()),
+            bot_id: self.bot.clone(),
+            event_type: self.event.clone(),
+            state: self.state,
+            attempted: self.attempted,
+            search: self.search.clone(),
+            ..Query::default()
+        }
+    }
+}
+
 /// One page of `channel`'s events matching `p`, newest first.
 pub(crate) fn list(j: &Journal, channel: &str, p: &ListParams) -> Result<Page, JournalError> {
     let q = Query {
-        channel: Some(channel.to_string()),
         seqs: match p.before {
             Some(0) | Some(1) => {
                 return Ok(Page {
@@ -255,12 +269,7 @@ pub(crate) fn list(j: &Journal, channel: &str, p: &ListParams) -> Result<Page, J
             Some(b) => vec![1..=b - 1],
             None => Vec::new(),
         },
-        bot_id: p.bot.clone(),
-        event_type: p.event.clone(),
-        state: p.state,
-        attempted: p.attempted,
-        search: p.search.clone(),
-        ..Query::default()
+        ..p.query(channel)
     };
     // One more than asked: whether there is a next page.
     let scan = j.newest(&q, p.limit + 1, SCAN_BUDGET)?;
@@ -278,6 +287,16 @@ pub(crate) fn list(j: &Journal, channel: &str, p: &ListParams) -> Result<Page, J
         None => None,
     };
     Ok(Page { events, next })
+}
+
+/// The items of the events matching `q`, in query order.
+pub(crate) fn items(j: &Journal, q: &Query) -> Result<Vec<Item>, JournalError> {
+    let rows = j.query(q)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for s in &rows {
+        out.push(Item::of(s, latency(j, &s.channel, s.event.seq)?));
+    }
+    Ok(out)
 }
 
 /// The list item of one event, if journaled.

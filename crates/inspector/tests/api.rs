@@ -577,6 +577,138 @@ async fn attempts_keep_the_answer_cut_at_64_kib_and_the_next_attempt_time() {
     daemon.await.unwrap().unwrap();
 }
 
+/// Opens `/api/stream` and reads up to its hello.
+async fn subscribe(s: &Served) -> (hyper::body::Incoming, String) {
+    let resp = client()
+        .request(
+            http::Request::get(s.url("/api/stream"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+    tokio::time::timeout(PATIENCE, async {
+        while !buf.contains("event: hello") {
+            let f = body.frame().await.unwrap().unwrap();
+            buf.push_str(std::str::from_utf8(&f.into_data().unwrap()).unwrap());
+        }
+    })
+    .await
+    .unwrap();
+    buf.clear();
+    (body, buf)
+}
+
+#[tokio::test]
+async fn without_a_daemon_the_stream_follows_what_another_writer_journals() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    j.insert("c", &[webhook(1, "bot.status_change", "aaaa-1111")], 1)
+        .unwrap();
+    let mut cfg = Config::new(dir.path());
+    cfg.control = false;
+    let s = Served::start(cfg, None).await;
+    let (mut body, mut buf) = subscribe(&s).await;
+    // Written by another journal handle, as a `listen` in another process would.
+    j.insert("c", &[webhook(2, "complete", "bbbb-2222")], 1)
+        .unwrap();
+    let new = next_item(&mut body, &mut buf, |v| v["seq"] == 2).await;
+    assert_eq!(
+        (&new["event"], &new["state"]),
+        (&Value::from("complete"), &Value::from("pending"))
+    );
+    j.record("c", 1, &attempt(1, 503), None).unwrap();
+    let retrying = next_item(&mut body, &mut buf, |v| v["seq"] == 1).await;
+    assert_eq!(
+        (&retrying["state"], &retrying["attempts"]),
+        (&Value::from("retrying"), &Value::from(1))
+    );
+    j.record("c", 1, &attempt(2, 200), Some(State::Delivered))
+        .unwrap();
+    let done = next_item(&mut body, &mut buf, |v| v["seq"] == 1).await;
+    assert_eq!(
+        (&done["state"], &done["last_status"]),
+        (&Value::from("delivered"), &Value::from(200))
+    );
+}
+
+#[tokio::test]
+async fn pin_unpin_and_export_of_the_current_filter() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let _j = journal(dir.path());
+    let s = Served::start(Config::new(dir.path()), None).await;
+    let origin = format!("http://{}", s.addr);
+    let (st, v) = s.post_json("/api/events/5/pin", "{}").await;
+    assert_eq!(
+        (st, &v),
+        (200, &serde_json::json!({"seq": 5, "pinned": true}))
+    );
+    assert_eq!(s.get("/api/events/5").await["pinned"], true);
+    let pinned = Journal::open_read_only(dir.path())
+        .unwrap()
+        .get("c", 5)
+        .unwrap()
+        .unwrap();
+    assert!(pinned.pinned, "in the journal: `events prune` keeps it");
+    let (st, _) = s.post_json("/api/events/5/unpin", "{}").await;
+    assert_eq!(st, 200);
+    assert_eq!(s.get("/api/events/5").await["pinned"], false);
+    assert_eq!(s.post_json("/api/events/99999/pin", "{}").await.0, 404);
+    let foreign = s
+        .req(
+            "POST",
+            "/api/events/5/pin",
+            &[
+                ("content-type", "application/json"),
+                ("origin", "http://evil.example"),
+            ],
+        )
+        .await;
+    assert_eq!(foreign.status, 403, "{origin}");
+
+    let r = s
+        .req("GET", "/api/export?event=complete&state=failed", &[])
+        .await;
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        got,
+        (300..=3000).step_by(300).collect::<Vec<u64>>(),
+        "oldest first, every one"
+    );
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let header = |l: &Value, i: usize| {
+        String::from_utf8(b64.decode(l["headers"][i][1].as_str().unwrap()).unwrap()).unwrap()
+    };
+    assert_eq!(header(&lines[0], 1), "••••", "the API key masked");
+    assert_eq!(header(&lines[0], 3), "t1");
+    assert_eq!(lines[0]["event"], "complete");
+    let shown = s
+        .req(
+            "GET",
+            "/api/export?event=complete&state=failed&reveal=1",
+            &[],
+        )
+        .await;
+    let first: Value =
+        serde_json::from_str(String::from_utf8_lossy(&shown.body).lines().next().unwrap()).unwrap();
+    assert_eq!(header(&first, 1), "mb-key-123");
+    let all = s.req("GET", "/api/export", &[]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&all.body).lines().count(),
+        3000,
+        "no paging"
+    );
+}
+
 #[tokio::test]
 async fn retry_and_skip_reach_the_running_daemon() {
     let setup = Setup::start().await;

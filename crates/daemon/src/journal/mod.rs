@@ -13,6 +13,7 @@
 //!   outcome records and their recovery from the outcome log, imports.
 //! - `query.rs`: the read model: [`Query`] filters, [`Stored`] events, attempts.
 //! - `search.rs`: the header, JSON-path and free-text filters ([`Search`]).
+//! - `ndjson.rs`: the line format of `events export` ([`ExportLine`]).
 //! - `recordings.rs`: recording downloads.
 //! - `prune.rs`: pruning in batches, and pins.
 //! - `meta.rs`: per-channel facts (listener id, handler URL).
@@ -24,6 +25,7 @@ mod error;
 #[cfg(test)]
 mod fixtures;
 mod meta;
+mod ndjson;
 mod prune;
 mod query;
 mod recordings;
@@ -43,6 +45,7 @@ use rusqlite::Connection;
 
 use checkpoint::Checkpoints;
 pub use error::JournalError;
+pub use ndjson::{b64 as export_base64, ExportLine};
 pub use prune::Pruned;
 pub use query::{Query, Scan, Stored};
 pub use recordings::Recording;

@@ -223,7 +223,7 @@ fn equals(v: &Value, want: &str) -> bool {
             (Some(a), Ok(b)) => a == b,
             _ => n.to_string() == want,
         },
-        other => other.to_string() == want,
+        other => serde_json::to_string(other).is_ok_and(|t| t == want),
     }
 }
 
