@@ -278,7 +278,7 @@ test("a row opens the detail: headers in order, the body pretty-printed", async 
   assert.equal(body, JSON.stringify(JSON.parse(api.body), null, 2), "pretty JSON");
   assert.match(body, /^\{\n  "event": "bot.status_change",\n  "data": \{\n    "bot_id": /);
   assert.equal(JSON.parse(body).data.bot_id, bot);
-  assert.match(await page.locator("#detail").textContent(), /Attempts \(1\)/);
+  assert.match(await page.locator("#detail").textContent(), /Attempts \(1\)#/, "the attempts table follows its title");
   await page.done();
 
   // #SEQ in the address opens that event directly.
