@@ -6,7 +6,8 @@
 //! - `main.rs`: the flags, and the phases run one after another.
 //! - [`plan`]: counts and sizes from the flags; [`ctx`]: what the phases share.
 //! - Phases: [`latency`] (a, e), [`throughput`] (b, c, d), [`backlog`] (f), [`idle`] (g),
-//!   [`pg`] (the PostgreSQL store), [`peers`] (plain TCP tunnels, `--peers`).
+//!   [`pg`] (the PostgreSQL store), [`inspector`] (h, i: the inspector's stream and list
+//!   API), [`peers`] (plain TCP tunnels, `--peers`).
 //! - [`body`]: bodies that carry their id, and the hash that checks them.
 //! - [`handler`]: the recording handler (hyper server) and the per-run [`handler::Tracker`].
 //! - [`load`]: the load generator (hyper clients, keep-alive, N concurrent senders).
@@ -24,6 +25,7 @@ mod body;
 mod ctx;
 mod handler;
 mod idle;
+mod inspector;
 mod latency;
 mod load;
 mod machine;
@@ -94,7 +96,7 @@ pub(crate) struct Args {
     /// Directory for the relay stores and daemon journals [default: the system temp dir].
     #[arg(long)]
     pub(crate) tmp: Option<PathBuf>,
-    /// Skip phases: any of latency, throughput, backlog, idle, pg (comma-separated).
+    /// Skip phases: any of latency, throughput, backlog, idle, pg, inspector (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub(crate) skip: Vec<String>,
     /// PostgreSQL database for the `pg` phase (a schema is created in it and dropped at the
@@ -182,7 +184,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     ctx.report.settings.extend(fd_note);
     let started = Instant::now();
     let cpu_start = CpuShare::now();
-    for name in ["latency", "throughput", "backlog", "idle", "pg", "peers"] {
+    for name in [
+        "latency",
+        "throughput",
+        "backlog",
+        "idle",
+        "pg",
+        "inspector",
+        "peers",
+    ] {
         if name == "peers" && !plan.peers {
             continue;
         }
@@ -206,6 +216,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "backlog" => backlog::phase(&mut ctx).await,
             "pg" => pg::phase(&mut ctx, plan.postgres.as_deref().unwrap_or_default()).await,
             "peers" => peers::phase_peers(&mut ctx).await,
+            "inspector" => inspector::phase(&mut ctx).await,
             _ => idle::phase(&mut ctx).await,
         };
         if let Err(e) = r {

@@ -283,6 +283,18 @@ pub fn start_listen(
     forward_to: &str,
     data: &Path,
 ) -> anyhow::Result<Proc> {
+    start_listen_with(bin, relay, channel, forward_to, data, &[])
+}
+
+/// [`start_listen`] with `extra` flags (e.g. `--inspect ADDR`).
+pub fn start_listen_with(
+    bin: &Path,
+    relay: &Relay,
+    channel: &ChannelInfo,
+    forward_to: &str,
+    data: &Path,
+    extra: &[String],
+) -> anyhow::Result<Proc> {
     std::fs::create_dir_all(data)?;
     let mut cmd = tokio::process::Command::new(bin);
     cmd.arg("listen")
@@ -297,6 +309,7 @@ pub fn start_listen(
         .arg("--data")
         .arg(data.join("journal"))
         .arg("--json")
+        .args(extra)
         .stdout(Stdio::null())
         .stdin(Stdio::null());
     Proc::spawn(cmd, "listen daemon", data.join("listen.log"))

@@ -63,6 +63,10 @@ pub struct Report {
     pub peer_rows: Vec<PeerRow>,
     /// Remarks of the plain-tunnel section; empty when the phase did not run.
     pub peer_notes: Vec<String>,
+    /// The inspector figures (phase `inspector`).
+    pub inspector_rows: Vec<Row>,
+    /// Remarks of the inspector section; empty when the phase did not run.
+    pub inspector_notes: Vec<String>,
     /// Integrity counts per run.
     pub checks: Vec<(String, Checks, Option<String>)>,
     /// Phases that failed outright.
@@ -141,6 +145,55 @@ impl Report {
             direct: direct.into(),
             ratio: ratio.map(fmt_ratio).unwrap_or_else(|| "–".into()),
         });
+    }
+
+    /// Adds an inspector figure (phase `inspector`).
+    pub fn inspector(
+        &mut self,
+        fig: &'static str,
+        what: impl Into<String>,
+        meethook: impl Into<String>,
+        baseline: impl Into<String>,
+        ratio: Option<f64>,
+    ) {
+        self.inspector_rows.push(Row {
+            fig,
+            what: what.into(),
+            meethook: meethook.into(),
+            direct: baseline.into(),
+            ratio: ratio.map(fmt_ratio).unwrap_or_else(|| "–".into()),
+        });
+    }
+
+    /// The "Inspector" section (phase `inspector`), empty when the phase did not run.
+    pub fn inspector_section(&self) -> String {
+        if self.inspector_notes.is_empty() && self.inspector_rows.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from("## Inspector\n\n");
+        s.push_str(
+            "Phase `inspector` (`scripts/bench --skip latency,throughput,backlog,idle,pg` runs \
+             it alone): (h) the same load through `meethook listen --inspect ADDR` with a client \
+             reading its `GET /api/stream` against none, alternating, in the same run; (i) the \
+             list API's answer time over a big journal.\n\n",
+        );
+        for n in &self.inspector_notes {
+            let _ = writeln!(s, "- {n}");
+        }
+        if !self.inspector_rows.is_empty() {
+            s.push_str(
+                "\n| fig | figure | measured | baseline | ratio |\n|---|---|---:|---:|---:|\n",
+            );
+            for r in &self.inspector_rows {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} |",
+                    r.fig, r.what, r.meethook, r.direct, r.ratio
+                );
+            }
+        }
+        s.push('\n');
+        s
     }
 
     /// The "Plain tunnels" section (phase `peers`), empty when the phase did not run.
@@ -241,6 +294,7 @@ impl Report {
         s.push_str(&self.pg_section());
         s.push('\n');
         s.push_str(&self.peer_section());
+        s.push_str(&self.inspector_section());
         s.push_str("\n## Integrity checks\n\n");
         s.push_str(
             "Every delivery is checked at the handler: body byte-identical to what was sent \

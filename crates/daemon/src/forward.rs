@@ -12,7 +12,7 @@ use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use meethook_proto::Event;
+use meethook_proto::{Event, Header};
 use rand::Rng;
 use tokio::net::TcpStream;
 
@@ -31,8 +31,8 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
-/// First bytes of a handler's answer kept in the journal.
-const RESPONSE_HEAD: usize = 1024;
+/// First bytes of a handler's answer kept in the journal (the rest is marked as cut).
+pub const RESPONSE_CAPTURE: usize = 64 << 10;
 /// Most of a handler's answer read (the rest is dropped, the connection with it).
 const RESPONSE_MAX: usize = 1 << 20;
 
@@ -45,12 +45,24 @@ pub struct Outcome {
     pub error: Option<String>,
     /// Time to the answer.
     pub latency: Duration,
-    /// First KiB of the answer's body.
+    /// The answer's body, up to [`RESPONSE_CAPTURE`] bytes.
     pub response_head: Bytes,
+    /// The answer's headers, in order.
+    pub response_headers: Vec<Header>,
+    /// Whether the body was longer than what `response_head` keeps.
+    pub truncated: bool,
     /// `Retry-After`, when the handler sent one.
     pub retry_after: Option<Duration>,
     /// The connection was refused: nothing listens on the handler's port (yet).
     pub refused: bool,
+}
+
+/// What was kept of a handler's answer.
+#[derive(Debug, Default)]
+struct Answer {
+    headers: Vec<Header>,
+    body: Bytes,
+    truncated: bool,
 }
 
 /// How to treat an [`Outcome`].
@@ -282,17 +294,17 @@ impl Forwarder {
             }
         };
         let mut refused = false;
-        let (status, error, response_head, retry_after) =
+        let (status, error, answer, retry_after) =
             match tokio::time::timeout(self.timeout, exchange).await {
-                Ok(Ok((s, ra, head))) => (Some(s), None, head, ra),
+                Ok(Ok((s, ra, answer))) => (Some(s), None, answer, ra),
                 Ok(Err(f)) => {
                     refused = matches!(f, Failure::Refused(_));
-                    (None, Some(f.message()), Bytes::new(), None)
+                    (None, Some(f.message()), Answer::default(), None)
                 }
                 Err(_) => (
                     None,
                     Some(format!("timed out after {:?}", self.timeout)),
-                    Bytes::new(),
+                    Answer::default(),
                     None,
                 ),
             };
@@ -300,7 +312,9 @@ impl Forwarder {
             status,
             error,
             latency: started.elapsed(),
-            response_head,
+            response_head: answer.body,
+            response_headers: answer.headers,
+            truncated: answer.truncated,
             retry_after,
             refused,
         }
@@ -326,7 +340,7 @@ impl Forwarder {
         ev: &Event,
         attempt: u32,
         replay: bool,
-    ) -> Result<(u16, Option<Duration>, Bytes), Failure> {
+    ) -> Result<(u16, Option<Duration>, Answer), Failure> {
         let mut conn = match conn {
             Some(c) => c,
             None => self.connect().await?,
@@ -349,6 +363,11 @@ impl Forwarder {
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(parse_retry_after);
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| Header::new(n.as_str(), v.as_bytes().to_vec()))
+            .collect();
         let mut body = resp.into_body();
         let mut head = BytesMut::new();
         let mut read = 0usize;
@@ -363,7 +382,7 @@ impl Forwarder {
             };
             if let Some(d) = frame.data_ref() {
                 read += d.len();
-                let room = RESPONSE_HEAD.saturating_sub(head.len());
+                let room = RESPONSE_CAPTURE.saturating_sub(head.len());
                 head.extend_from_slice(&d[..d.len().min(room)]);
             }
             if read > RESPONSE_MAX {
@@ -374,7 +393,12 @@ impl Forwarder {
         if whole && conn.usable() {
             *self.idle.lock().expect("idle connection") = Some(conn);
         }
-        Ok((status, retry_after, head.freeze()))
+        let answer = Answer {
+            headers,
+            truncated: read > head.len(),
+            body: head.freeze(),
+        };
+        Ok((status, retry_after, answer))
     }
 
     async fn connect(&self) -> Result<Conn, Failure> {
@@ -487,6 +511,8 @@ mod tests {
             error: None,
             latency: Duration::ZERO,
             response_head: Bytes::new(),
+            response_headers: Vec::new(),
+            truncated: false,
             retry_after: None,
             refused: false,
         }

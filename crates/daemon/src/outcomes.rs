@@ -142,6 +142,8 @@ fn decode(b: &[u8]) -> Option<Record> {
             status: (status != 0).then_some(status),
             error: (status == 0).then(|| "(error text lost when the daemon stopped)".to_string()),
             response_head: Bytes::new(),
+            response_headers: Vec::new(),
+            truncated: false,
             replay: false,
         }
     });
@@ -259,6 +261,8 @@ mod tests {
                 status,
                 error: None,
                 response_head: Bytes::from_static(b"ok"),
+                response_headers: Vec::new(),
+                truncated: false,
                 replay: false,
             }),
             state,

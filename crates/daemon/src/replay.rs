@@ -268,6 +268,8 @@ async fn send(
             status: outcome.status,
             error: outcome.error.clone(),
             response_head: outcome.response_head.clone(),
+            response_headers: outcome.response_headers.clone(),
+            truncated: outcome.truncated,
             replay: true,
         };
         let ch = cfg.channel.clone();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use base64::Engine;
-use meethook_daemon::journal::{Journal, JournalError, Query, State, Stored};
+use meethook_daemon::journal::{Journal, JournalError, Query, Search, State, Stored};
 use meethook_proto::meeting::Summary;
 use serde::Serialize;
 use serde_json::Value;
@@ -16,6 +16,7 @@ pub(crate) const SECRET_HEADERS: &[&str] = &[
     "x-mb-secret",
     "authorization",
     "cookie",
+    "set-cookie",
     "svix-signature",
     "webhook-signature",
 ];
@@ -25,6 +26,10 @@ pub(crate) const MASK: &str = "••••";
 
 /// Longest page of `GET /api/events`.
 pub(crate) const MAX_LIMIT: usize = 500;
+
+/// Bytes of events a filtered page looks at before it answers with what it found (and
+/// `next` where it stopped): a rare match in a big journal never makes one slow request.
+const SCAN_BUDGET: usize = 16 << 20;
 
 /// One row of the list, and the data of each `event: event` of the stream.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -53,6 +58,9 @@ pub struct Item {
     pub latency_ms: Option<f64>,
     /// The earlier event this one repeats (same svix-id, or same unsigned body).
     pub duplicate_of: Option<u64>,
+    /// When a retrying event's next attempt goes, ms since the Unix epoch (known while the
+    /// listener serving this inspector is running).
+    pub next_attempt_at: Option<i64>,
 }
 
 /// The state shown for a journal state: `retrying` for a pending event with attempts.
@@ -91,6 +99,7 @@ impl Item {
             last_status: s.last_status,
             latency_ms: latency.map(ms),
             duplicate_of: s.duplicate_of,
+            next_attempt_at: None,
         }
     }
 }
@@ -102,6 +111,9 @@ pub(crate) struct ListParams {
     pub(crate) event: Option<String>,
     pub(crate) bot: Option<String>,
     pub(crate) state: Option<State>,
+    /// With `state`: `retrying` (attempts made) or `pending` (none yet).
+    pub(crate) attempted: Option<bool>,
+    pub(crate) search: Search,
     pub(crate) limit: usize,
     pub(crate) before: Option<u64>,
 }
@@ -129,8 +141,16 @@ impl ListParams {
                             "state {v:?}: expected pending, retrying, delivered, failed or skipped"
                         )
                         })?,
-                    })
+                    });
+                    p.attempted = match v.as_str() {
+                        "retrying" => Some(true),
+                        "pending" => Some(false),
+                        _ => None,
+                    };
                 }
+                "header" => p.search.header = Some(v.parse()?),
+                "where" => p.search.json = Some(v.parse()?),
+                "q" => p.search.text = Some(v.clone()),
                 "limit" => {
                     p.limit = v
                         .parse::<usize>()
@@ -224,10 +244,24 @@ fn latency(
         .map(|a| a.latency))
 }
 
+impl ListParams {
+    /// The journal query of these filters in `channel` (paging aside).
+    pub(crate) fn query(&self, channel: &str) -> Query {
+        Query {
+            channel: Some(channel.to_string()),
+            bot_id: self.bot.clone(),
+            event_type: self.event.clone(),
+            state: self.state,
+            attempted: self.attempted,
+            search: self.search.clone(),
+            ..Query::default()
+        }
+    }
+}
+
 /// One page of `channel`'s events matching `p`, newest first.
 pub(crate) fn list(j: &Journal, channel: &str, p: &ListParams) -> Result<Page, JournalError> {
     let q = Query {
-        channel: Some(channel.to_string()),
         seqs: match p.before {
             Some(0) | Some(1) => {
                 return Ok(Page {
@@ -238,27 +272,34 @@ pub(crate) fn list(j: &Journal, channel: &str, p: &ListParams) -> Result<Page, J
             Some(b) => vec![1..=b - 1],
             None => Vec::new(),
         },
-        bot_id: p.bot.clone(),
-        event_type: p.event.clone(),
-        state: p.state,
-        // One more than asked: whether there is a next page.
-        limit: Some(p.limit + 1),
-        ..Query::default()
+        ..p.query(channel)
     };
-    let mut rows = j.query(&q)?;
-    rows.reverse();
+    // One more than asked: whether there is a next page.
+    let scan = j.newest(&q, p.limit + 1, SCAN_BUDGET)?;
+    let mut rows = scan.events;
     let more = rows.len() > p.limit;
     rows.truncate(p.limit);
     let mut events = Vec::with_capacity(rows.len());
     for s in &rows {
         events.push(Item::of(s, latency(j, channel, s.event.seq)?));
     }
-    let next = if more {
-        events.last().map(|i| i.seq)
-    } else {
-        None
+    let next = match scan.stopped_at {
+        // The budget ran out: go on below the last seq looked at.
+        Some(seq) => Some(seq),
+        None if more => events.last().map(|i| i.seq),
+        None => None,
     };
     Ok(Page { events, next })
+}
+
+/// The items of the events matching `q`, in query order.
+pub(crate) fn items(j: &Journal, q: &Query) -> Result<Vec<Item>, JournalError> {
+    let rows = j.query(q)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for s in &rows {
+        out.push(Item::of(s, latency(j, &s.channel, s.event.seq)?));
+    }
+    Ok(out)
 }
 
 /// The list item of one event, if journaled.
@@ -267,6 +308,21 @@ pub(crate) fn item(j: &Journal, channel: &str, seq: u64) -> Result<Option<Item>,
         Some(s) => Ok(Some(Item::of(&s, latency(j, channel, seq)?))),
         None => Ok(None),
     }
+}
+
+/// A header as shown: `[name, value]`, a secret's value masked unless `reveal`.
+fn shown(h: &meethook_proto::Header, reveal: bool) -> [String; 2] {
+    let value = if !reveal && is_secret(&h.name) {
+        MASK.to_string()
+    } else {
+        String::from_utf8_lossy(&h.value).into_owned()
+    };
+    [h.name.clone(), value]
+}
+
+/// Whether a header's value is masked unless revealed.
+pub(crate) fn is_secret(name: &str) -> bool {
+    SECRET_HEADERS.contains(&name.to_ascii_lowercase().as_str())
 }
 
 /// `GET /api/events/{seq}`: the item, the request and every attempt.
@@ -283,30 +339,24 @@ pub(crate) fn detail(
     let last = attempts.iter().rev().find(|a| !a.replay).map(|a| a.latency);
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut v = serde_json::to_value(Item::of(&s, last)).expect("an item serializes");
-    let headers: Vec<[String; 2]> = s
-        .event
-        .headers
-        .iter()
-        .map(|h| {
-            let value = if !reveal && SECRET_HEADERS.contains(&h.name.to_ascii_lowercase().as_str())
-            {
-                MASK.to_string()
-            } else {
-                String::from_utf8_lossy(&h.value).into_owned()
-            };
-            [h.name.clone(), value]
-        })
-        .collect();
+    let headers: Vec<[String; 2]> = s.event.headers.iter().map(|h| shown(h, reveal)).collect();
     let attempts: Vec<Value> = attempts
         .iter()
         .map(|a| {
+            let response_headers: Vec<[String; 2]> = a
+                .response_headers
+                .iter()
+                .map(|h| shown(h, reveal))
+                .collect();
             serde_json::json!({
                 "at": a.started_at_ms,
                 "attempt": a.attempt,
                 "status": a.status,
                 "error": a.error,
                 "duration_ms": ms(a.latency),
-                "response_head_base64": b64.encode(&a.response_head),
+                "response_headers": response_headers,
+                "response_body_base64": b64.encode(&a.response_head),
+                "truncated": a.truncated,
                 "replay": a.replay,
             })
         })

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use meethook_daemon::control::{self, ControlError};
-use meethook_daemon::journal::JournalError;
+use meethook_daemon::journal::{ExportLine, JournalError};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ListParams, Reader};
 use crate::guard::{Auth, Guard, COOKIE};
-use crate::live::Out;
+use crate::live::{Out, Schedule};
 use crate::Config;
 
 /// The page, embedded at build time.
@@ -40,6 +40,8 @@ pub(crate) struct State {
     pub(crate) guard: Guard,
     pub(crate) reader: Arc<Reader>,
     pub(crate) out: broadcast::Sender<Out>,
+    /// The next attempt of each retrying event, as the live hub heard it.
+    pub(crate) schedule: Schedule,
     /// Whether a daemon feeds the stream.
     pub(crate) live: bool,
     pub(crate) stop: CancellationToken,
@@ -209,6 +211,13 @@ pub(crate) async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Res
                 Err(_) => error(StatusCode::NOT_FOUND, "no such event"),
             }
         }
+        (Method::POST, ["api", "events", seq, op @ ("pin" | "unpin")]) => {
+            match seq.parse::<u64>() {
+                Ok(seq) => pin(&st, &query, seq, *op == "pin").await,
+                Err(_) => error(StatusCode::NOT_FOUND, "no such event"),
+            }
+        }
+        (Method::GET, ["api", "export"]) => export(&st, &query).await,
         (Method::POST, ["api", "events", seq, "replay"]) => match seq.parse::<u64>() {
             Ok(seq) => replay(&st, &query, seq, req.into_body()).await,
             Err(_) => error(StatusCode::NOT_FOUND, "no such event"),
@@ -228,9 +237,10 @@ pub(crate) async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Res
         }
         (Method::GET, ["api", "delivery"]) => act(&st, &query, control::Request::Status).await,
         (Method::GET, ["api", "stream"]) => stream(&st),
-        (_, [""] | ["api", "health" | "channels" | "events" | "stream" | "bots"])
+        (_, [""] | ["api", "health" | "channels" | "events" | "stream" | "bots" | "export"])
         | (_, ["api", "bots", _] | ["api", "delivery"] | ["api", "delivery", "pause" | "resume"])
-        | (_, ["api", "events", _] | ["api", "events", _, "retry" | "skip" | "replay"]) => {
+        | (_, ["api", "events", _])
+        | (_, ["api", "events", _, "retry" | "skip" | "replay" | "pin" | "unpin"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
@@ -332,7 +342,14 @@ async fn list(st: &Arc<State>, query: &[(String, String)]) -> Resp {
         Err(e) => return journal_error(e),
     };
     match read(st, move |j| api::list(j, &channel, &params)).await {
-        Ok(page) => json_resp(StatusCode::OK, &page),
+        Ok(mut page) => {
+            let schedule = st.schedule.lock().unwrap_or_else(|e| e.into_inner());
+            for it in page.events.iter_mut().filter(|i| i.state == "retrying") {
+                it.next_attempt_at = schedule.get(&it.seq).copied();
+            }
+            drop(schedule);
+            json_resp(StatusCode::OK, &page)
+        }
         Err(JournalError::Missing(_)) => empty(),
         Err(e) => journal_error(e),
     }
@@ -352,10 +369,98 @@ async fn detail(st: &Arc<State>, query: &[(String, String)], seq: u64) -> Resp {
         Err(e) => return journal_error(e),
     };
     match read(st, move |j| api::detail(j, &channel, seq, reveal)).await {
-        Ok(Some(v)) => json_resp(StatusCode::OK, &v),
+        Ok(Some(mut v)) => {
+            if v["state"] == "retrying" {
+                let schedule = st.schedule.lock().unwrap_or_else(|e| e.into_inner());
+                v["next_attempt_at"] = schedule.get(&seq).copied().into();
+            }
+            json_resp(StatusCode::OK, &v)
+        }
         Ok(None) | Err(JournalError::Missing(_)) => not_found(),
         Err(e) => journal_error(e),
     }
+}
+
+/// `POST /api/events/{seq}/pin|unpin`: keeps the event past the retention (or lets it go),
+/// as `meethook events pin|unpin` does.
+async fn pin(st: &Arc<State>, query: &[(String, String)], seq: u64, pinned: bool) -> Resp {
+    let not_found = || {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no event {seq} in the journal"),
+        )
+    };
+    let channel = match channel_of(st, query).await {
+        Ok(Some(c)) => c,
+        Ok(None) | Err(JournalError::Missing(_)) => return not_found(),
+        Err(e) => return journal_error(e),
+    };
+    let data = st.config.data.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        meethook_daemon::journal::Journal::open_existing(&data)?.set_pinned(&channel, seq, pinned)
+    })
+    .await;
+    match done {
+        Ok(Ok(true)) => json_resp(StatusCode::OK, &json!({"seq": seq, "pinned": pinned})),
+        Ok(Ok(false)) | Ok(Err(JournalError::Missing(_))) => not_found(),
+        Ok(Err(e)) => journal_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /api/export?…filters…`: the matching events as `meethook events export` writes
+/// them (oldest first, every one: paging aside), secret header values masked unless
+/// `?reveal=1`; streamed as they are read.
+async fn export(st: &Arc<State>, query: &[(String, String)]) -> Resp {
+    let params = match ListParams::parse(query) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let reveal = matches!(param(query, "reveal"), Some("1" | "true"));
+    let channel = match channel_of(st, query).await {
+        Ok(Some(c)) => c,
+        Ok(None) | Err(JournalError::Missing(_)) => {
+            return full(StatusCode::OK, "application/x-ndjson", "")
+        }
+        Err(e) => return journal_error(e),
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let reader = st.reader.clone();
+    let name = format!("attachment; filename=\"meethook-{channel}.ndjson\"");
+    tokio::task::spawn_blocking(move || {
+        let q = params.query(&channel);
+        let mut buf = Vec::with_capacity(64 << 10);
+        let sent = reader.journal().and_then(|j| {
+            j.each(&q, |s| {
+                let line =
+                    ExportLine::of(&s, |n| !reveal && api::is_secret(n), api::MASK.as_bytes());
+                if line.write(&mut buf).is_err() {
+                    return false;
+                }
+                // Batches of about 64 KiB; a closed download stops the read.
+                buf.len() < 64 << 10
+                    || tx
+                        .blocking_send(Bytes::from(std::mem::take(&mut buf)))
+                        .is_ok()
+            })
+        });
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "inspector: export read failed");
+        } else if !buf.is_empty() {
+            let _ = tx.blocking_send(Bytes::from(buf));
+        }
+    });
+    let mut r = Response::new(Feed(rx).boxed());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
 }
 
 /// `POST …/retry|skip`: the request to the daemon's control socket, its answer back.

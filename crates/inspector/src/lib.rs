@@ -103,7 +103,8 @@ pub async fn bind_default() -> Option<TcpListener> {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves the inspector on `listener` until `shutdown`; `live` (subscribed to the daemon
-/// writing the journal) feeds the stream, which has only keep-alives without it.
+/// writing the journal) feeds the stream, which without it follows the journal by reading
+/// it every second.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -123,9 +124,20 @@ pub async fn run(
         .channel
         .clone()
         .or_else(|| live.as_ref().map(|l| l.channel().to_string()));
-    if let Some(live) = live {
-        tasks.spawn(live::hub(live, reader.clone(), out.clone(), stop.clone()));
-    }
+    let schedule = live::Schedule::default();
+    match live {
+        Some(live) => tasks.spawn(live::hub(
+            live,
+            reader.clone(),
+            out.clone(),
+            schedule.clone(),
+            stop.clone(),
+        )),
+        None => {
+            let poller = live::Poller::start(reader.clone(), channel.clone()).await;
+            tasks.spawn(poller.run(out.clone(), stop.clone()))
+        }
+    };
     let state = Arc::new(http::State {
         guard: guard::Guard {
             served,
@@ -134,6 +146,7 @@ pub async fn run(
         config: Config { channel, ..config },
         reader,
         out,
+        schedule,
         live: is_live,
         stop: stop.clone(),
     });

@@ -1,6 +1,7 @@
 //! The live stream: an [`Observer`] that only `send`s on a bounded broadcast (it never
 //! blocks the daemon), and the hub that turns what it hears into list items for the
-//! `GET /api/stream` clients.
+//! `GET /api/stream` clients; without a daemon (`meethook inspect`), the [`Poller`] of the
+//! journal that another process may be writing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use meethook_daemon::Observer;
 use meethook_proto::meeting::Summary;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+use meethook_daemon::journal::{JournalError, Query, State};
 
 use crate::api::{self, Item, Reader};
 
@@ -27,6 +30,8 @@ pub(crate) struct Change {
     attempts: Option<u32>,
     /// The attempt's status and latency (ms), for an attempt.
     attempt: Option<(Option<u16>, f64)>,
+    /// When the next attempt goes (ms since the epoch), or `Some(None)` once none is due.
+    next_at: Option<Option<i64>>,
 }
 
 impl Change {
@@ -37,7 +42,9 @@ impl Change {
             state: None,
             attempts: None,
             attempt: None,
+            next_at: None,
         };
+        let settled = Some(None);
         Some(match e {
             DaemonEvent::Received {
                 seq,
@@ -57,16 +64,19 @@ impl Change {
                 }),
                 attempts: Some(report.attempt),
                 attempt: Some((report.status, api::ms(report.latency))),
+                next_at: Some(report.next_retry.map(|d| now_ms() + d.as_millis() as i64)),
                 ..blank(event.seq)
             },
             DaemonEvent::Delivered { event, attempts } => Change {
                 state: Some("delivered"),
                 attempts: Some(*attempts),
+                next_at: settled,
                 ..blank(event.seq)
             },
             DaemonEvent::GaveUp { event, attempts } => Change {
                 state: Some("failed"),
                 attempts: Some(*attempts),
+                next_at: settled,
                 ..blank(event.seq)
             },
             DaemonEvent::Skipped {
@@ -74,6 +84,7 @@ impl Change {
             } => Change {
                 state: Some("skipped"),
                 attempts: Some(*attempts),
+                next_at: settled,
                 ..blank(event.seq)
             },
             _ => return None,
@@ -96,6 +107,7 @@ impl Change {
             last_status: None,
             latency_ms: None,
             duplicate_of: None,
+            next_attempt_at: None,
         })
     }
 
@@ -110,6 +122,9 @@ impl Change {
         if let Some((status, latency)) = self.attempt {
             item.last_status = status;
             item.latency_ms = Some(latency);
+        }
+        if let Some(next) = self.next_at {
+            item.next_attempt_at = next;
         }
     }
 }
@@ -164,6 +179,17 @@ pub(crate) enum Out {
     Reload,
 }
 
+/// Now, ms since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// When each retrying event's next attempt goes (ms since the epoch), as the hub last heard.
+pub(crate) type Schedule = Arc<std::sync::Mutex<HashMap<u64, i64>>>;
+
 /// Rows the hub remembers as last sent (cleared when full).
 const RECENT: usize = 4096;
 
@@ -193,6 +219,7 @@ pub(crate) async fn hub(
     live: Live,
     reader: Arc<Reader>,
     out: broadcast::Sender<Out>,
+    schedule: Schedule,
     stop: CancellationToken,
 ) {
     let mut rx = live.tx.subscribe();
@@ -211,6 +238,13 @@ pub(crate) async fn hub(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
+        if let Some(next) = change.next_at {
+            let mut s = schedule.lock().unwrap_or_else(|e| e.into_inner());
+            match next {
+                Some(at) => s.insert(change.seq, at),
+                None => s.remove(&change.seq),
+            };
+        }
         if out.receiver_count() == 0 {
             recent.clear();
             continue;
@@ -239,5 +273,173 @@ pub(crate) async fn hub(
             recent.clear();
         }
         recent.insert(item.seq, item);
+    }
+}
+
+/// How often [`Poller`] reads the journal.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// New events one poll sends as items; more make the clients read their list again.
+const POLL_NEW: usize = 500;
+/// Unsettled events a poll follows for state changes.
+const POLL_WATCH: usize = 1024;
+
+/// What [`Poller`] remembers between reads.
+#[derive(Default)]
+struct Polled {
+    channel: Option<String>,
+    /// The newest seq seen.
+    last: u64,
+    /// Unsettled events as last seen: seq → (state, attempts).
+    watch: HashMap<u64, (String, u32)>,
+    /// The first read only learns where the journal stands.
+    started: bool,
+}
+
+impl Polled {
+    /// One read: the items to send (new events, changed ones), or `None` for a reload.
+    fn read(
+        &mut self,
+        j: &meethook_daemon::journal::Journal,
+        preferred: Option<&str>,
+    ) -> Result<Option<Vec<Item>>, JournalError> {
+        if self.channel.is_none() {
+            self.channel = api::default_channel(j, preferred)?;
+        }
+        let Some(channel) = self.channel.clone() else {
+            // An empty journal: its first events are all new.
+            self.started = true;
+            return Ok(Some(Vec::new()));
+        };
+        let q = |seqs, limit| Query {
+            channel: Some(channel.clone()),
+            seqs,
+            limit,
+            ..Query::default()
+        };
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            self.last = j.cursors(&channel)?.0;
+            let pending = Query {
+                state: Some(State::Pending),
+                ..q(Vec::new(), Some(POLL_WATCH))
+            };
+            for it in api::items(j, &pending)? {
+                self.watch.insert(it.seq, (it.state, it.attempts));
+            }
+            return Ok(Some(out));
+        }
+        let mut watched: Vec<_> = self.watch.keys().map(|s| *s..=*s).collect();
+        watched.sort_by_key(|r| *r.start());
+        if !watched.is_empty() {
+            for it in api::items(j, &q(watched, None))? {
+                let was = self.watch.get(&it.seq);
+                if was != Some(&(it.state.clone(), it.attempts)) {
+                    if matches!(it.state.as_str(), "pending" | "retrying") {
+                        self.watch.insert(it.seq, (it.state.clone(), it.attempts));
+                    } else {
+                        self.watch.remove(&it.seq);
+                    }
+                    out.push(it);
+                }
+            }
+        }
+        let fresh = api::items(j, &q(vec![self.last + 1..=u64::MAX], Some(POLL_NEW)))?;
+        if let Some(first) = fresh.first() {
+            let skipped = first.seq > self.last + 1 && fresh.len() == POLL_NEW;
+            self.last = fresh.last().map_or(self.last, |i| i.seq);
+            if skipped {
+                return Ok(None);
+            }
+        }
+        for it in fresh {
+            if matches!(it.state.as_str(), "pending" | "retrying") && self.watch.len() < POLL_WATCH
+            {
+                self.watch.insert(it.seq, (it.state.clone(), it.attempts));
+            }
+            out.push(it);
+        }
+        Ok(Some(out))
+    }
+}
+
+/// Without a daemon in this process: follows the journal that another process (a `listen`
+/// on the same `--data`) may be writing.
+pub(crate) struct Poller {
+    reader: Arc<Reader>,
+    preferred: Option<String>,
+    polled: Arc<std::sync::Mutex<Polled>>,
+}
+
+impl Poller {
+    /// Learns where the journal stands now, before any client can ask for a list.
+    pub(crate) async fn start(reader: Arc<Reader>, preferred: Option<String>) -> Poller {
+        let p = Poller {
+            reader,
+            preferred,
+            polled: Arc::default(),
+        };
+        if let Err(e) = p.read().await {
+            tracing::debug!(error = %e, "inspector: journal poll failed");
+        }
+        p
+    }
+
+    /// One read on the blocking pool.
+    async fn read(&self) -> Result<Option<Vec<Item>>, JournalError> {
+        let (reader, polled, preferred) = (
+            self.reader.clone(),
+            self.polled.clone(),
+            self.preferred.clone(),
+        );
+        let read = tokio::task::spawn_blocking(move || {
+            let mut polled = polled.lock().unwrap_or_else(|e| e.into_inner());
+            match reader.journal() {
+                Ok(j) => polled.read(&j, preferred.as_deref()),
+                Err(e) => {
+                    // No journal yet: its first events are all new.
+                    polled.started |= matches!(e, JournalError::Missing(_));
+                    Err(e)
+                }
+            }
+        })
+        .await;
+        read.unwrap_or(Ok(Some(Vec::new())))
+    }
+
+    /// Reads the journal every [`POLL_EVERY`] while a client is subscribed and sends what
+    /// changed (new events, state changes) to `out`, until `stop`.
+    pub(crate) async fn run(self, out: broadcast::Sender<Out>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            // Nobody to tell: read on once one subscribes (what came meanwhile is sent then,
+            // or a reload when it is too much).
+            let started = self
+                .polled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .started;
+            if out.receiver_count() == 0 && started {
+                continue;
+            }
+            match self.read().await {
+                Ok(Some(items)) => {
+                    for it in items {
+                        let json = serde_json::to_string(&it).expect("an item serializes");
+                        let _ = out.send(Out::Item(json.into()));
+                    }
+                }
+                Ok(None) => {
+                    let _ = out.send(Out::Reload);
+                }
+                Err(JournalError::Missing(_)) => {}
+                Err(e) => tracing::debug!(error = %e, "inspector: journal poll failed"),
+            }
+        }
     }
 }

@@ -81,6 +81,11 @@ fn attempt(n: u32, status: u16) -> Attempt {
         status: Some(status),
         error: None,
         response_head: Bytes::from_static(b"nope"),
+        response_headers: vec![
+            Header::new("content-type", "text/plain"),
+            Header::new("set-cookie", "sid=1"),
+        ],
+        truncated: false,
         replay: false,
     }
 }
@@ -174,6 +179,107 @@ async fn lists_filters_and_pages_newest_first() {
     assert_eq!(all, (1..=3000).rev().collect::<Vec<_>>());
 }
 
+/// Every page of `path` (which has a `?`), followed through `next`; the pages' seqs and how
+/// many pages came back empty with a `next` (a scan that ran out of budget).
+async fn all_pages(s: &Served, path: &str) -> (Vec<u64>, usize) {
+    let (mut all, mut empty) = (Vec::new(), 0);
+    let mut at = path.to_string();
+    loop {
+        let p = s.get(&at).await;
+        let got = seqs(&p);
+        match p["next"].as_u64() {
+            Some(n) => {
+                empty += usize::from(got.is_empty());
+                at = format!("{path}&before={n}");
+            }
+            None => {
+                all.extend(got);
+                break;
+            }
+        }
+        all.extend(got);
+    }
+    (all, empty)
+}
+
+#[tokio::test]
+async fn header_json_path_and_text_filters_page_through_a_big_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    let codes = ["joining_call", "in_waiting_room", "in_call_recording"];
+    // 20,000 status changes (every 50th mentions speaker Ann), one `complete` at seq 7.
+    let evs: Vec<Event> = (1..=20_000u64)
+        .map(|i| {
+            let event = if i == 7 { "complete" } else { "bot.status_change" };
+            let extra = if i % 50 == 0 { r#","speaker":"Ann""# } else { "" };
+            let body = format!(
+                r#"{{"event":"{event}","data":{{"bot_id":"aaaa-1111","status":{{"code":"{}"}}{extra}}}}}"#,
+                codes[(i % 3) as usize]
+            );
+            Event {
+                seq: i,
+                received_at_ms: 1_700_000_000_000 + i as i64,
+                method: "POST".into(),
+                path: "/hook".into(),
+                headers: vec![Header::new("Svix-Id", format!("msg_{i}"))],
+                body: Bytes::from(body),
+            }
+        })
+        .collect();
+    for chunk in evs.chunks(5000) {
+        j.insert("c", chunk, 1).unwrap();
+    }
+    j.record("c", 4, &attempt(1, 500), None).unwrap();
+    let s = Served::start(Config::new(dir.path()), None).await;
+
+    let rec = s
+        .get("/api/events?where=data.status.code%20%3D%20in_call_recording&limit=3")
+        .await;
+    assert_eq!(seqs(&rec), vec![20_000, 19_997, 19_994]);
+    assert_eq!(rec["next"], 19_994);
+    let one = s.get("/api/events?header=svix-id:MSG_19999").await;
+    assert_eq!(seqs(&one), vec![19_999]);
+    let some = s
+        .get("/api/events?header=svix-id%3Dmsg_123&limit=500")
+        .await;
+    let want: Vec<u64> = (1..=20_000u64)
+        .rev()
+        .filter(|i| i.to_string().starts_with("123"))
+        .collect();
+    assert_eq!(seqs(&some), want, "a piece of the value");
+    assert_eq!(
+        seqs(&s.get("/api/events?q=ANN&limit=3").await),
+        vec![20_000, 19_950, 19_900]
+    );
+    let both = "/api/events?q=ann&where=data.status.code%20~%20waiting&limit=7";
+    let (got, _) = all_pages(&s, both).await;
+    let want: Vec<u64> = (1..=20_000u64)
+        .rev()
+        .filter(|i| i % 50 == 0 && i % 3 == 1)
+        .collect();
+    assert_eq!(got, want, "every match once, newest first");
+
+    // No SQL shortcut for `!=`: the one match is far down, found over several bounded reads.
+    let (got, empty) = all_pages(&s, "/api/events?where=event%20!%3D%20bot.status_change").await;
+    assert_eq!(got, vec![7]);
+    assert!(
+        empty >= 1,
+        "the first read stopped at its budget with a next"
+    );
+
+    // Retrying (attempts made, not settled) is not pending.
+    assert_eq!(seqs(&s.get("/api/events?state=retrying").await), vec![4]);
+    let pending = s.get("/api/events?state=pending&before=6").await;
+    assert_eq!(seqs(&pending), vec![5, 3, 2, 1]);
+
+    for bad in ["where=data.x", "where=data.x%20%3E%203", "header=%3Av"] {
+        let r = s.req("GET", &format!("/api/events?{bad}"), &[]).await;
+        assert_eq!(r.status, 400, "{bad}");
+        let msg = String::from_utf8_lossy(&r.body).to_string();
+        assert!(msg.contains("expected"), "{bad}: {msg}");
+    }
+}
+
 #[tokio::test]
 async fn detail_masks_secrets_unless_revealed() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,8 +316,14 @@ async fn detail_masks_secrets_unless_revealed() {
             &Value::from(false)
         )
     );
-    assert_eq!(a["response_head_base64"], "bm9wZQ==");
+    assert_eq!(a["response_body_base64"], "bm9wZQ==");
+    assert_eq!(a["truncated"], false);
+    assert_eq!(
+        a["response_headers"],
+        serde_json::json!([["content-type", "text/plain"], ["set-cookie", "••••"]])
+    );
     let shown = s.get("/api/events/100?reveal=1").await;
+    assert_eq!(shown["attempts"][0]["response_headers"][1][1], "sid=1");
     assert_eq!(shown["headers"][1][1], "mb-key-123");
     assert_eq!(shown["headers"][2][1], "Bearer abc");
     assert_eq!(s.req("GET", "/api/events/9999", &[]).await.status, 404);
@@ -389,6 +501,212 @@ async fn the_stream_sends_new_events_and_their_state_changes() {
     assert!(done["latency_ms"].as_f64().is_some());
     stop.cancel();
     daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn attempts_keep_the_answer_cut_at_64_kib_and_the_next_attempt_time() {
+    use base64::Engine;
+    let setup = Setup::start().await;
+    let live = Live::new(&setup.channel);
+    let log = Arc::new(EventLog::default());
+    let observers = Observers::new(vec![live.observer(), log.clone() as Arc<dyn Observer>]);
+    let stop = CancellationToken::new();
+    let mut dcfg = setup.config("/hook");
+    // Far enough for the check below to see the next attempt still ahead.
+    let hour = Duration::from_secs(3600);
+    dcfg.backoff = meethook_daemon::forward::Backoff {
+        initial: hour,
+        max: hour,
+    };
+    let daemon = tokio::spawn(meethook_daemon::run(dcfg, observers, stop.clone()));
+    log.wait_for("connected", |e| matches!(e, DaemonEvent::Connected { .. }))
+        .await;
+    let mut cfg = Config::new(setup.dir.path());
+    cfg.channel = Some(setup.channel.clone());
+    let s = Served::start(cfg, Some(live)).await;
+    // The hub is subscribed once a stream client is.
+    let _stream = client()
+        .request(
+            http::Request::get(s.url("/api/stream"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let answer: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    setup.handler.answer_seq(1, Some(503));
+    setup.handler.answer_body(1, answer.clone());
+    let posted = post(&setup.relay.hook(&setup.channel), &[], r#"{"event":"x"}"#).await;
+    assert_eq!(posted.seq(), Some(1));
+    log.wait_for(
+        "a retry",
+        |e| matches!(e, DaemonEvent::AttemptFinished { report, .. } if report.next_retry.is_some()),
+    )
+    .await;
+    let d = loop {
+        let d = s.get("/api/events/1").await;
+        if d["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(d["state"], "retrying");
+    let a = &d["attempts"][0];
+    assert_eq!(
+        (&a["status"], &a["truncated"]),
+        (&Value::from(503), &Value::from(true))
+    );
+    let kept = base64::engine::general_purpose::STANDARD
+        .decode(a["response_body_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(kept, answer[..64 << 10], "the first 64 KiB, as sent");
+    let headers = a["response_headers"].as_array().unwrap();
+    assert!(
+        headers.contains(&serde_json::json!(["x-handler", "meethook-testkit"])),
+        "{headers:?}"
+    );
+    let next = d["next_attempt_at"]
+        .as_i64()
+        .expect("the next attempt's time");
+    // An hour ahead, less the 20 % jitter.
+    assert!(next > a["at"].as_i64().unwrap() + 2_800_000, "{next}");
+    let listed = s.get("/api/events?state=retrying").await;
+    assert_eq!(listed["events"][0]["next_attempt_at"], next);
+    assert!(seqs(&s.get("/api/events?state=pending").await).is_empty());
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+}
+
+/// Opens `/api/stream` and reads up to its hello.
+async fn subscribe(s: &Served) -> (hyper::body::Incoming, String) {
+    let resp = client()
+        .request(
+            http::Request::get(s.url("/api/stream"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+    tokio::time::timeout(PATIENCE, async {
+        while !buf.contains("event: hello") {
+            let f = body.frame().await.unwrap().unwrap();
+            buf.push_str(std::str::from_utf8(&f.into_data().unwrap()).unwrap());
+        }
+    })
+    .await
+    .unwrap();
+    buf.clear();
+    (body, buf)
+}
+
+#[tokio::test]
+async fn without_a_daemon_the_stream_follows_what_another_writer_journals() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    j.insert("c", &[webhook(1, "bot.status_change", "aaaa-1111")], 1)
+        .unwrap();
+    let mut cfg = Config::new(dir.path());
+    cfg.control = false;
+    let s = Served::start(cfg, None).await;
+    let (mut body, mut buf) = subscribe(&s).await;
+    // Written by another journal handle, as a `listen` in another process would.
+    j.insert("c", &[webhook(2, "complete", "bbbb-2222")], 1)
+        .unwrap();
+    let new = next_item(&mut body, &mut buf, |v| v["seq"] == 2).await;
+    assert_eq!(
+        (&new["event"], &new["state"]),
+        (&Value::from("complete"), &Value::from("pending"))
+    );
+    j.record("c", 1, &attempt(1, 503), None).unwrap();
+    let retrying = next_item(&mut body, &mut buf, |v| v["seq"] == 1).await;
+    assert_eq!(
+        (&retrying["state"], &retrying["attempts"]),
+        (&Value::from("retrying"), &Value::from(1))
+    );
+    j.record("c", 1, &attempt(2, 200), Some(State::Delivered))
+        .unwrap();
+    let done = next_item(&mut body, &mut buf, |v| v["seq"] == 1).await;
+    assert_eq!(
+        (&done["state"], &done["last_status"]),
+        (&Value::from("delivered"), &Value::from(200))
+    );
+}
+
+#[tokio::test]
+async fn pin_unpin_and_export_of_the_current_filter() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let _j = journal(dir.path());
+    let s = Served::start(Config::new(dir.path()), None).await;
+    let origin = format!("http://{}", s.addr);
+    let (st, v) = s.post_json("/api/events/5/pin", "{}").await;
+    assert_eq!(
+        (st, &v),
+        (200, &serde_json::json!({"seq": 5, "pinned": true}))
+    );
+    assert_eq!(s.get("/api/events/5").await["pinned"], true);
+    let pinned = Journal::open_read_only(dir.path())
+        .unwrap()
+        .get("c", 5)
+        .unwrap()
+        .unwrap();
+    assert!(pinned.pinned, "in the journal: `events prune` keeps it");
+    let (st, _) = s.post_json("/api/events/5/unpin", "{}").await;
+    assert_eq!(st, 200);
+    assert_eq!(s.get("/api/events/5").await["pinned"], false);
+    assert_eq!(s.post_json("/api/events/99999/pin", "{}").await.0, 404);
+    let foreign = s
+        .req(
+            "POST",
+            "/api/events/5/pin",
+            &[
+                ("content-type", "application/json"),
+                ("origin", "http://evil.example"),
+            ],
+        )
+        .await;
+    assert_eq!(foreign.status, 403, "{origin}");
+
+    let r = s
+        .req("GET", "/api/export?event=complete&state=failed", &[])
+        .await;
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        got,
+        (300..=3000).step_by(300).collect::<Vec<u64>>(),
+        "oldest first, every one"
+    );
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let header = |l: &Value, i: usize| {
+        String::from_utf8(b64.decode(l["headers"][i][1].as_str().unwrap()).unwrap()).unwrap()
+    };
+    assert_eq!(header(&lines[0], 1), "••••", "the API key masked");
+    assert_eq!(header(&lines[0], 3), "t1");
+    assert_eq!(lines[0]["event"], "complete");
+    let shown = s
+        .req(
+            "GET",
+            "/api/export?event=complete&state=failed&reveal=1",
+            &[],
+        )
+        .await;
+    let first: Value =
+        serde_json::from_str(String::from_utf8_lossy(&shown.body).lines().next().unwrap()).unwrap();
+    assert_eq!(header(&first, 1), "mb-key-123");
+    let all = s.req("GET", "/api/export", &[]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&all.body).lines().count(),
+        3000,
+        "no paging"
+    );
 }
 
 #[tokio::test]

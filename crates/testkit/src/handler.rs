@@ -61,6 +61,8 @@ struct HandlerState {
     script: Mutex<VecDeque<u16>>,
     /// Statuses for every request carrying these `meethook-seq`s (before the script).
     by_seq: Mutex<Vec<(u64, u16)>>,
+    /// Response bodies for these `meethook-seq`s (`ok` otherwise).
+    bodies: Mutex<Vec<(u64, Bytes)>>,
     notify: Notify,
 }
 
@@ -126,6 +128,13 @@ impl TestHandler {
         let mut by_seq = self.state.by_seq.lock().unwrap();
         by_seq.retain(|(s, _)| *s != seq);
         by_seq.extend(status.map(|st| (seq, st)));
+    }
+
+    /// Answer every request for event `seq` with this body (instead of `ok`).
+    pub fn answer_body(&self, seq: u64, body: impl Into<Bytes>) {
+        let mut bodies = self.state.bodies.lock().unwrap();
+        bodies.retain(|(s, _)| *s != seq);
+        bodies.push((seq, body.into()));
     }
 
     /// Closes the port (connections are refused) until [`TestHandler::restart`].
@@ -243,7 +252,19 @@ async fn record(
     };
     state.log.lock().unwrap().push(r);
     state.notify.notify_waiters();
-    let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+    let body = state
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(s, _)| Some(*s) == seq)
+        .map(|(_, b)| b.clone())
+        .unwrap_or_else(|| Bytes::from_static(b"ok"));
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = http::StatusCode::from_u16(answered).unwrap();
+    resp.headers_mut().insert(
+        "x-handler",
+        http::HeaderValue::from_static("meethook-testkit"),
+    );
     Ok(resp)
 }

@@ -169,6 +169,33 @@ async fn list_and_show_read_the_journal() {
         .map(|l| l["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, vec![10, 20]);
+    // --where (a JSON path), --header, --text; the same filters as the inspector's.
+    let list = |args: &'static [&'static str]| {
+        let mut a = vec!["events", "list", "--data", data, "--json"];
+        a.extend_from_slice(args);
+        async move {
+            let (code, out, err) = meethook(&a).await;
+            assert_eq!(code, 0, "{args:?}: {err}");
+            json_lines(&out)
+                .iter()
+                .map(|l| l["seq"].as_u64().unwrap())
+                .collect::<Vec<u64>>()
+        }
+    };
+    assert_eq!(
+        list(&["--where", "data.status.code = in_call_recording"]).await,
+        vec![2, 5, 8, 11, 14, 17]
+    );
+    assert_eq!(list(&["--where", "data.speakers ~ bo"]).await, vec![10, 20]);
+    assert_eq!(list(&["--header", "svix-id:MSG_ORIG_9"]).await, vec![9]);
+    assert_eq!(list(&["--text", "NOT json"]).await, vec![7]);
+    assert_eq!(
+        list(&["--text", "in_waiting", "--bot", BOT_B]).await,
+        vec![4, 16]
+    );
+    let (code, _, err) = meethook(&["events", "list", "--data", data, "--where", "data.x"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("expected PATH = VALUE"), "{err}");
     let (code, out, err) = meethook(&["events", "list", "--data", data, "--failed"]).await;
     assert_eq!((code, out.as_str()), (0, ""), "{err}");
     assert!(err.contains("no events match"), "{err}");
@@ -432,6 +459,16 @@ async fn export_import_export_is_byte_identical() {
     // Filters apply to export too.
     let (_, out, _) = meethook(&["events", "export", "--data", data, "--bot", BOT_B]).await;
     assert_eq!(out.lines().count(), 5);
+    let (_, out, _) = meethook(&[
+        "events",
+        "export",
+        "--data",
+        data,
+        "--where",
+        "event = complete",
+    ])
+    .await;
+    assert_eq!(out.lines().count(), 2);
 
     // A second channel in the same journal.
     let (code, out, _) =
@@ -781,6 +818,8 @@ async fn replay_defaults_to_the_listen_handler_and_list_shows_the_replay() {
             status: Some(400),
             error: None,
             response_head: Default::default(),
+            response_headers: Vec::new(),
+            truncated: false,
             replay: false,
         };
         j.record(&ch, 2, &failed, Some(State::Failed)).unwrap();

@@ -8,7 +8,7 @@ use meethook_proto::Event;
 use meethook_testkit::{client, request, tempdir, TestHandler, PATIENCE};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 
-use crate::util::{dev, interrupt, run, BIN};
+use crate::util::{dev, interrupt, meethook_bytes, run, BIN};
 
 /// Reads lines until one starts with `prefix`; returns its rest and the lines read before.
 async fn line_starting<R: tokio::io::AsyncBufRead + Unpin>(
@@ -137,7 +137,7 @@ async fn inspect_serves_an_existing_journal_read_only() {
             received_at_ms: 1_700_000_000_000,
             method: "POST".into(),
             path: String::new(),
-            headers: Vec::new(),
+            headers: vec![meethook_proto::Header::new("x-mb-secret", "s3cret")],
             body: Bytes::from_static(br#"{"event":"complete","data":{"bot_id":"b1"}}"#),
         };
         j.insert("ch", &[ev], 1).unwrap();
@@ -169,6 +169,43 @@ async fn inspect_serves_an_existing_journal_read_only() {
     .unwrap();
     assert_eq!(r.status, 409);
     assert!(String::from_utf8_lossy(&r.body).contains("no running `meethook listen`"));
+    // Export: the bytes of `events export` for the same filter, once revealed.
+    let d = data.path().to_str().unwrap();
+    let (code, cli, _) = meethook_bytes(&[
+        "events",
+        "export",
+        "--data",
+        d,
+        "--where",
+        "data.bot_id = b1",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let filter = "where=data.bot_id%20%3D%20b1";
+    let shown = request(
+        &client(),
+        "GET",
+        &format!("{url}/api/export?{filter}&reveal=1"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(shown.body, cli, "{}", String::from_utf8_lossy(&cli));
+    let masked = request(
+        &client(),
+        "GET",
+        &format!("{url}/api/export?{filter}"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&masked.body).contains("czNjcmV0"),
+        "the secret's base64"
+    );
+    assert_eq!(String::from_utf8_lossy(&masked.body).lines().count(), 1);
     interrupt(&child);
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 

@@ -315,6 +315,8 @@ async fn deliver(
                 status: outcome.status,
                 error: outcome.error,
                 response_head: outcome.response_head,
+                response_headers: outcome.response_headers,
+                truncated: outcome.truncated,
                 replay: false,
             };
             let r = Record {

@@ -43,6 +43,8 @@ pub(super) fn attempt(n: u32, status: u16) -> Attempt {
         status: Some(status),
         error: None,
         response_head: Bytes::new(),
+        response_headers: Vec::new(),
+        truncated: false,
         replay: false,
     }
 }

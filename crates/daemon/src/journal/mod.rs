@@ -12,6 +12,8 @@
 //! - `write.rs`: the live write path: inserts (big bodies as files), pending events,
 //!   outcome records and their recovery from the outcome log, imports.
 //! - `query.rs`: the read model: [`Query`] filters, [`Stored`] events, attempts.
+//! - `search.rs`: the header, JSON-path and free-text filters ([`Search`]).
+//! - `ndjson.rs`: the line format of `events export` ([`ExportLine`]).
 //! - `recordings.rs`: recording downloads.
 //! - `prune.rs`: pruning in batches, and pins.
 //! - `meta.rs`: per-channel facts (listener id, handler URL).
@@ -24,10 +26,12 @@ mod error;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod meta;
+mod ndjson;
 mod prune;
 mod query;
 mod recordings;
 mod schema;
+mod search;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -43,10 +47,12 @@ use rusqlite::Connection;
 use checkpoint::Checkpoints;
 pub use duplicates::UNSIGNED_WINDOW_MS;
 pub use error::JournalError;
+pub use ndjson::{b64 as export_base64, ExportLine};
 pub use prune::Pruned;
-pub use query::{Query, Stored};
+pub use query::{Query, Scan, Stored};
 pub use recordings::Recording;
 use schema::{migrate, too_new, SCHEMA_VERSION};
+pub use search::{HeaderMatch, JsonCond, Op, Search, Step};
 pub use write::{Attempt, Record, State};
 
 /// The journal's file name in its directory.

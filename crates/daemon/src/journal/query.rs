@@ -1,6 +1,7 @@
 //! The read model behind `meethook events`, `replay` (and the inspector): [`Query`] filters
-//! (channel, seqs, bot, event type, state, since, limit), the [`Stored`] rows they return with
-//! whether a replay was answered, counts, keys, streaming, one event and its attempts.
+//! (channel, seqs, bot, event type, state, since, limit, and the header, JSON-path and text
+//! filters of [`Search`]), the [`Stored`] rows they return with whether a replay was
+//! answered, counts, keys, streaming, pages newest first, one event and its attempts.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use meethook_proto::Event;
 use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, OptionalExtension};
 
+use super::search::Search;
 use super::{sql_seq, Attempt, Journal, JournalError, State};
 
 /// The event in a row's first six columns; the sixth is the body, or its file's number.
@@ -89,10 +91,25 @@ pub struct Query {
     pub event_type: Option<String>,
     /// Only events in this state.
     pub state: Option<State>,
+    /// Only events `listen` made attempts on (`true`: a pending one is then retrying) or
+    /// made none on (`false`).
+    pub attempted: Option<bool>,
     /// Only events the relay received at or after this time, ms since the epoch.
     pub since_ms: Option<i64>,
+    /// Only events whose headers and body match these.
+    pub search: Search,
     /// Only the last N matching events (still returned oldest first).
     pub limit: Option<usize>,
+}
+
+/// What [`Journal::newest`] found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The matching events, newest first.
+    pub events: Vec<Stored>,
+    /// When the budget ran out before enough events matched: the last seq examined (older
+    /// ones are still to be looked at).
+    pub stopped_at: Option<u64>,
 }
 
 impl Query {
@@ -140,8 +157,21 @@ impl Query {
         if let Some(s) = self.state {
             param(&mut conds, "state = ?", Value::Text(s.name().into()));
         }
+        if let Some(a) = self.attempted {
+            conds.push(if a { "attempts > 0" } else { "attempts = 0" }.into());
+        }
         if let Some(t) = self.since_ms {
             param(&mut conds, "received_at >= ?", Value::Integer(t));
+        }
+        for (sql, values) in self.search.prefilter() {
+            // One value per `?`, in order.
+            let mut parts = sql.split('?');
+            let mut numbered = parts.next().unwrap_or_default().to_string();
+            for (v, part) in values.into_iter().zip(parts) {
+                params.push(Value::Text(v));
+                numbered.push_str(&format!("?{}{part}", params.len()));
+            }
+            conds.push(numbered);
         }
         let sql = if conds.is_empty() {
             String::new()
@@ -161,16 +191,22 @@ impl Query {
         }
     }
 
-    /// `SELECT columns FROM events WHERE … ORDER BY …`, keeping the last `limit` rows;
-    /// `bodies` joins the headers and body in.
-    fn select(&self, columns: &str, bodies: bool) -> String {
-        let (filter, _) = self.filter();
-        let from = if bodies {
+    /// The tables read: the bodies' too when asked or searched.
+    fn from(&self, bodies: bool) -> &'static str {
+        if bodies || !self.search.is_empty() {
             "events JOIN bodies USING (channel, seq)"
         } else {
             "events"
-        };
-        match self.limit {
+        }
+    }
+
+    /// `SELECT columns FROM events WHERE … ORDER BY …`, keeping the last `limit` rows
+    /// (unless searching: the search's last check is made on the rows read);
+    /// `bodies` joins the headers and body in.
+    fn select(&self, columns: &str, bodies: bool) -> String {
+        let (filter, _) = self.filter();
+        let from = self.from(bodies);
+        match self.limit.filter(|_| self.search.is_empty()) {
             Some(n) => format!(
                 "SELECT * FROM (SELECT {columns} FROM {from}{filter}{} LIMIT {n}){}",
                 self.order(true),
@@ -224,6 +260,18 @@ impl Journal {
 
     /// How many events match `q`, ignoring its `limit`.
     pub fn count(&self, q: &Query) -> Result<u64, JournalError> {
+        if !q.search.is_empty() {
+            let mut n = 0;
+            let all = Query {
+                limit: None,
+                ..q.clone()
+            };
+            self.each(&all, |_| {
+                n += 1;
+                true
+            })?;
+            return Ok(n);
+        }
         let (filter, params) = q.filter();
         self.with(|c| {
             c.query_row(
@@ -237,6 +285,13 @@ impl Journal {
 
     /// `(channel, seq)` of the events matching `q`, in query order, without their bodies.
     pub fn keys(&self, q: &Query) -> Result<Vec<(String, u64)>, JournalError> {
+        if !q.search.is_empty() {
+            return Ok(self
+                .query(q)?
+                .into_iter()
+                .map(|s| (s.channel, s.event.seq))
+                .collect());
+        }
         let sql = q.select("channel, seq, received_at", false);
         let (_, params) = q.filter();
         self.with(|c| {
@@ -251,17 +306,68 @@ impl Journal {
     /// Calls `f` with each event matching `q`, in query order, until it returns `false`.
     /// Rows are read one at a time, so a whole journal can be streamed (`events export`).
     pub fn each(&self, q: &Query, mut f: impl FnMut(Stored) -> bool) -> Result<(), JournalError> {
+        if let (Some(n), false) = (q.limit, q.search.is_empty()) {
+            // The last N that match: found newest first, handed out oldest first.
+            for s in self.newest(q, n, usize::MAX)?.events.into_iter().rev() {
+                if !f(s) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
         let sql = q.select(STORED_COLUMNS, true);
         let (_, params) = q.filter();
         self.with(|c| {
             let mut st = c.prepare(&sql)?;
             let mut rows = st.query(rusqlite::params_from_iter(params))?;
             while let Some(r) = rows.next()? {
-                if !f(row_stored(r, &self.bodies)?) {
+                let s = row_stored(r, &self.bodies)?;
+                if q.search.matches(&s.event) && !f(s) {
                     break;
                 }
             }
             Ok(())
+        })
+    }
+
+    /// Up to `n` events matching `q` (its `limit` aside), newest first. A search looks at
+    /// rows until `budget` bytes of them were read (each counted as at least 1 KiB), then
+    /// says where it stopped; order is by seq when `q` names a channel.
+    pub fn newest(&self, q: &Query, n: usize, budget: usize) -> Result<Scan, JournalError> {
+        let (filter, params) = q.filter();
+        let limit = if q.search.is_empty() {
+            format!(" LIMIT {n}")
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "SELECT {STORED_COLUMNS} FROM {}{filter}{}{limit}",
+            q.from(true),
+            q.order(true)
+        );
+        self.with(|c| {
+            let mut st = c.prepare(&sql)?;
+            let mut rows = st.query(rusqlite::params_from_iter(params))?;
+            let mut scan = Scan::default();
+            let mut spent = 0usize;
+            while scan.events.len() < n {
+                let Some(r) = rows.next()? else { break };
+                let s = row_stored(r, &self.bodies)?;
+                if q.search.is_empty() {
+                    scan.events.push(s);
+                    continue;
+                }
+                spent = spent.saturating_add(s.event.body.len().max(1024));
+                let seq = s.event.seq;
+                if q.search.matches(&s.event) {
+                    scan.events.push(s);
+                }
+                if spent >= budget && scan.events.len() < n {
+                    scan.stopped_at = Some(seq);
+                    break;
+                }
+            }
+            Ok(scan)
         })
     }
 
@@ -293,7 +399,8 @@ impl Journal {
     pub fn attempts(&self, channel: &str, seq: u64) -> Result<Vec<Attempt>, JournalError> {
         self.with(|c| {
             c.prepare_cached(
-                "SELECT attempt, started_at, latency_us, status, error, response_head, replay
+                "SELECT attempt, started_at, latency_us, status, error, response_head, replay,
+                   response_headers, truncated
                  FROM attempts WHERE channel = ?1 AND seq = ?2 ORDER BY rowid",
             )?
             .query_map(params![channel, sql_seq(seq)], |r| {
@@ -305,6 +412,19 @@ impl Journal {
                     error: r.get(4)?,
                     response_head: Bytes::from(r.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default()),
                     replay: r.get(6)?,
+                    response_headers: match r.get::<_, Option<Vec<u8>>>(7)? {
+                        Some(b) => {
+                            decode_headers(&mut Reader::new(Bytes::from(b))).map_err(|e| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    7,
+                                    Type::Blob,
+                                    Box::new(e),
+                                )
+                            })?
+                        }
+                        None => Vec::new(),
+                    },
+                    truncated: r.get(8)?,
                 })
             })?
             .collect()
@@ -330,6 +450,8 @@ mod tests {
             status: Some(status),
             error: None,
             response_head: Bytes::from_static(b"nope"),
+            response_headers: vec![meethook_proto::Header::new("x-r", "1")],
+            truncated: true,
             replay,
         }
     }
@@ -453,7 +575,97 @@ mod tests {
         assert_eq!((a[1].status, a[1].replay), (Some(200), true));
         assert_eq!(a[1].latency, Duration::from_micros(1500));
         assert_eq!(&a[1].response_head[..], b"nope");
+        assert_eq!(a[1].response_headers[0].name, "x-r");
+        assert!(a[1].truncated);
         assert!(j.get("c1", 7).unwrap().is_none());
         assert_eq!(j.get("c2", 1).unwrap().unwrap().event.received_at_ms, 3500);
+    }
+
+    #[test]
+    fn searches_by_header_json_path_and_text_in_tables_and_body_files() {
+        use crate::journal::{HeaderMatch, Search};
+        use meethook_proto::Header;
+
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let mut evs: Vec<Event> = (1..=8)
+            .map(|i| {
+                let code = if i % 2 == 0 { "in_call_recording" } else { "joining_call" };
+                let mut e = mb(i, "aaaa-1", "bot.status_change", 1000 * i as i64);
+                e.body = Bytes::from(format!(
+                    r#"{{"event":"bot.status_change","data":{{"bot_id":"aaaa-1","status":{{"code":"{code}"}},"n":{i}}}}}"#
+                ));
+                e.headers.push(Header::new("Svix-Id", format!("msg_{i}")));
+                e
+            })
+            .collect();
+        // A body file (1 MiB and more): SQL cannot look inside, the check after it does.
+        let pad = "x".repeat(1 << 20);
+        evs[7].body = Bytes::from(format!(
+            r#"{{"event":"bot.status_change","data":{{"status":{{"code":"in_call_recording"}},"pad":"{pad}"}}}}"#
+        ));
+        // An escaped value: found although its text is not in the body as typed.
+        evs[2].body = Bytes::from_static(
+            br#"{"event":"bot.status_change","data":{"status":{"code":"in_call_\u0072ecording"}}}"#,
+        );
+        j.insert("c", &evs, 0).unwrap();
+        let find = |search: Search| {
+            let q = Query {
+                channel: Some("c".into()),
+                search,
+                ..Query::default()
+            };
+            (seqs(&j.query(&q).unwrap()), j.count(&q).unwrap())
+        };
+        let json = |s: &str| Search {
+            json: Some(s.parse().unwrap()),
+            ..Search::default()
+        };
+        let rec = vec![2, 3, 4, 6, 8];
+        assert_eq!(
+            find(json("data.status.code = in_call_recording")),
+            (rec.clone(), 5)
+        );
+        assert_eq!(
+            find(json("data.status.code != in_call_recording")),
+            (vec![1, 5, 7], 3)
+        );
+        assert_eq!(find(json("data.status.code ~ RECORD")), (rec, 5));
+        assert_eq!(find(json("data.pad exists")).0, vec![8]);
+        assert_eq!(find(json("data.n = 5")).0, vec![5]);
+        let header = |s: &str| Search {
+            header: Some(s.parse::<HeaderMatch>().unwrap()),
+            ..Search::default()
+        };
+        assert_eq!(find(header("svix-id:MSG_7")).0, vec![7]);
+        assert_eq!(find(header("svix-id")).0, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(find(header("x-none")).0.is_empty());
+        let text = |s: &str| Search {
+            text: Some(s.into()),
+            ..Search::default()
+        };
+        assert_eq!(find(text("JOINING")).0, vec![1, 5, 7]);
+        assert_eq!(find(text("msg_4")).0, vec![4], "header values too");
+        assert_eq!(find(text("xxxxxxxx")).0, vec![8], "inside a body file");
+
+        // The last N that match, and pages newest first within a budget.
+        let q = Query {
+            channel: Some("c".into()),
+            search: json("data.status.code = in_call_recording"),
+            limit: Some(2),
+            ..Query::default()
+        };
+        assert_eq!(seqs(&j.query(&q).unwrap()), vec![6, 8]);
+        let scan = j.newest(&q, 2, usize::MAX).unwrap();
+        assert_eq!((seqs(&scan.events), scan.stopped_at), (vec![8, 6], None));
+        let q = Query {
+            search: json("data.status.code = joining_call"),
+            ..q
+        };
+        let scan = j.newest(&q, 10, 1).unwrap();
+        // The body file passes SQL: it is the one row looked at, and does not match.
+        assert_eq!((seqs(&scan.events), scan.stopped_at), (vec![], Some(8)));
+        let scan = j.newest(&q, 10, usize::MAX).unwrap();
+        assert_eq!((seqs(&scan.events), scan.stopped_at), (vec![7, 5, 1], None));
     }
 }

@@ -46,7 +46,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     status INTEGER,
     error TEXT,
     response_head BLOB,
-    replay INTEGER NOT NULL DEFAULT 0
+    replay INTEGER NOT NULL DEFAULT 0,
+    response_headers BLOB,
+    truncated INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS attempts_seq ON attempts (channel, seq);
 CREATE TABLE IF NOT EXISTS recordings (
@@ -77,8 +79,10 @@ CREATE INDEX IF NOT EXISTS dedupe_seq ON dedupe (channel, seq);
 
 /// Journal layout version (`PRAGMA user_version`): 2 keeps headers and bodies in `bodies`,
 /// 3 big bodies in files (`events.body_file`), 4 adds `events.pinned`, 5 duplicates
-/// (`events.duplicate_of`, `dedupe`) and artifact checksums (`recordings.sha256`).
-pub(super) const SCHEMA_VERSION: i64 = 5;
+/// (`events.duplicate_of`, `dedupe`) and artifact checksums (`recordings.sha256`), 6 the
+/// handler's response headers and whether its body was cut (`attempts.response_headers`,
+/// `truncated`).
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// The error for a journal of a layout newer than this build's.
 pub(super) fn too_new(version: i64) -> rusqlite::Error {
@@ -92,7 +96,8 @@ pub(super) fn too_new(version: i64) -> rusqlite::Error {
 }
 
 /// Creates the schema, or moves an older journal (version 1: bodies inside `events`; 2: no
-/// `body_file`; 3: no `pinned`; 4: no duplicates) to it. Each step adds only what is missing.
+/// `body_file`; 3: no `pinned`; 4: no duplicates; 5: no response headers) to it. Each step
+/// adds only what is missing, so the steps compose.
 pub(super) fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -124,6 +129,16 @@ pub(super) fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
             .exists([])?;
     if recordings_without_sha {
         tx.execute_batch("ALTER TABLE recordings ADD COLUMN sha256 TEXT")?;
+    }
+    let attempts_has = |column: &str| {
+        tx.prepare("SELECT 1 FROM pragma_table_info('attempts') WHERE name = ?1")?
+            .exists([column])
+    };
+    if attempts_has("seq")? && !attempts_has("response_headers")? {
+        tx.execute_batch("ALTER TABLE attempts ADD COLUMN response_headers BLOB")?;
+    }
+    if attempts_has("seq")? && !attempts_has("truncated")? {
+        tx.execute_batch("ALTER TABLE attempts ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0")?;
     }
     // Creates what is missing (all of it for a new journal, `bodies` for a version-1 one).
     tx.execute_batch(SCHEMA)?;
@@ -210,6 +225,44 @@ mod tests {
         assert!(j.set_pinned("c", 1, true).unwrap());
         assert!(j.get("c", 1).unwrap().unwrap().pinned);
         assert_eq!(j.prune(None, i64::MAX, false, || true).unwrap().events, 0);
+    }
+
+    #[test]
+    fn a_version_4_journal_gets_response_columns_and_migrating_twice_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            j.insert("c", &[ev(1)], 0).unwrap();
+            j.record("c", 1, &attempt(1, 500), None).unwrap();
+        }
+        {
+            // Back to the layout before response headers.
+            let c = Connection::open(dir.path().join("journal.sqlite")).unwrap();
+            c.execute_batch(
+                "ALTER TABLE attempts DROP COLUMN response_headers;
+                 ALTER TABLE attempts DROP COLUMN truncated; PRAGMA user_version = 4;",
+            )
+            .unwrap();
+        }
+        let j = Journal::open_existing(dir.path()).unwrap();
+        let a = j.attempts("c", 1).unwrap();
+        assert_eq!((a.len(), a[0].truncated), (1, false));
+        assert!(a[0].response_headers.is_empty());
+        let mut with = attempt(2, 503);
+        with.response_headers = vec![meethook_proto::Header::new("x-r", "v")];
+        with.truncated = true;
+        j.record("c", 1, &with, None).unwrap();
+        drop(j);
+        // A branch's step already applied, the version still old: each step adds only what
+        // is missing.
+        Connection::open(dir.path().join("journal.sqlite"))
+            .unwrap()
+            .pragma_update(None, "user_version", 4)
+            .unwrap();
+        let j = Journal::open_existing(dir.path()).unwrap();
+        let a = j.attempts("c", 1).unwrap();
+        assert!(a[1].truncated);
+        assert_eq!(a[1].response_headers[0].name, "x-r");
     }
 
     #[test]

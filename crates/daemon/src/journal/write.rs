@@ -57,8 +57,12 @@ pub struct Attempt {
     pub status: Option<u16>,
     /// The connection error or timeout, when it did not.
     pub error: Option<String>,
-    /// The first KiB of the handler's response body.
+    /// The handler's response body, up to 64 KiB (`forward::RESPONSE_CAPTURE`).
     pub response_head: Bytes,
+    /// The handler's response headers, in order.
+    pub response_headers: Vec<meethook_proto::Header>,
+    /// Whether the response body was longer than `response_head`.
+    pub truncated: bool,
     /// Whether this was a replay.
     pub replay: bool,
 }
@@ -72,6 +76,16 @@ pub struct Record {
     pub attempt: Option<Attempt>,
     /// The event's new state when it is settled.
     pub state: Option<State>,
+}
+
+/// The attempt's response headers as stored (`NULL` when there are none).
+fn response_headers(a: &Attempt) -> Option<Vec<u8>> {
+    if a.response_headers.is_empty() {
+        return None;
+    }
+    let mut b = BytesMut::with_capacity(headers_len(&a.response_headers));
+    encode_headers(&a.response_headers, &mut b);
+    Some(b.to_vec())
 }
 
 impl Journal {
@@ -218,8 +232,9 @@ impl Journal {
             let tx = c.transaction()?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO attempts (channel, seq, attempt, started_at, latency_us, status, error, response_head, replay)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO attempts (channel, seq, attempt, started_at, latency_us, status, error, response_head, replay,
+                       response_headers, truncated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?;
                 let mut update = tx.prepare_cached(
                     "UPDATE events SET attempts = COALESCE(?3, attempts), last_status = COALESCE(?4, last_status),
@@ -238,6 +253,8 @@ impl Journal {
                             a.error,
                             &a.response_head[..],
                             a.replay,
+                            response_headers(a),
+                            a.truncated,
                         ])?;
                     }
                     if !replay {

@@ -6,37 +6,13 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use base64::Engine;
 use bytes::Bytes;
-use meethook_daemon::journal::Journal;
-use meethook_proto::meeting::Summary;
+use meethook_daemon::journal::{ExportLine, Journal};
 use meethook_proto::{Event, Header};
-use serde::{Deserialize, Serialize};
 
 use super::{open, quiet_pipe, Filters, Where};
 
 /// The base64 of export files: standard, padded.
-pub(super) fn b64() -> base64::engine::GeneralPurpose {
-    base64::engine::general_purpose::STANDARD
-}
-
-/// One line of an export file.
-#[derive(Serialize, Deserialize)]
-struct Record {
-    channel: String,
-    seq: u64,
-    received_at_ms: i64,
-    method: String,
-    path: String,
-    /// `[name, base64 value]`, in the order received.
-    headers: Vec<(String, String)>,
-    /// base64.
-    body: String,
-    /// Derived from the body, for readers; ignored on import.
-    #[serde(default)]
-    event: Option<String>,
-    /// Derived from the body, for readers; ignored on import.
-    #[serde(default)]
-    bot_id: Option<String>,
-}
+pub(super) use meethook_daemon::journal::export_base64 as b64;
 
 /// Writes the matching events to stdout, one NDJSON line each.
 pub(super) fn export(at: &Where, filters: &Filters, limit: Option<usize>) -> anyhow::Result<()> {
@@ -47,27 +23,7 @@ pub(super) fn export(at: &Where, filters: &Filters, limit: Option<usize>) -> any
     let mut failure: Option<io::Error> = None;
     let mut n = 0u64;
     journal.each(&q, |s| {
-        let summary = Summary::parse(&s.event.body);
-        let rec = Record {
-            channel: s.channel,
-            seq: s.event.seq,
-            received_at_ms: s.event.received_at_ms,
-            method: s.event.method,
-            path: s.event.path,
-            headers: s
-                .event
-                .headers
-                .iter()
-                .map(|h| (h.name.clone(), b64().encode(&h.value)))
-                .collect(),
-            body: b64().encode(&s.event.body),
-            event: summary.as_ref().map(|x| x.event.clone()),
-            bot_id: summary.and_then(|x| x.bot_id),
-        };
-        let written = serde_json::to_writer(&mut out, &rec)
-            .map_err(io::Error::other)
-            .and_then(|()| out.write_all(b"\n"));
-        match written {
+        match ExportLine::of(&s, |_| false, b"").write(&mut out) {
             Ok(()) => {
                 n += 1;
                 true
@@ -103,7 +59,7 @@ pub(super) fn import(file: &Path, data: &Path, channel: Option<String>) -> anyho
             continue;
         }
         let at = || format!("{} line {n}", file.display());
-        let rec: Record = serde_json::from_str(&line)
+        let rec: ExportLine = serde_json::from_str(&line)
             .with_context(|| format!("{}: not an `events export` line", at()))?;
         if rec.seq == 0 || rec.seq > i64::MAX as u64 {
             bail!("{}: seq must be between 1 and 2^63-1", at());

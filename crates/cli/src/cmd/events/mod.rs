@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use meethook_daemon::control::Request;
-use meethook_daemon::journal::{Journal, Query, State, Stored};
+use meethook_daemon::journal::{HeaderMatch, Journal, JsonCond, Query, Search, State, Stored};
 pub(super) use meethook_proto::human::human_size as size_text;
 
 mod bots;
@@ -57,6 +57,18 @@ pub struct Filters {
     /// (`2025-06-11T10:00:00Z`) or a local date (`2025-06-11`).
     #[arg(long, value_name = "DUR|TIME", value_parser = since)]
     pub since: Option<i64>,
+    /// Only events with this header (`NAME`), or whose NAME header contains VALUE
+    /// (`NAME:VALUE`, e.g. `svix-id:msg_2x`); case ignored.
+    #[arg(long, value_name = "NAME[:VALUE]")]
+    pub header: Option<HeaderMatch>,
+    /// Only events whose JSON body meets a condition: `PATH = VALUE`, `PATH != VALUE`,
+    /// `PATH ~ TEXT` (contains, case ignored) or `PATH exists`
+    /// (e.g. `data.status.code = in_call_recording`).
+    #[arg(long = "where", value_name = "COND")]
+    pub cond: Option<JsonCond>,
+    /// Only events whose body or headers contain this text (case ignored).
+    #[arg(long, value_name = "TEXT")]
+    pub text: Option<String>,
 }
 
 impl Filters {
@@ -68,12 +80,21 @@ impl Filters {
             event_type: self.event.clone(),
             state: self.failed.then_some(State::Failed),
             since_ms: self.since,
+            search: Search {
+                header: self.header.clone(),
+                json: self.cond.clone(),
+                text: self.text.clone(),
+            },
             ..Query::default()
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.bot.is_none() && self.event.is_none() && !self.failed && self.since.is_none()
+        self.query(None).search.is_empty()
+            && self.bot.is_none()
+            && self.event.is_none()
+            && !self.failed
+            && self.since.is_none()
     }
 }
 
@@ -84,7 +105,9 @@ pub enum Command {
     #[command(after_help = "Examples:
   meethook events list
   meethook events list --bot 8d2f4c1a --json
-  meethook events list --failed --since 1d")]
+  meethook events list --failed --since 1d
+  meethook events list --where 'data.status.code = in_call_recording'
+  meethook events list --header svix-id:msg_2x --text speaker")]
     List {
         #[command(flatten)]
         at: Where,

@@ -56,6 +56,8 @@ struct AttemptJson {
     error: Option<String>,
     latency_ms: f64,
     response_head: String,
+    /// The handler's answer was longer than the journal keeps (64 KiB).
+    truncated: bool,
 }
 
 /// Headers whose values are credentials: hidden by `events show` unless `--reveal`.
@@ -179,6 +181,7 @@ pub(super) fn show(
                     error: a.error.clone(),
                     latency_ms: (a.latency.as_secs_f64() * 1e4).round() / 10.0,
                     response_head: String::from_utf8_lossy(&a.response_head).into(),
+                    truncated: a.truncated,
                 })
                 .collect(),
             recordings: recordings
@@ -305,11 +308,18 @@ pub(super) fn show(
                 (None, Some(e)) => printable(e, false),
                 (None, None) => "no answer".into(),
             };
-            let head = String::from_utf8_lossy(&a.response_head);
+            // One line: the first 200 bytes of what was kept (the inspector shows it all).
+            let shown = &a.response_head[..a.response_head.len().min(200)];
+            let head = String::from_utf8_lossy(shown);
+            let cut = if a.truncated || shown.len() < a.response_head.len() {
+                " (cut)"
+            } else {
+                ""
+            };
             let head = if head.is_empty() {
                 String::new()
             } else {
-                format!("  response {head:?}")
+                format!("  response {head:?}{cut}")
             };
             writeln!(
                 out,
