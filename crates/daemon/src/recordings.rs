@@ -124,6 +124,17 @@ impl Recorder {
     }
 
     async fn download(&self, seq: u64, kind: &'static str, url: &str, file: &Path) {
+        // A restart resumes an event's unfinished artifacts: the saved ones stay as they are
+        // (their links may be dead by now).
+        let (j, ch) = (self.journal.clone(), self.channel.clone());
+        if let Ok(Ok(rows)) = tokio::task::spawn_blocking(move || j.recordings(&ch, seq)).await {
+            if rows
+                .iter()
+                .any(|r| r.kind == kind && r.state == "saved" && Path::new(&r.path).exists())
+            {
+                return;
+            }
+        }
         let path = file.display().to_string();
         self.note(move |j, ch| j.recording_started(ch, seq, kind, &path, now_ms()))
             .await;

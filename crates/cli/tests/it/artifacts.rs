@@ -22,13 +22,13 @@ const LOCAL: &str = "whsec_bG9jYWwtaGFuZGxlci1zZWNyZXQtZm9yLXJlcGxheXM=";
 /// A stand-in for S3: serves `files` by path, honours `Range: bytes=N-` (206), cuts the first
 /// transfer of `cut` off half-way, and answers 403 (an expired link) once `alive` is false.
 /// Counts the requests that asked for a range.
-struct Files {
-    addr: std::net::SocketAddr,
-    alive: Arc<AtomicBool>,
+pub(crate) struct Files {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) alive: Arc<AtomicBool>,
     ranged: Arc<AtomicUsize>,
 }
 
-async fn files(files: HashMap<String, Vec<u8>>, cut: &'static str) -> Files {
+pub(crate) async fn files(files: HashMap<String, Vec<u8>>, cut: &'static str) -> Files {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (alive, ranged) = (

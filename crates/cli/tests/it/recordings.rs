@@ -266,3 +266,59 @@ async fn filtered_out_events_are_not_recorded() {
     assert_eq!(hits.load(Ordering::SeqCst), 0);
     assert_eq!(rec_dir.path().read_dir().unwrap().count(), 0);
 }
+
+/// A restart resumes the artifacts a stop cut short, and leaves the saved ones alone: their
+/// links may be dead by then, and a copy must not turn into a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_what_was_cut_short_and_keeps_what_was_saved() {
+    let video = vec![5u8; 4096];
+    let s3 = crate::artifacts::files(
+        [("/v.mp4".to_string(), video.clone())]
+            .into_iter()
+            .collect(),
+        "never",
+    )
+    .await;
+    let s = Setup::start().await;
+    let rec_dir = tempdir();
+    let tweak = |cfg: &mut meethook_daemon::DaemonConfig| {
+        cfg.save_recordings = Some(rec_dir.path().to_path_buf());
+    };
+    let daemon = s.daemon_with("/", tweak);
+    let body = format!(
+        r#"{{"event":"bot.completed","data":{{"bot_id":"b1","event_id":null,"video":"http://{0}/v.mp4","audio":"http://{0}/a.flac"}},"extra":null}}"#,
+        s3.addr
+    );
+    post(&s.relay.hook(&s.channel), &[], body).await;
+    daemon
+        .events
+        .wait_for("the audio fails (no such file)", |e| {
+            matches!(e, DaemonEvent::RecordingFailed { kind: "audio", .. })
+        })
+        .await;
+    daemon
+        .events
+        .wait_for("the video is saved", |e| {
+            matches!(e, DaemonEvent::RecordingSaved { kind: "video", .. })
+        })
+        .await;
+    daemon.stop().await.unwrap();
+    // As if the stop had cut the audio short; and now every link is dead.
+    let journal = meethook_daemon::journal::Journal::open(s.dir.path()).unwrap();
+    journal
+        .recording_started(&s.channel, 1, "audio", "/nowhere/a.flac", 0)
+        .unwrap();
+    s3.alive.store(false, Ordering::SeqCst);
+    let daemon = s.daemon_with("/", tweak);
+    daemon
+        .events
+        .wait_for("the audio is tried again", |e| {
+            matches!(e, DaemonEvent::RecordingFailed { kind: "audio", .. })
+        })
+        .await;
+    let recs = journal.recordings(&s.channel, 1).unwrap();
+    let state = |k: &str| recs.iter().find(|r| r.kind == k).map(|r| r.state.clone());
+    assert_eq!(state("video").as_deref(), Some("saved"), "{recs:?}");
+    assert_eq!(state("audio").as_deref(), Some("failed"), "{recs:?}");
+    daemon.stop().await.unwrap();
+}

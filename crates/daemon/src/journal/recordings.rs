@@ -36,7 +36,7 @@ impl Journal {
             c.execute(
                 "INSERT INTO recordings (channel, seq, kind, path, state, started_at) VALUES (?1, ?2, ?3, ?4, 'downloading', ?5)
                  ON CONFLICT (channel, seq, kind) DO UPDATE SET path = excluded.path, state = 'downloading',
-                   bytes = 0, error = NULL, started_at = excluded.started_at, finished_at = NULL",
+                   bytes = 0, error = NULL, started_at = excluded.started_at, finished_at = NULL, sha256 = NULL",
                 params![channel, seq as i64, kind, path, now_ms],
             )
             .map(|_| ())
