@@ -331,8 +331,8 @@ async fn list_latency(ctx: &mut Ctx) -> anyhow::Result<()> {
             format!("GET {path}: {what}, {} events listed (n={SAMPLES})", listed),
             format!(
                 "p50 {} · p99 {}",
-                fmt_dur(pct(&s, 50.0)),
-                fmt_dur(pct(&s, 99.0))
+                fmt_dur(pct(&s, 0.5)),
+                fmt_dur(pct(&s, 0.99))
             ),
             "–",
             None,

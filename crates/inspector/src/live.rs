@@ -332,7 +332,11 @@ impl Polled {
         let mut watched: Vec<_> = self.watch.keys().map(|s| *s..=*s).collect();
         watched.sort_by_key(|r| *r.start());
         if !watched.is_empty() {
-            for it in api::items(j, &q(watched, None))? {
+            let rows = api::items(j, &q(watched, None))?;
+            // Gone (pruned, or a journal replaced): nothing more to follow.
+            self.watch
+                .retain(|seq, _| rows.iter().any(|it| it.seq == *seq));
+            for it in rows {
                 let was = self.watch.get(&it.seq);
                 if was != Some(&(it.state.clone(), it.attempts)) {
                     if matches!(it.state.as_str(), "pending" | "retrying") {

@@ -330,10 +330,64 @@ impl Journal {
         })
     }
 
-    /// Up to `n` events matching `q` (its `limit` aside), newest first. A search looks at
-    /// rows until `budget` bytes of them were read (each counted as at least 1 KiB), then
-    /// says where it stopped; order is by seq when `q` names a channel.
+    /// Up to `n` events matching `q` (its `limit` aside), newest first. A search in one
+    /// channel reads it in windows of seqs, newest first, and stops once `budget` bytes were
+    /// looked at (each row counted as at least 1 KiB, in SQL or after), saying where; order
+    /// is by seq when `q` names a channel.
     pub fn newest(&self, q: &Query, n: usize, budget: usize) -> Result<Scan, JournalError> {
+        let Some(channel) = q.channel.as_deref().filter(|_| !q.search.is_empty()) else {
+            return Ok(Scan {
+                events: self.newest_in(q, n, &mut 0)?,
+                stopped_at: None,
+            });
+        };
+        // Where the channel's seqs end, and where the query's do.
+        let top = self.cursors(channel)?.0;
+        let top = match q.seqs.iter().map(|r| *r.end()).max() {
+            Some(end) => end.min(top),
+            None => top,
+        };
+        let window = (budget / 1024).clamp(1, 8192) as u64;
+        let mut scan = Scan::default();
+        let mut spent = 0usize;
+        let mut hi = top;
+        while hi >= 1 && scan.events.len() < n {
+            let lo = hi.saturating_sub(window - 1).max(1);
+            let seqs: Vec<_> = if q.seqs.is_empty() {
+                vec![lo..=hi]
+            } else {
+                q.seqs
+                    .iter()
+                    .map(|r| (*r.start()).max(lo)..=(*r.end()).min(hi))
+                    .filter(|r| !r.is_empty())
+                    .collect()
+            };
+            if !seqs.is_empty() {
+                let part = Query { seqs, ..q.clone() };
+                let got = self.newest_in(&part, n - scan.events.len(), &mut spent)?;
+                scan.events.extend(got);
+            }
+            spent = spent.saturating_add((hi - lo + 1) as usize * 1024);
+            if lo == 1 {
+                break;
+            }
+            if spent >= budget && scan.events.len() < n {
+                scan.stopped_at = Some(lo);
+                break;
+            }
+            hi = lo - 1;
+        }
+        Ok(scan)
+    }
+
+    /// Up to `n` events matching `q`, newest first, in one query; `spent` adds the body
+    /// bytes of the rows read.
+    fn newest_in(
+        &self,
+        q: &Query,
+        n: usize,
+        spent: &mut usize,
+    ) -> Result<Vec<Stored>, JournalError> {
         let (filter, params) = q.filter();
         let limit = if q.search.is_empty() {
             format!(" LIMIT {n}")
@@ -348,26 +402,16 @@ impl Journal {
         self.with(|c| {
             let mut st = c.prepare(&sql)?;
             let mut rows = st.query(rusqlite::params_from_iter(params))?;
-            let mut scan = Scan::default();
-            let mut spent = 0usize;
-            while scan.events.len() < n {
+            let mut events = Vec::new();
+            while events.len() < n {
                 let Some(r) = rows.next()? else { break };
                 let s = row_stored(r, &self.bodies)?;
-                if q.search.is_empty() {
-                    scan.events.push(s);
-                    continue;
-                }
-                spent = spent.saturating_add(s.event.body.len().max(1024));
-                let seq = s.event.seq;
+                *spent = spent.saturating_add(s.event.body.len());
                 if q.search.matches(&s.event) {
-                    scan.events.push(s);
-                }
-                if spent >= budget && scan.events.len() < n {
-                    scan.stopped_at = Some(seq);
-                    break;
+                    events.push(s);
                 }
             }
-            Ok(scan)
+            Ok(events)
         })
     }
 
