@@ -523,14 +523,7 @@ async fn attempts_keep_the_answer_cut_at_64_kib_and_the_next_attempt_time() {
     cfg.channel = Some(setup.channel.clone());
     let s = Served::start(cfg, Some(live)).await;
     // The hub is subscribed once a stream client is.
-    let _stream = client()
-        .request(
-            http::Request::get(s.url("/api/stream"))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let _stream = subscribe(&s).await;
     let answer: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     setup.handler.answer_seq(1, Some(503));
     setup.handler.answer_body(1, answer.clone());
