@@ -19,6 +19,7 @@
 //! - `delivery`: the delivery stage (in-order sends, retries, user control, acked cursor).
 //! - [`forward`]: one HTTP attempt to the handler and the retry rules.
 //! - [`filter`]: `--events` / `--bot`.
+//! - [`order`]: `--order`, what goes one at a time.
 //! - [`control`]: the control socket (`meethook events retry|skip SEQ`).
 //! - [`journal`]: the local SQLite journal of events and attempts.
 //! - `outcomes`: the outcome log that makes each outcome crash-safe before the next send.
@@ -35,6 +36,7 @@ pub mod forward;
 mod handoff;
 pub mod journal;
 pub mod observe;
+pub mod order;
 mod outcomes;
 mod prune;
 pub mod recordings;
@@ -54,6 +56,7 @@ pub use filter::Filter;
 use forward::{Backoff, Forwarder};
 use journal::{Journal, JournalError};
 pub use observe::{DaemonEvent, Observer, Observers};
+pub use order::Order;
 use outcomes::OutcomeLog;
 
 /// Everything `meethook listen` is told.
@@ -95,6 +98,10 @@ pub struct DaemonConfig {
     pub max_recording_size: u64,
     /// Settled events older than this leave the journal (zero: kept forever).
     pub retention: Duration,
+    /// What goes one at a time (`--order`).
+    pub order: Order,
+    /// Most sends at once under a keyed order (`--parallel`).
+    pub parallel: usize,
 }
 
 impl DaemonConfig {
@@ -123,6 +130,8 @@ impl DaemonConfig {
             save_recordings: None,
             max_recording_size: 4 << 30,
             retention: Duration::from_secs(7 * 86_400),
+            order: Order::Channel,
+            parallel: 8,
         }
     }
 
@@ -145,6 +154,8 @@ impl DaemonConfig {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
             filter: self.filter.clone(),
+            order: self.order.clone(),
+            parallel: self.parallel,
         };
         (conn, delivery)
     }

@@ -161,6 +161,19 @@ impl ListenProcess {
         forward_to: &str,
         data: &Path,
     ) -> ListenProcess {
+        Self::start_with(bin, relay, channel, token, forward_to, data, &[])
+    }
+
+    /// [`ListenProcess::start`] with `extra` flags (`--order bot`, …).
+    pub fn start_with(
+        bin: &Path,
+        relay: &str,
+        channel: &str,
+        token: &str,
+        forward_to: &str,
+        data: &Path,
+        extra: &[&str],
+    ) -> ListenProcess {
         let child = tokio::process::Command::new(bin)
             .args([
                 "listen",
@@ -180,6 +193,7 @@ impl ListenProcess {
                 "--data",
             ])
             .arg(data)
+            .args(extra)
             .env("MEETHOOK_TOKEN", token)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -65,6 +65,15 @@ pub struct DeliveryArgs {
     /// Largest recording saved by --save-recordings.
     #[arg(long, default_value = "4GiB", value_parser = super::size)]
     pub max_recording_size: usize,
+    /// What goes to the handler one at a time: `channel` (every event, in seq order), `bot`
+    /// (each bot's events in order; different bots at once, up to --parallel; events without
+    /// a bot id share one turn) or `event-key=JSONPATH` (the same by a body field, e.g.
+    /// `event-key=data.customer_id`).
+    #[arg(long, default_value = "channel", value_parser = clap::value_parser!(meethook_daemon::Order))]
+    pub order: meethook_daemon::Order,
+    /// Most events sent at once under `--order bot|event-key=…` (ignored with `channel`).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub parallel: u16,
     /// How long delivered, failed and skipped events stay in the local journal (pruned at
     /// start and hourly; 0 = forever). Pending and pinned (`meethook events pin`) events stay.
     #[arg(long, value_name = "DUR", default_value = "7d", value_parser = super::duration)]
@@ -85,6 +94,8 @@ impl DeliveryArgs {
         cfg.save_recordings = self.save_recordings.clone();
         cfg.max_recording_size = self.max_recording_size as u64;
         cfg.retention = self.retention;
+        cfg.order = self.order.clone();
+        cfg.parallel = usize::from(self.parallel);
         cfg.backoff = Backoff {
             initial: Backoff::default().initial.min(self.max_backoff),
             max: self.max_backoff,

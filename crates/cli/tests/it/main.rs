@@ -13,6 +13,7 @@ mod hostile;
 mod inspector;
 mod limits;
 mod multinode;
+mod parallel;
 mod recordings;
 mod secrets;
 mod tls;

@@ -6,8 +6,10 @@
 //!   hands over.
 //! - `settle`: each outcome made crash-safe before the next send.
 //! - `control`: answers to `meethook events retry|skip`.
+//! - `keyed`: `--order bot|event-key=…`, in order per key and in parallel across keys.
 
 mod control;
+mod keyed;
 mod settle;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -22,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::Ask;
 use crate::filter::Filter;
-use crate::forward::{Backoff, Forwarder, Verdict};
+use crate::forward::{Backoff, Forwarder, Outcome, Verdict};
 use crate::handoff::{committed, Handoff, Insert};
 use crate::journal::{Attempt, Journal, Record, State};
 use crate::observe::{AttemptReport, DaemonEvent, EventInfo, Observers, SkipReason};
+use crate::order::Order;
 use crate::outcomes::OutcomeLog;
 use crate::{blocking, now_ms, DaemonError};
 use control::{control_answer, Act, Paused, Spot};
@@ -42,6 +45,10 @@ pub(crate) struct DeliverySettings {
     pub backoff: Backoff,
     /// `--events` / `--bot`.
     pub filter: Filter,
+    /// `--order`: what goes one at a time.
+    pub order: Order,
+    /// `--parallel`: most sends at once under a keyed order.
+    pub parallel: usize,
 }
 
 /// The delivery stage's ends: the handler, events in, control requests in, the delivered
@@ -58,7 +65,7 @@ pub(crate) struct Channels {
 }
 
 /// How often, at most, the handler's port is tried while it refuses connections.
-const PROBE_EVERY: Duration = Duration::from_millis(250);
+pub(super) const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// Delivers events one at a time, in seq order: first what the journal holds as pending,
 /// then what the connection hands over.
@@ -79,7 +86,11 @@ pub(crate) async fn run(
         since: Instant::now(),
         writing: None,
     };
-    let r = deliver(settings, &mut settler, channels, observers, stop).await;
+    let r = if settings.order.is_keyed() {
+        keyed::deliver_keyed(settings, &mut settler, channels, observers, stop).await
+    } else {
+        deliver(settings, &mut settler, channels, observers, stop).await
+    };
     // One try, without retries: what is not written here is applied from the log at the
     // next start.
     let no_retries = CancellationToken::new();
@@ -269,49 +280,18 @@ async fn deliver(
                     None => stored = false,
                 }
             }
-            let verdict = outcome.verdict();
-            let out_of_attempts = settings.max_attempts > 0 && attempts >= settings.max_attempts;
-            let state = match verdict {
-                Verdict::Delivered => Some(State::Delivered),
-                Verdict::Failed => Some(State::Failed),
-                Verdict::Retry if out_of_attempts => Some(State::Failed),
-                Verdict::Retry => None,
-            };
-            let next_retry = state
-                .is_none()
-                .then(|| settings.backoff.after(attempts, &outcome));
             let event = info
                 .get_or_insert_with(|| EventInfo::of(&ev, summary.take()))
                 .clone();
-            // Held up: what waits behind it (the observers say how to move on).
-            let behind = next_retry.map_or(0, |_| queue.len() + incoming.len());
-            let report = AttemptReport::of(&outcome, attempts, next_retry, behind);
-            observers.emit(DaemonEvent::AttemptFinished {
-                event: event.clone(),
-                report,
-            });
-            match state {
-                Some(State::Delivered) => {
-                    observers.emit(DaemonEvent::Delivered { event, attempts })
-                }
-                Some(_) => observers.emit(DaemonEvent::GaveUp { event, attempts }),
-                None => {}
-            }
             let refused = outcome.refused;
-            let attempt = Attempt {
-                attempt: attempts,
-                started_at_ms,
-                latency: outcome.latency,
-                status: outcome.status,
-                error: outcome.error,
-                response_head: outcome.response_head,
-                replay: false,
-            };
-            let r = Record {
-                seq: ev.seq,
-                attempt: Some(attempt),
-                state,
-            };
+            let (r, next_retry) = conclude(
+                settings,
+                observers,
+                event,
+                outcome,
+                (attempts, started_at_ms),
+                queue.len() + incoming.len(),
+            );
             if !stored {
                 tracing::warn!(
                     seq = ev.seq,
@@ -372,6 +352,56 @@ async fn deliver(
             return Ok(());
         }
     }
+}
+
+/// What one attempt's outcome comes to: the notices to the observers, the record to settle,
+/// and when the next attempt goes (`None` once settled). `behind`: events held behind it.
+fn conclude(
+    settings: &DeliverySettings,
+    observers: &Observers,
+    event: Arc<EventInfo>,
+    outcome: Outcome,
+    (attempts, started_at_ms): (u32, i64),
+    behind: usize,
+) -> (Record, Option<Duration>) {
+    let verdict = outcome.verdict();
+    let out_of_attempts = settings.max_attempts > 0 && attempts >= settings.max_attempts;
+    let state = match verdict {
+        Verdict::Delivered => Some(State::Delivered),
+        Verdict::Failed => Some(State::Failed),
+        Verdict::Retry if out_of_attempts => Some(State::Failed),
+        Verdict::Retry => None,
+    };
+    let next_retry = state
+        .is_none()
+        .then(|| settings.backoff.after(attempts, &outcome));
+    let behind = next_retry.map_or(0, |_| behind);
+    let report = AttemptReport::of(&outcome, attempts, next_retry, behind);
+    let seq = event.seq;
+    observers.emit(DaemonEvent::AttemptFinished {
+        event: event.clone(),
+        report,
+    });
+    match state {
+        Some(State::Delivered) => observers.emit(DaemonEvent::Delivered { event, attempts }),
+        Some(_) => observers.emit(DaemonEvent::GaveUp { event, attempts }),
+        None => {}
+    }
+    let attempt = Attempt {
+        attempt: attempts,
+        started_at_ms,
+        latency: outcome.latency,
+        status: outcome.status,
+        error: outcome.error,
+        response_head: outcome.response_head,
+        replay: false,
+    };
+    let r = Record {
+        seq,
+        attempt: Some(attempt),
+        state,
+    };
+    (r, next_retry)
 }
 
 /// Settles `event` as skipped, and says so. `Ok(false)` when stopped first.

@@ -1,0 +1,560 @@
+//! `--order bot|event-key=PATH`: the events of one key go one at a time in seq order; those
+//! of different keys go at once, at most `--parallel` sends at a time. Each key retries
+//! under its own backoff, so a failing bot holds up only its own events.
+//!
+//! Each attempt (with the wait before a retry) is a task; this loop is their only owner of
+//! the outcome log. The delivered cursor it publishes is a low-water mark: the highest seq
+//! below which everything is settled. Outcomes above it are in the outcome log too, so after
+//! a crash only the sends in flight (at most `--parallel`) can reach the handler again.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meethook_proto::meeting::Summary;
+use meethook_proto::Event;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::control::{control_answer, Act, Paused, Spot};
+use super::settle::{Settler, FLUSH_IDLE};
+use super::{conclude, skip, Channels, DeliverySettings, PROBE_EVERY};
+use crate::control::{Ask, Request};
+use crate::forward::{Forwarder, Outcome};
+use crate::handoff::{committed, Handoff, Insert, Journaled};
+use crate::observe::{DaemonEvent, EventInfo, Observers, SkipReason};
+use crate::{blocking, now_ms, DaemonError};
+
+/// An event taken in, with what its attempts need.
+struct Item {
+    ev: Event,
+    attempts: u32,
+    key: String,
+    summary: Option<Summary>,
+    journaled: Option<Journaled>,
+    info: Option<Arc<EventInfo>>,
+}
+
+impl Item {
+    fn info(&mut self) -> Arc<EventInfo> {
+        let (ev, summary) = (&self.ev, &mut self.summary);
+        self.info
+            .get_or_insert_with(|| EventInfo::of(ev, summary.clone()))
+            .clone()
+    }
+}
+
+/// How an attempt task ended.
+enum Done {
+    /// Sent; `stored` is false when its journal insert failed (the relay sends it again).
+    Sent {
+        item: Item,
+        outcome: Outcome,
+        started_at_ms: i64,
+        stored: bool,
+    },
+    /// The user skipped it before its (next) attempt.
+    Skipped(Item),
+    /// Its insert failed before a user skip could be recorded.
+    Unstored(Item),
+    /// The daemon stops.
+    Stopped,
+}
+
+/// What a waiting retry is told.
+enum Wake {
+    RetryNow,
+    Skip,
+}
+
+/// What every attempt task shares.
+#[derive(Clone)]
+struct Lane {
+    fwd: Forwarder,
+    slots: Arc<Semaphore>,
+    observers: Observers,
+    stop: CancellationToken,
+}
+
+/// The events of each key waiting their turn, and where the cursor stands.
+#[derive(Default)]
+struct Keys {
+    /// Per key, events not yet taken up (the key's event in progress is not here).
+    queues: HashMap<String, VecDeque<Item>>,
+    /// Keys with an event in progress.
+    busy: HashSet<String>,
+    /// Keys free to start their next event, by that event's seq.
+    ready: BTreeSet<(u64, String)>,
+    /// Events waiting in `queues`.
+    queued: usize,
+    /// Taken in, not settled (and seqs whose insert failed, until the relay resends them).
+    open: BTreeSet<u64>,
+    /// Seqs whose journal insert failed: they hold the cursor back until they come again.
+    holes: HashSet<u64>,
+    /// Settled above the cursor.
+    settled: BTreeSet<u64>,
+    /// The highest seq taken in.
+    seen: u64,
+    /// Events waiting to retry, and how to wake them.
+    waiting: HashMap<u64, oneshot::Sender<Wake>>,
+}
+
+impl Keys {
+    /// The highest seq at and below which everything is settled.
+    fn low_water(&self) -> u64 {
+        self.open.first().map_or(self.seen, |s| s - 1)
+    }
+
+    /// Whether `seq` was taken in already (the journal and the connection can both hand
+    /// over an event at start-up).
+    fn known(&self, seq: u64) -> bool {
+        seq <= self.low_water()
+            || self.settled.contains(&seq)
+            || (self.open.contains(&seq) && !self.holes.contains(&seq))
+    }
+
+    fn take_in(&mut self, item: Item) {
+        let seq = item.ev.seq;
+        self.holes.remove(&seq);
+        self.open.insert(seq);
+        self.seen = self.seen.max(seq);
+        let q = self.queues.entry(item.key.clone()).or_default();
+        if q.is_empty() && !self.busy.contains(&item.key) {
+            self.ready.insert((seq, item.key.clone()));
+        }
+        q.push_back(item);
+        self.queued += 1;
+    }
+
+    /// The next event whose key is free, its key now busy.
+    fn next(&mut self) -> Option<Item> {
+        let (_, key) = self.ready.pop_first()?;
+        let item = self.queues.get_mut(&key)?.pop_front()?;
+        self.queued -= 1;
+        self.busy.insert(key);
+        Some(item)
+    }
+
+    /// `key`'s event is done with: its next one may start.
+    fn free(&mut self, key: &str) {
+        self.busy.remove(key);
+        match self.queues.get(key).and_then(|q| q.front()) {
+            Some(next) => {
+                self.ready.insert((next.ev.seq, key.to_string()));
+            }
+            None => {
+                self.queues.remove(key);
+            }
+        }
+    }
+
+    fn settle(&mut self, seq: u64) {
+        self.open.remove(&seq);
+        self.settled.insert(seq);
+        let lw = self.low_water();
+        while self.settled.first().is_some_and(|s| *s <= lw) {
+            self.settled.pop_first();
+        }
+    }
+
+    /// Where delivery stands, for a control request about `seq`.
+    fn spot(&self, seq: Option<u64>) -> Spot {
+        let blocked = match seq {
+            Some(s) if self.waiting.contains_key(&s) => Some(s),
+            _ => self.waiting.keys().min().copied(),
+        };
+        let last = match seq {
+            Some(s) if self.settled.contains(&s) => s,
+            _ => self.low_water(),
+        };
+        Spot {
+            blocked,
+            last,
+            behind: self.queued,
+        }
+    }
+}
+
+/// Delivers in parallel across keys, in order within each (see the module).
+pub(super) async fn deliver_keyed(
+    settings: &DeliverySettings,
+    settler: &mut Settler<'_>,
+    channels: Channels,
+    observers: &Observers,
+    stop: &CancellationToken,
+) -> Result<(), DaemonError> {
+    let Channels {
+        forwarder,
+        mut incoming,
+        mut control,
+        delivered,
+    } = channels;
+    let lane = Lane {
+        fwd: forwarder,
+        slots: Arc::new(Semaphore::new(settings.parallel.max(1))),
+        observers: observers.clone(),
+        stop: stop.clone(),
+    };
+    let keys = Keys {
+        seen: *delivered.borrow(),
+        ..Keys::default()
+    };
+    let ch = settings.channel.clone();
+    let pending = blocking(settler.journal, move |j| j.pending(&ch, usize::MAX)).await?;
+    let mut loop_ = Loop {
+        settings,
+        observers,
+        lane,
+        tasks: JoinSet::new(),
+        marks: BTreeSet::new(),
+        keys,
+    };
+    for (ev, attempts) in pending {
+        loop_
+            .take_in(settler, (ev, None, None), attempts, stop)
+            .await?;
+    }
+    let mut paused = Paused::default();
+    let mut incoming_open = true;
+    let r = 'run: loop {
+        if !paused.0 {
+            while let Some(item) = loop_.keys.next() {
+                loop_.start(item);
+            }
+        }
+        delivered.send_if_modified(|cur| {
+            let lw = loop_.keys.low_water();
+            (lw > *cur).then(|| *cur = lw).is_some()
+        });
+        tokio::select! {
+            _ = stop.cancelled() => break 'run Ok(()),
+            h = incoming.recv(), if incoming_open => match h {
+                Some(h) => {
+                    if !loop_.take_in(settler, h, 0, stop).await? {
+                        break 'run Ok(());
+                    }
+                }
+                // The connection task is gone; what is in progress goes on until the stop.
+                None => incoming_open = false,
+            },
+            Some(done) = loop_.tasks.join_next() => {
+                let done = done.map_err(|e| DaemonError::Config(format!("delivery task failed: {e}")))?;
+                if !loop_.finish(settler, done, stop).await? {
+                    break 'run Ok(());
+                }
+            }
+            Some(ask) = control.recv() => {
+                if !loop_.answer(settler, ask, &mut paused, stop).await? {
+                    break 'run Ok(());
+                }
+            }
+            _ = tokio::time::sleep(FLUSH_IDLE), if !settler.batch.is_empty() => {
+                if !settler.flush(stop).await? {
+                    break 'run Ok(());
+                }
+            }
+        }
+    };
+    // Sends in flight end (within --timeout) and their outcomes are kept; waits end at once.
+    while let Some(done) = loop_.tasks.join_next().await {
+        if let Ok(Done::Sent {
+            mut item,
+            outcome,
+            started_at_ms,
+            stored: true,
+        }) = done
+        {
+            let info = item.info();
+            let (r, _) = conclude(
+                settings,
+                observers,
+                info,
+                outcome,
+                (item.attempts, started_at_ms),
+                0,
+            );
+            settler.settle(r, stop).await?;
+        }
+    }
+    r
+}
+
+/// The keyed delivery loop's state.
+struct Loop<'a> {
+    settings: &'a DeliverySettings,
+    observers: &'a Observers,
+    lane: Lane,
+    tasks: JoinSet<Done>,
+    /// Events the user skipped before their turn.
+    marks: BTreeSet<u64>,
+    keys: Keys,
+}
+
+impl Loop<'_> {
+    /// Takes in one event: filtered out at once, else queued under its key. `Ok(false)`
+    /// when stopped first.
+    async fn take_in(
+        &mut self,
+        settler: &mut Settler<'_>,
+        (ev, parsed, journaled): Handoff,
+        attempts: u32,
+        stop: &CancellationToken,
+    ) -> Result<bool, DaemonError> {
+        if self.keys.known(ev.seq) {
+            return Ok(true);
+        }
+        // The rest of a batch whose journal insert failed: the relay sends it again.
+        if journaled
+            .as_ref()
+            .is_some_and(|j| matches!(*j.borrow(), Some(Insert::Failed)))
+        {
+            return Ok(true);
+        }
+        // The key needs the summary now (a big body is parsed here, not beside its send).
+        let summary = parsed.unwrap_or_else(|| Summary::parse(&ev.body));
+        if !self.settings.filter.wants(summary.as_ref()) {
+            // A filter turns off early hand-offs: this event is journaled.
+            self.keys.seen = self.keys.seen.max(ev.seq);
+            let seq = ev.seq;
+            self.keys.open.insert(seq);
+            let event = EventInfo::of(&ev, summary);
+            let r = skip(
+                settler,
+                self.observers,
+                event,
+                SkipReason::Filtered,
+                attempts,
+                stop,
+            )
+            .await?;
+            self.keys.settle(seq);
+            return Ok(r);
+        }
+        let key = self.settings.order.key(summary.as_ref(), &ev.body);
+        self.keys.take_in(Item {
+            ev,
+            attempts,
+            key,
+            summary,
+            journaled,
+            info: None,
+        });
+        Ok(true)
+    }
+
+    /// Starts `item`'s first attempt (or its skip, when the user marked it).
+    fn start(&mut self, item: Item) {
+        let skipped = !self.marks.is_empty() && self.marks.remove(&item.ev.seq);
+        self.tasks
+            .spawn(attempt(self.lane.clone(), item, None, skipped));
+    }
+
+    /// Acts on an attempt's end. `Ok(false)` when stopped first.
+    async fn finish(
+        &mut self,
+        settler: &mut Settler<'_>,
+        done: Done,
+        stop: &CancellationToken,
+    ) -> Result<bool, DaemonError> {
+        match done {
+            Done::Stopped => Ok(true),
+            Done::Unstored(item) => {
+                // The relay sends it again; the user's skip still applies then.
+                self.marks.insert(item.ev.seq);
+                self.hole(item);
+                Ok(true)
+            }
+            Done::Skipped(item) => {
+                self.keys.waiting.remove(&item.ev.seq);
+                self.skip_user(settler, item, stop).await
+            }
+            Done::Sent {
+                item,
+                stored: false,
+                ..
+            } => {
+                self.hole(item);
+                Ok(true)
+            }
+            Done::Sent {
+                mut item,
+                outcome,
+                started_at_ms,
+                stored: true,
+            } => {
+                self.keys.waiting.remove(&item.ev.seq);
+                let refused = outcome.refused;
+                let info = item.info();
+                let (r, next_retry) = conclude(
+                    self.settings,
+                    self.observers,
+                    info,
+                    outcome,
+                    (item.attempts, started_at_ms),
+                    self.keys.queues.get(&item.key).map_or(0, VecDeque::len),
+                );
+                if !settler.settle(r, stop).await? {
+                    return Ok(false);
+                }
+                let Some(delay) = next_retry else {
+                    self.keys.settle(item.ev.seq);
+                    self.keys.free(&item.key);
+                    return Ok(true);
+                };
+                // Skipped by the user while it was in flight.
+                if self.marks.remove(&item.ev.seq) {
+                    return self.skip_user(settler, item, stop).await;
+                }
+                // The handler is struggling: show the attempts in `events show` now.
+                if !settler.flush(stop).await? {
+                    return Ok(false);
+                }
+                let (tx, rx) = oneshot::channel();
+                self.keys.waiting.insert(item.ev.seq, tx);
+                let wait = Wait {
+                    delay,
+                    refused,
+                    wake: rx,
+                };
+                item.journaled = None;
+                self.tasks
+                    .spawn(attempt(self.lane.clone(), item, Some(wait), false));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Settles `item` as skipped by the user; its key's next event may go.
+    async fn skip_user(
+        &mut self,
+        settler: &mut Settler<'_>,
+        mut item: Item,
+        stop: &CancellationToken,
+    ) -> Result<bool, DaemonError> {
+        let info = item.info();
+        let r = skip(
+            settler,
+            self.observers,
+            info,
+            SkipReason::User,
+            item.attempts,
+            stop,
+        )
+        .await?;
+        self.keys.settle(item.ev.seq);
+        self.keys.free(&item.key);
+        Ok(r)
+    }
+
+    /// An event whose journal insert failed: it holds the cursor until the relay resends it.
+    fn hole(&mut self, item: Item) {
+        tracing::warn!(
+            seq = item.ev.seq,
+            "the journal could not store this event; it is delivered again when the relay resends it"
+        );
+        self.keys.holes.insert(item.ev.seq);
+        self.keys.free(&item.key);
+    }
+
+    /// Answers a control request. `Ok(false)` when stopped first.
+    async fn answer(
+        &mut self,
+        settler: &mut Settler<'_>,
+        ask: Ask,
+        paused: &mut Paused,
+        stop: &CancellationToken,
+    ) -> Result<bool, DaemonError> {
+        let seq = match ask.request {
+            Request::Retry { seq } | Request::Skip { seq } => Some(seq),
+            _ => None,
+        };
+        let at = self.keys.spot(seq);
+        let Some(act) = control_answer(ask, at, &mut self.marks, paused, settler, stop).await?
+        else {
+            return Ok(false);
+        };
+        let wake = match act {
+            Act::Stay => return Ok(true),
+            Act::RetryNow => Wake::RetryNow,
+            Act::Skip => Wake::Skip,
+        };
+        if let Some(tx) = seq.and_then(|s| self.keys.waiting.remove(&s)) {
+            let _ = tx.send(wake);
+        }
+        Ok(true)
+    }
+}
+
+/// The wait before a retry, and how it can be cut short.
+struct Wait {
+    delay: Duration,
+    refused: bool,
+    wake: oneshot::Receiver<Wake>,
+}
+
+/// One attempt of `item` (after `wait`, for a retry), holding a send slot while it sends.
+async fn attempt(lane: Lane, mut item: Item, wait: Option<Wait>, skipped: bool) -> Done {
+    if skipped {
+        // An early-handed event's outcome may only be recorded once it is journaled.
+        if let Some(j) = item.journaled.take() {
+            if committed(j, item.ev.seq).await.is_none() {
+                return Done::Unstored(item);
+            }
+        }
+        return Done::Skipped(item);
+    }
+    if let Some(Wait {
+        delay,
+        refused,
+        mut wake,
+    }) = wait
+    {
+        let at = tokio::time::Instant::now() + delay;
+        // Nothing listened on the handler's port: try it often, to retry once it is back.
+        let mut probe = refused.then(|| {
+            tokio::time::interval_at(tokio::time::Instant::now() + PROBE_EVERY, PROBE_EVERY)
+        });
+        loop {
+            tokio::select! {
+                _ = lane.stop.cancelled() => return Done::Stopped,
+                _ = tokio::time::sleep_until(at) => break,
+                w = &mut wake => match w {
+                    Ok(Wake::Skip) => return Done::Skipped(item),
+                    Ok(Wake::RetryNow) | Err(_) => break,
+                },
+                _ = async { probe.as_mut().expect("probing").tick().await }, if probe.is_some() => {
+                    if lane.fwd.probe(PROBE_EVERY).await {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let permit = tokio::select! {
+        _ = lane.stop.cancelled() => return Done::Stopped,
+        p = lane.slots.clone().acquire_owned() => p,
+    };
+    item.attempts += 1;
+    let started_at_ms = now_ms();
+    lane.observers.emit(DaemonEvent::AttemptStarted {
+        seq: item.ev.seq,
+        attempt: item.attempts,
+    });
+    let outcome = lane.fwd.send(&item.ev, item.attempts, false).await;
+    drop(permit);
+    // Handed over early: its outcome may only be recorded once the event is journaled.
+    let mut stored = true;
+    if let Some(j) = item.journaled.take() {
+        match committed(j, item.ev.seq).await {
+            Some(parsed) => item.summary = item.summary.take().or(parsed),
+            None => stored = false,
+        }
+    }
+    Done::Sent {
+        item,
+        outcome,
+        started_at_ms,
+        stored,
+    }
+}
