@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod channel;
+mod config;
 mod control;
 mod dev;
 mod events;
@@ -23,6 +24,10 @@ pub struct Cli {
     /// Log more (or set MEETHOOK_LOG, e.g. MEETHOOK_LOG=debug).
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Config file (keys named like the flags; see docs/operations.md) [default:
+    /// ./meethook.toml, else meethook/meethook.toml in the user config dir].
+    #[arg(long, global = true, env = "MEETHOOK_CONFIG", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,6 +59,12 @@ enum Command {
     /// Serve the browser inspector over an existing journal, without connecting anywhere
     /// (read-only: retry and skip need a running `listen`).
     Inspect(inspect::Args),
+    /// The config file: `meethook config check` validates it and prints the effective
+    /// configuration, secrets masked.
+    Config {
+        #[command(subcommand)]
+        command: config::Command,
+    },
 }
 
 impl Cli {
@@ -75,9 +86,14 @@ impl Cli {
     }
 }
 
-/// Runs the parsed command.
-pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs the parsed command, with the config file's routes.
+pub async fn run(
+    cli: Cli,
+    file: Option<crate::config::ConfigFile>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     match cli.command {
+        Command::Config { command } => config::run(command, file.as_ref()),
         Command::Relay(a) => relay::run(a, shutdown).await,
         Command::Listen(a) => listen::run(a, shutdown).await,
         Command::Dev(a) => dev::run(a, shutdown).await,

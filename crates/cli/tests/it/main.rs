@@ -7,6 +7,7 @@ mod util;
 mod acme;
 mod chaos;
 mod cli;
+mod config;
 mod core;
 mod events;
 mod hostile;
