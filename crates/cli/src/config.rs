@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use clap::error::ErrorKind;
 use clap::Command;
+use meethook_daemon::route::UNROUTED;
+use meethook_daemon::{Filter, Order, Route};
 use serde::{Deserialize, Serialize};
 
 /// The commands whose flags have keys.
@@ -175,7 +177,76 @@ pub fn keys(cmd: &Command) -> impl Iterator<Item = (String, &clap::Arg)> {
     })
 }
 
+impl RouteSpec {
+    /// The daemon's route; `n` is its place in the file (from 1).
+    fn to_route(&self, n: usize) -> Result<Route, String> {
+        let name = self.name.clone().unwrap_or_else(|| format!("route-{n}"));
+        let bad = |what: &str, why: String| format!("[[route]] {name:?}: {what}: {why}");
+        if name == UNROUTED {
+            return Err(bad(
+                "name",
+                format!("{UNROUTED:?} is reserved for events no route takes"),
+            ));
+        }
+        if self.events.is_empty() && self.bot.is_empty() && self.path.is_none() {
+            return Err(bad(
+                "match",
+                "give events, bot or path (a route taking everything is --forward-to)".into(),
+            ));
+        }
+        crate::cmd::handler_url(&self.forward_to).map_err(|e| bad("forward_to", e))?;
+        let timeout = self
+            .timeout
+            .as_deref()
+            .map(meethook_proto::units::parse_positive_duration)
+            .transpose()
+            .map_err(|e| bad("timeout", e))?;
+        let order = self
+            .order
+            .as_deref()
+            .map(str::parse::<Order>)
+            .transpose()
+            .map_err(|e| bad("order", e))?;
+        if self.parallel == Some(0) {
+            return Err(bad("parallel", "use 1 or more".into()));
+        }
+        Ok(Route {
+            name,
+            filter: Filter {
+                events: self.events.clone(),
+                bots: self.bot.clone(),
+            },
+            path: self.path.clone(),
+            forward_to: self.forward_to.clone(),
+            timeout,
+            max_attempts: self.max_attempts,
+            order,
+            parallel: self.parallel.map(usize::from),
+        })
+    }
+}
+
 impl ConfigFile {
+    /// The `[[route]]`s, checked; an error names the route and the file.
+    pub fn routes(&self) -> Result<Vec<Route>, String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, spec) in self.routes.iter().enumerate() {
+            let r = spec
+                .to_route(i + 1)
+                .map_err(|e| format!("{}: {e}", self.path.display()))?;
+            if !names.insert(r.name.clone()) {
+                return Err(format!(
+                    "{}: two [[route]]s are named {:?}: give each its own name",
+                    self.path.display(),
+                    r.name
+                ));
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
     /// The values this file gives `command`'s flags, by key (its table over the top level).
     pub fn values(&self, command: &str) -> BTreeMap<String, &toml::Value> {
         let mut out: BTreeMap<String, &toml::Value> = self

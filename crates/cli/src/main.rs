@@ -31,9 +31,11 @@ fn main() -> ExitCode {
         }
     };
     let mut command = cmd::Cli::command();
+    let mut routes = Vec::new();
     if let Some(f) = &file {
-        command = match f.apply(command) {
-            Ok(c) => c,
+        let applied = f.apply(command).and_then(|c| Ok((c, f.routes()?)));
+        (command, routes) = match applied {
+            Ok(x) => x,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
@@ -41,8 +43,9 @@ fn main() -> ExitCode {
         };
     }
     // Exits 2 with a message on bad arguments.
-    let cli = cmd::Cli::from_arg_matches(&command.clone().get_matches_from(argv))
+    let mut cli = cmd::Cli::from_arg_matches(&command.clone().get_matches_from(argv))
         .unwrap_or_else(|e| e.format(&mut command).exit());
+    cli.routes = routes;
     if let Err(msg) = cli.check() {
         cmd::Cli::command()
             .error(clap::error::ErrorKind::ArgumentConflict, msg)

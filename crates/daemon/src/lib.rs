@@ -20,6 +20,7 @@
 //! - [`forward`]: one HTTP attempt to the handler and the retry rules.
 //! - [`filter`]: `--events` / `--bot`.
 //! - [`order`]: `--order`, what goes one at a time.
+//! - [`route`]: `[[route]]`, which handler an event goes to.
 //! - [`control`]: the control socket (`meethook events retry|skip SEQ`).
 //! - [`journal`]: the local SQLite journal of events and attempts.
 //! - `outcomes`: the outcome log that makes each outcome crash-safe before the next send.
@@ -41,6 +42,7 @@ mod outcomes;
 mod prune;
 pub mod recordings;
 pub mod replay;
+pub mod route;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,6 +60,7 @@ use journal::{Journal, JournalError};
 pub use observe::{DaemonEvent, Observer, Observers};
 pub use order::Order;
 use outcomes::OutcomeLog;
+pub use route::Route;
 
 /// Everything `meethook listen` is told.
 #[derive(Debug, Clone)]
@@ -68,7 +71,7 @@ pub struct DaemonConfig {
     pub channel: String,
     /// Channel token.
     pub token: String,
-    /// Handler URL.
+    /// Handler URL of events no route takes (empty: none; they are journaled as unrouted).
     pub forward_to: String,
     /// Journal directory.
     pub data: PathBuf,
@@ -102,6 +105,8 @@ pub struct DaemonConfig {
     pub order: Order,
     /// Most sends at once under a keyed order (`--parallel`).
     pub parallel: usize,
+    /// `[[route]]`s, tried in order before `forward_to`.
+    pub routes: Vec<Route>,
 }
 
 impl DaemonConfig {
@@ -132,7 +137,37 @@ impl DaemonConfig {
             retention: Duration::from_secs(7 * 86_400),
             order: Order::Channel,
             parallel: 8,
+            routes: Vec::new(),
         }
+    }
+
+    /// Where events go: each route, then `forward_to` when given.
+    fn targets(&self) -> Result<Vec<delivery::Target>, DaemonError> {
+        let mut targets = Vec::new();
+        for r in &self.routes {
+            let timeout = r.timeout.unwrap_or(self.timeout);
+            let forwarder = Forwarder::new(&r.forward_to, &self.channel, timeout)
+                .map_err(|e| DaemonError::Config(format!("route {:?}: {}", r.name, e.reason())))?;
+            targets.push(delivery::Target {
+                name: Some(r.name.as_str().into()),
+                route: Some(r.clone()),
+                forwarder,
+                max_attempts: r.max_attempts.unwrap_or(self.max_attempts),
+                order: r.order.clone().unwrap_or_else(|| self.order.clone()),
+                parallel: r.parallel.unwrap_or(self.parallel),
+            });
+        }
+        if !self.forward_to.is_empty() || targets.is_empty() {
+            targets.push(delivery::Target {
+                name: None,
+                route: None,
+                forwarder: Forwarder::new(&self.forward_to, &self.channel, self.timeout)?,
+                max_attempts: self.max_attempts,
+                order: self.order.clone(),
+                parallel: self.parallel,
+            });
+        }
+        Ok(targets)
     }
 
     /// Each stage's own settings.
@@ -154,8 +189,6 @@ impl DaemonConfig {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
             filter: self.filter.clone(),
-            order: self.order.clone(),
-            parallel: self.parallel,
         };
         (conn, delivery)
     }
@@ -193,7 +226,7 @@ pub async fn run(
     observers: Observers,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let forwarder = Forwarder::new(&cfg.forward_to, &cfg.channel, cfg.timeout)?;
+    let targets = cfg.targets()?;
     conn::ws_url(&cfg.relay, &cfg.channel)?;
     let journal = Journal::open(&cfg.data)?;
     let log_err = |e: outcomes::LogError| DaemonError::Config(e.to_string());
@@ -203,7 +236,9 @@ pub async fn run(
     }
     log.clear(0).map_err(log_err)?;
     log.clear(1).map_err(log_err)?;
-    journal.set_forward_to(&cfg.channel, &cfg.forward_to)?;
+    if !cfg.forward_to.is_empty() {
+        journal.set_forward_to(&cfg.channel, &cfg.forward_to)?;
+    }
     let (ask_tx, ask_rx) = mpsc::channel(16);
     let endpoint = match control::Endpoint::bind(&cfg.data, &cfg.channel) {
         Ok(e) => Some(e),
@@ -254,7 +289,7 @@ pub async fn run(
     let worker_task = tokio::spawn({
         let (journal, stop) = (journal.clone(), stop.clone());
         let channels = delivery::Channels {
-            forwarder,
+            targets,
             incoming: events_rx,
             control: ask_rx,
             delivered: delivered_tx,

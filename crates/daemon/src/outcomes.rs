@@ -149,6 +149,7 @@ fn decode(b: &[u8]) -> Option<Record> {
         seq: u64_at(0),
         attempt,
         state,
+        route: None,
     })
 }
 
@@ -262,6 +263,7 @@ mod tests {
                 replay: false,
             }),
             state,
+            route: None,
         }
     }
 
@@ -278,6 +280,7 @@ mod tests {
                 seq: 3,
                 attempt: None,
                 state: Some(State::Skipped),
+                route: None,
             })
             .unwrap();
             // Later outcomes in the other file come back in order too.

@@ -51,6 +51,8 @@ pub struct Item {
     pub last_status: Option<u16>,
     /// The last attempt's time to answer, in ms (tenths kept).
     pub latency_ms: Option<f64>,
+    /// The `[[route]]` it goes to (`unrouted`: none took it); `None` without routes.
+    pub route: Option<String>,
 }
 
 /// The state shown for a journal state: `retrying` for a pending event with attempts.
@@ -88,6 +90,7 @@ impl Item {
             attempts: s.attempts,
             last_status: s.last_status,
             latency_ms: latency.map(ms),
+            route: s.route.clone(),
         }
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct Change {
     attempts: Option<u32>,
     /// The attempt's status and latency (ms), for an attempt.
     attempt: Option<(Option<u16>, f64)>,
+    /// The `[[route]]` the event goes to.
+    route: Option<std::sync::Arc<str>>,
 }
 
 impl Change {
@@ -37,8 +39,9 @@ impl Change {
             state: None,
             attempts: None,
             attempt: None,
+            route: None,
         };
-        Some(match e {
+        let mut change = match e {
             DaemonEvent::Received {
                 seq,
                 received_at_ms,
@@ -77,7 +80,15 @@ impl Change {
                 ..blank(event.seq)
             },
             _ => return None,
-        })
+        };
+        if let DaemonEvent::AttemptFinished { event, .. }
+        | DaemonEvent::Delivered { event, .. }
+        | DaemonEvent::GaveUp { event, .. }
+        | DaemonEvent::Skipped { event, .. } = e
+        {
+            change.route = event.route.clone();
+        }
+        Some(change)
     }
 
     /// The row of a new event, from the notice alone.
@@ -95,6 +106,7 @@ impl Change {
             attempts: 0,
             last_status: None,
             latency_ms: None,
+            route: None,
         })
     }
 
@@ -109,6 +121,9 @@ impl Change {
         if let Some((status, latency)) = self.attempt {
             item.last_status = status;
             item.latency_ms = Some(latency);
+        }
+        if let Some(r) = &self.route {
+            item.route = Some(r.to_string());
         }
     }
 }

@@ -30,6 +30,9 @@ pub struct Cli {
     pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
+    /// The `[[route]]`s of the config file.
+    #[arg(skip)]
+    pub routes: Vec<meethook_daemon::Route>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,8 +81,16 @@ impl Cli {
     /// Why the flags are unusable together, if they are (clap's own checks are per flag).
     pub fn check(&self) -> Result<(), String> {
         match &self.command {
-            Command::Listen(a) => a.delivery.inspect.check(),
-            Command::Dev(a) => a.delivery.inspect.check(),
+            Command::Listen(a) => a
+                .delivery
+                .inspect
+                .check()
+                .and(listen::check_targets(a.forward_to.as_ref(), &self.routes)),
+            Command::Dev(a) => a
+                .delivery
+                .inspect
+                .check()
+                .and(listen::check_targets(a.forward_to.as_ref(), &self.routes)),
             Command::Inspect(a) => a.inspect.check(),
             _ => Ok(()),
         }
@@ -95,8 +106,8 @@ pub async fn run(
     match cli.command {
         Command::Config { command } => config::run(command, file.as_ref()),
         Command::Relay(a) => relay::run(a, shutdown).await,
-        Command::Listen(a) => listen::run(a, shutdown).await,
-        Command::Dev(a) => dev::run(a, shutdown).await,
+        Command::Listen(a) => listen::run(a, cli.routes, shutdown).await,
+        Command::Dev(a) => dev::run(a, cli.routes, shutdown).await,
         Command::Channel { command } => channel::run(command).await,
         Command::Trigger(a) => trigger::run(a, shutdown).await,
         Command::Events { command } => events::run(command).await,

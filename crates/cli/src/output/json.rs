@@ -44,6 +44,7 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<String> {
             let mut l = EventLine::new(&time, "skipped", event, source, "skipped");
             match reason {
                 SkipReason::Filtered => l.reason = Some("filtered"),
+                SkipReason::Unrouted => l.reason = Some("unrouted"),
                 SkipReason::User => {
                     l.reason = Some("user");
                     l.attempt = Some(*attempts);
@@ -132,8 +133,12 @@ struct EventLine<'a> {
     event: Option<&'a str>,
     bot_id: Option<&'a str>,
     code: Option<&'a str>,
+    /// The `[[route]]` it goes to (absent without routes, and for `--forward-to`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
     result: &'static str,
-    /// Why a skipped event was: `filtered` (`--events`/`--bot`) or `user` (`events skip`).
+    /// Why a skipped event was: `filtered` (`--events`/`--bot`), `user` (`events skip`) or
+    /// `unrouted` (no route and no `--forward-to`).
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,6 +180,7 @@ impl<'a> EventLine<'a> {
             event: s.map(|s| s.event.as_str()),
             bot_id: s.and_then(|s| s.bot_id.as_deref()),
             code: s.and_then(|s| s.code.as_deref()),
+            route: ev.route.as_deref(),
             result,
             reason: None,
             attempt: None,

@@ -170,3 +170,120 @@ async fn bench_order_delivered_per_sec() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_send_each_event_to_the_first_match_and_journal_the_rest_as_unrouted() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let handler = TestHandler::start().await;
+    let data = tempdir();
+    let file = data.path().join("meethook.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[dev]
+json = true
+inspect = "off"
+max_backoff = "200ms"
+
+[[route]]
+name = "calendar"
+path = "/calendar"
+forward_to = "{cal}"
+
+[[route]]
+name = "bots"
+events = ["bot.*"]
+forward_to = "{bots}"
+order = "bot"
+parallel = 4
+"#,
+            cal = handler.url("/cal"),
+            bots = handler.url("/bots"),
+        ),
+    )
+    .unwrap();
+    let mut child = crate::util::dev_with(data.path(), &["--config", file.to_str().unwrap()]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().expect("a start-up line");
+    let started: serde_json::Value = serde_json::from_str(&first).expect(&first);
+    let webhook = started["webhook_url"].as_str().unwrap().to_string();
+    // The calendar handler fails at first: the bots route goes on meanwhile.
+    handler.answer_seq(1, Some(503));
+    let calendar = r#"{"event":"calendar.updated","data":{"calendar_id":"c1"}}"#;
+    assert_eq!(
+        post(&format!("{webhook}/calendar"), &[], calendar)
+            .await
+            .seq(),
+        Some(1)
+    );
+    let bot_event = |b: u32| {
+        format!(
+            r#"{{"event":"bot.status_change","data":{{"bot_id":"bot-{b}","status":{{"code":"joining_call"}}}}}}"#
+        )
+    };
+    for b in 0..3 {
+        post(&webhook, &[], bot_event(b)).await;
+    }
+    let other = r#"{"event":"complete","data":{"bot_id":"bot-0"}}"#;
+    assert_eq!(post(&webhook, &[], other).await.seq(), Some(5));
+    handler
+        .wait_until("the bot events while the calendar fails", |log| {
+            log.iter()
+                .filter(|r| r.path == "/bots" && r.answered == 200)
+                .count()
+                == 3
+        })
+        .await;
+    handler.answer_seq(1, None);
+    let got = handler
+        .wait_until("the calendar event", |log| {
+            log.iter()
+                .any(|r| r.path == "/cal/calendar" && r.answered == 200)
+        })
+        .await;
+    assert!(
+        got.iter().all(|r| r.seq() != 5),
+        "unrouted: journaled, not sent"
+    );
+    // The live lines and `events list` name each event's route.
+    let mut routes = std::collections::BTreeMap::new();
+    let read = async {
+        while routes.len() < 5 {
+            let l = lines.next_line().await.unwrap().expect("a line");
+            let v: serde_json::Value = serde_json::from_str(&l).expect(&l);
+            if matches!(v["result"].as_str(), Some("delivered" | "skipped")) {
+                let route = v["route"].as_str().map(str::to_string);
+                routes.insert(v["seq"].as_u64().unwrap(), route);
+            }
+        }
+    };
+    tokio::time::timeout(meethook_testkit::PATIENCE, read)
+        .await
+        .expect("a settled line for each event");
+    assert_eq!(routes[&1].as_deref(), Some("calendar"));
+    assert_eq!(routes[&2].as_deref(), Some("bots"));
+    assert_eq!(routes[&5].as_deref(), Some("unrouted"));
+    crate::util::interrupt(&child);
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+    let (code, out, err) = crate::util::meethook(&[
+        "events",
+        "list",
+        "--json",
+        "--data",
+        data.path().to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let rows = crate::util::json_lines(&out);
+    let of = |seq: u64| {
+        let r = rows.iter().find(|r| r["seq"] == seq).unwrap();
+        (
+            r["route"].as_str().unwrap().to_string(),
+            r["state"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(of(1), ("calendar".into(), "delivered".into()));
+    assert_eq!(of(3), ("bots".into(), "delivered".into()));
+    assert_eq!(of(5), ("unrouted".into(), "skipped".into()));
+}

@@ -19,17 +19,21 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::{control_answer, Act, Paused, Spot};
 use super::settle::{Settler, FLUSH_IDLE};
-use super::{conclude, skip, Channels, DeliverySettings, PROBE_EVERY};
+use super::{conclude, skip, Channels, DeliverySettings, Target, PROBE_EVERY};
 use crate::control::{Ask, Request};
 use crate::forward::{Forwarder, Outcome};
 use crate::handoff::{committed, Handoff, Insert, Journaled};
 use crate::observe::{DaemonEvent, EventInfo, Observers, SkipReason};
+use crate::route::UNROUTED;
 use crate::{blocking, now_ms, DaemonError};
 
 /// An event taken in, with what its attempts need.
 struct Item {
     ev: Event,
     attempts: u32,
+    /// Its target (route) in `Loop::lanes`.
+    lane: usize,
+    /// Its order key within that target, the target's index first.
     key: String,
     summary: Option<Summary>,
     journaled: Option<Journaled>,
@@ -37,10 +41,11 @@ struct Item {
 }
 
 impl Item {
-    fn info(&mut self) -> Arc<EventInfo> {
+    fn info(&mut self, lanes: &[Lane]) -> Arc<EventInfo> {
         let (ev, summary) = (&self.ev, &mut self.summary);
+        let route = lanes[self.lane].name.clone();
         self.info
-            .get_or_insert_with(|| EventInfo::of(ev, summary.clone()))
+            .get_or_insert_with(|| EventInfo::routed(ev, summary.clone(), route))
             .clone()
     }
 }
@@ -68,10 +73,13 @@ enum Wake {
     Skip,
 }
 
-/// What every attempt task shares.
+/// What every attempt task of one target shares.
 #[derive(Clone)]
 struct Lane {
+    /// The route's name (`None`: `--forward-to`).
+    name: Option<Arc<str>>,
     fwd: Forwarder,
+    max_attempts: u32,
     slots: Arc<Semaphore>,
     observers: Observers,
     stop: CancellationToken,
@@ -185,17 +193,27 @@ pub(super) async fn deliver_keyed(
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
     let Channels {
-        forwarder,
+        targets,
         mut incoming,
         mut control,
         delivered,
     } = channels;
-    let lane = Lane {
-        fwd: forwarder,
-        slots: Arc::new(Semaphore::new(settings.parallel.max(1))),
-        observers: observers.clone(),
-        stop: stop.clone(),
-    };
+    let lanes = targets
+        .iter()
+        .map(|t| Lane {
+            name: t.name.clone(),
+            fwd: t.forwarder.clone(),
+            max_attempts: t.max_attempts,
+            // A route in channel order sends one at a time.
+            slots: Arc::new(Semaphore::new(if t.order.is_keyed() {
+                t.parallel.max(1)
+            } else {
+                1
+            })),
+            observers: observers.clone(),
+            stop: stop.clone(),
+        })
+        .collect();
     let keys = Keys {
         seen: *delivered.borrow(),
         ..Keys::default()
@@ -205,7 +223,8 @@ pub(super) async fn deliver_keyed(
     let mut loop_ = Loop {
         settings,
         observers,
-        lane,
+        targets,
+        lanes,
         tasks: JoinSet::new(),
         marks: BTreeSet::new(),
         keys,
@@ -265,9 +284,9 @@ pub(super) async fn deliver_keyed(
             stored: true,
         }) = done
         {
-            let info = item.info();
+            let info = item.info(&loop_.lanes);
             let (r, _) = conclude(
-                settings,
+                (loop_.lanes[item.lane].max_attempts, settings.backoff),
                 observers,
                 info,
                 outcome,
@@ -284,7 +303,10 @@ pub(super) async fn deliver_keyed(
 struct Loop<'a> {
     settings: &'a DeliverySettings,
     observers: &'a Observers,
-    lane: Lane,
+    /// Where events go, first match wins.
+    targets: Vec<Target>,
+    /// Per target, what its attempts share.
+    lanes: Vec<Lane>,
     tasks: JoinSet<Done>,
     /// Events the user skipped before their turn.
     marks: BTreeSet<u64>,
@@ -313,28 +335,42 @@ impl Loop<'_> {
         }
         // The key needs the summary now (a big body is parsed here, not beside its send).
         let summary = parsed.unwrap_or_else(|| Summary::parse(&ev.body));
-        if !self.settings.filter.wants(summary.as_ref()) {
-            // A filter turns off early hand-offs: this event is journaled.
-            self.keys.seen = self.keys.seen.max(ev.seq);
-            let seq = ev.seq;
-            self.keys.open.insert(seq);
-            let event = EventInfo::of(&ev, summary);
-            let r = skip(
-                settler,
-                self.observers,
-                event,
-                SkipReason::Filtered,
-                attempts,
-                stop,
-            )
-            .await?;
-            self.keys.settle(seq);
-            return Ok(r);
-        }
-        let key = self.settings.order.key(summary.as_ref(), &ev.body);
+        let target = self
+            .targets
+            .iter()
+            .position(|t| t.takes(summary.as_ref(), &ev.path));
+        let lane = match (self.settings.filter.wants(summary.as_ref()), target) {
+            (true, Some(lane)) => lane,
+            (wanted, _) => {
+                let reason = if wanted {
+                    SkipReason::Unrouted
+                } else {
+                    SkipReason::Filtered
+                };
+                // Skipped at once; an early-handed event only once it is journaled (a
+                // filter turns off early hand-offs).
+                if let Some(j) = journaled {
+                    if committed(j, ev.seq).await.is_none() {
+                        return Ok(true);
+                    }
+                }
+                self.keys.seen = self.keys.seen.max(ev.seq);
+                let seq = ev.seq;
+                self.keys.open.insert(seq);
+                // Journaled as going nowhere, so `events list` can say so.
+                let route = (reason == SkipReason::Unrouted).then(|| Arc::from(UNROUTED));
+                let event = EventInfo::routed(&ev, summary, route);
+                let r = skip(settler, self.observers, event, reason, attempts, stop).await?;
+                self.keys.settle(seq);
+                return Ok(r);
+            }
+        };
+        let order = &self.targets[lane].order;
+        let key = format!("{lane}/{}", order.key(summary.as_ref(), &ev.body));
         self.keys.take_in(Item {
             ev,
             attempts,
+            lane,
             key,
             summary,
             journaled,
@@ -346,8 +382,8 @@ impl Loop<'_> {
     /// Starts `item`'s first attempt (or its skip, when the user marked it).
     fn start(&mut self, item: Item) {
         let skipped = !self.marks.is_empty() && self.marks.remove(&item.ev.seq);
-        self.tasks
-            .spawn(attempt(self.lane.clone(), item, None, skipped));
+        let lane = self.lanes[item.lane].clone();
+        self.tasks.spawn(attempt(lane, item, None, skipped));
     }
 
     /// Acts on an attempt's end. `Ok(false)` when stopped first.
@@ -385,9 +421,9 @@ impl Loop<'_> {
             } => {
                 self.keys.waiting.remove(&item.ev.seq);
                 let refused = outcome.refused;
-                let info = item.info();
+                let info = item.info(&self.lanes);
                 let (r, next_retry) = conclude(
-                    self.settings,
+                    (self.lanes[item.lane].max_attempts, self.settings.backoff),
                     self.observers,
                     info,
                     outcome,
@@ -418,8 +454,8 @@ impl Loop<'_> {
                     wake: rx,
                 };
                 item.journaled = None;
-                self.tasks
-                    .spawn(attempt(self.lane.clone(), item, Some(wait), false));
+                let lane = self.lanes[item.lane].clone();
+                self.tasks.spawn(attempt(lane, item, Some(wait), false));
                 Ok(true)
             }
         }
@@ -432,7 +468,7 @@ impl Loop<'_> {
         mut item: Item,
         stop: &CancellationToken,
     ) -> Result<bool, DaemonError> {
-        let info = item.info();
+        let info = item.info(&self.lanes);
         let r = skip(
             settler,
             self.observers,

@@ -30,6 +30,7 @@ use crate::journal::{Attempt, Journal, Record, State};
 use crate::observe::{AttemptReport, DaemonEvent, EventInfo, Observers, SkipReason};
 use crate::order::Order;
 use crate::outcomes::OutcomeLog;
+use crate::route::Route;
 use crate::{blocking, now_ms, DaemonError};
 use control::{control_answer, Act, Paused, Spot};
 use settle::{Settler, FLUSH_IDLE};
@@ -45,23 +46,43 @@ pub(crate) struct DeliverySettings {
     pub backoff: Backoff,
     /// `--events` / `--bot`.
     pub filter: Filter,
-    /// `--order`: what goes one at a time.
-    pub order: Order,
-    /// `--parallel`: most sends at once under a keyed order.
-    pub parallel: usize,
 }
 
 /// The delivery stage's ends: the handler, events in, control requests in, the delivered
 /// cursor out.
 pub(crate) struct Channels {
-    /// The handler.
-    pub forwarder: Forwarder,
+    /// Where events go: the routes, then `--forward-to` (if given), first match wins.
+    pub targets: Vec<Target>,
     /// Events from the connection stage.
     pub incoming: mpsc::UnboundedReceiver<Handoff>,
     /// `meethook events retry|skip` requests.
     pub control: mpsc::Receiver<Ask>,
     /// The highest seq below which everything is settled (the connection acks it).
     pub delivered: watch::Sender<u64>,
+}
+
+/// A handler events are routed to, with its delivery rules.
+#[derive(Clone)]
+pub(crate) struct Target {
+    /// The route's name (`None`: `--forward-to`, taken by events no route matches).
+    pub name: Option<Arc<str>>,
+    /// Which events take it (`None`: any).
+    pub route: Option<Route>,
+    /// The handler.
+    pub forwarder: Forwarder,
+    /// Attempts per event before giving up (0 = forever).
+    pub max_attempts: u32,
+    /// What goes one at a time.
+    pub order: Order,
+    /// Most sends at once under a keyed order.
+    pub parallel: usize,
+}
+
+impl Target {
+    /// Whether an event with this summary and sub-path takes this target.
+    pub(crate) fn takes(&self, summary: Option<&Summary>, path: &str) -> bool {
+        self.route.as_ref().is_none_or(|r| r.matches(summary, path))
+    }
 }
 
 /// How often, at most, the handler's port is tried while it refuses connections.
@@ -86,7 +107,9 @@ pub(crate) async fn run(
         since: Instant::now(),
         writing: None,
     };
-    let r = if settings.order.is_keyed() {
+    // One handler for everything, in channel order: today's loop, exactly.
+    let plain = matches!(&channels.targets[..], [t] if t.route.is_none() && !t.order.is_keyed());
+    let r = if !plain {
         keyed::deliver_keyed(settings, &mut settler, channels, observers, stop).await
     } else {
         deliver(settings, &mut settler, channels, observers, stop).await
@@ -111,11 +134,12 @@ async fn deliver(
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
     let Channels {
-        forwarder: fwd,
+        targets,
         mut incoming,
         mut control,
         delivered,
     } = channels;
+    let fwd = &targets[0].forwarder;
     let ch = settings.channel.clone();
     // Events left pending by a previous run; their summaries are parsed as they come up.
     let mut queue: VecDeque<(Event, u32)> =
@@ -285,7 +309,7 @@ async fn deliver(
                 .clone();
             let refused = outcome.refused;
             let (r, next_retry) = conclude(
-                settings,
+                (settings.max_attempts, settings.backoff),
                 observers,
                 event,
                 outcome,
@@ -354,10 +378,10 @@ async fn deliver(
     }
 }
 
-/// What one attempt's outcome comes to: the notices to the observers, the record to settle,
+/// What one attempt's outcome comes to, under `max_attempts` and `backoff`: the notices to the observers, the record to settle,
 /// and when the next attempt goes (`None` once settled). `behind`: events held behind it.
 fn conclude(
-    settings: &DeliverySettings,
+    (max_attempts, backoff): (u32, Backoff),
     observers: &Observers,
     event: Arc<EventInfo>,
     outcome: Outcome,
@@ -365,19 +389,17 @@ fn conclude(
     behind: usize,
 ) -> (Record, Option<Duration>) {
     let verdict = outcome.verdict();
-    let out_of_attempts = settings.max_attempts > 0 && attempts >= settings.max_attempts;
+    let out_of_attempts = max_attempts > 0 && attempts >= max_attempts;
     let state = match verdict {
         Verdict::Delivered => Some(State::Delivered),
         Verdict::Failed => Some(State::Failed),
         Verdict::Retry if out_of_attempts => Some(State::Failed),
         Verdict::Retry => None,
     };
-    let next_retry = state
-        .is_none()
-        .then(|| settings.backoff.after(attempts, &outcome));
+    let next_retry = state.is_none().then(|| backoff.after(attempts, &outcome));
     let behind = next_retry.map_or(0, |_| behind);
     let report = AttemptReport::of(&outcome, attempts, next_retry, behind);
-    let seq = event.seq;
+    let (seq, route) = (event.seq, event.route.clone());
     observers.emit(DaemonEvent::AttemptFinished {
         event: event.clone(),
         report,
@@ -400,6 +422,7 @@ fn conclude(
         seq,
         attempt: Some(attempt),
         state,
+        route,
     };
     (r, next_retry)
 }
@@ -413,7 +436,7 @@ async fn skip(
     attempts: u32,
     stop: &CancellationToken,
 ) -> Result<bool, DaemonError> {
-    let seq = event.seq;
+    let (seq, route) = (event.seq, event.route.clone());
     observers.emit(DaemonEvent::Skipped {
         event,
         reason,
@@ -423,6 +446,7 @@ async fn skip(
         seq,
         attempt: None,
         state: Some(State::Skipped),
+        route,
     };
     settler.settle(r, stop).await
 }

@@ -71,6 +71,8 @@ pub struct Stored {
     pub pinned: bool,
     /// The handler's status to the latest replay it answered 2xx, if any.
     pub replayed: Option<u16>,
+    /// The `[[route]]` `listen` delivers it to (`None`: `--forward-to`, or not yet known).
+    pub route: Option<String>,
 }
 
 /// Which events a query selects: every field that is set must match.
@@ -184,7 +186,8 @@ const STORED_COLUMNS: &str = "seq, received_at, method, path, headers, \
      COALESCE(body_file, body), channel, \
      journaled_at, state, attempts, last_status, event_type, bot_id, pinned, \
      (SELECT a.status FROM attempts a WHERE a.channel = events.channel AND a.seq = events.seq \
-      AND a.replay = 1 AND a.status BETWEEN 200 AND 299 ORDER BY a.rowid DESC LIMIT 1)";
+      AND a.replay = 1 AND a.status BETWEEN 200 AND 299 ORDER BY a.rowid DESC LIMIT 1), \
+     route";
 
 fn row_stored(r: &rusqlite::Row<'_>, bodies: &BodyFiles) -> rusqlite::Result<Stored> {
     let state: String = r.get(8)?;
@@ -205,6 +208,7 @@ fn row_stored(r: &rusqlite::Row<'_>, bodies: &BodyFiles) -> rusqlite::Result<Sto
         bot_id: r.get(12)?,
         pinned: r.get(13)?,
         replayed: r.get(14)?,
+        route: r.get(15)?,
     })
 }
 

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS events (
     bot_id TEXT,
     body_file INTEGER,
     pinned INTEGER NOT NULL DEFAULT 0,
+    route TEXT,
     PRIMARY KEY (channel, seq)
 );
 -- Bodies of 1 MiB and more are files under journal-bodies/ (their `bodies` row is empty).
@@ -64,7 +65,7 @@ CREATE TABLE IF NOT EXISTS recordings (
 
 /// Journal layout version (`PRAGMA user_version`): 2 keeps headers and bodies in `bodies`,
 /// 3 big bodies in files (`events.body_file`), 4 adds `events.pinned`.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// The error for a journal of a layout newer than this build's.
 pub(super) fn too_new(version: i64) -> rusqlite::Error {
@@ -98,6 +99,10 @@ pub(super) fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     }
     if has("seq")? && !has("pinned")? {
         tx.execute_batch("ALTER TABLE events ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")?;
+    }
+    // Version 5: the `[[route]]` each event goes to.
+    if has("seq")? && !has("route")? {
+        tx.execute_batch("ALTER TABLE events ADD COLUMN route TEXT")?;
     }
     // Creates what is missing (all of it for a new journal, `bodies` for a version-1 one).
     tx.execute_batch(SCHEMA)?;
