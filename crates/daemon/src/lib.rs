@@ -26,6 +26,7 @@
 //! - `outcomes`: the outcome log that makes each outcome crash-safe before the next send.
 //! - [`observe`]: the typed events the daemon reports, and their observers.
 //! - `prune`: `--retention`, the journal's periodic pruning.
+//! - `proxy`: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` for the relay websocket (`CONNECT`).
 //! - [`recordings`]: `--save-recordings`, background downloads of final events' recordings.
 //! - [`replay`]: re-sending journaled events to a handler (`meethook replay`).
 
@@ -39,6 +40,7 @@ pub mod journal;
 pub mod observe;
 pub mod order;
 mod outcomes;
+mod proxy;
 mod prune;
 pub mod recordings;
 pub mod replay;

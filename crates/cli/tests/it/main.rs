@@ -15,6 +15,7 @@ mod inspector;
 mod limits;
 mod multinode;
 mod parallel;
+mod proxy;
 mod recordings;
 mod secrets;
 mod tls;
