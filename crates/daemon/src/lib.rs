@@ -252,7 +252,7 @@ pub async fn run(
         }
     };
     let (conn_settings, delivery_settings) = cfg.stages();
-    let (_, delivered) = journal.cursors(&cfg.channel)?;
+    let (journaled, delivered) = journal.cursors(&cfg.channel)?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (delivered_tx, delivered_rx) = watch::channel(delivered);
     let stop = shutdown.child_token();
@@ -295,6 +295,7 @@ pub async fn run(
             incoming: events_rx,
             control: ask_rx,
             delivered: delivered_tx,
+            journaled,
         };
         async move {
             let r = delivery::run(

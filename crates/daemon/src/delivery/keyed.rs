@@ -197,6 +197,7 @@ pub(super) async fn deliver_keyed(
         mut incoming,
         mut control,
         delivered,
+        journaled,
     } = channels;
     let lanes = targets
         .iter()
@@ -214,8 +215,10 @@ pub(super) async fn deliver_keyed(
             stop: stop.clone(),
         })
         .collect();
+    // Settled events above the cursor (from a keyed run before) are known: the cursor can
+    // pass them once the pending ones below are settled.
     let keys = Keys {
-        seen: *delivered.borrow(),
+        seen: journaled.max(*delivered.borrow()),
         ..Keys::default()
     };
     let ch = settings.channel.clone();
@@ -515,8 +518,11 @@ impl Loop<'_> {
             Act::RetryNow => Wake::RetryNow,
             Act::Skip => Wake::Skip,
         };
-        if let Some(tx) = seq.and_then(|s| self.keys.waiting.remove(&s)) {
-            let _ = tx.send(wake);
+        if let Some((s, tx)) = seq.and_then(|s| Some((s, self.keys.waiting.remove(&s)?))) {
+            // Its wait just ended (it is being sent): a skip then applies to the outcome.
+            if tx.send(wake).is_err() && matches!(act, Act::Skip) {
+                self.marks.insert(s);
+            }
         }
         Ok(true)
     }
@@ -592,5 +598,74 @@ async fn attempt(lane: Lane, mut item: Item, wait: Option<Wait>, skipped: bool) 
         outcome,
         started_at_ms,
         stored,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(seq: u64, key: &str) -> Item {
+        Item {
+            ev: Event {
+                seq,
+                received_at_ms: 0,
+                method: "POST".into(),
+                path: String::new(),
+                headers: Vec::new(),
+                body: bytes::Bytes::new(),
+            },
+            attempts: 0,
+            lane: 0,
+            key: key.into(),
+            summary: None,
+            journaled: None,
+            info: None,
+        }
+    }
+
+    #[test]
+    fn one_event_per_key_at_a_time_and_the_cursor_is_a_low_water_mark() {
+        let mut k = Keys {
+            seen: 10,
+            ..Keys::default()
+        };
+        for (seq, key) in [(11, "a"), (12, "b"), (13, "a"), (14, "b")] {
+            k.take_in(item(seq, key));
+        }
+        assert!(k.known(12) && k.known(9) && !k.known(15));
+        let first: Vec<u64> = std::iter::from_fn(|| k.next()).map(|i| i.ev.seq).collect();
+        assert_eq!(first, [11, 12], "one per key, lowest seq first");
+        // b's event settles first: the cursor waits for a's.
+        k.settle(12);
+        k.free("b");
+        assert_eq!(k.low_water(), 10);
+        assert_eq!(k.next().map(|i| i.ev.seq), Some(14));
+        k.settle(14);
+        k.free("b");
+        assert_eq!(k.low_water(), 10, "13 and 11 still open");
+        k.settle(11);
+        k.free("a");
+        assert_eq!(k.low_water(), 12);
+        assert_eq!(k.next().map(|i| i.ev.seq), Some(13));
+        k.settle(13);
+        k.free("a");
+        assert_eq!(k.low_water(), 14);
+        assert!(k.settled.is_empty() && k.queues.is_empty());
+        // A seq whose insert failed holds the cursor until it comes again.
+        k.take_in(item(15, "a"));
+        let i = k.next().unwrap();
+        k.holes.insert(15);
+        k.free(&i.key);
+        k.take_in(item(16, "b"));
+        let j = k.next().unwrap();
+        k.settle(j.ev.seq);
+        k.free(&j.key);
+        assert_eq!(k.low_water(), 14);
+        assert!(!k.known(15), "the resend is taken in");
+        k.take_in(item(15, "a"));
+        k.next();
+        k.settle(15);
+        assert_eq!(k.low_water(), 16);
     }
 }

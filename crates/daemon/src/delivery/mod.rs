@@ -59,6 +59,9 @@ pub(crate) struct Channels {
     pub control: mpsc::Receiver<Ask>,
     /// The highest seq below which everything is settled (the connection acks it).
     pub delivered: watch::Sender<u64>,
+    /// The journal's highest seq before the connection started: every event up to it is
+    /// journaled, and settled unless pending.
+    pub journaled: u64,
 }
 
 /// A handler events are routed to, with its delivery rules.
@@ -138,6 +141,7 @@ async fn deliver(
         mut incoming,
         mut control,
         delivered,
+        ..
     } = channels;
     let fwd = &targets[0].forwarder;
     let ch = settings.channel.clone();
