@@ -215,10 +215,8 @@ pub(super) async fn deliver_keyed(
             stop: stop.clone(),
         })
         .collect();
-    // Settled events above the cursor (from a keyed run before) are known: the cursor can
-    // pass them once the pending ones below are settled.
     let keys = Keys {
-        seen: journaled.max(*delivered.borrow()),
+        seen: *delivered.borrow(),
         ..Keys::default()
     };
     let ch = settings.channel.clone();
@@ -237,6 +235,9 @@ pub(super) async fn deliver_keyed(
             .take_in(settler, (ev, None, None), attempts, stop)
             .await?;
     }
+    // Settled events above the old cursor (from a keyed run before) are known: the cursor
+    // passes them once the pending ones below are settled.
+    loop_.keys.seen = loop_.keys.seen.max(journaled);
     let mut paused = Paused::default();
     let mut incoming_open = true;
     let r = 'run: loop {
