@@ -4,13 +4,13 @@
 //! `cmd::*`; the work lives in the library crates.
 
 mod cmd;
+mod config;
 mod http_client;
 mod output;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc: about 10 % less relay + daemon CPU per event than glibc's malloc in the
@@ -20,9 +20,33 @@ use tokio_util::sync::CancellationToken;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = cmd::Cli::parse(); // exits 2 with a message on bad arguments
+    use clap::{CommandFactory, FromArgMatches};
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The config file's values become the flags' defaults: flags > env > file > defaults.
+    let file = match config::load(&argv) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut command = cmd::Cli::command();
+    let mut routes = Vec::new();
+    if let Some(f) = &file {
+        let applied = f.apply(command).and_then(|c| Ok((c, f.routes()?)));
+        (command, routes) = match applied {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    }
+    // Exits 2 with a message on bad arguments.
+    let mut cli = cmd::Cli::from_arg_matches(&command.clone().get_matches_from(argv))
+        .unwrap_or_else(|e| e.format(&mut command).exit());
+    cli.routes = routes;
     if let Err(msg) = cli.check() {
-        use clap::CommandFactory;
         cmd::Cli::command()
             .error(clap::error::ErrorKind::ArgumentConflict, msg)
             .exit(); // 2, like the others
@@ -45,7 +69,7 @@ fn main() -> ExitCode {
     let shutdown = CancellationToken::new();
     let result = rt.block_on(async {
         tokio::spawn(watch_signals(shutdown.clone()));
-        cmd::run(cli, shutdown).await
+        cmd::run(cli, file, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,7 @@ use crate::forward::Backoff;
 use crate::handoff::{Handoff, Insert};
 use crate::journal::{Journal, JournalError};
 use crate::observe::{DaemonEvent, Observers};
+use crate::proxy;
 use crate::recordings::Recorder;
 use crate::{blocking, now_ms, DaemonError};
 use meethook_disk::bodyfile::{aligned_buffer, BODY_FILE_MIN};
@@ -234,9 +235,17 @@ async fn connect(
             cfg.relay
         ))
     };
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| unreachable(&e))?;
+    let proxy =
+        proxy::for_host(tls.is_some(), &host).map_err(|e| End::Fatal(DaemonError::Config(e)))?;
+    let tcp = match &proxy {
+        None => TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| unreachable(&e))?,
+        Some(p) => p
+            .connect(&host, port)
+            .await
+            .map_err(|e| End::Retry(format!("relay {} unreachable: {e}", cfg.relay)))?,
+    };
     let _ = tcp.set_nodelay(true);
     let io: Box<dyn Io> = match tls {
         None => Box::new(tcp),

@@ -152,10 +152,13 @@ pub struct Forwarder {
     host: HeaderValue,
     channel: HeaderValue,
     timeout: Duration,
-    /// The connection between events (taken while one is sent; a concurrent send opens
-    /// another, and the last one back is kept).
-    idle: Arc<Mutex<Option<Conn>>>,
+    /// Connections between events (taken while one is sent; a concurrent send opens
+    /// another; up to [`IDLE_KEPT`] are kept, for `--parallel`).
+    idle: Arc<Mutex<Vec<Conn>>>,
 }
+
+/// Idle handler connections kept for the next sends (parallel delivery uses several).
+const IDLE_KEPT: usize = 64;
 
 /// A handler connection: the request side and the connection future that does its I/O.
 struct Conn {
@@ -283,7 +286,7 @@ impl Forwarder {
     pub async fn send(&self, ev: &Event, attempt: u32, replay: bool) -> Outcome {
         let started = Instant::now();
         let exchange = async {
-            let kept = self.idle.lock().expect("idle connection").take();
+            let kept = self.idle.lock().expect("idle connection").pop();
             let conn = kept.and_then(|mut c| c.usable().then_some(c));
             let fresh = conn.is_none();
             match self.exchange(conn, ev, attempt, replay).await {
@@ -325,7 +328,7 @@ impl Forwarder {
     pub async fn probe(&self, within: Duration) -> bool {
         match tokio::time::timeout(within, self.connect()).await {
             Ok(Ok(conn)) => {
-                *self.idle.lock().expect("idle connection") = Some(conn);
+                self.keep(conn);
                 true
             }
             _ => false,
@@ -391,7 +394,7 @@ impl Forwarder {
             }
         }
         if whole && conn.usable() {
-            *self.idle.lock().expect("idle connection") = Some(conn);
+            self.keep(conn);
         }
         let answer = Answer {
             headers,
@@ -399,6 +402,14 @@ impl Forwarder {
             body: head.freeze(),
         };
         Ok((status, retry_after, answer))
+    }
+
+    /// Keeps `conn` for a later send, unless enough are kept already.
+    fn keep(&self, conn: Conn) {
+        let mut idle = self.idle.lock().expect("idle connection");
+        if idle.len() < IDLE_KEPT {
+            idle.push(conn);
+        }
     }
 
     async fn connect(&self) -> Result<Conn, Failure> {

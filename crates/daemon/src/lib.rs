@@ -19,6 +19,8 @@
 //! - `delivery`: the delivery stage (in-order sends, retries, user control, acked cursor).
 //! - [`forward`]: one HTTP attempt to the handler and the retry rules.
 //! - [`filter`]: `--events` / `--bot`.
+//! - [`order`]: `--order`, what goes one at a time.
+//! - [`route`]: `[[route]]`, which handler an event goes to.
 //! - [`control`]: the control socket (`meethook events retry|skip SEQ`).
 //! - [`journal`]: the local SQLite journal of events and attempts.
 //! - `outcomes`: the outcome log that makes each outcome crash-safe before the next send.
@@ -27,6 +29,7 @@
 //! - [`recordings`]: `--save-recordings`, background downloads of final events' artifacts.
 //! - [`artifacts`]: local copies of artifact links, spliced into replayed bodies.
 //! - [`bots`]: the journal's events per Meeting BaaS bot (`events bots`, the meeting view).
+//! - `proxy`: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` for the relay websocket (`CONNECT`).
 //! - [`replay`]: re-sending journaled events to a handler (`meethook replay`).
 
 pub mod artifacts;
@@ -39,10 +42,13 @@ pub mod forward;
 mod handoff;
 pub mod journal;
 pub mod observe;
+pub mod order;
 mod outcomes;
+mod proxy;
 mod prune;
 pub mod recordings;
 pub mod replay;
+pub mod route;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,7 +64,9 @@ pub use filter::Filter;
 use forward::{Backoff, Forwarder};
 use journal::{Journal, JournalError};
 pub use observe::{DaemonEvent, Observer, Observers};
+pub use order::Order;
 use outcomes::OutcomeLog;
+pub use route::Route;
 
 /// Everything `meethook listen` is told.
 #[derive(Debug, Clone)]
@@ -69,7 +77,7 @@ pub struct DaemonConfig {
     pub channel: String,
     /// Channel token.
     pub token: String,
-    /// Handler URL.
+    /// Handler URL of events no route takes (empty: none; they are journaled as unrouted).
     pub forward_to: String,
     /// Journal directory.
     pub data: PathBuf,
@@ -102,6 +110,12 @@ pub struct DaemonConfig {
     /// `--dedupe`: an event repeating one received at most this long before it is journaled
     /// and acknowledged but not forwarded (`None`: every event is forwarded).
     pub dedupe: Option<Duration>,
+    /// What goes one at a time (`--order`).
+    pub order: Order,
+    /// Most sends at once under a keyed order (`--parallel`).
+    pub parallel: usize,
+    /// `[[route]]`s, tried in order before `forward_to`.
+    pub routes: Vec<Route>,
 }
 
 impl DaemonConfig {
@@ -131,7 +145,39 @@ impl DaemonConfig {
             max_recording_size: 4 << 30,
             retention: Duration::from_secs(7 * 86_400),
             dedupe: None,
+            order: Order::Channel,
+            parallel: 8,
+            routes: Vec::new(),
         }
+    }
+
+    /// Where events go: each route, then `forward_to` when given.
+    fn targets(&self) -> Result<Vec<delivery::Target>, DaemonError> {
+        let mut targets = Vec::new();
+        for r in &self.routes {
+            let timeout = r.timeout.unwrap_or(self.timeout);
+            let forwarder = Forwarder::new(&r.forward_to, &self.channel, timeout)
+                .map_err(|e| DaemonError::Config(format!("route {:?}: {}", r.name, e.reason())))?;
+            targets.push(delivery::Target {
+                name: Some(r.name.as_str().into()),
+                route: Some(r.clone()),
+                forwarder,
+                max_attempts: r.max_attempts.unwrap_or(self.max_attempts),
+                order: r.order.clone().unwrap_or_else(|| self.order.clone()),
+                parallel: r.parallel.unwrap_or(self.parallel),
+            });
+        }
+        if !self.forward_to.is_empty() || targets.is_empty() {
+            targets.push(delivery::Target {
+                name: None,
+                route: None,
+                forwarder: Forwarder::new(&self.forward_to, &self.channel, self.timeout)?,
+                max_attempts: self.max_attempts,
+                order: self.order.clone(),
+                parallel: self.parallel,
+            });
+        }
+        Ok(targets)
     }
 
     /// Each stage's own settings.
@@ -192,7 +238,7 @@ pub async fn run(
     observers: Observers,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let forwarder = Forwarder::new(&cfg.forward_to, &cfg.channel, cfg.timeout)?;
+    let targets = cfg.targets()?;
     conn::ws_url(&cfg.relay, &cfg.channel)?;
     let journal = Journal::open(&cfg.data)?;
     let log_err = |e: outcomes::LogError| DaemonError::Config(e.to_string());
@@ -202,7 +248,9 @@ pub async fn run(
     }
     log.clear(0).map_err(log_err)?;
     log.clear(1).map_err(log_err)?;
-    journal.set_forward_to(&cfg.channel, &cfg.forward_to)?;
+    if !cfg.forward_to.is_empty() {
+        journal.set_forward_to(&cfg.channel, &cfg.forward_to)?;
+    }
     let (ask_tx, ask_rx) = mpsc::channel(16);
     let endpoint = match control::Endpoint::bind(&cfg.data, &cfg.channel) {
         Ok(e) => Some(e),
@@ -214,7 +262,7 @@ pub async fn run(
         }
     };
     let (conn_settings, delivery_settings) = cfg.stages();
-    let (_, delivered) = journal.cursors(&cfg.channel)?;
+    let (journaled, delivered) = journal.cursors(&cfg.channel)?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (delivered_tx, delivered_rx) = watch::channel(delivered);
     let stop = shutdown.child_token();
@@ -253,10 +301,11 @@ pub async fn run(
     let worker_task = tokio::spawn({
         let (journal, stop) = (journal.clone(), stop.clone());
         let channels = delivery::Channels {
-            forwarder,
+            targets,
             incoming: events_rx,
             control: ask_rx,
             delivered: delivered_tx,
+            journaled,
         };
         async move {
             let r = delivery::run(

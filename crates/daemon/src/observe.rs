@@ -28,17 +28,25 @@ pub struct EventInfo {
     pub path: String,
     /// The Meeting BaaS summary, when the body is a Meeting BaaS webhook.
     pub summary: Option<Summary>,
+    /// The `[[route]]` it goes to (`None`: `--forward-to`, or no routes).
+    pub route: Option<Arc<str>>,
 }
 
 impl EventInfo {
     /// The info of `ev`, with its summary when known.
     pub fn of(ev: &Event, summary: Option<Summary>) -> Arc<EventInfo> {
+        EventInfo::routed(ev, summary, None)
+    }
+
+    /// [`EventInfo::of`] for an event going to the route named `route`.
+    pub fn routed(ev: &Event, summary: Option<Summary>, route: Option<Arc<str>>) -> Arc<EventInfo> {
         Arc::new(EventInfo {
             seq: ev.seq,
             received_at_ms: ev.received_at_ms,
             method: ev.method.clone(),
             path: ev.path.clone(),
             summary,
+            route,
         })
     }
 }
@@ -118,6 +126,8 @@ pub enum SkipReason {
         /// The event it repeats.
         of: u64,
     },
+    /// No `[[route]]` matched and there is no `--forward-to`: journaled, not sent.
+    Unrouted,
 }
 
 /// One thing the daemon did or saw.

@@ -151,6 +151,7 @@ fn decode(b: &[u8]) -> Option<Record> {
         seq: u64_at(0),
         attempt,
         state,
+        route: None,
     })
 }
 
@@ -266,6 +267,7 @@ mod tests {
                 replay: false,
             }),
             state,
+            route: None,
         }
     }
 
@@ -282,6 +284,7 @@ mod tests {
                 seq: 3,
                 attempt: None,
                 state: Some(State::Skipped),
+                route: None,
             })
             .unwrap();
             // Later outcomes in the other file come back in order too.

@@ -61,6 +61,8 @@ pub struct Item {
     /// When a retrying event's next attempt goes, ms since the Unix epoch (known while the
     /// listener serving this inspector is running).
     pub next_attempt_at: Option<i64>,
+    /// The `[[route]]` it goes to (`unrouted`: none took it); `None` without routes.
+    pub route: Option<String>,
 }
 
 /// The state shown for a journal state: `retrying` for a pending event with attempts.
@@ -100,6 +102,7 @@ impl Item {
             latency_ms: latency.map(ms),
             duplicate_of: s.duplicate_of,
             next_attempt_at: None,
+            route: s.route.clone(),
         }
     }
 }

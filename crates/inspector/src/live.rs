@@ -32,6 +32,8 @@ pub(crate) struct Change {
     attempt: Option<(Option<u16>, f64)>,
     /// When the next attempt goes (ms since the epoch), or `Some(None)` once none is due.
     next_at: Option<Option<i64>>,
+    /// The `[[route]]` the event goes to.
+    route: Option<std::sync::Arc<str>>,
 }
 
 impl Change {
@@ -43,9 +45,10 @@ impl Change {
             attempts: None,
             attempt: None,
             next_at: None,
+            route: None,
         };
         let settled = Some(None);
-        Some(match e {
+        let mut change = match e {
             DaemonEvent::Received {
                 seq,
                 received_at_ms,
@@ -88,7 +91,15 @@ impl Change {
                 ..blank(event.seq)
             },
             _ => return None,
-        })
+        };
+        if let DaemonEvent::AttemptFinished { event, .. }
+        | DaemonEvent::Delivered { event, .. }
+        | DaemonEvent::GaveUp { event, .. }
+        | DaemonEvent::Skipped { event, .. } = e
+        {
+            change.route = event.route.clone();
+        }
+        Some(change)
     }
 
     /// The row of a new event, from the notice alone.
@@ -108,6 +119,7 @@ impl Change {
             latency_ms: None,
             duplicate_of: None,
             next_attempt_at: None,
+            route: None,
         })
     }
 
@@ -125,6 +137,9 @@ impl Change {
         }
         if let Some(next) = self.next_at {
             item.next_attempt_at = next;
+        }
+        if let Some(r) = &self.route {
+            item.route = Some(r.to_string());
         }
     }
 }

@@ -388,6 +388,25 @@ pub fn verify(acked: &Acked, got: &[crate::Received]) -> Report {
     r
 }
 
+/// [`verify`] for each key on its own (`key` of a body: its bot, say), summed: the order
+/// checked is the order within each key.
+pub fn verify_by(acked: &Acked, got: &[crate::Received], key: impl Fn(&[u8]) -> String) -> Report {
+    let keys: std::collections::BTreeSet<String> = acked.iter().map(|(_, b)| key(b)).collect();
+    let mut total = Report::default();
+    for k in keys {
+        let acked: Acked = acked.iter().filter(|(_, b)| key(b) == k).cloned().collect();
+        let got: Vec<crate::Received> = got.iter().filter(|r| key(&r.body) == k).cloned().collect();
+        let r = verify(&acked, &got);
+        total.acknowledged += r.acknowledged;
+        total.delivered += r.delivered;
+        total.lost += r.lost;
+        total.out_of_order += r.out_of_order;
+        total.duplicates += r.duplicates;
+        total.corrupted += r.corrupted;
+    }
+    total
+}
+
 impl Report {
     /// Prints the figures line and asserts the promise.
     pub fn assert_promise(&self, fault: &str, injected: usize) {

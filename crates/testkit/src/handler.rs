@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +64,13 @@ struct HandlerState {
     by_seq: Mutex<Vec<(u64, u16)>>,
     /// Response bodies for these `meethook-seq`s (`ok` otherwise).
     bodies: Mutex<Vec<(u64, Bytes)>>,
+    /// Time taken before answering each request, in ms.
+    delay_ms: AtomicU64,
+    /// Percentage of requests answered 503 at random (when nothing else decides).
+    flaky_percent: AtomicU64,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
     notify: Notify,
 }
 
@@ -135,6 +143,23 @@ impl TestHandler {
         let mut bodies = self.state.bodies.lock().unwrap();
         bodies.retain(|(s, _)| *s != seq);
         bodies.push((seq, body.into()));
+    }
+
+    /// Take `delay` before answering each request (a slow handler).
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Answer `percent` % of requests 503 at random (a flaky handler; scripted and
+    /// per-seq statuses still win).
+    pub fn set_flaky(&self, percent: u64) {
+        self.state.flaky_percent.store(percent, Ordering::Relaxed);
+    }
+
+    /// The most requests this handler was answering at the same moment.
+    pub fn max_in_flight(&self) -> u64 {
+        self.state.max_in_flight.load(Ordering::Relaxed)
     }
 
     /// Closes the port (connections are refused) until [`TestHandler::restart`].
@@ -231,10 +256,25 @@ async fn record(
         .iter()
         .find(|(s, _)| Some(*s) == seq)
         .map(|(_, st)| *st);
-    let answered = match fixed {
-        Some(st) => st,
-        None => state.script.lock().unwrap().pop_front().unwrap_or(200),
+    let now = state.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::Relaxed);
+    let delay = state.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let flaky = state.flaky_percent.load(Ordering::Relaxed);
+    let scripted = match fixed {
+        Some(st) => Some(st),
+        None => state.script.lock().unwrap().pop_front(),
     };
+    let answered = scripted.unwrap_or_else(|| {
+        if flaky > 0 && crate::fault::random() % 100 < flaky {
+            503
+        } else {
+            200
+        }
+    });
     let r = Received {
         method: parts.method.to_string(),
         path: parts

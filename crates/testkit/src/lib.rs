@@ -13,6 +13,7 @@
 //! - `wait`: [`wait_until`] / [`wait_for`], poll a condition with a bounded deadline.
 //! - `process`: [`RelayProcess`] / [`ListenProcess`], the real binary as a child, for
 //!   `kill -9` tests.
+//! - `connect`: [`ConnectProxy`], an HTTP `CONNECT` proxy on loopback (`HTTPS_PROXY` tests).
 //! - [`fault`]: retrying load, a connection-cutting proxy, a tmpfs that fills up.
 //! - [`pg`]: a throwaway PostgreSQL schema per test (`MEETHOOK_TEST_POSTGRES_URL`).
 //! - Here: [`PATIENCE`] and [`tempdir`].
@@ -20,6 +21,7 @@
 pub mod fault;
 pub mod pg;
 
+mod connect;
 mod daemon;
 mod handler;
 mod http;
@@ -31,6 +33,7 @@ mod wait;
 use std::time::Duration;
 
 pub use self::http::{client, create_channel, post, request, Posted};
+pub use connect::ConnectProxy;
 pub use daemon::{EventLog, TestDaemon};
 pub use handler::{Received, TestHandler};
 pub use process::{Child, ListenProcess, RelayProcess};

@@ -161,33 +161,59 @@ impl ListenProcess {
         forward_to: &str,
         data: &Path,
     ) -> ListenProcess {
-        let child = tokio::process::Command::new(bin)
-            .args([
-                "listen",
-                "--relay",
-                relay,
-                "--channel",
-                channel,
-                "--forward-to",
-                forward_to,
-                "--max-backoff",
-                "200ms",
-                "--timeout",
-                "5s",
-                "--json",
-                "--inspect",
-                "off",
-                "--data",
-            ])
-            .arg(data)
-            .env("MEETHOOK_TOKEN", token)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn listen");
+        Self::start_with(bin, relay, channel, token, forward_to, data, &[])
+    }
+
+    /// [`ListenProcess::start`] with `extra` flags (`--order bot`, …).
+    pub fn start_with(
+        bin: &Path,
+        relay: &str,
+        channel: &str,
+        token: &str,
+        forward_to: &str,
+        data: &Path,
+        extra: &[&str],
+    ) -> ListenProcess {
+        let mut cmd = Self::command(bin, relay, channel, token, forward_to, data);
+        let child = cmd.args(extra).spawn().expect("spawn listen");
         ListenProcess {
             proc: Child { child },
         }
+    }
+
+    /// The command [`ListenProcess::start`] runs, to add flags or environment to
+    /// (stdout is dropped, stderr inherited).
+    pub fn command(
+        bin: &Path,
+        relay: &str,
+        channel: &str,
+        token: &str,
+        forward_to: &str,
+        data: &Path,
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args([
+            "listen",
+            "--relay",
+            relay,
+            "--channel",
+            channel,
+            "--forward-to",
+            forward_to,
+            "--max-backoff",
+            "200ms",
+            "--timeout",
+            "5s",
+            "--json",
+            "--inspect",
+            "off",
+            "--data",
+        ])
+        .arg(data)
+        .env("MEETHOOK_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+        cmd
     }
 }

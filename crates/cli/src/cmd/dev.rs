@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use meethook_daemon::DaemonConfig;
+use meethook_daemon::{DaemonConfig, Route};
 use meethook_proto::clock::now_ms;
 use meethook_relay::auth;
 use meethook_relay::{defaults, RelayConfig};
@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 /// `meethook dev` flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Your handler, e.g. http://localhost:3000/hook.
+    /// Your handler, e.g. http://localhost:3000/hook (with `[[route]]`s in meethook.toml:
+    /// the handler of events no route takes; without it they are journaled as unrouted).
     #[arg(long, env = "MEETHOOK_FORWARD_TO", value_parser = super::handler_url)]
-    pub forward_to: String,
+    pub forward_to: Option<String>,
     /// HTTP address of the embedded relay.
     #[arg(long, env = "MEETHOOK_LISTEN", default_value = defaults::LISTEN, value_parser = super::listen_addr)]
     pub listen: SocketAddr,
@@ -35,7 +36,11 @@ pub struct Args {
     pub delivery: super::listen::DeliveryArgs,
 }
 
-pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    args: Args,
+    routes: Vec<Route>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let store = SqliteStore::open(&args.data)
         .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
     // A fresh token each start: the embedded listener is the only one that needs it.
@@ -60,6 +65,16 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         None => super::relay::default_public_url("http", bound),
     };
     let webhook = format!("{public_url}/hooks/{}", args.channel);
+    let mut cfg = DaemonConfig::new(
+        "",
+        &args.channel,
+        &token,
+        args.forward_to.as_deref().unwrap_or_default(),
+    );
+    cfg.data = args.data.clone();
+    args.delivery.apply(&mut cfg);
+    cfg.routes = routes;
+    let targets = super::listen::targets(&cfg);
     let relay_cfg = RelayConfig {
         public_url,
         ..RelayConfig::default()
@@ -70,14 +85,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             "kind": "started",
             "listening": format!("http://{bound}"),
             "webhook_url": webhook,
-            "forward_to": args.forward_to,
+            "forward_to": targets,
             "data": args.data,
         });
         println!("{started}");
     } else {
         println!("listening on http://{bound}");
         println!("Webhook URL: {webhook}");
-        println!("Forwarding to {} (Ctrl-C to stop)", args.forward_to);
+        println!("Forwarding to {targets} (Ctrl-C to stop)");
     }
     let store: Arc<dyn Store> = Arc::new(store);
     let relay = tokio::spawn(meethook_relay::run(
@@ -86,14 +101,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         store,
         shutdown.clone(),
     ));
-    let mut cfg = DaemonConfig::new(
-        &format!("http://{bound}"),
-        &args.channel,
-        &token,
-        &args.forward_to,
-    );
-    cfg.data = args.data.clone();
-    args.delivery.apply(&mut cfg);
+    cfg.relay = format!("http://{bound}");
     let daemon = args.delivery.run_daemon(cfg, shutdown.clone()).await;
     shutdown.cancel();
     relay.await.context("relay task")??;

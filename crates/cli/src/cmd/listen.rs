@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meethook_daemon::forward::Backoff;
-use meethook_daemon::{DaemonConfig, Filter, Observer, Observers};
+use meethook_daemon::{DaemonConfig, Filter, Observer, Observers, Route};
 use meethook_inspector::Live;
 
 use crate::output::{self, Lines, Source, Stdout};
@@ -23,9 +23,10 @@ pub struct Args {
     /// Channel token (from `meethook channel create`).
     #[arg(long, env = "MEETHOOK_TOKEN", hide_env_values = true)]
     pub token: String,
-    /// Your handler, e.g. http://localhost:3000/hook.
+    /// Your handler, e.g. http://localhost:3000/hook (with `[[route]]`s in meethook.toml:
+    /// the handler of events no route takes; without it they are journaled as unrouted).
     #[arg(long, env = "MEETHOOK_FORWARD_TO", value_parser = super::handler_url)]
-    pub forward_to: String,
+    pub forward_to: Option<String>,
     /// Directory of the local journal.
     #[arg(long, env = "MEETHOOK_DATA", default_value = "./meethook-data")]
     pub data: PathBuf,
@@ -65,6 +66,15 @@ pub struct DeliveryArgs {
     /// Largest recording saved by --save-recordings.
     #[arg(long, default_value = "4GiB", value_parser = super::size)]
     pub max_recording_size: usize,
+    /// What goes to the handler one at a time: `channel` (every event, in seq order), `bot`
+    /// (each bot's events in order; different bots at once, up to --parallel; events without
+    /// a bot id share one turn) or `event-key=JSONPATH` (the same by a body field, e.g.
+    /// `event-key=data.customer_id`).
+    #[arg(long, default_value = "channel", value_parser = clap::value_parser!(meethook_daemon::Order))]
+    pub order: meethook_daemon::Order,
+    /// Most events sent at once under `--order bot|event-key=…` (ignored with `channel`).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub parallel: u16,
     /// How long delivered, failed and skipped events stay in the local journal (pruned at
     /// start and hourly; 0 = forever). Pending and pinned (`meethook events pin`) events stay.
     #[arg(long, value_name = "DUR", default_value = "7d", value_parser = super::duration)]
@@ -91,6 +101,8 @@ impl DeliveryArgs {
         cfg.max_recording_size = self.max_recording_size as u64;
         cfg.retention = self.retention;
         cfg.dedupe = self.dedupe;
+        cfg.order = self.order.clone();
+        cfg.parallel = usize::from(self.parallel);
         cfg.backoff = Backoff {
             initial: Backoff::default().initial.min(self.max_backoff),
             max: self.max_backoff,
@@ -98,18 +110,51 @@ impl DeliveryArgs {
     }
 }
 
-pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut cfg = DaemonConfig::new(&args.relay, &args.channel, &args.token, &args.forward_to);
+pub async fn run(
+    args: Args,
+    routes: Vec<Route>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let forward_to = args.forward_to.unwrap_or_default();
+    let mut cfg = DaemonConfig::new(&args.relay, &args.channel, &args.token, &forward_to);
     cfg.data = args.data;
     cfg.ca_cert = args.ca_cert;
     args.delivery.apply(&mut cfg);
+    cfg.routes = routes;
     if !args.delivery.json {
         eprintln!(
             "meethook listen: channel {} on {} → {}",
-            cfg.channel, cfg.relay, cfg.forward_to
+            cfg.channel,
+            cfg.relay,
+            targets(&cfg)
         );
     }
     args.delivery.run_daemon(cfg, shutdown).await
+}
+
+/// Where events go, for the start-up line: the routes, then `--forward-to`.
+pub fn targets(cfg: &DaemonConfig) -> String {
+    let mut t: Vec<String> = cfg
+        .routes
+        .iter()
+        .map(|r| format!("{} ({})", r.forward_to, r.name))
+        .collect();
+    if !cfg.forward_to.is_empty() {
+        t.push(cfg.forward_to.clone());
+    }
+    t.join(", ")
+}
+
+/// Why `forward_to` and `routes` leave events nowhere to go, if they do.
+pub fn check_targets(forward_to: Option<&String>, routes: &[Route]) -> Result<(), String> {
+    if forward_to.is_none() && routes.is_empty() {
+        return Err(
+            "--forward-to is required (your handler, e.g. \
+                    --forward-to http://localhost:3000/hook), or [[route]] tables in meethook.toml"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 impl DeliveryArgs {

@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod channel;
+mod config;
 mod control;
 mod dev;
 mod events;
@@ -23,8 +24,15 @@ pub struct Cli {
     /// Log more (or set MEETHOOK_LOG, e.g. MEETHOOK_LOG=debug).
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Config file (keys named like the flags; see docs/operations.md) [default:
+    /// ./meethook.toml, else meethook/meethook.toml in the user config dir].
+    #[arg(long, global = true, env = "MEETHOOK_CONFIG", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
+    /// The `[[route]]`s of the config file.
+    #[arg(skip)]
+    pub routes: Vec<meethook_daemon::Route>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -54,6 +62,12 @@ enum Command {
     /// Serve the browser inspector over an existing journal, without connecting anywhere
     /// (read-only: retry and skip need a running `listen`).
     Inspect(inspect::Args),
+    /// The config file: `meethook config check` validates it and prints the effective
+    /// configuration, secrets masked.
+    Config {
+        #[command(subcommand)]
+        command: config::Command,
+    },
 }
 
 impl Cli {
@@ -67,20 +81,33 @@ impl Cli {
     /// Why the flags are unusable together, if they are (clap's own checks are per flag).
     pub fn check(&self) -> Result<(), String> {
         match &self.command {
-            Command::Listen(a) => a.delivery.inspect.check(),
-            Command::Dev(a) => a.delivery.inspect.check(),
+            Command::Listen(a) => a
+                .delivery
+                .inspect
+                .check()
+                .and(listen::check_targets(a.forward_to.as_ref(), &self.routes)),
+            Command::Dev(a) => a
+                .delivery
+                .inspect
+                .check()
+                .and(listen::check_targets(a.forward_to.as_ref(), &self.routes)),
             Command::Inspect(a) => a.inspect.check(),
             _ => Ok(()),
         }
     }
 }
 
-/// Runs the parsed command.
-pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs the parsed command, with the config file's routes.
+pub async fn run(
+    cli: Cli,
+    file: Option<crate::config::ConfigFile>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     match cli.command {
+        Command::Config { command } => config::run(command, file.as_ref()),
         Command::Relay(a) => relay::run(a, shutdown).await,
-        Command::Listen(a) => listen::run(a, shutdown).await,
-        Command::Dev(a) => dev::run(a, shutdown).await,
+        Command::Listen(a) => listen::run(a, cli.routes, shutdown).await,
+        Command::Dev(a) => dev::run(a, cli.routes, shutdown).await,
         Command::Channel { command } => channel::run(command).await,
         Command::Trigger(a) => trigger::run(a, shutdown).await,
         Command::Events { command } => events::run(command).await,

@@ -48,6 +48,7 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<String> {
                     l.reason = Some("duplicate");
                     l.duplicate_of = Some(*of);
                 }
+                SkipReason::Unrouted => l.reason = Some("unrouted"),
                 SkipReason::User => {
                     l.reason = Some("user");
                     l.attempt = Some(*attempts);
@@ -139,8 +140,12 @@ struct EventLine<'a> {
     event: Option<&'a str>,
     bot_id: Option<&'a str>,
     code: Option<&'a str>,
+    /// The `[[route]]` it goes to (absent without routes, and for `--forward-to`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
     result: &'static str,
-    /// Why a skipped event was: `filtered` (`--events`/`--bot`) or `user` (`events skip`).
+    /// Why a skipped event was: `filtered` (`--events`/`--bot`), `user` (`events skip`) or
+    /// `unrouted` (no route and no `--forward-to`).
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,6 +190,7 @@ impl<'a> EventLine<'a> {
             event: s.map(|s| s.event.as_str()),
             bot_id: s.and_then(|s| s.bot_id.as_deref()),
             code: s.and_then(|s| s.code.as_deref()),
+            route: ev.route.as_deref(),
             result,
             reason: None,
             attempt: None,

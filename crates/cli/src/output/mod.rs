@@ -170,6 +170,7 @@ mod tests {
             method: "POST".into(),
             path: path.into(),
             summary: None,
+            route: None,
         })
     }
 

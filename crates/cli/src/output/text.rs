@@ -54,6 +54,10 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<Text> {
         } => {
             let what = match (reason, attempts) {
                 (SkipReason::Filtered, _) => "→ skipped (filtered out)".to_string(),
+                (SkipReason::Unrouted, _) => {
+                    "→ unrouted (no [[route]] matches and no --forward-to): journaled, not sent"
+                        .to_string()
+                }
                 (SkipReason::User, 0) => "→ skipped by the user (meethook events skip)".into(),
                 (SkipReason::Duplicate { of }, _) => {
                     format!("→ not forwarded: duplicate of #{of} (--dedupe)")
@@ -158,5 +162,10 @@ fn event_line(now: &impl std::fmt::Display, event: &EventInfo, result: &str) -> 
         .map(|c| if c.is_control() { '\u{fffd}' } else { c })
         .collect(),
     };
-    format!("{now}  #{:<5} {what}  {result}", event.seq)
+    match event.route.as_deref() {
+        Some(route) if route != meethook_daemon::route::UNROUTED => {
+            format!("{now}  #{:<5} {what}  [{route}] {result}", event.seq)
+        }
+        _ => format!("{now}  #{:<5} {what}  {result}", event.seq),
+    }
 }

@@ -60,8 +60,16 @@ pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
 /// `meethook dev` on an ephemeral port, forwarding to `forward_to`, journaling in `data`,
 /// with `extra` flags; stdout and stderr piped, killed on drop.
 pub fn dev(forward_to: &str, data: &std::path::Path, extra: &[&str]) -> tokio::process::Child {
+    let mut args = vec!["--forward-to", forward_to];
+    args.extend_from_slice(extra);
+    dev_with(data, &args)
+}
+
+/// `meethook dev` on an ephemeral port journaling in `data`, with `extra` flags only (no
+/// `--forward-to`: routes from a config file); stdout and stderr piped, killed on drop.
+pub fn dev_with(data: &std::path::Path, extra: &[&str]) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
-        .args(["dev", "--listen", "127.0.0.1:0", "--forward-to", forward_to])
+        .args(["dev", "--listen", "127.0.0.1:0"])
         .arg("--data")
         .arg(data)
         .args(extra)

@@ -6,8 +6,10 @@
 //!   hands over.
 //! - `settle`: each outcome made crash-safe before the next send.
 //! - `control`: answers to `meethook events retry|skip`.
+//! - `keyed`: `--order bot|event-key=…`, in order per key and in parallel across keys.
 
 mod control;
+mod keyed;
 mod settle;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -22,11 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::Ask;
 use crate::filter::Filter;
-use crate::forward::{Backoff, Forwarder, Verdict};
+use crate::forward::{Backoff, Forwarder, Outcome, Verdict};
 use crate::handoff::{committed, Handoff, Insert};
 use crate::journal::{Attempt, Journal, Record, State};
 use crate::observe::{AttemptReport, DaemonEvent, EventInfo, Observers, SkipReason};
+use crate::order::Order;
 use crate::outcomes::OutcomeLog;
+use crate::route::Route;
 use crate::{blocking, now_ms, DaemonError};
 use control::{control_answer, Act, Paused, Spot};
 use settle::{Settler, FLUSH_IDLE};
@@ -49,18 +53,45 @@ pub(crate) struct DeliverySettings {
 /// The delivery stage's ends: the handler, events in, control requests in, the delivered
 /// cursor out.
 pub(crate) struct Channels {
-    /// The handler.
-    pub forwarder: Forwarder,
+    /// Where events go: the routes, then `--forward-to` (if given), first match wins.
+    pub targets: Vec<Target>,
     /// Events from the connection stage.
     pub incoming: mpsc::UnboundedReceiver<Handoff>,
     /// `meethook events retry|skip` requests.
     pub control: mpsc::Receiver<Ask>,
     /// The highest seq below which everything is settled (the connection acks it).
     pub delivered: watch::Sender<u64>,
+    /// The journal's highest seq before the connection started: every event up to it is
+    /// journaled, and settled unless pending.
+    pub journaled: u64,
+}
+
+/// A handler events are routed to, with its delivery rules.
+#[derive(Clone)]
+pub(crate) struct Target {
+    /// The route's name (`None`: `--forward-to`, taken by events no route matches).
+    pub name: Option<Arc<str>>,
+    /// Which events take it (`None`: any).
+    pub route: Option<Route>,
+    /// The handler.
+    pub forwarder: Forwarder,
+    /// Attempts per event before giving up (0 = forever).
+    pub max_attempts: u32,
+    /// What goes one at a time.
+    pub order: Order,
+    /// Most sends at once under a keyed order.
+    pub parallel: usize,
+}
+
+impl Target {
+    /// Whether an event with this summary and sub-path takes this target.
+    pub(crate) fn takes(&self, summary: Option<&Summary>, path: &str) -> bool {
+        self.route.as_ref().is_none_or(|r| r.matches(summary, path))
+    }
 }
 
 /// How often, at most, the handler's port is tried while it refuses connections.
-const PROBE_EVERY: Duration = Duration::from_millis(250);
+pub(super) const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// Delivers events one at a time, in seq order: first what the journal holds as pending,
 /// then what the connection hands over.
@@ -81,7 +112,13 @@ pub(crate) async fn run(
         since: Instant::now(),
         writing: None,
     };
-    let r = deliver(settings, &mut settler, channels, observers, stop).await;
+    // One handler for everything, in channel order: today's loop, exactly.
+    let plain = matches!(&channels.targets[..], [t] if t.route.is_none() && !t.order.is_keyed());
+    let r = if !plain {
+        keyed::deliver_keyed(settings, &mut settler, channels, observers, stop).await
+    } else {
+        deliver(settings, &mut settler, channels, observers, stop).await
+    };
     // One try, without retries: what is not written here is applied from the log at the
     // next start.
     let no_retries = CancellationToken::new();
@@ -102,11 +139,13 @@ async fn deliver(
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
     let Channels {
-        forwarder: fwd,
+        targets,
         mut incoming,
         mut control,
         delivered,
+        ..
     } = channels;
+    let fwd = &targets[0].forwarder;
     let ch = settings.channel.clone();
     // Events left pending by a previous run; their summaries are parsed as they come up.
     let mut queue: VecDeque<(Event, u32)> =
@@ -279,51 +318,18 @@ async fn deliver(
                     None => stored = false,
                 }
             }
-            let verdict = outcome.verdict();
-            let out_of_attempts = settings.max_attempts > 0 && attempts >= settings.max_attempts;
-            let state = match verdict {
-                Verdict::Delivered => Some(State::Delivered),
-                Verdict::Failed => Some(State::Failed),
-                Verdict::Retry if out_of_attempts => Some(State::Failed),
-                Verdict::Retry => None,
-            };
-            let next_retry = state
-                .is_none()
-                .then(|| settings.backoff.after(attempts, &outcome));
             let event = info
                 .get_or_insert_with(|| EventInfo::of(&ev, summary.take()))
                 .clone();
-            // Held up: what waits behind it (the observers say how to move on).
-            let behind = next_retry.map_or(0, |_| queue.len() + incoming.len());
-            let report = AttemptReport::of(&outcome, attempts, next_retry, behind);
-            observers.emit(DaemonEvent::AttemptFinished {
-                event: event.clone(),
-                report,
-            });
-            match state {
-                Some(State::Delivered) => {
-                    observers.emit(DaemonEvent::Delivered { event, attempts })
-                }
-                Some(_) => observers.emit(DaemonEvent::GaveUp { event, attempts }),
-                None => {}
-            }
             let refused = outcome.refused;
-            let attempt = Attempt {
-                attempt: attempts,
-                started_at_ms,
-                latency: outcome.latency,
-                status: outcome.status,
-                error: outcome.error,
-                response_head: outcome.response_head,
-                response_headers: outcome.response_headers,
-                truncated: outcome.truncated,
-                replay: false,
-            };
-            let r = Record {
-                seq: ev.seq,
-                attempt: Some(attempt),
-                state,
-            };
+            let (r, next_retry) = conclude(
+                (settings.max_attempts, settings.backoff),
+                observers,
+                event,
+                outcome,
+                (attempts, started_at_ms),
+                queue.len() + incoming.len(),
+            );
             if !stored {
                 tracing::warn!(
                     seq = ev.seq,
@@ -398,6 +404,58 @@ async fn repeat_within(
     Ok(found.and_then(|(of, after_ms)| (after_ms <= window.as_millis() as i64).then_some(of)))
 }
 
+/// What one attempt's outcome comes to, under `max_attempts` and `backoff`: the notices to
+/// the observers, the record to settle, and when the next attempt goes (`None` once
+/// settled). `behind`: events held behind it.
+fn conclude(
+    (max_attempts, backoff): (u32, Backoff),
+    observers: &Observers,
+    event: Arc<EventInfo>,
+    outcome: Outcome,
+    (attempts, started_at_ms): (u32, i64),
+    behind: usize,
+) -> (Record, Option<Duration>) {
+    let verdict = outcome.verdict();
+    let out_of_attempts = max_attempts > 0 && attempts >= max_attempts;
+    let state = match verdict {
+        Verdict::Delivered => Some(State::Delivered),
+        Verdict::Failed => Some(State::Failed),
+        Verdict::Retry if out_of_attempts => Some(State::Failed),
+        Verdict::Retry => None,
+    };
+    let next_retry = state.is_none().then(|| backoff.after(attempts, &outcome));
+    let behind = next_retry.map_or(0, |_| behind);
+    let report = AttemptReport::of(&outcome, attempts, next_retry, behind);
+    let (seq, route) = (event.seq, event.route.clone());
+    observers.emit(DaemonEvent::AttemptFinished {
+        event: event.clone(),
+        report,
+    });
+    match state {
+        Some(State::Delivered) => observers.emit(DaemonEvent::Delivered { event, attempts }),
+        Some(_) => observers.emit(DaemonEvent::GaveUp { event, attempts }),
+        None => {}
+    }
+    let attempt = Attempt {
+        attempt: attempts,
+        started_at_ms,
+        latency: outcome.latency,
+        status: outcome.status,
+        error: outcome.error,
+        response_head: outcome.response_head,
+        response_headers: outcome.response_headers,
+        truncated: outcome.truncated,
+        replay: false,
+    };
+    let r = Record {
+        seq,
+        attempt: Some(attempt),
+        state,
+        route,
+    };
+    (r, next_retry)
+}
+
 /// Settles `event` as skipped, and says so. `Ok(false)` when stopped first.
 async fn skip(
     settler: &mut Settler<'_>,
@@ -407,7 +465,7 @@ async fn skip(
     attempts: u32,
     stop: &CancellationToken,
 ) -> Result<bool, DaemonError> {
-    let seq = event.seq;
+    let (seq, route) = (event.seq, event.route.clone());
     observers.emit(DaemonEvent::Skipped {
         event,
         reason,
@@ -417,6 +475,7 @@ async fn skip(
         seq,
         attempt: None,
         state: Some(State::Skipped),
+        route,
     };
     settler.settle(r, stop).await
 }

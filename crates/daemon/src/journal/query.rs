@@ -75,6 +75,8 @@ pub struct Stored {
     pub replayed: Option<u16>,
     /// The earlier event this one repeats (same `svix-id`, or same unsigned body).
     pub duplicate_of: Option<u64>,
+    /// The `[[route]]` `listen` delivers it to (`None`: `--forward-to`, or not yet known).
+    pub route: Option<String>,
 }
 
 /// Which events a query selects: every field that is set must match.
@@ -223,7 +225,7 @@ const STORED_COLUMNS: &str = "seq, received_at, method, path, headers, \
      journaled_at, state, attempts, last_status, event_type, bot_id, pinned, \
      (SELECT a.status FROM attempts a WHERE a.channel = events.channel AND a.seq = events.seq \
       AND a.replay = 1 AND a.status BETWEEN 200 AND 299 ORDER BY a.rowid DESC LIMIT 1), \
-     duplicate_of";
+     duplicate_of, route";
 
 fn row_stored(r: &rusqlite::Row<'_>, bodies: &BodyFiles) -> rusqlite::Result<Stored> {
     let state: String = r.get(8)?;
@@ -245,6 +247,7 @@ fn row_stored(r: &rusqlite::Row<'_>, bodies: &BodyFiles) -> rusqlite::Result<Sto
         pinned: r.get(13)?,
         replayed: r.get(14)?,
         duplicate_of: r.get::<_, Option<i64>>(15)?.map(|s| s as u64),
+        route: r.get(16)?,
     })
 }
 

@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS events (
     body_file INTEGER,
     pinned INTEGER NOT NULL DEFAULT 0,
     duplicate_of INTEGER,
+    route TEXT,
     PRIMARY KEY (channel, seq)
 );
 -- Bodies of 1 MiB and more are files under journal-bodies/ (their `bodies` row is empty).
@@ -81,8 +82,8 @@ CREATE INDEX IF NOT EXISTS dedupe_seq ON dedupe (channel, seq);
 /// 3 big bodies in files (`events.body_file`), 4 adds `events.pinned`, 5 duplicates
 /// (`events.duplicate_of`, `dedupe`) and artifact checksums (`recordings.sha256`), 6 the
 /// handler's response headers and whether its body was cut (`attempts.response_headers`,
-/// `truncated`).
-pub(super) const SCHEMA_VERSION: i64 = 6;
+/// `truncated`), 7 the `[[route]]` of each event (`events.route`).
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 /// The error for a journal of a layout newer than this build's.
 pub(super) fn too_new(version: i64) -> rusqlite::Error {
@@ -96,7 +97,7 @@ pub(super) fn too_new(version: i64) -> rusqlite::Error {
 }
 
 /// Creates the schema, or moves an older journal (version 1: bodies inside `events`; 2: no
-/// `body_file`; 3: no `pinned`; 4: no duplicates; 5: no response headers) to it. Each step
+/// `body_file`; 3: no `pinned`; 4: no duplicates; 5: no response headers; 6: no route) to it. Each step
 /// adds only what is missing, so the steps compose.
 pub(super) fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -139,6 +140,10 @@ pub(super) fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     }
     if attempts_has("seq")? && !attempts_has("truncated")? {
         tx.execute_batch("ALTER TABLE attempts ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0")?;
+    }
+    // Version 7: the `[[route]]` each event goes to.
+    if has("seq")? && !has("route")? {
+        tx.execute_batch("ALTER TABLE events ADD COLUMN route TEXT")?;
     }
     // Creates what is missing (all of it for a new journal, `bodies` for a version-1 one).
     tx.execute_batch(SCHEMA)?;

@@ -76,6 +76,8 @@ pub struct Record {
     pub attempt: Option<Attempt>,
     /// The event's new state when it is settled.
     pub state: Option<State>,
+    /// The `[[route]]` it goes to, when it took one (not kept by the outcome log).
+    pub route: Option<std::sync::Arc<str>>,
 }
 
 /// The attempt's response headers as stored (`NULL` when there are none).
@@ -222,6 +224,7 @@ impl Journal {
                 seq,
                 attempt: Some(a.clone()),
                 state: new_state,
+                route: None,
             }],
         )
     }
@@ -238,7 +241,7 @@ impl Journal {
                 )?;
                 let mut update = tx.prepare_cached(
                     "UPDATE events SET attempts = COALESCE(?3, attempts), last_status = COALESCE(?4, last_status),
-                       state = COALESCE(?5, state) WHERE channel = ?1 AND seq = ?2",
+                       state = COALESCE(?5, state), route = COALESCE(?6, route) WHERE channel = ?1 AND seq = ?2",
                 )?;
                 for r in records {
                     let replay = r.attempt.as_ref().is_some_and(|a| a.replay);
@@ -264,6 +267,7 @@ impl Journal {
                             r.attempt.as_ref().map(|a| a.attempt),
                             r.attempt.as_ref().and_then(|a| a.status),
                             r.state.map(State::name),
+                            r.route.as_deref(),
                         ])?;
                     }
                 }

@@ -57,6 +57,8 @@ struct ListLine<'a> {
     pinned: bool,
     /// The earlier event this one repeats (same svix-id, or same unsigned body).
     duplicate_of: Option<u64>,
+    /// The `[[route]]` it goes to (`unrouted`: none took it); null without routes.
+    route: Option<&'a str>,
     summary: String,
 }
 
@@ -98,14 +100,29 @@ pub(super) fn list(at: &Where, filters: &Filters, limit: usize, json: bool) -> a
     }
     let states: Vec<String> = rows.iter().map(state_text).collect();
     let state_width = states.iter().map(|t| t.chars().count()).fold(9, usize::max);
+    // A ROUTE column once any event went by a `[[route]]`.
+    let route_width = rows
+        .iter()
+        .filter_map(|s| s.route.as_deref())
+        .map(|r| r.chars().count() + 1)
+        .fold(0, |w, r| w.max(r.max(6)));
+    let route_of = |s: &Stored| match (route_width, s.route.as_deref()) {
+        (0, _) => String::new(),
+        (_, r) => format!("{:<route_width$}", printable(r.unwrap_or("-"), false)),
+    };
     let r: io::Result<()> = (|| {
         if !json {
             if show_channel {
                 write!(out, "{:<22} ", "CHANNEL")?;
             }
+            let route = if route_width > 0 {
+                format!("{:<route_width$}", "ROUTE")
+            } else {
+                String::new()
+            };
             writeln!(
                 out,
-                "{:>6}  {:<19}  {:<18} {:<9} {:<state_width$} {:>5} {:>4}  SUMMARY",
+                "{:>6}  {:<19}  {:<18} {:<9} {:<state_width$} {route}{:>5} {:>4}  SUMMARY",
                 "SEQ", "TIME", "EVENT", "BOT", "STATE", "TRIES", "LAST"
             )?;
         }
@@ -127,6 +144,7 @@ pub(super) fn list(at: &Where, filters: &Filters, limit: usize, json: bool) -> a
                     replayed: s.replayed,
                     pinned: s.pinned,
                     duplicate_of: s.duplicate_of,
+                    route: s.route.as_deref(),
                     summary: summary.as_ref().map(|x| x.detail()).unwrap_or_default(),
                 };
                 let text = serde_json::to_string(&line).map_err(io::Error::other)?;
@@ -152,12 +170,13 @@ pub(super) fn list(at: &Where, filters: &Filters, limit: usize, json: bool) -> a
                 .unwrap_or_else(|| "-".into());
             writeln!(
                 out,
-                "{:>6}  {:<19}  {:<18} {:<9} {:<state_width$} {:>5} {:>4}  {}",
+                "{:>6}  {:<19}  {:<18} {:<9} {:<state_width$} {}{:>5} {:>4}  {}",
                 s.event.seq,
                 local(s.event.received_at_ms),
                 event,
                 bot,
                 state,
+                route_of(s),
                 s.attempts,
                 last,
                 summary_text(s, summary.as_ref())
