@@ -1160,8 +1160,9 @@ async fn events_skip_moves_a_listen_past_a_failing_event() {
     .await;
     listen
         .wait_line("#2 skipped by the user", |l| {
-            is_about(l, 2)
-                && l.contains("skipped by the user (meethook events skip) after 1 attempt")
+            // After one attempt, or more where the cli calls above outlasted the first
+            // retry's pause (a loaded machine).
+            is_about(l, 2) && l.contains("skipped by the user (meethook events skip) after ")
         })
         .await;
     listen
