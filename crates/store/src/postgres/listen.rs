@@ -1,5 +1,7 @@
-//! The LISTEN connection: heads committed on any relay reach this one's [`Notifier`].
+//! The LISTEN connection: heads committed on any relay reach this one's [`Notifier`]. It also
+//! keeps this relay's row in `relays` fresh and counts the others.
 
+use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -8,9 +10,10 @@ use tokio_postgres::{AsyncMessage, Config, Notification};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::connect::reason;
-use super::{Shared, NOTIFY_GONE, NOTIFY_HEADS, OP_TIMEOUT};
+use super::{Shared, NODE_TTL, NOTIFY_GONE, NOTIFY_HEADS, OP_TIMEOUT};
 
-/// How often the heads of streamed channels are re-read, in case a notification was missed.
+/// How often the heads of streamed channels are re-read, in case a notification was missed,
+/// and this relay's `relays` row refreshed.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait between LISTEN reconnects.
 const MAX_RECONNECT: Duration = Duration::from_secs(5);
@@ -37,8 +40,29 @@ pub(super) async fn listen_loop(cfg: Config, tls: MakeRustlsConnect, shared: Wea
     }
 }
 
-/// One LISTEN connection: publishes notified heads, re-reads watched heads on connect and every
-/// [`POLL_INTERVAL`]. `Ok` when the store is gone, `Err` when the connection is.
+/// Refreshes `node`'s row in `relays`, forgets relays silent for [`NODE_TTL`], and returns how
+/// many relays share the database (this one included). The clock is the server's.
+pub(super) async fn heartbeat(
+    client: &tokio_postgres::Client,
+    node: &str,
+) -> std::result::Result<usize, tokio_postgres::Error> {
+    let st = client
+        .prepare(
+            "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms),
+             up AS (INSERT INTO relays (id, seen_at) SELECT $1, ms FROM now
+                    ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at),
+             gone AS (DELETE FROM relays USING now WHERE seen_at < ms - $2 AND id <> $1)
+             SELECT count(*) FROM relays, now WHERE seen_at >= ms - $2 AND id <> $1",
+        )
+        .await?;
+    let ttl = NODE_TTL.as_millis() as i64;
+    let others: i64 = client.query_one(&st, &[&node, &ttl]).await?.get(0);
+    Ok(others as usize + 1)
+}
+
+/// One LISTEN connection: publishes notified heads; on connect and every [`POLL_INTERVAL`],
+/// beats the heart and re-reads the heads of the channels streamed here (forgetting the ones
+/// no longer streamed). `Ok` when the store is gone, `Err` when the connection is.
 async fn listen_session(
     cfg: &Config,
     tls: &MakeRustlsConnect,
@@ -99,8 +123,12 @@ async fn listen_session(
             // The first tick is immediate: heads are re-read right after (re)connecting.
             _ = tick.tick() => {
                 let Some(shared) = shared.upgrade() else { return Ok(()) };
-                let ids: Vec<String> =
-                    shared.watched.lock().expect("watched lock").iter().cloned().collect();
+                let nodes = tokio::time::timeout(OP_TIMEOUT, heartbeat(&client, &shared.node))
+                    .await
+                    .map_err(|_| "heartbeat timed out".to_string())?
+                    .map_err(|e| reason(&e))?;
+                shared.nodes.store(nodes, Ordering::Relaxed);
+                let ids = shared.notifier.sweep();
                 if ids.is_empty() {
                     continue;
                 }
@@ -126,9 +154,7 @@ fn on_notification(shared: &Shared, n: &Notification) {
             }
         }
         NOTIFY_GONE => {
-            let channel = n.payload();
-            shared.watched.lock().expect("watched lock").remove(channel);
-            shared.notifier.forget(channel);
+            shared.notifier.forget(n.payload());
         }
         _ => {}
     }
