@@ -59,6 +59,8 @@ pub struct Report {
     pub pg_rows: Vec<PgRow>,
     /// Remarks of the PostgreSQL section (server, schema, why it was skipped).
     pub pg_notes: Vec<String>,
+    /// The PostgreSQL cost table: one line per acknowledged-events/s run.
+    pub pg_costs: Vec<Vec<String>>,
     /// The plain-tunnel figures (phase `peers`).
     pub peer_rows: Vec<PeerRow>,
     /// Remarks of the plain-tunnel section; empty when the phase did not run.
@@ -197,6 +199,17 @@ impl Report {
                     "| {} | {} | {} | {} | {} | {} |",
                     r.what, r.meethook, r.direct, r.ratio, r.sqlite, r.vs_sqlite
                 );
+            }
+        }
+        if !self.pg_costs.is_empty() {
+            s.push_str(
+                "\nCost per acknowledged event of the same runs: CPU of the relays (total, then each), \
+                 of the PostgreSQL server's processes, and the server's commits and WAL syncs \
+                 (`pg_stat_database`, `pg_stat_wal`; server-wide, so other clients of the server \
+                 count too).\n\n| run | acknowledged/s | vs 1 relay, same store | relay CPU per event | PostgreSQL CPU per event | commits per event | WAL syncs per event |\n|---|---:|---:|---:|---:|---:|---:|\n",
+            );
+            for r in &self.pg_costs {
+                let _ = writeln!(s, "| {} |", r.join(" | "));
             }
         }
         s
