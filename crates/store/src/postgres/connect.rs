@@ -259,15 +259,15 @@ impl PostgresStore {
             schema::migrate(&mut client)
                 .await
                 .map_err(|e| ConnectError(format!("PostgreSQL at {target}: {e}")))?;
-            let nodes = listen::heartbeat(&client, &node)
+            let beat = listen::heartbeat(&client, &node, &[])
                 .await
                 .map_err(|e| fail("query", &e))?;
-            Ok((sync, nodes))
+            Ok((sync, beat))
         };
         let setup = setup.await;
         drop(client);
         let _ = driver.await;
-        let (sync, nodes) = setup?;
+        let (sync, (nodes, remote_interest)) = setup?;
         if sync == "off" {
             // Acknowledged means durable: never let a server default weaken that.
             tracing::warn!(
@@ -298,6 +298,8 @@ impl PostgresStore {
             node,
             nodes: AtomicUsize::new(nodes),
             heads_out: Default::default(),
+            remote_interest: std::sync::Mutex::new(remote_interest),
+            nudge: Default::default(),
         });
         let appends = writer::start(&shared, writers);
         tokio::spawn(listen::listen_loop(cfg, tls, Arc::downgrade(&shared)));

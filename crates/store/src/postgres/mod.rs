@@ -10,16 +10,18 @@
 //!   split between two transactions waiting on each other's row lock, and channels are locked
 //!   in id order, so concurrent batches (on any node) never deadlock. See `writer`.
 //! - **Fan-out.** After an append commits, a task sends `NOTIFY meethook_heads, 'channel:head'`
-//!   (coalesced, in a transaction of its own that does not wait for the disk), which PostgreSQL
-//!   delivers to every relay's LISTEN connection; each relay publishes what it hears to its
-//!   [`Notifier`]. A notification can be missed (a relay died before sending it, LISTEN
+//!   (coalesced, in a transaction of its own that does not wait for the disk) for the channels
+//!   another relay streams, which PostgreSQL delivers to every relay's LISTEN connection; each
+//!   relay publishes what it hears to its [`Notifier`]. Which channels a relay streams is in its
+//!   `relays.watching`, refreshed every second and at once (`NOTIFY meethook_interest`) when it
+//!   starts streaming a new one. A notification can be missed (a relay died before sending it, LISTEN
 //!   reconnecting), so each relay also re-reads the heads of the channels it streams on
 //!   reconnect and every second: a lost notification delays an event by at most that, never
 //!   loses it. A relay watches only channels someone streams from it.
 //! - **Nodes.** Each relay keeps a row in `relays` fresh (every second; gone after
 //!   [`NODE_TTL`] without), so every relay knows how many share the database: cluster-wide
-//!   limits are split between them ([`Store::nodes`](crate::Store::nodes)), and a lone relay
-//!   sends no NOTIFY.
+//!   limits are split between them ([`Store::nodes`](crate::Store::nodes)), and a relay sends
+//!   no NOTIFY that nobody would hear.
 //! - **Failures.** Connection refused, a server restarting, a pool or statement timeout: all
 //!   [`StoreError::Unavailable`] (the relay answers 503 and the sender retries). Connections
 //!   come back by themselves.
@@ -45,7 +47,7 @@ mod queries;
 mod schema;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,6 +66,8 @@ pub use tokio_postgres;
 const NOTIFY_HEADS: &str = "meethook_heads";
 /// NOTIFY channel carrying the id of a deleted channel.
 const NOTIFY_GONE: &str = "meethook_gone";
+/// NOTIFY channel telling the relays that one of them streams a channel it did not before.
+const NOTIFY_INTEREST: &str = "meethook_interest";
 /// How long one store call may take before it counts as unavailable.
 const OP_TIMEOUT: Duration = Duration::from_secs(15);
 /// A relay whose `relays` row is older than this no longer counts as a node.
@@ -108,6 +112,11 @@ struct Shared {
     nodes: AtomicUsize,
     /// Heads committed here that the NOTIFY task has yet to send.
     heads_out: HeadsOut,
+    /// Channels the other relays stream (from their `relays.watching`): the only heads they
+    /// need to hear about.
+    remote_interest: Mutex<HashSet<String>>,
+    /// Runs the LISTEN task's heartbeat now (a channel newly streamed here or elsewhere).
+    nudge: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -117,17 +126,22 @@ struct HeadsOut {
 }
 
 impl Shared {
-    /// Hands committed heads to the NOTIFY task, unless no other relay would hear them.
+    /// Hands committed heads to the NOTIFY task, those of channels another relay streams.
     fn tell_others(&self, heads: Vec<(String, u64)>) {
         if heads.is_empty() || self.nodes.load(Ordering::Relaxed) <= 1 {
             return;
         }
+        let wanted = self.remote_interest.lock().expect("interest lock");
         let mut out = self.heads_out.heads.lock().expect("heads lock");
         for (ch, head) in heads {
-            let h = out.entry(ch).or_default();
-            *h = (*h).max(head);
+            if wanted.contains(&ch) {
+                let h = out.entry(ch).or_default();
+                *h = (*h).max(head);
+            }
         }
-        self.heads_out.wake.notify_one();
+        if !out.is_empty() {
+            self.heads_out.wake.notify_one();
+        }
     }
 }
 

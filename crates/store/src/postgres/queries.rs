@@ -288,7 +288,10 @@ impl Store for PostgresStore {
     }
 
     fn subscribe(&self, channel: &str) -> watch::Receiver<u64> {
-        self.shared.notifier.subscribe(channel)
+        let rx = self.shared.notifier.subscribe(channel);
+        // The other relays learn now that this one streams the channel.
+        self.shared.nudge.notify_one();
+        rx
     }
 
     fn nodes(&self) -> usize {

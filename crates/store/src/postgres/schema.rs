@@ -37,7 +37,8 @@ CREATE TABLE listeners (
     "
 CREATE TABLE relays (
     id TEXT PRIMARY KEY,
-    seen_at BIGINT NOT NULL
+    seen_at BIGINT NOT NULL,
+    watching TEXT[] NOT NULL DEFAULT '{}'
 );
 ",
 ];
