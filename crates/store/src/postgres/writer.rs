@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use deadpool_postgres::Object;
@@ -34,6 +35,8 @@ const MAX_BATCH: usize = 512;
 const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Appends waiting for one writer before `append` itself waits.
 const QUEUE: usize = 2048;
+/// Longest wait for more appends before a batch goes (only right after a batch of several).
+const GATHER: Duration = Duration::from_millis(2);
 
 /// One append waiting for a writer.
 pub(super) struct AppendOp {
@@ -70,19 +73,36 @@ pub(super) fn start(shared: &Arc<Shared>, writers: usize) -> Appends {
 }
 
 async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<AppendOp>) {
+    // Appends of the previous batch, and when it was answered.
+    let (mut prev, mut done) = (0, Instant::now());
     while let Some(first) = rx.recv().await {
         let mut bytes = first.event.body.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(op) => {
-                    bytes += op.event.body.len();
-                    batch.push(op);
-                }
-                Err(_) => break,
-            }
+        let full =
+            |batch: &Vec<AppendOp>, bytes| batch.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES;
+        // The callers just answered come back with their next append: a batch sent without
+        // them would take the channel's row (and a WAL flush) for a few, and leave them for
+        // the next turn. Wait a little for as many as last time, unless this writer was idle.
+        let gather = (done.elapsed() < GATHER).then(|| Instant::now() + GATHER);
+        while !full(&batch, bytes) {
+            let op = match rx.try_recv() {
+                Ok(op) => op,
+                Err(_) => match gather {
+                    Some(until) if batch.len() < prev => {
+                        match tokio::time::timeout_at(until.into(), rx.recv()).await {
+                            Ok(Some(op)) => op,
+                            _ => break,
+                        }
+                    }
+                    _ => break,
+                },
+            };
+            bytes += op.event.body.len();
+            batch.push(op);
         }
+        prev = batch.len();
         commit_appends(&shared, batch).await;
+        done = Instant::now();
     }
 }
 
