@@ -329,38 +329,53 @@ fn cost_row(shape: &str, store: &str, relays: usize, r: &AckRun, one: f64) -> Ve
     ]
 }
 
-/// The capacity model: from the 64-channel runs' CPU per event (relays, server) and commits
-/// per event, what 1, 2, 4 and 8 relays reach when each relay has cores of its own.
+/// The capacity model: from the 64-channel runs' CPU per event (relays, server), what 1, 2, 4
+/// and 8 relays reach when each relay has cores of its own and the server has its own: the
+/// relays' CPU per event as with 1 relay, the server's as with 1 relay and as with the most
+/// relays measured (more relays cost the server more per event: smaller batches, lock waits).
 fn model(ctx: &mut Ctx, pg: &[AckRun]) {
-    let Some(last) = pg.last() else { return };
-    let per = |d: Duration| d.as_secs_f64() / last.acked.max(1) as f64;
-    let relay = per(last.relay_cpu.iter().sum::<Duration>());
-    let Some(server) = &last.server else { return };
-    let db = per(server.cpu);
-    let commits = server.commits as f64 / last.acked.max(1) as f64;
+    let (Some(first), Some(last)) = (pg.first(), pg.last()) else {
+        return;
+    };
+    let per = |d: Duration, r: &AckRun| d.as_secs_f64() / r.acked.max(1) as f64;
+    let relay = per(first.relay_cpu.iter().sum::<Duration>(), first);
+    let (Some(s1), Some(sn)) = (&first.server, &last.server) else {
+        return;
+    };
+    let (db1, dbn) = (per(s1.cpu, first), per(sn.cpu, last));
+    let commits = |s: &ServerUse, r: &AckRun| s.commits as f64 / r.acked.max(1) as f64;
+    let rows: Vec<String> = [1, 2, 4, 8]
+        .iter()
+        .map(|n| {
+            let relays = *n as f64 * MODEL_RELAY_CORES / relay;
+            let (lo, hi) = (MODEL_DB_CORES / dbn, MODEL_DB_CORES / db1);
+            let bound = if relays <= lo {
+                String::from("relay-bound")
+            } else if relays <= hi {
+                format!("relay-bound, or PostgreSQL-bound at {}", fmt_rate(lo))
+            } else {
+                format!("PostgreSQL-bound, {} to {}", fmt_rate(lo), fmt_rate(hi))
+            };
+            format!(
+                "{n} relay{}: {} ({bound})",
+                if *n > 1 { "s" } else { "" },
+                fmt_rate(relays.min(hi))
+            )
+        })
+        .collect();
     ctx.report.pg_notes.push(format!(
-        "capacity model (64 channels; inputs from the {}-relay run above: {:.0} µs of relay CPU and \
-         {:.0} µs of PostgreSQL CPU per event, {:.3} commits per event): N relays of {MODEL_RELAY_CORES} \
-         cores each reach N × {MODEL_RELAY_CORES} / relay CPU per event, until a PostgreSQL server of \
-         {MODEL_DB_CORES} cores is busy at {MODEL_DB_CORES} / its CPU per event: {}",
-        RELAYS[RELAYS.len() - 1],
+        "capacity model, 64 channels: each relay on {MODEL_RELAY_CORES} cores of its own at \
+         {:.0} µs of CPU per event (the 1-relay run), PostgreSQL on {MODEL_DB_CORES} cores at \
+         {:.0} µs per event (1 relay, {:.3} commits per event) to {:.0} µs ({} relays, {:.3} \
+         commits per event); N relays reach min(N × {MODEL_RELAY_CORES} / relay CPU, \
+         {MODEL_DB_CORES} / PostgreSQL CPU): {}",
         relay * 1e6,
-        db * 1e6,
-        commits,
-        [1, 2, 4, 8]
-            .iter()
-            .map(|n| {
-                let relays = *n as f64 * MODEL_RELAY_CORES / relay;
-                let server = MODEL_DB_CORES / db;
-                format!(
-                    "{n} relay{}: {}{}",
-                    if *n > 1 { "s" } else { "" },
-                    fmt_rate(relays.min(server)),
-                    if server < relays { " (PostgreSQL-bound)" } else { "" }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
+        db1 * 1e6,
+        commits(s1, first),
+        dbn * 1e6,
+        RELAYS[RELAYS.len() - 1],
+        commits(sn, last),
+        rows.join("; ")
     ));
 }
 
