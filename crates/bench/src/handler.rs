@@ -37,6 +37,8 @@ pub struct Tracker {
     got_seq: Vec<AtomicU64>,
     /// `seq` the relay answered for each id (0: not acknowledged; `NO_SEQ`: no seq).
     acked_seq: Vec<AtomicU64>,
+    /// Which channel each id was posted to (a hash of its path; seqs count per channel).
+    lane: Vec<AtomicU64>,
     unique: AtomicU64,
     dups: AtomicU64,
     corrupt: AtomicU64,
@@ -94,6 +96,7 @@ impl Tracker {
             recv_ns: atomics(n),
             got_seq: atomics(n),
             acked_seq: atomics(n),
+            lane: atomics(n),
             unique: AtomicU64::new(0),
             dups: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
@@ -116,6 +119,11 @@ impl Tracker {
     /// Records that `id` was answered 2xx, with the seq the relay handed out (if any).
     pub fn acked(&self, id: u64, seq: Option<u64>) {
         self.acked_seq[id as usize].store(seq.unwrap_or(NO_SEQ), R);
+    }
+
+    /// Records the channel `id` is posted to (see [`Tracker::acked_seq_faults`]).
+    pub fn lane(&self, id: u64, lane: u64) {
+        self.lane[id as usize].store(lane, R);
     }
 
     fn since_base(&self, t: Instant) -> u64 {
@@ -220,15 +228,24 @@ impl Tracker {
     /// Seqs the relay answered for `ids`: how many repeat another's, and how many numbers of
     /// `1..=max` none got (seqs are gap-free per channel, whichever relay appended).
     pub fn acked_seq_faults(&self, ids: Range<u64>) -> (u64, u64) {
-        let mut seqs: Vec<u64> = ids
-            .map(|id| self.acked_seq[id as usize].load(R))
-            .filter(|&s| s != 0 && s != NO_SEQ)
-            .collect();
-        seqs.sort_unstable();
-        let n = seqs.len() as u64;
-        seqs.dedup();
-        let dups = n - seqs.len() as u64;
-        let gaps = seqs.last().map_or(0, |&max| max - seqs.len() as u64);
+        let mut lanes: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+        for id in ids {
+            let s = self.acked_seq[id as usize].load(R);
+            if s != 0 && s != NO_SEQ {
+                lanes
+                    .entry(self.lane[id as usize].load(R))
+                    .or_default()
+                    .push(s);
+            }
+        }
+        let (mut dups, mut gaps) = (0, 0);
+        for seqs in lanes.values_mut() {
+            seqs.sort_unstable();
+            let n = seqs.len() as u64;
+            seqs.dedup();
+            dups += n - seqs.len() as u64;
+            gaps += seqs.last().map_or(0, |&max| max - seqs.len() as u64);
+        }
         (dups, gaps)
     }
 

@@ -219,6 +219,12 @@ pub async fn flood_spread(
             bodies.clone(),
         );
         let end = ids.end;
+        let lane = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            target.path.hash(&mut h);
+            h.finish()
+        };
         tasks.spawn(async move {
             let mut mine = LoadResult::new();
             let mut conn: Option<Conn> = None;
@@ -248,6 +254,7 @@ pub async fn flood_spread(
                 }
                 let body = bodies.make(id);
                 tracker.expect(id, &body);
+                tracker.lane(id, lane);
                 let t0 = Instant::now();
                 mine.sent += 1;
                 let answer = c.post(&target, body).await;

@@ -3,7 +3,7 @@
 //! SQLite, all in the same phase. The schema is created for the phase (with `psql`) and dropped
 //! at its end.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -13,7 +13,7 @@ use crate::handler::{Checks, Handler, Tracker};
 use crate::latency::serial_run;
 use crate::load::{self, LoadResult, Target};
 use crate::procs::Relay;
-use crate::report::{fmt_dur, fmt_rate, fmt_size, thousands};
+use crate::report::{fmt_dur, fmt_rate, fmt_ratio, fmt_size, thousands};
 use crate::stack::Stack;
 use crate::stats::{dur_ratio, pct, ratio, sorted};
 
@@ -75,8 +75,24 @@ impl Drop for PgSchema {
 
 /// Runs `sql` with `psql` (the bench has no PostgreSQL client of its own).
 fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+    psql_value(url, sql).map(|_| ())
+}
+
+/// Runs `sql` with `psql` and returns what it printed (unaligned, tuples only).
+fn psql_value(url: &str, sql: &str) -> anyhow::Result<String> {
     let out = std::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
         .env("PGCONNECT_TIMEOUT", "10")
         .stdin(std::process::Stdio::null())
         .output()
@@ -88,7 +104,7 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The URL with its password (if any) replaced by `***`.
@@ -132,50 +148,107 @@ fn latency_events(ctx: &Ctx) -> u64 {
     ctx.plan.bodies.first().map(|b| b.1).unwrap_or(200)
 }
 
+/// Channels of the spread runs.
+const CHANNELS: usize = 64;
+/// Relay counts of the PostgreSQL runs.
+const RELAYS: [usize; 3] = [1, 2, 3];
+
+/// How the senders of an acknowledged-events/s run pick their channel.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Every sender posts to the same channel.
+    Hot,
+    /// Sender `i` posts to channel `i mod CHANNELS`.
+    Spread,
+}
+
+impl Shape {
+    fn channels(self) -> usize {
+        match self {
+            Shape::Hot => 1,
+            Shape::Spread => CHANNELS,
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Shape::Hot => "one hot channel".into(),
+            Shape::Spread => format!("{CHANNELS} channels"),
+        }
+    }
+}
+
+/// What one acknowledged-events/s run measured.
+struct AckRun {
+    rate: f64,
+    acked: u64,
+    /// CPU of each relay during the measured part.
+    relay_cpu: Vec<Duration>,
+    /// The PostgreSQL server's CPU and counters over the run (PostgreSQL runs only).
+    server: Option<ServerUse>,
+}
+
 async fn measure(ctx: &mut Ctx, store: &str) -> anyhow::Result<()> {
     let on_pg = vec!["--store".to_string(), store.to_string()];
+    let base = store.to_string();
 
-    // Acknowledged events/s: direct, then SQLite, PostgreSQL × 1 and × 2.
+    // Acknowledged events/s: direct, then per shape SQLite and PostgreSQL × 1, 2, 3.
     let label = format!("pg phase: direct, {SENDERS} senders");
     let direct = crate::throughput::direct_flood(ctx, SENDERS, SIZE, &label)
         .await?
         .rate;
-    let sqlite = ack_run(ctx, "SQLite, 1 relay", &[], 1).await?;
-    let pg1 = ack_run(ctx, "PostgreSQL, 1 relay", &on_pg, 1).await?;
-    let pg2 = ack_run(ctx, "PostgreSQL, 2 relays on one database", &on_pg, 2).await?;
-    let what = |stores: &str| {
-        format!(
-            "acknowledged events/s at the relay (2xx), {stores}, {SENDERS} senders, {}",
-            fmt_size(SIZE)
-        )
-    };
-    ctx.report.pg(
-        what("1 relay on PostgreSQL"),
-        fmt_rate(pg1),
-        fmt_rate(direct),
-        ratio(pg1, direct),
-        fmt_rate(sqlite),
-        ratio(pg1, sqlite),
-    );
-    ctx.report.pg(
-        what(&format!(
-            "2 relays on the same PostgreSQL database ({} senders each; SQLite column: 1 relay)",
-            SENDERS / 2
-        )),
-        fmt_rate(pg2),
-        fmt_rate(direct),
-        ratio(pg2, direct),
-        fmt_rate(sqlite),
-        ratio(pg2, sqlite),
-    );
-    ctx.report.pg(
-        what("1 relay on SQLite (the comparison column)"),
-        fmt_rate(sqlite),
-        fmt_rate(direct),
-        ratio(sqlite, direct),
-        "–",
-        None,
-    );
+    for shape in [Shape::Hot, Shape::Spread] {
+        let sqlite = ack_run(ctx, "SQLite, 1 relay", &[], 1, shape, None).await?;
+        let mut pg = Vec::new();
+        for n in RELAYS {
+            let label = format!("PostgreSQL, {n} relay{}", if n > 1 { "s" } else { "" });
+            pg.push(ack_run(ctx, &label, &on_pg, n, shape, Some(&base)).await?);
+        }
+        let what = |stores: &str| {
+            format!(
+                "acknowledged events/s at the relay (2xx), {stores}, {SENDERS} senders over {}, {}",
+                shape.name(),
+                fmt_size(SIZE)
+            )
+        };
+        for (n, r) in RELAYS.iter().zip(&pg) {
+            ctx.report.pg(
+                what(&format!(
+                    "{n} relay{} on PostgreSQL{}",
+                    if *n > 1 { "s" } else { "" },
+                    if *n > 1 {
+                        format!(" ({} of 1 relay)", fmt_ratio(r.rate / pg[0].rate))
+                    } else {
+                        String::new()
+                    }
+                )),
+                fmt_rate(r.rate),
+                fmt_rate(direct),
+                ratio(r.rate, direct),
+                fmt_rate(sqlite.rate),
+                ratio(r.rate, sqlite.rate),
+            );
+        }
+        ctx.report.pg(
+            what("1 relay on SQLite (the comparison column)"),
+            fmt_rate(sqlite.rate),
+            fmt_rate(direct),
+            ratio(sqlite.rate, direct),
+            "–",
+            None,
+        );
+        ctx.report
+            .pg_costs
+            .push(cost_row(&shape.name(), "SQLite", 1, &sqlite, sqlite.rate));
+        for (n, r) in RELAYS.iter().zip(&pg) {
+            ctx.report
+                .pg_costs
+                .push(cost_row(&shape.name(), "PostgreSQL", *n, r, pg[0].rate));
+        }
+        if let Shape::Spread = shape {
+            model(ctx, &pg);
+        }
+    }
 
     // e2e latency, 1 sender: direct, SQLite + listen, PostgreSQL + listen.
     let n = latency_events(ctx);
@@ -228,14 +301,101 @@ async fn measure(ctx: &mut Ctx, store: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `relays` relays started with `extra` flags, one channel, `SENDERS` senders spread over the
-/// relays, no listener; acknowledged events/s. Checks the seqs the relays answered.
+/// A line of the cost table: CPU per acknowledged event of each process, and the server's
+/// commits and WAL syncs per event.
+fn cost_row(shape: &str, store: &str, relays: usize, r: &AckRun, one: f64) -> Vec<String> {
+    let per = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6 / r.acked.max(1) as f64);
+    let relays_cpu: Vec<String> = r.relay_cpu.iter().map(|d| per(*d)).collect();
+    let total: Duration = r.relay_cpu.iter().sum();
+    let (server, commits, syncs) = match &r.server {
+        Some(s) => (
+            per(s.cpu),
+            format!("{:.3}", s.commits as f64 / r.acked.max(1) as f64),
+            format!("{:.3}", s.wal_syncs as f64 / r.acked.max(1) as f64),
+        ),
+        None => ("–".into(), "–".into(), "–".into()),
+    };
+    vec![
+        format!(
+            "{shape}, {relays} relay{} on {store}",
+            if relays > 1 { "s" } else { "" }
+        ),
+        fmt_rate(r.rate),
+        fmt_ratio(r.rate / one),
+        format!("{} ({})", per(total), relays_cpu.join(" · ")),
+        server,
+        commits,
+        syncs,
+    ]
+}
+
+/// The capacity model: from the 64-channel runs' CPU per event (relays, server), what 1, 2, 4
+/// and 8 relays reach when each relay has cores of its own and the server has its own: the
+/// relays' CPU per event as with 1 relay, the server's as with 1 relay and as with the most
+/// relays measured (more relays cost the server more per event: smaller batches, lock waits).
+fn model(ctx: &mut Ctx, pg: &[AckRun]) {
+    let (Some(first), Some(last)) = (pg.first(), pg.last()) else {
+        return;
+    };
+    let per = |d: Duration, r: &AckRun| d.as_secs_f64() / r.acked.max(1) as f64;
+    let relay = per(first.relay_cpu.iter().sum::<Duration>(), first);
+    let (Some(s1), Some(sn)) = (&first.server, &last.server) else {
+        return;
+    };
+    let (db1, dbn) = (per(s1.cpu, first), per(sn.cpu, last));
+    let commits = |s: &ServerUse, r: &AckRun| s.commits as f64 / r.acked.max(1) as f64;
+    let rows: Vec<String> = [1, 2, 4, 8]
+        .iter()
+        .map(|n| {
+            let relays = *n as f64 * MODEL_RELAY_CORES / relay;
+            let (lo, hi) = (MODEL_DB_CORES / dbn, MODEL_DB_CORES / db1);
+            let bound = if relays <= lo {
+                String::from("relay-bound")
+            } else if relays <= hi {
+                format!("relay-bound, or PostgreSQL-bound at {}", fmt_rate(lo))
+            } else {
+                format!("PostgreSQL-bound, {} to {}", fmt_rate(lo), fmt_rate(hi))
+            };
+            format!(
+                "{n} relay{}: {} ({bound})",
+                if *n > 1 { "s" } else { "" },
+                fmt_rate(relays.min(hi))
+            )
+        })
+        .collect();
+    ctx.report.pg_notes.push(format!(
+        "capacity model, 64 channels: each relay on {MODEL_RELAY_CORES} cores of its own at \
+         {:.0} µs of CPU per event (the 1-relay run), PostgreSQL on {MODEL_DB_CORES} cores at \
+         {:.0} µs per event (1 relay, {:.3} commits per event) to {:.0} µs ({} relays, {:.3} \
+         commits per event); N relays reach min(N × {MODEL_RELAY_CORES} / relay CPU, \
+         {MODEL_DB_CORES} / PostgreSQL CPU): {}",
+        relay * 1e6,
+        db1 * 1e6,
+        commits(s1, first),
+        dbn * 1e6,
+        RELAYS[RELAYS.len() - 1],
+        commits(sn, last),
+        rows.join("; ")
+    ));
+}
+
+/// Cores per relay in the capacity model.
+const MODEL_RELAY_CORES: f64 = 2.0;
+/// Cores of the PostgreSQL server in the capacity model.
+const MODEL_DB_CORES: f64 = 8.0;
+
+/// `relays` relays started with `extra` flags, `shape`'s channels, `SENDERS` senders spread
+/// over the relays and channels (sender `i` posts to relay `i mod relays`, channel
+/// `i mod channels`), no listener; acknowledged events/s and CPU. With `server` (the database
+/// URL), the PostgreSQL server's CPU and counters too. Checks the seqs the relays answered.
 async fn ack_run(
     ctx: &mut Ctx,
     label: &str,
     extra: &[String],
     relays: usize,
-) -> anyhow::Result<f64> {
+    shape: Shape,
+    server: Option<&str>,
+) -> anyhow::Result<AckRun> {
     let (n, warm) = (ctx.plan.events, ctx.plan.warmup);
     let limit = ctx.plan.limit(n);
     let bodies = Bodies::new(SIZE);
@@ -246,12 +406,14 @@ async fn ack_run(
         let dir = ctx.dir(&format!("pg-acks-{relays}-{i}"));
         started.push(Relay::start(&ctx.meethook, &dir, ctx.max_body(), &flags).await?);
     }
-    let channel = started[0].create_channel().await?;
-    let targets: Vec<Target> = started
-        .iter()
-        .map(|r| Target {
-            addr: r.addr,
-            path: format!("/hooks/{}", channel.id),
+    let mut channels = Vec::new();
+    for _ in 0..shape.channels() {
+        channels.push(started[0].create_channel().await?);
+    }
+    let targets: Vec<Target> = (0..SENDERS.max(relays))
+        .map(|i| Target {
+            addr: started[i % relays].addr,
+            path: format!("/hooks/{}", channels[i % channels.len()].id),
             relay: true,
         })
         .collect();
@@ -267,6 +429,11 @@ async fn ack_run(
         false,
     )
     .await;
+    let cpu0: Vec<Duration> = started
+        .iter()
+        .map(|r| r.proc.cpu().unwrap_or_default())
+        .collect();
+    let server0 = server.map(ServerUse::now).transpose()?;
     let m = load::flood_spread(
         &targets,
         &tracker,
@@ -277,16 +444,32 @@ async fn ack_run(
         false,
     )
     .await;
+    let relay_cpu: Vec<Duration> = started
+        .iter()
+        .zip(&cpu0)
+        .map(|(r, c0)| r.proc.cpu().unwrap_or_default().saturating_sub(*c0))
+        .collect();
     for r in &mut started {
         r.proc.check_alive()?;
     }
     for r in started {
         r.proc.stop().await;
     }
+    let server = match (server, server0) {
+        (Some(url), Some(s0)) => {
+            // Backends report their counters as they exit.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some(ServerUse::now(url)?.since(&s0))
+        }
+        _ => None,
+    };
     let (dups, gaps) = tracker.acked_seq_faults(0..warm + n);
     let first_error = w.first_error.clone().or(m.first_error.clone());
     ctx.report.check(
-        format!("pg phase: {label}, {SENDERS} senders, no listener (answers only)"),
+        format!(
+            "pg phase: {label}, {SENDERS} senders over {}, no listener (answers only)",
+            shape.name()
+        ),
         Checks {
             sent: w.sent + m.sent,
             acked: w.acked + m.acked,
@@ -297,7 +480,80 @@ async fn ack_run(
         },
         first_error,
     );
-    Ok(m.acked_per_sec())
+    Ok(AckRun {
+        rate: m.acked_per_sec(),
+        acked: m.acked,
+        relay_cpu,
+        server,
+    })
+}
+
+/// The PostgreSQL server's CPU (every `postgres` process, and the exited ones through the
+/// postmaster's children's time) and its commit and WAL-sync counters. Server-wide: other
+/// clients of the same server count too.
+struct ServerUse {
+    cpu: Duration,
+    commits: u64,
+    wal_syncs: u64,
+}
+
+impl ServerUse {
+    fn now(url: &str) -> anyhow::Result<ServerUse> {
+        let counters = psql_value(
+            url,
+            "SELECT (SELECT sum(xact_commit) FROM pg_stat_database) || ' ' || wal_sync FROM pg_stat_wal",
+        )?;
+        let mut f = counters
+            .split_whitespace()
+            .map(|x| x.parse::<u64>().unwrap_or(0));
+        Ok(ServerUse {
+            cpu: server_cpu(),
+            commits: f.next().unwrap_or(0),
+            wal_syncs: f.next().unwrap_or(0),
+        })
+    }
+
+    fn since(&self, before: &ServerUse) -> ServerUse {
+        ServerUse {
+            cpu: self.cpu.saturating_sub(before.cpu),
+            commits: self.commits.saturating_sub(before.commits),
+            wal_syncs: self.wal_syncs.saturating_sub(before.wal_syncs),
+        }
+    }
+}
+
+/// utime + stime of every process named `postgres`, plus cutime + cstime of the postmaster
+/// (the backends that exited). Zero where `/proc` shows none (a server on another host).
+fn server_cpu() -> Duration {
+    let mut ticks = 0u64;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        // Fields after the name: state ppid … utime(12) stime(13) cutime(14) cstime(15).
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        if f.len() < 14 {
+            continue;
+        }
+        ticks += f[11] + f[12];
+        let parent = std::fs::read_to_string(format!("/proc/{}/comm", f[1])).unwrap_or_default();
+        if parent.trim() != "postgres" {
+            ticks += f[13] + f[14];
+        }
+    }
+    Duration::from_secs_f64(ticks as f64 / crate::procs::clock_ticks() as f64)
 }
 
 /// One relay (with `extra` flags) + `meethook listen` → handler, 1 sender, checked.

@@ -59,6 +59,8 @@ pub struct Report {
     pub pg_rows: Vec<PgRow>,
     /// Remarks of the PostgreSQL section (server, schema, why it was skipped).
     pub pg_notes: Vec<String>,
+    /// The PostgreSQL cost table: one line per acknowledged-events/s run.
+    pub pg_costs: Vec<Vec<String>>,
     /// The plain-tunnel figures (phase `peers`).
     pub peer_rows: Vec<PeerRow>,
     /// Remarks of the plain-tunnel section; empty when the phase did not run.
@@ -252,6 +254,17 @@ impl Report {
                 );
             }
         }
+        if !self.pg_costs.is_empty() {
+            s.push_str(
+                "\nCost per acknowledged event of the same runs: CPU of the relays (total, then each), \
+                 of the PostgreSQL server's processes, and the server's commits and WAL syncs \
+                 (`pg_stat_database`, `pg_stat_wal`; server-wide, so other clients of the server \
+                 count too).\n\n| run | acknowledged/s | vs 1 relay, same store | relay CPU per event | PostgreSQL CPU per event | commits per event | WAL syncs per event |\n|---|---:|---:|---:|---:|---:|---:|\n",
+            );
+            for r in &self.pg_costs {
+                let _ = writeln!(s, "| {} |", r.join(" | "));
+            }
+        }
         s
     }
 
@@ -372,9 +385,16 @@ const METHOD: &str = "
 - **PostgreSQL** (phase `pg`, with `--postgres URL` or `MEETHOOK_BENCH_POSTGRES_URL`): a fresh
   schema is created for the phase and dropped at its end; relays get
   `--store URL?options=-csearch_path%3D<schema>`. Acknowledged events/s: 64 senders, 1 KiB, no
-  listener (like the backlog fill), 1 relay on PostgreSQL, 2 relays on the same database (sender
-  `i` posts to relay `i mod 2`) and 1 relay on SQLite; these runs check the relays' answers
-  (duplicates / out of order count repeated / missing seqs). e2e latency: 1 sender, 1 KiB, relay
+  listener (like the backlog fill), over one hot channel and over 64 channels (sender `i` posts
+  to channel `i mod 64`): 1, 2 and 3 relays on the same database (sender `i` posts to relay
+  `i mod N`) and 1 relay on SQLite; these runs check the relays' answers per channel
+  (duplicates / out of order count repeated / missing seqs). CPU per event: utime + stime of
+  each relay over the measured part, and of every `postgres` process of the server (the
+  exited backends through the postmaster's cutime + cstime), divided by the acknowledged
+  events; commits and WAL syncs per event from `pg_stat_database.xact_commit` (all databases)
+  and `pg_stat_wal.wal_sync`, read with `psql` before and after (server-wide: another client
+  of the same server counts too). The capacity model multiplies these out for relays on cores
+  of their own. e2e latency: 1 sender, 1 KiB, relay
   + `meethook listen` → handler, with the full order and byte-identity checks, on PostgreSQL and
   on SQLite. Each figure's direct baseline is taken in the same phase.
 - The bench process, the relay and the daemon share the same cores; on a small machine the

@@ -28,3 +28,13 @@ pub const PRUNE_INTERVAL: &str = "1m";
 pub const PING_INTERVAL: &str = "15s";
 /// `--liveness-timeout`: a listener silent this long is dropped.
 pub const LIVENESS_TIMEOUT: &str = "45s";
+
+/// `--store-writers`: PostgreSQL writer tasks, from the machine (two per core, 2 to 16).
+pub fn store_writers() -> usize {
+    meethook_store::postgres::PgOptions::default().writers
+}
+/// `--store-pool-size`: PostgreSQL connections per relay, from the machine (twice the
+/// writers, at least 16).
+pub fn store_pool_size() -> usize {
+    meethook_store::postgres::PgOptions::default().pool_size
+}

@@ -69,7 +69,7 @@ pub(crate) async fn handle(
     let ip = peer.ip();
     let guarded = !matches!(segs.as_slice(), ["healthz"] | ["metrics"]);
     if guarded {
-        if let Err(wait) = st.auth_failures.check(ip) {
+        if let Err(wait) = st.auth_failures.check(ip, st.store.nodes()) {
             return Ok(too_many(
                 wait,
                 "too many failed authentications from this address",
@@ -90,7 +90,13 @@ pub(crate) async fn handle(
             Err(e) => store_error(&st.metrics, e),
         },
         (&Method::GET, ["metrics"]) => {
-            let mut r = Response::new(Full::new(Bytes::from(st.metrics.render())));
+            let mut text = st.metrics.render();
+            text.push_str(&format!(
+                "# HELP meethook_relay_nodes Relays sharing this relay's store (limits are split \
+                 between them).\n# TYPE meethook_relay_nodes gauge\nmeethook_relay_nodes {}\n",
+                st.store.nodes()
+            ));
+            let mut r = Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -154,7 +160,7 @@ async fn webhook(st: &State, channel: String, req: Request<Incoming>) -> Resp {
         }
         Err(e) => return store_error(m, e),
     };
-    if let Err(wait) = st.rate.check(&channel) {
+    if let Err(wait) = st.rate.check(&channel, st.store.nodes()) {
         Metrics::inc(&m.rejected_rate_limited);
         return too_many(
             wait,

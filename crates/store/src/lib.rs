@@ -156,6 +156,11 @@ pub trait Store: Send + Sync + 'static {
         let _ = (channel, after, limit, max_bytes);
         None
     }
+    /// How many relays share this store, this one included (1 for a store of its own): each
+    /// takes its share of cluster-wide limits.
+    fn nodes(&self) -> usize {
+        1
+    }
     /// Succeeds when the store answers.
     async fn ping(&self) -> Result<()>;
 }

@@ -148,6 +148,14 @@ impl Notifier {
         }
     }
 
+    /// Forgets the channels nobody subscribes to any more and returns the ones somebody does
+    /// (so state follows the streams open now, not every channel ever streamed).
+    pub fn sweep(&self) -> Vec<String> {
+        let mut map = self.channels.lock().expect("notifier lock");
+        map.retain(|_, e| e.head.receiver_count() > 0);
+        map.keys().cloned().collect()
+    }
+
     /// Drops a deleted channel's watch (its receivers see the sender close).
     pub fn forget(&self, channel: &str) {
         self.channels.lock().expect("notifier lock").remove(channel);
@@ -207,6 +215,23 @@ mod tests {
         assert!(n.recent("c", 0, 10, 1 << 20).is_none());
         let rx = n.subscribe("c");
         assert_eq!(*rx.borrow(), 3, "the head still moves");
+    }
+
+    #[test]
+    fn a_sweep_forgets_channels_nobody_streams() {
+        let n = Notifier::default();
+        let kept = n.subscribe("kept");
+        let gone = n.subscribe("gone");
+        n.publish_events("gone", [ev(1, 10)]);
+        drop(gone);
+        assert_eq!(n.sweep(), ["kept"]);
+        n.publish_events("gone", [ev(2, 10)]);
+        assert!(
+            n.recent("gone", 1, 10, 1 << 20).is_none(),
+            "nothing kept once swept"
+        );
+        n.publish("kept", 4);
+        assert_eq!(*kept.borrow(), 4, "a streamed channel is still woken");
     }
 
     #[test]

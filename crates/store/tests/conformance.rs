@@ -506,6 +506,61 @@ async fn wait_head(rx: &mut tokio::sync::watch::Receiver<u64>, head: u64) {
     );
 }
 
+/// What each relay's `relays` row says it streams, sorted by relay.
+async fn watching(schema: &Schema) -> Vec<Vec<String>> {
+    let rows = schema
+        .client()
+        .await
+        .query("SELECT watching FROM relays ORDER BY id", &[])
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_count_each_other_and_watch_only_streamed_channels() {
+    let Some(schema) = Schema::create("mh_conf", "PostgreSQL backend").await else {
+        return;
+    };
+    let (a, b) = two_nodes(&schema).await;
+    meethook_testkit::wait_until("both nodes count two", meethook_testkit::PATIENCE, || {
+        a.nodes() == 2 && b.nodes() == 2
+    })
+    .await;
+    a.create_channel(channel("c")).await.unwrap();
+    let rx = b.subscribe("c");
+    let one_watches_c = |w: &Vec<Vec<String>>| {
+        let mut all: Vec<&Vec<String>> = w.iter().collect();
+        all.sort();
+        all == [&Vec::<String>::new(), &vec!["c".to_string()]]
+    };
+    let deadline = tokio::time::Instant::now() + meethook_testkit::PATIENCE;
+    while !one_watches_c(&watching(&schema).await) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            watching(&schema).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The stream ends: the relay stops watching the channel.
+    drop(rx);
+    while watching(&schema).await.iter().any(|w| !w.is_empty()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            watching(&schema).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(a);
+    // A relay gone quiet stops counting after NODE_TTL.
+    meethook_testkit::wait_until("b counts itself alone", meethook_testkit::PATIENCE, || {
+        b.nodes() == 1
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_nodes_hand_out_gap_free_seqs() {
     let Some(schema) = Schema::create("mh_conf", "PostgreSQL backend").await else {

@@ -30,8 +30,8 @@ pub fn jitter(lo: u64, hi: u64) -> Duration {
 }
 
 /// A TCP proxy to the first upstream that accepts (a load balancer with failover, or a plain
-/// proxy in front of PostgreSQL); it can be taken down (connections cut, new ones closed at
-/// once) and brought back.
+/// proxy in front of PostgreSQL), or with [`Proxy::round_robin`] to the next one in turn; it
+/// can be taken down (connections cut, new ones closed at once) and brought back.
 pub struct Proxy {
     /// Where clients connect.
     pub addr: SocketAddr,
@@ -42,21 +42,36 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on an ephemeral loopback port.
     pub async fn start(upstreams: Vec<SocketAddr>) -> Proxy {
+        Self::spawn(upstreams, false).await
+    }
+
+    /// A round-robin balancer: each connection goes to the upstream after the previous
+    /// connection's, or the next one after it that accepts.
+    pub async fn round_robin(upstreams: Vec<SocketAddr>) -> Proxy {
+        Self::spawn(upstreams, true).await
+    }
+
+    async fn spawn(upstreams: Vec<SocketAddr>, rotate: bool) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let (cut, _) = tokio::sync::watch::channel(0u64);
         let (up2, cut2) = (up.clone(), cut.clone());
         tokio::spawn(async move {
+            let mut turn = 0;
             while let Ok((mut down, _)) = listener.accept().await {
                 // Subscribed first: a `down()` after the check still cuts this connection.
                 let mut gone = cut2.subscribe();
                 if !up2.load(Ordering::SeqCst) {
                     continue; // dropped: the client sees the connection close
                 }
-                let upstreams = upstreams.clone();
+                let mut order = upstreams.clone();
+                if rotate {
+                    order.rotate_left(turn % upstreams.len());
+                    turn += 1;
+                }
                 tokio::spawn(async move {
-                    for u in upstreams {
+                    for u in order {
                         if let Ok(mut upstream) = TcpStream::connect(u).await {
                             let _ = upstream.set_nodelay(true);
                             let _ = down.set_nodelay(true);

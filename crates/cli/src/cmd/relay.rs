@@ -25,6 +25,13 @@ pub struct Args {
     /// `postgres://…` to share one database between several relays.
     #[arg(long, env = "MEETHOOK_STORE", hide_env_values = true)]
     pub store: Option<String>,
+    /// With --store: PostgreSQL connections this relay keeps (writers, reads, acks); the
+    /// relays together must stay under the server's max_connections.
+    #[arg(long, env = "MEETHOOK_STORE_POOL_SIZE", default_value_t = defaults::store_pool_size(), value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(3..=1000))]
+    pub store_pool_size: usize,
+    /// With --store: writer tasks committing appends, each for its share of the channels.
+    #[arg(long, env = "MEETHOOK_STORE_WRITERS", default_value_t = defaults::store_writers(), value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub store_writers: usize,
     /// Token guarding the channel API (`Authorization: Bearer …`).
     #[arg(long, env = "MEETHOOK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -164,8 +171,9 @@ pub fn default_public_url(scheme: &str, bound: SocketAddr) -> String {
 }
 
 /// Opens the store named by `--store` / `--data`.
-pub fn open_store(store: Option<&str>, data: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(url) = store {
+pub fn open_store(args: &Args) -> anyhow::Result<Arc<dyn Store>> {
+    let data = &args.data;
+    if let Some(url) = args.store.as_deref() {
         // Only ever name the scheme: the URL may carry a password.
         let scheme = url.split_once("://").map_or("", |(s, _)| s);
         if !matches!(scheme, "postgres" | "postgresql") {
@@ -186,7 +194,13 @@ pub fn open_store(store: Option<&str>, data: &std::path::Path) -> anyhow::Result
             bail!("the PostgreSQL store needs the multi-threaded tokio runtime");
         }
         let pg = tokio::task::block_in_place(|| {
-            handle.block_on(meethook_store::PostgresStore::connect(url))
+            handle.block_on(meethook_store::PostgresStore::connect_with(
+                url,
+                meethook_store::postgres::PgOptions {
+                    pool_size: args.store_pool_size,
+                    writers: args.store_writers,
+                },
+            ))
         })?;
         tracing::info!(server = pg.target(), "using the PostgreSQL store");
         return Ok(Arc::new(pg));
@@ -211,7 +225,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         (Some(c), Some(k)) => Some(Arc::new(Tls::load(c, k)?)),
         _ => None,
     };
-    let store = open_store(args.store.as_deref(), &args.data)?;
+    let store = open_store(&args)?;
     let listener = bind(args.listen).await?;
     let bound = listener.local_addr()?;
     if let Some(t) = &tls {
@@ -241,7 +255,7 @@ async fn run_acme(args: Args, shutdown: CancellationToken) -> anyhow::Result<()>
         renew_before: args.acme_renew_before,
     })?);
     let cached = acme.load_cached()?;
-    let store = open_store(args.store.as_deref(), &args.data)?;
+    let store = open_store(&args)?;
     let listener = bind(args.listen).await?;
     let bound = listener.local_addr()?;
     let cfg = args.config(bound, Some(acme.tls()));

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use meethook_testkit::fault::{collect, spray, verify, wait_all, Proxy};
 use meethook_testkit::pg::Schema;
-use meethook_testkit::{client, request, tempdir, RelayProcess, TestDaemon, TestHandler};
+use meethook_testkit::{
+    client, request, tempdir, wait_for, RelayProcess, TestDaemon, TestHandler, PATIENCE,
+};
 
 use crate::util::BIN;
 
@@ -49,10 +51,16 @@ struct PgRelay {
 
 impl PgRelay {
     async fn start(store: &str, listen: &str) -> PgRelay {
+        PgRelay::start_with(store, listen, &["--rate-limit", "0"]).await
+    }
+
+    /// [`PgRelay::start`] with `extra` flags.
+    async fn start_with(store: &str, listen: &str, extra: &[&str]) -> PgRelay {
         let data = tempdir();
-        let extra = ["--rate-limit", "0", "--store", store];
+        let mut args = vec!["--store", store];
+        args.extend_from_slice(extra);
         let relay =
-            RelayProcess::start_logged(Path::new(BIN), data.path(), listen, ADMIN, &extra).await;
+            RelayProcess::start_logged(Path::new(BIN), data.path(), listen, ADMIN, &args).await;
         PgRelay { relay, _data: data }
     }
 
@@ -269,4 +277,126 @@ async fn a_bad_store_url_fails_with_the_fix_and_no_password() {
         "{err}"
     );
     assert!(!err.contains("s3cr3t-pw"), "password leaked: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_relays_behind_a_round_robin_each_killed_in_turn_lose_nothing() {
+    let Some(schema) = schema().await else {
+        return;
+    };
+    let url = schema.url();
+    let (a, b, c) = tokio::join!(
+        PgRelay::start(&url, "127.0.0.1:0"),
+        PgRelay::start(&url, "127.0.0.1:0"),
+        PgRelay::start(&url, "127.0.0.1:0")
+    );
+    let mut relays = [a, b, c];
+    let lb = Proxy::round_robin(relays.iter().map(|r| r.addr).collect()).await;
+    let lb_url = format!("http://{}", lb.addr);
+    let (ch, _, handler, _jdir, daemon) = meethook_testkit::listening_to(&lb_url, ADMIN).await;
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let hooks = vec![format!("{lb_url}/hooks/{ch}")];
+    let load = spray(hooks, 8, 250, Duration::from_millis(10), unavailable);
+    // The listener's relay is among the three, so it loses its relay at least once and has
+    // to find another through the balancer by itself.
+    for (i, relay) in relays.iter_mut().enumerate() {
+        handler.wait_delivered(100 * (i + 1)).await;
+        assert!(load.iter().any(|t| !t.is_finished()), "still under load");
+        let addr = relay.addr.to_string();
+        relay.proc.kill9().await;
+        // Back on the same address, as a supervisor would restart it.
+        *relay = PgRelay::start(&url, &addr).await;
+    }
+
+    let acked = collect(load).await;
+    assert_eq!(acked.len(), 8 * 250);
+    let got = wait_all(&handler, &acked).await;
+    let report = verify(&acked, &got);
+    report.assert_promise("pg-three-relays-round-robin-kill9", 3);
+    assert_exactly_the_stored_seqs(&schema, &ch, &handler).await;
+    daemon.stop().await.unwrap();
+}
+
+/// `meethook_relay_nodes` from a relay's `/metrics`.
+async fn nodes_seen(relay: &PgRelay) -> Option<u64> {
+    let r = request(
+        &client(),
+        "GET",
+        &format!("{}/metrics", relay.url()),
+        &[],
+        "",
+    )
+    .await
+    .ok()?;
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix("meethook_relay_nodes ")?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_and_auth_failure_limits_hold_for_two_relays_together() {
+    let Some(schema) = schema().await else {
+        return;
+    };
+    // A burst of 10 and next to no refill: what is accepted is the burst, whatever the timing.
+    let limits = [
+        "--rate-limit",
+        "0.001",
+        "--rate-burst",
+        "10",
+        "--auth-fail-limit",
+        "4",
+    ];
+    let url = schema.url();
+    let (a, b) = tokio::join!(
+        PgRelay::start_with(&url, "127.0.0.1:0", &limits),
+        PgRelay::start_with(&url, "127.0.0.1:0", &limits)
+    );
+    for relay in [&a, &b] {
+        wait_for("both relays count two nodes", PATIENCE, || async {
+            nodes_seen(relay).await == Some(2)
+        })
+        .await;
+    }
+    let (ch, _) = meethook_testkit::create_channel(&a.url(), ADMIN).await;
+    let c = client();
+    let mut accepted = 0;
+    for i in 0..40 {
+        let relay = if i % 2 == 0 { &a } else { &b };
+        let r = request(&c, "POST", &relay.hook(&ch), &[], format!("{{\"n\":{i}}}"))
+            .await
+            .unwrap();
+        match r.status {
+            200 => accepted += 1,
+            429 => {}
+            s => panic!("unexpected {s}: {:?}", r.body),
+        }
+    }
+    assert_eq!(
+        accepted, 10,
+        "the burst holds for the cluster, not per relay"
+    );
+
+    let mut refused = 0;
+    for i in 0..12 {
+        let relay = if i % 2 == 0 { &a } else { &b };
+        let r = request(
+            &c,
+            "GET",
+            &format!("{}/api/channels", relay.url()),
+            &[("authorization", "Bearer wrong-token")],
+            "",
+        )
+        .await
+        .unwrap();
+        match r.status {
+            401 => refused += 1,
+            429 => {}
+            s => panic!("unexpected {s}: {:?}", r.body),
+        }
+    }
+    assert_eq!(
+        refused, 4,
+        "--auth-fail-limit 4 holds for the cluster: then every request gets 429"
+    );
 }

@@ -1,10 +1,11 @@
 //! From a `postgres://` URL to a running [`PostgresStore`]: libpq's TLS options, rustls,
 //! the pool, and the writer and LISTEN tasks.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -13,11 +14,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Config;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{listen, schema, writer, PostgresStore, Shared};
+use super::{listen, schema, writer, PgOptions, PostgresStore, Shared};
 use crate::Notifier;
 
-/// Pooled connections per relay (writers, reads, acks).
-const POOL_SIZE: usize = 16;
 /// How long a call waits for a pooled connection or a new one.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -183,6 +182,23 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://user:password@host:port/db?options=-csearch_path%3Dname`),
     /// applies migrations, and starts the writer and LISTEN tasks (needs a tokio runtime).
     pub async fn connect(url: &str) -> std::result::Result<PostgresStore, ConnectError> {
+        Self::connect_with(url, PgOptions::default()).await
+    }
+
+    /// [`PostgresStore::connect`] with the pool and writer sizes of `opts`.
+    pub async fn connect_with(
+        url: &str,
+        opts: PgOptions,
+    ) -> std::result::Result<PostgresStore, ConnectError> {
+        let writers = opts.writers.max(1);
+        let pool_size = opts.pool_size.max(writers + 2);
+        let node = format!(
+            "{}-{:08x}",
+            std::process::id(),
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish() as u32
+        );
         let (url, root) = libpq_compat(url);
         let mut cfg = Config::from_str(&url).map_err(|e| {
             ConnectError(format!(
@@ -243,12 +259,16 @@ impl PostgresStore {
             schema::migrate(&mut client)
                 .await
                 .map_err(|e| ConnectError(format!("PostgreSQL at {target}: {e}")))?;
-            Ok(sync)
+            let beat = listen::heartbeat(&client, &node, &[])
+                .await
+                .map_err(|e| fail("query", &e))?;
+            Ok((sync, beat))
         };
-        let sync = setup.await;
+        let setup = setup.await;
         drop(client);
         let _ = driver.await;
-        if sync? == "off" {
+        let (sync, (nodes, remote_interest)) = setup?;
+        if sync == "off" {
             // Acknowledged means durable: never let a server default weaken that.
             tracing::warn!(
                 "PostgreSQL has synchronous_commit=off; meethook turns it on for its sessions"
@@ -265,7 +285,7 @@ impl PostgresStore {
             },
         );
         let pool = Pool::builder(mgr)
-            .max_size(POOL_SIZE)
+            .max_size(pool_size)
             .wait_timeout(Some(POOL_TIMEOUT))
             .create_timeout(Some(POOL_TIMEOUT))
             .recycle_timeout(Some(POOL_TIMEOUT))
@@ -275,9 +295,13 @@ impl PostgresStore {
         let shared = Arc::new(Shared {
             pool,
             notifier: Notifier::default(),
-            watched: Mutex::new(HashSet::new()),
+            node,
+            nodes: AtomicUsize::new(nodes),
+            heads_out: Default::default(),
+            remote_interest: std::sync::Mutex::new(remote_interest),
+            nudge: Default::default(),
         });
-        let appends = writer::start(&shared);
+        let appends = writer::start(&shared, writers);
         tokio::spawn(listen::listen_loop(cfg, tls, Arc::downgrade(&shared)));
         Ok(PostgresStore {
             shared,

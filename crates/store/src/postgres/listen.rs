@@ -1,5 +1,8 @@
-//! The LISTEN connection: heads committed on any relay reach this one's [`Notifier`].
+//! The LISTEN connection: heads committed on any relay reach this one's [`Notifier`]. It also
+//! keeps this relay's row in `relays` fresh and counts the others.
 
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -8,9 +11,10 @@ use tokio_postgres::{AsyncMessage, Config, Notification};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::connect::reason;
-use super::{Shared, NOTIFY_GONE, NOTIFY_HEADS, OP_TIMEOUT};
+use super::{Shared, NODE_TTL, NOTIFY_GONE, NOTIFY_HEADS, NOTIFY_INTEREST, OP_TIMEOUT};
 
-/// How often the heads of streamed channels are re-read, in case a notification was missed.
+/// How often the heads of streamed channels are re-read, in case a notification was missed,
+/// and this relay's `relays` row refreshed.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait between LISTEN reconnects.
 const MAX_RECONNECT: Duration = Duration::from_secs(5);
@@ -37,8 +41,36 @@ pub(super) async fn listen_loop(cfg: Config, tls: MakeRustlsConnect, shared: Wea
     }
 }
 
-/// One LISTEN connection: publishes notified heads, re-reads watched heads on connect and every
-/// [`POLL_INTERVAL`]. `Ok` when the store is gone, `Err` when the connection is.
+/// Refreshes `node`'s row in `relays` with the channels it streams (`watching`), forgets
+/// relays silent for [`NODE_TTL`], and returns how many relays share the database (this one
+/// included) and the channels the others stream. The clock is the server's.
+pub(super) async fn heartbeat(
+    client: &tokio_postgres::Client,
+    node: &str,
+    watching: &[String],
+) -> std::result::Result<(usize, HashSet<String>), tokio_postgres::Error> {
+    let st = client
+        .prepare(
+            "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms),
+             up AS (INSERT INTO relays (id, seen_at, watching) SELECT $1, ms, $3 FROM now
+                    ON CONFLICT (id) DO UPDATE
+                    SET seen_at = excluded.seen_at, watching = excluded.watching),
+             gone AS (DELETE FROM relays USING now WHERE seen_at < ms - $2 AND id <> $1),
+             others AS (SELECT watching FROM relays, now WHERE seen_at >= ms - $2 AND id <> $1)
+             SELECT (SELECT count(*) FROM others),
+                    ARRAY(SELECT DISTINCT unnest(watching) FROM others)",
+        )
+        .await?;
+    let ttl = NODE_TTL.as_millis() as i64;
+    let row = client.query_one(&st, &[&node, &ttl, &watching]).await?;
+    let others: i64 = row.get(0);
+    let interest: Vec<String> = row.get(1);
+    Ok((others as usize + 1, interest.into_iter().collect()))
+}
+
+/// One LISTEN connection: publishes notified heads; on connect and every [`POLL_INTERVAL`],
+/// beats the heart and re-reads the heads of the channels streamed here (forgetting the ones
+/// no longer streamed). `Ok` when the store is gone, `Err` when the connection is.
 async fn listen_session(
     cfg: &Config,
     tls: &MakeRustlsConnect,
@@ -72,7 +104,9 @@ async fn listen_session(
     let _driver = AbortOnDrop(driver);
     let setup = async {
         client
-            .batch_execute(&format!("LISTEN {NOTIFY_HEADS}; LISTEN {NOTIFY_GONE}"))
+            .batch_execute(&format!(
+                "LISTEN {NOTIFY_HEADS}; LISTEN {NOTIFY_GONE}; LISTEN {NOTIFY_INTEREST}"
+            ))
             .await?;
         client
             .prepare("SELECT id, head_seq FROM channels WHERE id = ANY($1)")
@@ -89,6 +123,12 @@ async fn listen_session(
     }
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let nudge = match shared.upgrade() {
+        Some(s) => s.nudge.clone(),
+        None => return Ok(()),
+    };
+    // What `relays.watching` said last: a channel new in it is announced.
+    let mut announced: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
             n = rx.recv() => {
@@ -97,10 +137,30 @@ async fn listen_session(
                 on_notification(&shared, &n);
             }
             // The first tick is immediate: heads are re-read right after (re)connecting.
-            _ = tick.tick() => {
+            _ = async {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = nudge.notified() => {}
+                }
+            } => {
                 let Some(shared) = shared.upgrade() else { return Ok(()) };
-                let ids: Vec<String> =
-                    shared.watched.lock().expect("watched lock").iter().cloned().collect();
+                let ids = shared.notifier.sweep();
+                let beat = async {
+                    let r = heartbeat(&client, &shared.node, &ids).await?;
+                    if ids.iter().any(|c| !announced.contains(c)) {
+                        client
+                            .batch_execute(&format!("NOTIFY {NOTIFY_INTEREST}"))
+                            .await?;
+                    }
+                    Ok::<_, tokio_postgres::Error>(r)
+                };
+                let (nodes, interest) = tokio::time::timeout(OP_TIMEOUT, beat)
+                    .await
+                    .map_err(|_| "heartbeat timed out".to_string())?
+                    .map_err(|e| reason(&e))?;
+                announced = ids.iter().cloned().collect();
+                shared.nodes.store(nodes, Ordering::Relaxed);
+                *shared.remote_interest.lock().expect("interest lock") = interest;
                 if ids.is_empty() {
                     continue;
                 }
@@ -125,10 +185,9 @@ fn on_notification(shared: &Shared, n: &Notification) {
                 }
             }
         }
+        NOTIFY_INTEREST => shared.nudge.notify_one(),
         NOTIFY_GONE => {
-            let channel = n.payload();
-            shared.watched.lock().expect("watched lock").remove(channel);
-            shared.notifier.forget(channel);
+            shared.notifier.forget(n.payload());
         }
         _ => {}
     }

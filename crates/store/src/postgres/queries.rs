@@ -1,5 +1,6 @@
 //! The [`Store`] verbs as SQL (an append only queues for the `writer` tasks).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -139,7 +140,6 @@ impl Store for PostgresStore {
             tx.commit().await.map_err(pg)?;
             Ok(n > 0)
         })?;
-        self.shared.watched.lock().expect("watched lock").remove(id);
         self.shared.notifier.forget(id);
         Ok(found)
     }
@@ -159,6 +159,7 @@ impl Store for PostgresStore {
     async fn append(&self, channel: &str, event: NewEvent) -> Result<u64> {
         let (tx, rx) = oneshot::channel();
         self.appends
+            .queue(channel)
             .send(AppendOp {
                 channel: channel.to_string(),
                 event,
@@ -287,12 +288,14 @@ impl Store for PostgresStore {
     }
 
     fn subscribe(&self, channel: &str) -> watch::Receiver<u64> {
-        self.shared
-            .watched
-            .lock()
-            .expect("watched lock")
-            .insert(channel.to_string());
-        self.shared.notifier.subscribe(channel)
+        let rx = self.shared.notifier.subscribe(channel);
+        // The other relays learn now that this one streams the channel.
+        self.shared.nudge.notify_one();
+        rx
+    }
+
+    fn nodes(&self) -> usize {
+        self.shared.nodes.load(Ordering::Relaxed).max(1)
     }
 
     async fn ping(&self) -> Result<()> {

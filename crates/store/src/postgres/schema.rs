@@ -3,10 +3,11 @@
 use super::connect::reason;
 
 /// Schema version this build expects; older databases are migrated on start.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE channels (
     id TEXT PRIMARY KEY,
     token_hash TEXT NOT NULL,
@@ -32,7 +33,15 @@ CREATE TABLE listeners (
     last_seen BIGINT NOT NULL,
     PRIMARY KEY (channel_id, listener_id)
 );
-"];
+",
+    "
+CREATE TABLE relays (
+    id TEXT PRIMARY KEY,
+    seen_at BIGINT NOT NULL,
+    watching TEXT[] NOT NULL DEFAULT '{}'
+);
+",
+];
 
 /// First key of the advisory locks (`'mhk'`); the second is a hash of the schema name.
 const LOCK_SPACE: i32 = 0x006d_686b;
