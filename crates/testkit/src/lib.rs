@@ -15,11 +15,14 @@
 //!   `kill -9` tests.
 //! - `connect`: [`ConnectProxy`], an HTTP `CONNECT` proxy on loopback (`HTTPS_PROXY` tests).
 //! - [`fault`]: retrying load, a connection-cutting proxy, a tmpfs that fills up.
+//! - [`powerfs`]: [`powerfs::PowerFs`], a FUSE file system that loses what was not fsync'd
+//!   when told the power is cut.
 //! - [`pg`]: a throwaway PostgreSQL schema per test (`MEETHOOK_TEST_POSTGRES_URL`).
 //! - Here: [`PATIENCE`] and [`tempdir`].
 
 pub mod fault;
 pub mod pg;
+pub mod powerfs;
 
 mod connect;
 mod daemon;
