@@ -7,7 +7,9 @@
 //! # Layout
 //! - [`bodyfile`]: bodies from [`bodyfile::BODY_FILE_MIN`] up as files of their own, written
 //!   while they arrive.
+//! - [`dir`]: directories created durably ([`dir::create_dir_durable`]), [`dir::sync_dir`].
 //! - [`wal`]: when a WAL is due a checkpoint (automatic checkpoints are off).
 
 pub mod bodyfile;
+pub mod dir;
 pub mod wal;

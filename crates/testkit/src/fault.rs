@@ -112,6 +112,27 @@ pub fn senders(
     size: usize,
     stop: Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<Acked>> {
+    senders_between(url, n, max_each, size..=size, stop)
+}
+
+/// [`senders`] whose bodies have random sizes in `sizes`, spread evenly over the powers of
+/// two in between (as many of 1-2 KiB as of 1-2 MiB).
+pub fn senders_between(
+    url: String,
+    n: usize,
+    max_each: usize,
+    sizes: std::ops::RangeInclusive<usize>,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Acked>> {
+    let (min, max) = (*sizes.start(), *sizes.end());
+    let size = move || {
+        if min >= max {
+            return min;
+        }
+        let steps = (max / min.max(1)).ilog2() as u64 + 1;
+        let lo = min << (random() % steps);
+        (lo + random() as usize % lo.max(1)).min(max)
+    };
     (0..n)
         .map(|s| {
             let (url, stop) = (url.clone(), stop.clone());
@@ -123,7 +144,7 @@ pub fn senders(
                         break;
                     }
                     let head = format!("{{\"sender\":{s},\"n\":{i},\"pad\":\"");
-                    let pad = "p".repeat(size.saturating_sub(head.len() + 2));
+                    let pad = "p".repeat(size().saturating_sub(head.len() + 2));
                     let body = Bytes::from(format!("{head}{pad}\"}}"));
                     let urls = std::slice::from_ref(&url);
                     let seq =

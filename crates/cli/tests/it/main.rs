@@ -16,6 +16,7 @@ mod inspector;
 mod limits;
 mod multinode;
 mod parallel;
+mod powerloss;
 mod proxy;
 mod recordings;
 mod secrets;

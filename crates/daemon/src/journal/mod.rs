@@ -40,6 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meethook_disk::bodyfile::BodyFiles;
+use meethook_disk::dir::{create_dir_durable, sync_dir};
 use meethook_disk::wal;
 use rusqlite::config::DbConfig;
 use rusqlite::Connection;
@@ -149,14 +150,12 @@ impl Journal {
             path: dir.to_path_buf(),
             error,
         };
+        // Durable names: after a power cut a journal that vanished whole would have the
+        // relay send every event again.
+        create_dir_durable(dir).map_err(io_err)?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io_err)?;
+            use std::os::unix::fs::OpenOptionsExt;
             // Only a new file is opened here: closing a descriptor of a journal this process
             // has open would drop SQLite's locks on it, and another process could then
             // checkpoint and delete the WAL under this process's connections.
@@ -166,7 +165,7 @@ impl Journal {
                 .mode(0o600)
                 .open(dir.join(JOURNAL_FILE));
             match created {
-                Ok(_) => {}
+                Ok(_) => sync_dir(dir).map_err(io_err)?,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(error) => {
                     return Err(JournalError::Create {
@@ -176,8 +175,6 @@ impl Journal {
                 }
             }
         }
-        #[cfg(not(unix))]
-        std::fs::create_dir_all(dir).map_err(io_err)?;
         Journal::open_existing(dir)
     }
 

@@ -16,11 +16,12 @@ mod file_writer;
 mod sink;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::dir::sync_dir;
 use file_writer::FileWriter;
 
 pub use file_writer::aligned_buffer;
@@ -36,22 +37,10 @@ pub struct BodyFiles {
 }
 
 impl BodyFiles {
-    /// Body files under `dir`, created (mode 0700) if missing.
+    /// Body files under `dir`, created (mode 0700) if missing, its entry durable before any
+    /// file in it is relied on.
     pub fn open(dir: PathBuf) -> std::io::Result<BodyFiles> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)?;
-        }
-        #[cfg(not(unix))]
-        std::fs::create_dir_all(&dir)?;
-        // The directory's own entry, durable before any file in it is relied on.
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
-        }
+        crate::dir::create_dir_durable(&dir)?;
         Ok(BodyFiles { dir })
     }
 
@@ -184,15 +173,6 @@ impl BodyFiles {
 
 /// Pieces a body file is written in.
 const PIECE: usize = 1 << 20;
-
-/// Makes the entries of `dir` durable (a new file's name, not only its data).
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    std::fs::File::open(dir)?.sync_all()?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

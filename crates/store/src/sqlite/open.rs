@@ -6,6 +6,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use meethook_disk::bodyfile::BodyFiles;
+use meethook_disk::dir::{create_dir_durable, sync_dir};
 use meethook_disk::wal::note_wal_pages;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
@@ -16,24 +17,17 @@ use super::writer::writer_loop;
 use super::{unavailable, Inner, SqliteStore};
 use crate::{Notifier, Result, StoreError};
 
-/// Creates `dir` (mode 0700) and the database file (mode 0600) if missing.
+/// Creates `dir` (mode 0700) and the database file (mode 0600) if missing, both names
+/// durable: a power cut must not take the store away after its first acknowledgement.
 fn prepare_files(dir: &Path, file: &Path) -> std::io::Result<()> {
+    create_dir_durable(dir)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(file)?;
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(dir)?;
-    Ok(())
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(file)?;
+    // SQLite syncs the directory for the WAL it creates, not for the database file.
+    sync_dir(dir)
 }
 
 /// Locks the store file against a second relay on the same directory.
