@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meethook_testkit::fault::{collect, jitter, senders_between, verify, wait_all, Acked, Report};
-use meethook_testkit::powerfs::{Discarded, PowerFs};
+use meethook_testkit::powerfs::{Discarded, PgCluster, PowerFs};
 use meethook_testkit::{
     client, create_channel, post, request, ListenProcess, Received, RelayProcess, TestHandler,
     TestRelay,
@@ -285,4 +285,66 @@ async fn machine_power_cut_relay_and_daemon_at_random_moments() {
         "every stored event delivered"
     );
     daemon.proc.kill9().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_on_postgres_power_cut_at_random_moments_under_load() {
+    let Some(mut fs) = power_fs() else { return };
+    fs.open_to_all().unwrap();
+    let pgdata = fs.path().join("pg");
+    let mut pg = match tokio::task::block_in_place(|| PgCluster::init(&pgdata)) {
+        Ok(pg) => pg,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let store = pg.url();
+    let relay_dir = meethook_testkit::tempdir();
+    let start = |listen: String| {
+        let (dir, store) = (relay_dir.path().to_path_buf(), store.clone());
+        async move {
+            RelayProcess::start_logged(Path::new(BIN), &dir, &listen, ADMIN, &["--store", &store])
+                .await
+        }
+    };
+    let mut relay = start("127.0.0.1:0".into()).await;
+    let addr = relay.addr.to_string();
+    let base = format!("http://{addr}");
+    let (ch, token, handler, _jdir, daemon) = meethook_testkit::listening_to(&base, ADMIN).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = senders_between(
+        format!("{base}/hooks/{ch}"),
+        16,
+        100_000,
+        1 << 10..=2 << 20,
+        stop.clone(),
+    );
+    let cuts = cuts();
+    let mut total = Discarded::default();
+    for _ in 0..cuts {
+        tokio::time::sleep(jitter(100, 500)).await;
+        relay.proc.kill9().await;
+        tokio::task::block_in_place(|| pg.kill9());
+        cut(&mut fs, &mut total);
+        tokio::task::block_in_place(|| pg.start());
+        relay = start(addr.clone()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = collect(load).await;
+    assert!(acked.len() > 50, "load ran: {}", acked.len());
+    assert!(
+        total.writes > 0,
+        "cuts threw unsynced writes away: {total:?}"
+    );
+    println!("powerloss: postgres discarded {total:?}");
+    assert_stored(&acked, &stored(&base, &ch, &token).await);
+    let got = wait_all(&handler, &acked).await;
+    let report = verify(&acked, &got);
+    report.assert_promise("relay-postgres-power-cut", cuts);
+    assert_eq!(report.duplicates, 0, "a relay power cut never duplicates");
+    daemon.stop().await.unwrap();
+    drop(relay);
+    tokio::task::block_in_place(|| pg.kill9());
 }

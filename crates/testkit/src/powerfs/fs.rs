@@ -87,7 +87,13 @@ impl State {
             .collect();
         for (p, i) in under {
             self.inodes.remove(&p);
-            let np = to.join(p.strip_prefix(from).unwrap());
+            // (`join("")` would add a trailing slash: "not a directory" for a file.)
+            let rest = p.strip_prefix(from).unwrap();
+            let np = if rest.as_os_str().is_empty() {
+                to.to_path_buf()
+            } else {
+                to.join(rest)
+            };
             self.paths.insert(i, np.clone());
             self.inodes.insert(np, i);
         }

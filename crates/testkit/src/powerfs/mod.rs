@@ -9,6 +9,7 @@
 //!   blocks the machine), the cut.
 //! - `fs`: the pass-through file system.
 //! - `model`: the unsynced state and its rollback.
+//! - `pg`: [`PgCluster`], a PostgreSQL cluster of the test's own, to put on a mount.
 //!
 //! The FUSE session runs on a thread of the test process, mounted with `auto_unmount` (the
 //! mount goes away even if the test process is killed). Processes using the mount must be
@@ -16,6 +17,7 @@
 
 mod fs;
 mod model;
+mod pg;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use model::Discarded;
+pub use pg::PgCluster;
 
 use fs::State;
 
@@ -48,8 +51,9 @@ pub struct PowerFs {
 }
 
 impl PowerFs {
-    /// Mounts a new, empty one. `Err` says why it cannot be here (no `/dev/fuse`, no
-    /// `fusermount3`, mounting refused); tests print it as their skip reason.
+    /// Mounts a new, empty one. `Err` says why FUSE cannot be had here (no `/dev/fuse`, or
+    /// mounting is not permitted); tests print it as their skip reason. Any other failure
+    /// (no `fusermount3`: install `fuse3`) panics.
     pub fn mount() -> Result<PowerFs, String> {
         if !Path::new("/dev/fuse").exists() {
             return Err("no /dev/fuse".into());
@@ -79,10 +83,18 @@ impl PowerFs {
         &self.mountpoint
     }
 
-    /// The directory holding the mount point, the backing directory and the trash (to open
-    /// up to another user, as PostgreSQL needs).
+    /// The directory holding the mount point, the backing directory and the trash.
     pub fn base(&self) -> &Path {
         self._dir.path()
+    }
+
+    /// Lets other users reach the mount point (PostgreSQL runs as its own user).
+    pub fn open_to_all(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        for d in [self.base(), self.path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(())
     }
 
     fn start(&mut self) -> Result<(), String> {
@@ -101,13 +113,11 @@ impl PowerFs {
         ];
         // Other users too (PostgreSQL runs as its own user); `auto_unmount` needs it anyway.
         config.acl = fuser::SessionACL::All;
-        let session = fuser::spawn_mount(fs, &self.mountpoint, &config).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                format!("cannot mount FUSE ({e}): is fusermount3 installed?")
-            } else {
-                format!("cannot mount FUSE: {e}")
-            }
-        })?;
+        let session = match fuser::spawn_mount(fs, &self.mountpoint, &config) {
+            Ok(s) => s,
+            Err(e) if refused(&e) => return Err(format!("FUSE mount not permitted: {e}")),
+            Err(e) => panic!("cannot mount FUSE: {e} (is fuse3, with fusermount3, installed?)"),
+        };
         let dev = std::os::unix::fs::MetadataExt::dev(
             &std::fs::metadata(&self.mountpoint).map_err(|e| e.to_string())?,
         );
@@ -163,6 +173,15 @@ impl Drop for PowerFs {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether a mount failed for lack of permission (a container without the capability, a
+/// user without access to `/dev/fuse`).
+fn refused(e: &std::io::Error) -> bool {
+    let text = e.to_string();
+    e.kind() == std::io::ErrorKind::PermissionDenied
+        || text.contains("not permitted")
+        || text.contains("ermission denied")
 }
 
 /// Runs `cmd` for at most [`STEP`].

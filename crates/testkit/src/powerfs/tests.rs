@@ -84,6 +84,7 @@ fn removals_and_renames_need_their_directories_synced() {
     sync_dir(&d);
     std::fs::remove_file(d.join("a")).unwrap();
     std::fs::rename(d.join("b"), d.join("c")).unwrap();
+    assert_eq!(std::fs::read(d.join("c")).unwrap(), b"b");
     fs.cut(false);
     assert_eq!(std::fs::read(d.join("a")).unwrap(), b"a");
     assert_eq!(std::fs::read(d.join("b")).unwrap(), b"b");
