@@ -15,8 +15,8 @@ use bytes::Bytes;
 use meethook_testkit::fault::{collect, jitter, senders_between, verify, wait_all, Acked, Report};
 use meethook_testkit::powerfs::{Discarded, PgCluster, PowerFs};
 use meethook_testkit::{
-    client, create_channel, post, request, ListenProcess, Received, RelayProcess, TestHandler,
-    TestRelay,
+    client, create_channel, post, request, ListenProcess, Received, RelayProcess, TestDaemon,
+    TestHandler, TestRelay,
 };
 
 use crate::util::BIN;
@@ -158,6 +158,15 @@ async fn relay_power_cut_at_random_moments_under_load() {
     let addr = relay.addr.to_string();
     let base = format!("http://{addr}");
     let (ch, token, handler, _jdir, daemon) = meethook_testkit::listening_to(&base, ADMIN).await;
+    // A second listener of the same channel: every listener gets everything.
+    let (handler2, jdir2) = (TestHandler::start().await, meethook_testkit::tempdir());
+    let daemon2 = TestDaemon::start(TestDaemon::config(
+        &base,
+        &ch,
+        &token,
+        &handler2.url("/"),
+        jdir2.path(),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     // 1 KiB to 2 MiB: bodies of 1 MiB and more are body files of their own.
     let load = senders_between(
@@ -189,11 +198,22 @@ async fn relay_power_cut_at_random_moments_under_load() {
     );
     println!("powerloss: relay discarded {total:?}");
     assert_stored(&acked, &stored(&base, &ch, &token).await);
-    let got = wait_all(&handler, &acked).await;
-    let report = verify(&acked, &got);
+    let report = verify(&acked, &wait_all(&handler, &acked).await);
     report.assert_promise("relay-power-cut", cuts);
     assert_eq!(report.duplicates, 0, "a relay power cut never duplicates");
+    let second = verify(&acked, &wait_all(&handler2, &acked).await);
+    assert_eq!(
+        (
+            second.lost,
+            second.out_of_order,
+            second.duplicates,
+            second.corrupted
+        ),
+        (0, 0, 0, 0),
+        "the second listener: {second:?}"
+    );
     daemon.stop().await.unwrap();
+    daemon2.stop().await.unwrap();
 }
 
 /// The promise after power cuts on the listener's machine: every acknowledged event

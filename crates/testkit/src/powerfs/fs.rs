@@ -107,15 +107,22 @@ impl State {
     }
 }
 
-fn attr_of(ino: u64, m: &std::fs::Metadata) -> FileAttr {
-    let t = |s: i64, ns: i64| UNIX_EPOCH + Duration::new(s.max(0) as u64, ns as u32);
-    let kind = if m.is_dir() {
+fn kind_of(t: std::fs::FileType) -> FileType {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
         FileType::Directory
-    } else if m.file_type().is_symlink() {
+    } else if t.is_symlink() {
         FileType::Symlink
+    } else if t.is_socket() {
+        FileType::Socket
     } else {
         FileType::RegularFile
-    };
+    }
+}
+
+fn attr_of(ino: u64, m: &std::fs::Metadata) -> FileAttr {
+    let t = |s: i64, ns: i64| UNIX_EPOCH + Duration::new(s.max(0) as u64, ns as u32);
+    let kind = kind_of(m.file_type());
     FileAttr {
         ino: INodeNo(ino),
         size: m.len(),
@@ -267,6 +274,35 @@ impl Filesystem for PowerFs {
                 std::fs::Permissions::from_mode(mode & !umask & 0o7777),
             )
             .map_err(io)?;
+            set_owner(&path, req).map_err(io)?;
+            s.attr(&path)
+        })();
+        match result {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Unix sockets only (a `bind()` here): the daemon's control socket.
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFSOCK {
+            return reply.error(Errno::ENOSYS);
+        }
+        let mut s = self.lock();
+        let result = (|| {
+            let path = s.child(parent, name)?;
+            // Binding makes the socket file; the socket itself is the kernel's, on our inode.
+            drop(std::os::unix::net::UnixListener::bind(&path).map_err(io)?);
+            s.model.created(parent.0, path.clone());
             set_owner(&path, req).map_err(io)?;
             s.attr(&path)
         })();
@@ -459,22 +495,17 @@ impl Filesystem for PowerFs {
         let mut entries = match std::fs::read_dir(&dir) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())
-                .filter_map(|e| Some((e.file_name(), e.file_type().ok()?.is_dir())))
+                .filter_map(|e| Some((e.file_name(), kind_of(e.file_type().ok()?))))
                 .collect::<Vec<_>>(),
             Err(e) => return reply.error(io(e)),
         };
-        entries.sort();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
         let mut all = vec![
             (ino.0, FileType::Directory, OsStr::new(".").to_os_string()),
             (ino.0, FileType::Directory, OsStr::new("..").to_os_string()),
         ];
-        for (name, is_dir) in entries {
+        for (name, kind) in entries {
             let i = s.ino_of(&dir.join(&name));
-            let kind = if is_dir {
-                FileType::Directory
-            } else {
-                FileType::RegularFile
-            };
             all.push((i, kind, name));
         }
         for (n, (i, kind, name)) in all.into_iter().enumerate().skip(offset as usize) {

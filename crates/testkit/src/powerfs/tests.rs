@@ -223,3 +223,17 @@ fn sqlite_wal_keeps_its_synced_commits_and_loses_unsynced_ones() {
     fs.cut(true);
     assert_eq!(count(&db), 70, "what SQLite never synced is gone");
 }
+
+#[test]
+fn a_unix_socket_binds_and_answers_on_it() {
+    use std::io::Read;
+    let Some(fs) = mount() else { return };
+    let path = fs.path().join("control.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    client.write_all(b"ping").unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let mut got = [0; 4];
+    server.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+}
