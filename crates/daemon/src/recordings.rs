@@ -61,7 +61,8 @@ impl Recorder {
         observers: Observers,
         journal: Journal,
     ) -> Result<Arc<Recorder>, DaemonError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        // Durable, like each file's name below: "saved" must survive a power cut.
+        meethook_disk::dir::create_dir_durable(dir, 0o777).map_err(|e| {
             DaemonError::Config(format!(
                 "cannot create --save-recordings {}: {e}",
                 dir.display()
@@ -330,6 +331,15 @@ impl Recorder {
             Ok(()) => {
                 tokio::fs::rename(&part, file)
                     .await
+                    .map_err(|e| Fetch::Failed(written, e.to_string()))?;
+                // The new name, durable before the file is reported saved.
+                let dir = match file.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                tokio::task::spawn_blocking(move || meethook_disk::dir::sync_dir(&dir))
+                    .await
+                    .map_err(|e| Fetch::Failed(written, e.to_string()))?
                     .map_err(|e| Fetch::Failed(written, e.to_string()))?;
                 let hex: String = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
                 Ok((written, hex))

@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-/// Creates `dir` and its missing parents (mode `0o700` on Unix) and makes each new one
-/// durable: every directory this call created is fsync'd, and so is the parent it was
-/// created in. Without the parent's fsync a power cut can take a new directory away with
-/// every file in it, however well those files were synced.
-pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+/// Creates `dir` and its missing parents (with `mode` on Unix, less the umask) and makes
+/// each new one durable: every directory this call created is fsync'd, and so is the parent
+/// it was created in. Without the parent's fsync a power cut can take a new directory away
+/// with every file in it, however well those files were synced.
+pub fn create_dir_durable(dir: &Path, mode: u32) -> std::io::Result<()> {
     let mut missing = Vec::new();
     let mut p = dir;
     while std::fs::symlink_metadata(p).is_err() {
@@ -21,11 +21,14 @@ pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(mode)
             .create(dir)?;
     }
     #[cfg(not(unix))]
-    std::fs::create_dir_all(dir)?;
+    {
+        let _ = mode;
+        std::fs::create_dir_all(dir)?;
+    }
     // Outermost first: each parent's entry is durable before its child's.
     for new in missing.iter().rev() {
         sync_dir(new)?;
@@ -59,9 +62,9 @@ mod tests {
     fn creates_missing_parents_and_leaves_existing_ones() {
         let t = tempfile::tempdir().unwrap();
         let d = t.path().join("a/b/c");
-        create_dir_durable(&d).unwrap();
+        create_dir_durable(&d, 0o700).unwrap();
         assert!(d.is_dir());
-        create_dir_durable(&d).unwrap();
+        create_dir_durable(&d, 0o700).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -72,6 +75,6 @@ mod tests {
             assert_eq!(mode & 0o777, 0o700);
         }
         std::fs::write(t.path().join("f"), b"x").unwrap();
-        assert!(create_dir_durable(&t.path().join("f")).is_err());
+        assert!(create_dir_durable(&t.path().join("f"), 0o700).is_err());
     }
 }

@@ -368,3 +368,37 @@ async fn relay_on_postgres_power_cut_at_random_moments_under_load() {
     drop(relay);
     tokio::task::block_in_place(|| pg.kill9());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_recording_survives_a_power_cut() {
+    let Some(mut fs) = power_fs() else { return };
+    static MP4: [u8; 300_000] = [7; 300_000];
+    let (files, _) = crate::recordings::file_server(&MP4).await;
+    let s = meethook_testkit::Setup::start().await;
+    let rec_dir = fs.path().join("recordings");
+    let daemon = s.daemon_with("/", |cfg| {
+        cfg.save_recordings = Some(rec_dir.clone());
+        cfg.max_recording_size = 1 << 20;
+    });
+    let (relay, ch, _, _handler, _jdir) = s.into_parts();
+    let bot = "8d2f4c1a-0000-0000-0000-000000000001";
+    let complete = format!(
+        r#"{{"event":"complete","data":{{"bot_id":"{bot}","mp4":"http://{files}/bots/8d2f.mp4?X-Amz-Expires=7200&X-Amz-Signature=abc","speakers":["Alice"]}}}}"#
+    );
+    post(&relay.hook(&ch), &[], complete).await;
+    daemon
+        .events
+        .wait_for("the recording saved", |e| {
+            matches!(e, meethook_daemon::DaemonEvent::RecordingSaved { .. })
+        })
+        .await;
+    daemon.stop().await.unwrap();
+    let mut total = Discarded::default();
+    cut(&mut fs, &mut total);
+    // Reported saved means there after a power cut: its name synced, in a directory whose
+    // own name is synced.
+    let saved = rec_dir.join(format!("{bot}-1-video.mp4"));
+    let kept = std::fs::read(&saved).map(|b| b == MP4);
+    assert!(matches!(kept, Ok(true)), "{kept:?} after {total:?}");
+    relay.stop().await;
+}

@@ -159,7 +159,7 @@ async fn recordings_over_the_cap_are_refused_and_removed() {
 }
 
 /// A file server that answers every GET with `data` at once; counts the requests.
-async fn file_server(data: &'static [u8]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+pub(crate) async fn file_server(data: &'static [u8]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));

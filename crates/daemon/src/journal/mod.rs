@@ -152,7 +152,7 @@ impl Journal {
         };
         // Durable names: after a power cut a journal that vanished whole would have the
         // relay send every event again.
-        create_dir_durable(dir).map_err(io_err)?;
+        create_dir_durable(dir, 0o700).map_err(io_err)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;

@@ -40,7 +40,7 @@ impl BodyFiles {
     /// Body files under `dir`, created (mode 0700) if missing, its entry durable before any
     /// file in it is relied on.
     pub fn open(dir: PathBuf) -> std::io::Result<BodyFiles> {
-        crate::dir::create_dir_durable(&dir)?;
+        crate::dir::create_dir_durable(&dir, 0o700)?;
         Ok(BodyFiles { dir })
     }
 

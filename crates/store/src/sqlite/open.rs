@@ -20,7 +20,7 @@ use crate::{Notifier, Result, StoreError};
 /// Creates `dir` (mode 0700) and the database file (mode 0600) if missing, both names
 /// durable: a power cut must not take the store away after its first acknowledgement.
 fn prepare_files(dir: &Path, file: &Path) -> std::io::Result<()> {
-    create_dir_durable(dir)?;
+    create_dir_durable(dir, 0o700)?;
     let mut opts = std::fs::OpenOptions::new();
     opts.create(true).append(true);
     #[cfg(unix)]
