@@ -353,7 +353,8 @@ async fn relay_on_postgres_power_cut_at_random_moments_under_load() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let acked = collect(load).await;
-    assert!(acked.len() > 50, "load ran: {}", acked.len());
+    // Each cut restarts PostgreSQL (crash recovery): far fewer events get through.
+    assert!(acked.len() > 20, "load ran: {}", acked.len());
     assert!(
         total.writes > 0,
         "cuts threw unsynced writes away: {total:?}"
