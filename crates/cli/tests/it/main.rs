@@ -19,5 +19,6 @@ mod parallel;
 mod proxy;
 mod recordings;
 mod secrets;
+mod soak;
 mod tls;
 mod trigger;
