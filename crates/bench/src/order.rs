@@ -12,7 +12,7 @@ use crate::handler::{Handler, SeqOrder, Tracker};
 use crate::load;
 use crate::plan::BOTS;
 use crate::procs;
-use crate::report::{fmt_rate, thousands};
+use crate::report::{fmt_rate, fmt_ratio, thousands};
 use crate::stack::Stack;
 use crate::stats::{median, ratio};
 
@@ -88,9 +88,7 @@ pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
             thousands(n),
             cell(channel),
             cell(bot),
-            ratio(bo, ch)
-                .map(crate::report::fmt_ratio)
-                .unwrap_or_else(|| "–".into()),
+            ratio(bo, ch).map(fmt_ratio).unwrap_or_else(|| "–".into()),
             format!("{} / {}", most(channel), most(bot)),
         ]);
     }
