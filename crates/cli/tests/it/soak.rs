@@ -6,7 +6,7 @@
 //! byte-identical, with no more duplicates than daemon crashes × events in flight.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +45,12 @@ enum Fault {
     RelayDiskFull,
     DaemonDiskFull,
     PostgresGone,
+}
+
+/// The `meethook` binary the soak runs: `MEETHOOK_SOAK_BIN`, so a long soak can run a copy
+/// that later builds do not replace, else this build's.
+fn bin() -> PathBuf {
+    std::env::var_os("MEETHOOK_SOAK_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from)
 }
 
 /// What a soak run is given: `MEETHOOK_SOAK_SECS`, `MEETHOOK_SOAK_SEED`, `MEETHOOK_SOAK_STORE`.
@@ -147,7 +153,7 @@ impl World {
     async fn start_relay(&self) -> RelayProcess {
         let extra: Vec<&str> = self.relay_store.iter().map(String::as_str).collect();
         RelayProcess::start_logged(
-            Path::new(BIN),
+            &bin(),
             &self.relay_disk.path(),
             &self.relay_addr,
             ADMIN,
@@ -160,7 +166,7 @@ impl World {
         let handler = self.handler.lock().await.url("/hook");
         let extra: Vec<&str> = self.daemon_args.iter().map(String::as_str).collect();
         ListenProcess::start_with(
-            Path::new(BIN),
+            &bin(),
             &format!("http://{}", self.ws_proxy.addr),
             &self.channel,
             &self.token,
@@ -357,7 +363,7 @@ async fn soak() {
         .port();
     let relay_addr = format!("127.0.0.1:{port}");
     let first = RelayProcess::start_logged(
-        Path::new(BIN),
+        &bin(),
         &relay_disk.path(),
         &relay_addr,
         ADMIN,
