@@ -7,7 +7,8 @@
 //! - [`plan`]: counts and sizes from the flags; [`ctx`]: what the phases share.
 //! - Phases: [`latency`] (a, e), [`throughput`] (b, c, d), [`backlog`] (f), [`idle`] (g),
 //!   [`pg`] (the PostgreSQL store), [`inspector`] (h, i: the inspector's stream and list
-//!   API), [`peers`] (plain TCP tunnels, `--peers`).
+//!   API), [`hostile`] (a flood and slowloris against other channels' senders), [`peers`]
+//!   (plain TCP tunnels, `--peers`).
 //! - [`body`]: bodies that carry their id, and the hash that checks them.
 //! - [`handler`]: the recording handler (hyper server) and the per-run [`handler::Tracker`].
 //! - [`load`]: the load generator (hyper clients, keep-alive, N concurrent senders).
@@ -24,6 +25,7 @@ mod backlog;
 mod body;
 mod ctx;
 mod handler;
+mod hostile;
 mod idle;
 mod inspector;
 mod latency;
@@ -96,7 +98,8 @@ pub(crate) struct Args {
     /// Directory for the relay stores and daemon journals [default: the system temp dir].
     #[arg(long)]
     pub(crate) tmp: Option<PathBuf>,
-    /// Skip phases: any of latency, throughput, backlog, idle, pg, inspector (comma-separated).
+    /// Skip phases: any of latency, throughput, backlog, idle, pg, inspector, hostile
+    /// (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub(crate) skip: Vec<String>,
     /// PostgreSQL database for the `pg` phase (a schema is created in it and dropped at the
@@ -191,6 +194,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "idle",
         "pg",
         "inspector",
+        "hostile",
         "peers",
     ] {
         if name == "peers" && !plan.peers {
@@ -217,6 +221,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "pg" => pg::phase(&mut ctx, plan.postgres.as_deref().unwrap_or_default()).await,
             "peers" => peers::phase_peers(&mut ctx).await,
             "inspector" => inspector::phase(&mut ctx).await,
+            "hostile" => hostile::phase(&mut ctx).await,
             _ => idle::phase(&mut ctx).await,
         };
         if let Err(e) = r {

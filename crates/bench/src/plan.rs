@@ -29,6 +29,8 @@ pub(crate) struct Plan {
     pub(crate) postgres: Option<String>,
     /// Run the `peers` phase.
     pub(crate) peers: bool,
+    /// Counts and durations of the `hostile` phase.
+    pub(crate) hostile: crate::hostile::Sizes,
 }
 
 /// Parses a `--body-sizes` entry.
@@ -90,6 +92,7 @@ impl Plan {
             skip: a.skip.clone(),
             postgres: a.postgres.clone().filter(|u| !u.trim().is_empty()),
             peers: a.peers,
+            hostile: crate::hostile::Sizes::new(s),
         }
     }
 

@@ -1,0 +1,893 @@
+//! Phase `hostile`: a relay with many channels and its default limits (not the bench's
+//! `--rate-limit 0`), attacked by one sender flooding one channel past its rate limit and by
+//! hundreds of slowloris connections. The other channels' senders' POST → 2xx latency under
+//! attack is compared with the same senders without it, and every 2xx is read back from the
+//! history API (gap-free seqs, byte-identical bodies).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, Request};
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{self, Bodies};
+use crate::ctx::Ctx;
+use crate::handler::Checks;
+use crate::load::{seq_of, Conn};
+use crate::machine::open_files_limit;
+use crate::procs::{cpu_of, ChannelInfo, Relay};
+use crate::report::{fmt_bytes, fmt_dur, fmt_rate, fmt_ratio, thousands, Report};
+use crate::stats::{dur_ratio, pct, ratio, sorted};
+
+/// Body size of every webhook of the phase.
+const BODY: usize = 1 << 10;
+/// Channels created at once while setting up.
+const CREATING_AT_ONCE: usize = 16;
+/// Descriptors kept free for everything else when fitting the slowloris count to `ulimit -n`.
+const FD_MARGIN: usize = 256;
+/// History page size (the API's most).
+const PAGE: usize = 1000;
+/// What the slowloris connections trickle, one byte at a time, then `a` forever.
+const SLOW_HEAD: &[u8] = b"POST /hooks/slowloris HTTP/1.1\r\nhost: bench\r\nx-slow: ";
+
+/// Counts and durations of the phase (smaller with `--smoke`).
+#[derive(Debug, Clone)]
+pub(crate) struct Sizes {
+    /// Channels created on the relay.
+    pub(crate) channels: usize,
+    /// Victim senders, one channel and one keep-alive connection each.
+    pub(crate) victims: usize,
+    /// Time between one victim's webhooks.
+    pub(crate) pace: Duration,
+    /// Slowloris connections held open.
+    pub(crate) slowloris: usize,
+    /// Time between two bytes of one slowloris connection.
+    pub(crate) trickle: Duration,
+    /// Each window without the attack (one before it, one after).
+    pub(crate) quiet: Duration,
+    /// The window under attack.
+    pub(crate) attacked: Duration,
+    /// Relay flags besides its defaults (smoke: a short header timeout, so closes are seen).
+    pub(crate) relay_flags: Vec<String>,
+}
+
+impl Sizes {
+    pub(crate) fn new(smoke: bool) -> Sizes {
+        if smoke {
+            Sizes {
+                channels: 50,
+                victims: 5,
+                pace: Duration::from_millis(100),
+                slowloris: 20,
+                trickle: Duration::from_millis(300),
+                quiet: Duration::from_secs(2),
+                attacked: Duration::from_secs(3),
+                relay_flags: vec!["--header-timeout".into(), "1s".into()],
+            }
+        } else {
+            Sizes {
+                channels: 1000,
+                victims: 50,
+                pace: Duration::from_millis(100),
+                slowloris: 500,
+                trickle: Duration::from_secs(3),
+                quiet: Duration::from_secs(15),
+                attacked: Duration::from_secs(30),
+                relay_flags: Vec::new(),
+            }
+        }
+    }
+}
+
+/// The value `flag` has for this relay: from `extra` when given there, else the
+/// `[default: …]` that `meethook relay --help` shows.
+fn relay_setting(help: &str, extra: &[String], flag: &str) -> Option<String> {
+    if let Some(i) = extra.iter().position(|f| f == flag) {
+        return extra.get(i + 1).cloned();
+    }
+    let rest = &help[help.find(&format!("{flag} <"))?..];
+    let v = &rest[rest.find("[default: ")? + "[default: ".len()..];
+    Some(v[..v.find(']')?].to_string())
+}
+
+/// `(seq, body hash)` of each 2xx of one channel.
+type Acks = Vec<(u64, u64)>;
+
+/// What one victim sender saw in one window.
+#[derive(Default)]
+struct VictimLog {
+    sent: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latency: Vec<Duration>,
+    acks: Acks,
+}
+
+/// POSTs `bodies` with ids from `ids` to `path` every `pace` until `until`, after a first
+/// wait of `stagger` so the senders do not all post at the same instant.
+async fn victim(
+    addr: SocketAddr,
+    path: String,
+    ids: Arc<AtomicU64>,
+    pace: Duration,
+    stagger: Duration,
+    until: Instant,
+) -> VictimLog {
+    let bodies = Bodies::new(BODY);
+    let mut log = VictimLog::default();
+    let mut conn = Conn::open(addr).await.ok();
+    tokio::time::sleep(stagger).await;
+    let mut tick = tokio::time::interval(pace);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if Instant::now() >= until {
+            break;
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Conn::open(addr).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    log.errors += 1;
+                    log.first_error.get_or_insert(format!("{e:#}"));
+                    continue;
+                }
+            },
+        };
+        let body = bodies.make(ids.fetch_add(1, Ordering::Relaxed));
+        let hash = body::hash(&body);
+        log.sent += 1;
+        let t0 = Instant::now();
+        match c.send(post(addr, &path, body)).await {
+            Ok((head, answer)) if head.status.is_success() => {
+                log.latency.push(t0.elapsed());
+                match seq_of(&answer) {
+                    Some(seq) => log.acks.push((seq, hash)),
+                    None => {
+                        log.errors += 1;
+                        log.first_error.get_or_insert(format!(
+                            "2xx without a seq: {}",
+                            String::from_utf8_lossy(&answer)
+                        ));
+                    }
+                }
+            }
+            Ok((head, answer)) => {
+                log.errors += 1;
+                log.first_error.get_or_insert(format!(
+                    "status {}: {}",
+                    head.status.as_u16(),
+                    String::from_utf8_lossy(&answer[..answer.len().min(200)])
+                ));
+            }
+            Err(e) => {
+                log.errors += 1;
+                log.first_error.get_or_insert(format!("{e:#}"));
+                conn = None;
+            }
+        }
+    }
+    log
+}
+
+fn post(addr: SocketAddr, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+    Request::post(path)
+        .header(header::HOST, addr.to_string())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .expect("a valid request")
+}
+
+/// All victims for `length`; one log per victim, in the order of `paths`.
+async fn victims_window(
+    addr: SocketAddr,
+    paths: &[String],
+    ids: &Arc<AtomicU64>,
+    pace: Duration,
+    length: Duration,
+) -> Vec<VictimLog> {
+    let until = Instant::now() + length;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, path) in paths.iter().enumerate() {
+        let stagger = pace.mul_f64(i as f64 / paths.len() as f64);
+        tasks.spawn({
+            let (path, ids) = (path.clone(), ids.clone());
+            async move { (i, victim(addr, path, ids, pace, stagger, until).await) }
+        });
+    }
+    let mut logs: Vec<(usize, VictimLog)> = tasks.join_all().await;
+    logs.sort_by_key(|(i, _)| *i);
+    logs.into_iter().map(|(_, l)| l).collect()
+}
+
+/// What the flooding sender saw.
+#[derive(Default)]
+struct FloodLog {
+    ok: u64,
+    limited: u64,
+    /// 429s without a `Retry-After` of at least one second.
+    bad_retry_after: u64,
+    other: u64,
+    first_other: Option<String>,
+    acks: Acks,
+    /// 2xx after the first 429 (the burst used up), and when that 429 came.
+    ok_after_burst: u64,
+    first_limited: Option<Instant>,
+    started: Option<Instant>,
+    ended: Option<Instant>,
+}
+
+/// One sender posting to `path` as fast as it is answered, ignoring `Retry-After`.
+async fn flood(
+    addr: SocketAddr,
+    path: String,
+    ids: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> FloodLog {
+    let bodies = Bodies::new(BODY);
+    let mut log = FloodLog {
+        started: Some(Instant::now()),
+        ..FloodLog::default()
+    };
+    let mut conn: Option<Conn> = None;
+    while !stop.is_cancelled() {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Conn::open(addr).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    log.other += 1;
+                    log.first_other.get_or_insert(format!("{e:#}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let body = bodies.make(ids.fetch_add(1, Ordering::Relaxed));
+        let hash = body::hash(&body);
+        match c.send(post(addr, &path, body)).await {
+            Ok((head, answer)) if head.status.is_success() => {
+                log.ok += 1;
+                if log.first_limited.is_some() {
+                    log.ok_after_burst += 1;
+                }
+                match seq_of(&answer) {
+                    Some(seq) => log.acks.push((seq, hash)),
+                    None => {
+                        log.other += 1;
+                        log.first_other.get_or_insert("2xx without a seq".into());
+                    }
+                }
+            }
+            Ok((head, _)) if head.status.as_u16() == 429 => {
+                log.limited += 1;
+                log.first_limited.get_or_insert_with(Instant::now);
+                let wait = head
+                    .headers
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if !wait.is_some_and(|w| w >= 1) {
+                    log.bad_retry_after += 1;
+                }
+            }
+            Ok((head, answer)) => {
+                log.other += 1;
+                log.first_other.get_or_insert(format!(
+                    "status {}: {}",
+                    head.status.as_u16(),
+                    String::from_utf8_lossy(&answer[..answer.len().min(200)])
+                ));
+            }
+            Err(e) => {
+                log.other += 1;
+                log.first_other.get_or_insert(format!("{e:#}"));
+                conn = None;
+            }
+        }
+    }
+    log.ended = Some(Instant::now());
+    log
+}
+
+/// What the slowloris connections saw.
+#[derive(Default)]
+struct SlowStats {
+    opened: u64,
+    connect_errors: u64,
+    /// Connections the relay ended, and how long after connecting each ended.
+    lifetimes: Vec<Duration>,
+    /// How the relay ended them: an answer (by status line) or a silent close.
+    answers: HashMap<String, u64>,
+}
+
+/// One slowloris connection, reopened whenever the relay ends it: one byte every `trickle`,
+/// never a whole request head. The first connect waits `stagger`.
+async fn slowloris(
+    addr: SocketAddr,
+    trickle: Duration,
+    stagger: Duration,
+    stats: Arc<Mutex<SlowStats>>,
+    open: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = tokio::time::sleep(stagger) => {}
+    }
+    while !stop.is_cancelled() {
+        let mut s = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(_) => {
+                stats.lock().expect("slow stats").connect_errors += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let t0 = Instant::now();
+        stats.lock().expect("slow stats").opened += 1;
+        open.fetch_add(1, Ordering::SeqCst);
+        let (mut rd, mut wr) = s.split();
+        let mut tick = tokio::time::interval(trickle);
+        let (mut sent, mut answer, mut buf) = (0usize, Vec::new(), [0u8; 256]);
+        let ended = loop {
+            tokio::select! {
+                _ = stop.cancelled() => break None,
+                r = rd.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break Some(answer),
+                    // The status line is enough.
+                    Ok(n) if answer.len() < 256 => answer.extend_from_slice(&buf[..n]),
+                    Ok(_) => {}
+                },
+                _ = tick.tick() => {
+                    let b = SLOW_HEAD.get(sent).copied().unwrap_or(b'a');
+                    sent += 1;
+                    if wr.write_all(&[b]).await.is_err() {
+                        break Some(answer);
+                    }
+                }
+            }
+        };
+        open.fetch_sub(1, Ordering::SeqCst);
+        let Some(answer) = ended else { break };
+        let text = String::from_utf8_lossy(&answer);
+        let how = match text.lines().next() {
+            Some(line) if !line.is_empty() => format!("answered `{}`", line.trim()),
+            _ => "closed without an answer".to_string(),
+        };
+        let mut st = stats.lock().expect("slow stats");
+        st.lifetimes.push(t0.elapsed());
+        *st.answers.entry(how).or_default() += 1;
+    }
+}
+
+/// Every stored event of `ch`, oldest first: `(seq, body hash)`.
+async fn read_back(addr: SocketAddr, ch: &ChannelInfo) -> anyhow::Result<Acks> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut conn = Conn::open(addr).await?;
+    let mut out = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |(s, _)| *s);
+        let req = Request::get(format!(
+            "/api/channels/{}/events?after={after}&limit={PAGE}",
+            ch.id
+        ))
+        .header(header::HOST, addr.to_string())
+        .header(header::AUTHORIZATION, format!("Bearer {}", ch.token))
+        .body(Full::new(Bytes::new()))?;
+        let (head, body) = conn.send(req).await?;
+        if !head.status.is_success() {
+            bail!(
+                "history of {} answered {}: {}",
+                ch.id,
+                head.status,
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        let events = v["events"]
+            .as_array()
+            .ok_or_else(|| anyhow!("no events in the history answer"))?;
+        if events.is_empty() {
+            return Ok(out);
+        }
+        for e in events {
+            let seq = e["seq"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("event without seq"))?;
+            let body = b64.decode(e["body_base64"].as_str().unwrap_or_default())?;
+            out.push((seq, body::hash(&body)));
+        }
+    }
+}
+
+/// Compares the 2xx'd `acks` of one channel with what it stored; `stored_only` counts
+/// stored events nobody got a 2xx for.
+fn verify(acks: &Acks, stored: &Acks, c: &mut Checks, stored_only: &mut u64) {
+    let mut prev = 0;
+    let mut by_seq = HashMap::new();
+    for &(seq, hash) in stored {
+        if seq <= prev {
+            c.dups += 1;
+        } else {
+            c.out_of_order += seq - prev - 1;
+            prev = seq;
+        }
+        by_seq.insert(seq, hash);
+    }
+    let mut seen = HashMap::new();
+    for &(seq, hash) in acks {
+        if seen.insert(seq, ()).is_some() {
+            c.dups += 1;
+            continue;
+        }
+        match by_seq.get(&seq) {
+            Some(&h) if h == hash => c.delivered += 1,
+            Some(_) => c.corrupt += 1,
+            None => c.lost += 1,
+        }
+    }
+    *stored_only += by_seq.keys().filter(|s| !seen.contains_key(*s)).count() as u64;
+}
+
+/// CPU time of the relay and of this process over a window.
+struct Usage {
+    relay: Duration,
+    bench: Duration,
+    wall: Duration,
+}
+
+async fn measured<T>(relay_pid: u32, work: impl std::future::Future<Output = T>) -> (T, Usage) {
+    let me = std::process::id();
+    let (r0, b0, t0) = (cpu_of(relay_pid), cpu_of(me), Instant::now());
+    let out = work.await;
+    let (r1, b1) = (cpu_of(relay_pid), cpu_of(me));
+    let diff = |a: anyhow::Result<Duration>, b: anyhow::Result<Duration>| match (a, b) {
+        (Ok(a), Ok(b)) => b.saturating_sub(a),
+        _ => Duration::ZERO,
+    };
+    let usage = Usage {
+        relay: diff(r0, r1),
+        bench: diff(b0, b1),
+        wall: t0.elapsed(),
+    };
+    (out, usage)
+}
+
+fn share(cpu: Duration, wall: Duration) -> String {
+    format!(
+        "{:.0} % of a core",
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+    )
+}
+
+/// Latencies, counts and per-channel acks of one window over all victims.
+#[derive(Default)]
+struct Window {
+    latency: Vec<Duration>,
+    sent: u64,
+    acked: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Window {
+    /// The window of `logs` (one per victim), whose acks also go to `acks`.
+    fn of(logs: Vec<VictimLog>, acks: &mut [Acks]) -> Window {
+        let mut w = Window::default();
+        for (i, l) in logs.into_iter().enumerate() {
+            w.sent += l.sent;
+            w.acked += l.acks.len() as u64;
+            w.errors += l.errors;
+            if w.first_error.is_none() {
+                w.first_error = l.first_error;
+            }
+            w.latency.extend(l.latency);
+            acks[i].extend(l.acks);
+        }
+        w
+    }
+}
+
+/// The phase: relay, channels, the three windows, read-back, report.
+pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let mut sz = ctx.plan.hostile.clone();
+    let help = std::process::Command::new(&ctx.meethook)
+        .args(["relay", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let setting =
+        |flag: &str| relay_setting(&help, &sz.relay_flags, flag).unwrap_or_else(|| "?".to_string());
+    let (rate, burst) = (setting("--rate-limit"), setting("--rate-burst"));
+    let (header_timeout, max_conns) = (setting("--header-timeout"), setting("--max-connections"));
+    let mut notes = Vec::new();
+    // Each slowloris and victim connection is a descriptor here and one in the relay (which
+    // inherits this limit).
+    if let Some(limit) = open_files_limit() {
+        let room = (limit as usize).saturating_sub(sz.victims + FD_MARGIN);
+        if sz.slowloris > room {
+            notes.push(format!(
+                "slowloris connections cut from {} to {room}: `ulimit -n` is {limit} (scripts/bench raises it)",
+                sz.slowloris
+            ));
+            sz.slowloris = room;
+        }
+    }
+    if let Ok(max) = max_conns.parse::<usize>() {
+        let needed = sz.slowloris + sz.victims + 2;
+        if needed > max {
+            bail!("{needed} connections needed, the relay's --max-connections is {max}");
+        }
+    }
+
+    let dir = ctx.dir("hostile-relay");
+    let relay = Relay::start(&ctx.meethook, &dir, ctx.max_body(), &sz.relay_flags).await?;
+    let addr = relay.addr;
+    let pid = relay.proc.pid();
+    let t = Instant::now();
+    let channels = create_channels(&relay, sz.channels).await?;
+    let created_in = t.elapsed();
+    // Channel 0 is flooded; the victims' channels are spread over the rest.
+    let victim_ch: Vec<ChannelInfo> = (0..sz.victims)
+        .map(|i| channels[1 + i * (channels.len() - 1) / sz.victims.max(1)].clone())
+        .collect();
+    let paths: Vec<String> = victim_ch
+        .iter()
+        .map(|c| format!("/hooks/{}", c.id))
+        .collect();
+    let ids = Arc::new(AtomicU64::new(0));
+    let mut acks: Vec<Acks> = vec![Vec::new(); sz.victims];
+
+    // Warm-up (not counted in the latencies, but read back like the rest).
+    let logs = victims_window(addr, &paths, &ids, sz.pace, sz.pace * 3).await;
+    let warm = Window::of(logs, &mut acks);
+
+    let (logs, quiet_before) =
+        measured(pid, victims_window(addr, &paths, &ids, sz.pace, sz.quiet)).await;
+    let before = Window::of(logs, &mut acks);
+    let rss_quiet = relay.proc.rss().unwrap_or(0);
+
+    // The attack: slowloris connections first (all open before measuring), then the flood.
+    let stop = CancellationToken::new();
+    let slow = Arc::new(Mutex::new(SlowStats::default()));
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut slow_tasks = tokio::task::JoinSet::new();
+    for i in 0..sz.slowloris {
+        let stagger = sz.trickle.mul_f64(i as f64 / sz.slowloris.max(1) as f64);
+        slow_tasks.spawn(slowloris(
+            addr,
+            sz.trickle,
+            stagger,
+            slow.clone(),
+            open.clone(),
+            stop.clone(),
+        ));
+    }
+    let ramp = Instant::now();
+    while open.load(Ordering::SeqCst) < sz.slowloris && ramp.elapsed() < sz.trickle * 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let open_at_start = open.load(Ordering::SeqCst);
+    let flood_ch = channels[0].clone();
+    let flood_task = tokio::spawn(flood(
+        addr,
+        format!("/hooks/{}", flood_ch.id),
+        ids.clone(),
+        stop.clone(),
+    ));
+    let mut open_min = open_at_start;
+    let (logs, attacked) = measured(pid, async {
+        let window = victims_window(addr, &paths, &ids, sz.pace, sz.attacked);
+        tokio::pin!(window);
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                logs = &mut window => break logs,
+                _ = every.tick() => open_min = open_min.min(open.load(Ordering::SeqCst)),
+            }
+        }
+    })
+    .await;
+    let under = Window::of(logs, &mut acks);
+    let rss_attacked = relay.proc.rss().unwrap_or(0);
+    let open_at_end = open.load(Ordering::SeqCst);
+    stop.cancel();
+    let flood_log = flood_task.await.context("flood task")?;
+    while slow_tasks.join_next().await.is_some() {}
+
+    let (logs, quiet_after) =
+        measured(pid, victims_window(addr, &paths, &ids, sz.pace, sz.quiet)).await;
+    let after = Window::of(logs, &mut acks);
+    let mut relay = relay;
+    relay.proc.check_alive()?;
+    let peak = relay.proc.peak_rss().unwrap_or(0);
+
+    // Integrity: every 2xx stored under its seq with its body; no gaps.
+    let (mut victims_c, mut victims_extra) = (Checks::default(), 0);
+    for (ch, a) in victim_ch.iter().zip(&acks) {
+        let stored = read_back(addr, ch).await?;
+        verify(a, &stored, &mut victims_c, &mut victims_extra);
+    }
+    let mut victims_error = None;
+    for w in [&warm, &before, &under, &after] {
+        victims_c.sent += w.sent;
+        victims_c.acked += w.acked;
+        victims_c.send_errors += w.errors;
+        if victims_error.is_none() {
+            victims_error = w.first_error.clone();
+        }
+    }
+    let (mut flood_c, mut flood_extra) = (Checks::default(), 0);
+    let stored = read_back(addr, &flood_ch).await?;
+    verify(&flood_log.acks, &stored, &mut flood_c, &mut flood_extra);
+    flood_c.sent = flood_log.ok + flood_log.limited + flood_log.other;
+    flood_c.acked = flood_log.ok;
+    flood_c.send_errors = flood_log.other;
+    relay.proc.stop().await;
+
+    ctx.report.check(
+        format!(
+            "hostile phase: {} victim channels (read back from the history API)",
+            sz.victims
+        ),
+        victims_c,
+        victims_error,
+    );
+    ctx.report.check(
+        "hostile phase: the flooded channel's 2xx (read back; its 429s are not errors)",
+        flood_c,
+        flood_log.first_other.clone(),
+    );
+    if victims_extra > victims_c.send_errors {
+        ctx.report.errors.push(format!(
+            "hostile phase: {victims_extra} victim events stored that no sender got a 2xx for"
+        ));
+    }
+    if flood_extra > flood_log.other {
+        ctx.report.errors.push(format!(
+            "hostile phase: {flood_extra} events of the flooded channel stored without a 2xx (a 429 must store nothing)"
+        ));
+    }
+    if flood_log.bad_retry_after > 0 {
+        ctx.report.errors.push(format!(
+            "hostile phase: {} 429s without a Retry-After of at least 1 s",
+            flood_log.bad_retry_after
+        ));
+    }
+
+    // The report.
+    let mut base = before.latency.clone();
+    base.extend(&after.latency);
+    let (base, hit) = (sorted(&base), sorted(&under.latency));
+    let mut rows = Vec::new();
+    for (name, p) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        let (b, h) = (pct(&base, p), pct(&hit, p));
+        rows.push(vec![
+            format!("victims' POST → 2xx {name}"),
+            fmt_dur(b),
+            fmt_dur(h),
+            dur_ratio(h, b).map(fmt_ratio).unwrap_or_else(|| "–".into()),
+        ]);
+    }
+    let per_sec = |n: u64, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    let quiet_wall = quiet_before.wall + quiet_after.wall;
+    let (base_rate, hit_rate) = (
+        per_sec(before.acked + after.acked, quiet_wall),
+        per_sec(under.acked, attacked.wall),
+    );
+    rows.push(vec![
+        "victims' 2xx/s, all victims together".into(),
+        fmt_rate(base_rate),
+        fmt_rate(hit_rate),
+        ratio(hit_rate, base_rate)
+            .map(fmt_ratio)
+            .unwrap_or_else(|| "–".into()),
+    ]);
+    rows.push(vec![
+        "relay CPU".into(),
+        share(quiet_before.relay + quiet_after.relay, quiet_wall),
+        share(attacked.relay, attacked.wall),
+        "–".into(),
+    ]);
+    rows.push(vec![
+        "bench process CPU (victims, attackers), for scale".into(),
+        share(quiet_before.bench + quiet_after.bench, quiet_wall),
+        share(attacked.bench, attacked.wall),
+        "–".into(),
+    ]);
+    rows.push(vec![
+        "relay RSS at the window's end".into(),
+        fmt_bytes(rss_quiet as f64),
+        fmt_bytes(rss_attacked as f64),
+        format!("peak {}", fmt_bytes(peak as f64)),
+    ]);
+    ctx.report.hostile_rows = rows;
+
+    notes.insert(
+        0,
+        format!(
+            "relay: `meethook relay --listen 127.0.0.1:0 --max-body {}{}{}` (its defaults: `--rate-limit {rate} --rate-burst {burst} --header-timeout {header_timeout} --max-connections {max_conns}`), SQLite store; {} channels created through the API in {}",
+            ctx.max_body(),
+            if sz.relay_flags.is_empty() { "" } else { " " },
+            sz.relay_flags.join(" "),
+            thousands(channels.len() as u64),
+            fmt_dur(created_in),
+        ),
+    );
+    notes.push(format!(
+        "victims: {} senders, each on its own channel and keep-alive connection, one {} webhook every {} (n = {} without the attack, {} under it); windows: {} without, {} under attack, {} without again (the baseline is both windows without)",
+        sz.victims,
+        crate::report::fmt_size(BODY),
+        fmt_dur(sz.pace),
+        thousands(base.len() as u64),
+        thousands(hit.len() as u64),
+        fmt_dur(sz.quiet),
+        fmt_dur(sz.attacked),
+        fmt_dur(sz.quiet),
+    ));
+    notes.push(format!(
+        "baseline windows apart: p50 / p99 {} / {} before the attack, {} / {} after it",
+        fmt_dur(pct(&sorted(&before.latency), 0.5)),
+        fmt_dur(pct(&sorted(&before.latency), 0.99)),
+        fmt_dur(pct(&sorted(&after.latency), 0.5)),
+        fmt_dur(pct(&sorted(&after.latency), 0.99)),
+    ));
+    let flood_wall = match (flood_log.started, flood_log.ended) {
+        (Some(a), Some(b)) => b - a,
+        _ => Duration::ZERO,
+    };
+    let steady = match (flood_log.first_limited, flood_log.ended) {
+        (Some(a), Some(b)) if b > a => Some(per_sec(flood_log.ok_after_burst, b - a)),
+        _ => None,
+    };
+    notes.push(format!(
+        "flood: one sender, one keep-alive connection, {} bodies as fast as answered, ignoring Retry-After, for {}: {} answers ({}), {} 2xx ({}; after the burst was used up {}) against the limit of {rate}/s with a burst of {burst}, {} 429 (all with Retry-After ≥ 1 s: {}), {} other",
+        crate::report::fmt_size(BODY),
+        fmt_dur(flood_wall),
+        thousands(flood_c.sent),
+        fmt_rate(per_sec(flood_c.sent, flood_wall)),
+        thousands(flood_log.ok),
+        fmt_rate(per_sec(flood_log.ok, flood_wall)),
+        steady.map(fmt_rate).unwrap_or_else(|| "–".into()),
+        thousands(flood_log.limited),
+        if flood_log.bad_retry_after == 0 { "yes" } else { "**no**" },
+        flood_log.other,
+    ));
+    let st = slow.lock().expect("slow stats");
+    let lives = sorted(&st.lifetimes);
+    let mut how: Vec<String> = st
+        .answers
+        .iter()
+        .map(|(k, v)| format!("{} {k}", thousands(*v)))
+        .collect();
+    how.sort();
+    notes.push(format!(
+        "slowloris: {} connections, each sending one byte of a request head every {} and never finishing it, reopened when the relay ends them; {} open when the attacked window started (lowest during it {}, {} at its end); {} connects, {} failed; the relay ended {} of them ({}) after {} (fastest) / {} (median) / {} (slowest) from connect (`--header-timeout {header_timeout}`)",
+        sz.slowloris,
+        fmt_dur(sz.trickle),
+        open_at_start,
+        open_min,
+        open_at_end,
+        thousands(st.opened),
+        st.connect_errors,
+        thousands(lives.len() as u64),
+        if how.is_empty() { "–".into() } else { how.join(", ") },
+        fmt_dur(pct(&lives, 0.0)),
+        fmt_dur(pct(&lives, 0.5)),
+        fmt_dur(pct(&lives, 1.0)),
+    ));
+    if let Some(limit) = open_files_limit() {
+        notes.push(format!(
+            "descriptors: `ulimit -n` {limit} (bench and relay alike), the relay's `--max-connections` {max_conns}; the attack holds {} connections",
+            sz.slowloris + sz.victims + 1
+        ));
+    }
+    ctx.report.hostile_notes = notes;
+    Ok(())
+}
+
+/// `n` channels through the API, a few at a time.
+async fn create_channels(relay: &Relay, n: usize) -> anyhow::Result<Vec<ChannelInfo>> {
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(vec![None; n]);
+    let one = || async {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                return anyhow::Ok(());
+            }
+            let ch = relay.create_channel().await?;
+            out.lock().expect("channels")[i] = Some(ch);
+        }
+    };
+    futures_util::future::try_join_all((0..CREATING_AT_ONCE).map(|_| one())).await?;
+    out.into_inner()
+        .expect("channels")
+        .into_iter()
+        .map(|c| c.ok_or_else(|| anyhow!("a channel was not created")))
+        .collect()
+}
+
+impl Report {
+    /// The "Hostile senders" section (phase `hostile`), empty when the phase did not run.
+    pub fn hostile_section(&self) -> String {
+        if self.hostile_notes.is_empty() && self.hostile_rows.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from("## Hostile senders\n\n");
+        s.push_str(
+            "Phase `hostile` (`scripts/bench --skip latency,throughput,backlog,idle,pg,inspector` \
+             runs it alone): one relay with its default limits and many channels; senders on \
+             some channels post at a steady pace (the victims) while one sender floods another \
+             channel past its rate limit and slowloris connections trickle request heads. The \
+             victims' POST → 2xx latency under that attack against the same senders without \
+             it, in the same run; afterwards every 2xx (victims' and flood's) is read back from \
+             `GET /api/channels/{id}/events` (runs labelled `hostile phase: …` in the integrity \
+             checks, where \"delivered\" means read back intact).\n\n",
+        );
+        for n in &self.hostile_notes {
+            let _ = writeln!(s, "- {n}");
+        }
+        if !self.hostile_rows.is_empty() {
+            s.push_str(
+                "\n| figure | without the attack | under attack | under / without |\n|---|---:|---:|---:|\n",
+            );
+            for r in &self.hostile_rows {
+                let _ = writeln!(s, "| {} |", r.join(" | "));
+            }
+        }
+        s.push('\n');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_come_from_flags_then_help() {
+        let help = "      --rate-limit <RATE_LIMIT>\n          Webhooks per second\n\n          [default: 1000]\n\n      --rate-burst <RATE_BURST>\n          before --rate-limit applies\n\n          [default: 2000]\n";
+        assert_eq!(
+            relay_setting(help, &[], "--rate-limit").as_deref(),
+            Some("1000")
+        );
+        assert_eq!(
+            relay_setting(help, &[], "--rate-burst").as_deref(),
+            Some("2000")
+        );
+        let flags = ["--rate-limit".to_string(), "5".to_string()];
+        assert_eq!(
+            relay_setting(help, &flags, "--rate-limit").as_deref(),
+            Some("5")
+        );
+        assert_eq!(relay_setting(help, &[], "--header-timeout"), None);
+    }
+
+    #[test]
+    fn verify_counts_gaps_losses_and_corruption() {
+        let stored = vec![(1, 11), (2, 22), (4, 44), (5, 50)];
+        let acks = vec![(1, 11), (2, 22), (3, 33), (4, 44), (5, 55)];
+        let (mut c, mut extra) = (Checks::default(), 0);
+        verify(&acks, &stored, &mut c, &mut extra);
+        assert_eq!(
+            (c.delivered, c.lost, c.corrupt, c.out_of_order),
+            (3, 1, 1, 1)
+        );
+        let (mut c, mut extra) = (Checks::default(), 0);
+        verify(&acks[..2].to_vec(), &stored, &mut c, &mut extra);
+        assert_eq!((c.delivered, extra), (2, 2), "stored without a 2xx");
+    }
+}
