@@ -49,6 +49,8 @@ pub(crate) struct Sizes {
     pub(crate) victims: usize,
     /// Time between one victim's webhooks.
     pub(crate) pace: Duration,
+    /// Connections of the flooding sender.
+    pub(crate) flood_connections: usize,
     /// Slowloris connections held open.
     pub(crate) slowloris: usize,
     /// Time between two bytes of one slowloris connection.
@@ -57,7 +59,8 @@ pub(crate) struct Sizes {
     pub(crate) quiet: Duration,
     /// The window under attack.
     pub(crate) attacked: Duration,
-    /// Relay flags besides its defaults (smoke: a short header timeout, so closes are seen).
+    /// Relay flags besides its defaults (smoke: a short header timeout and a low rate limit,
+    /// so closes and 429s are seen in a short run).
     pub(crate) relay_flags: Vec<String>,
 }
 
@@ -68,17 +71,28 @@ impl Sizes {
                 channels: 50,
                 victims: 5,
                 pace: Duration::from_millis(100),
+                flood_connections: 2,
                 slowloris: 20,
                 trickle: Duration::from_millis(300),
                 quiet: Duration::from_secs(2),
                 attacked: Duration::from_secs(3),
-                relay_flags: vec!["--header-timeout".into(), "1s".into()],
+                relay_flags: [
+                    "--header-timeout",
+                    "1s",
+                    "--rate-limit",
+                    "200",
+                    "--rate-burst",
+                    "100",
+                ]
+                .map(String::from)
+                .to_vec(),
             }
         } else {
             Sizes {
                 channels: 1000,
                 victims: 50,
                 pace: Duration::from_millis(100),
+                flood_connections: 8,
                 slowloris: 500,
                 trickle: Duration::from_secs(3),
                 quiet: Duration::from_secs(15),
@@ -211,24 +225,46 @@ async fn victims_window(
     logs.into_iter().map(|(_, l)| l).collect()
 }
 
-/// What the flooding sender saw.
+/// What the flooding sender saw (over all its connections).
 #[derive(Default)]
 struct FloodLog {
-    ok: u64,
     limited: u64,
     /// 429s without a `Retry-After` of at least one second.
     bad_retry_after: u64,
     other: u64,
     first_other: Option<String>,
     acks: Acks,
-    /// 2xx after the first 429 (the burst used up), and when that 429 came.
-    ok_after_burst: u64,
+    /// When each 2xx came.
+    ok_at: Vec<Instant>,
+    /// The first 429: the burst is used up.
     first_limited: Option<Instant>,
     started: Option<Instant>,
     ended: Option<Instant>,
 }
 
-/// One sender posting to `path` as fast as it is answered, ignoring `Retry-After`.
+impl FloodLog {
+    fn merge(&mut self, o: FloodLog) {
+        self.limited += o.limited;
+        self.bad_retry_after += o.bad_retry_after;
+        self.other += o.other;
+        if self.first_other.is_none() {
+            self.first_other = o.first_other;
+        }
+        self.acks.extend(o.acks);
+        self.ok_at.extend(o.ok_at);
+        let earliest = |a: Option<Instant>, b: Option<Instant>| a.into_iter().chain(b).min();
+        self.first_limited = earliest(self.first_limited, o.first_limited);
+        self.started = earliest(self.started, o.started);
+        self.ended = self.ended.max(o.ended);
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok_at.len() as u64
+    }
+}
+
+/// One connection of the flooding sender, posting to `path` as fast as it is answered and
+/// ignoring `Retry-After`.
 async fn flood(
     addr: SocketAddr,
     path: String,
@@ -258,10 +294,7 @@ async fn flood(
         let hash = body::hash(&body);
         match c.send(post(addr, &path, body)).await {
             Ok((head, answer)) if head.status.is_success() => {
-                log.ok += 1;
-                if log.first_limited.is_some() {
-                    log.ok_after_burst += 1;
-                }
+                log.ok_at.push(Instant::now());
                 match seq_of(&answer) {
                     Some(seq) => log.acks.push((seq, hash)),
                     None => {
@@ -278,7 +311,7 @@ async fn flood(
                     .get(header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok());
-                if !wait.is_some_and(|w| w >= 1) {
+                if wait.is_none_or(|w| w < 1) {
                     log.bad_retry_after += 1;
                 }
             }
@@ -516,7 +549,7 @@ pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
     // Each slowloris and victim connection is a descriptor here and one in the relay (which
     // inherits this limit).
     if let Some(limit) = open_files_limit() {
-        let room = (limit as usize).saturating_sub(sz.victims + FD_MARGIN);
+        let room = (limit as usize).saturating_sub(sz.victims + sz.flood_connections + FD_MARGIN);
         if sz.slowloris > room {
             notes.push(format!(
                 "slowloris connections cut from {} to {room}: `ulimit -n` is {limit} (scripts/bench raises it)",
@@ -526,7 +559,7 @@ pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
         }
     }
     if let Ok(max) = max_conns.parse::<usize>() {
-        let needed = sz.slowloris + sz.victims + 2;
+        let needed = sz.slowloris + sz.victims + sz.flood_connections + 1;
         if needed > max {
             bail!("{needed} connections needed, the relay's --max-connections is {max}");
         }
@@ -581,12 +614,15 @@ pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     let open_at_start = open.load(Ordering::SeqCst);
     let flood_ch = channels[0].clone();
-    let flood_task = tokio::spawn(flood(
-        addr,
-        format!("/hooks/{}", flood_ch.id),
-        ids.clone(),
-        stop.clone(),
-    ));
+    let mut flood_tasks = tokio::task::JoinSet::new();
+    for _ in 0..sz.flood_connections {
+        flood_tasks.spawn(flood(
+            addr,
+            format!("/hooks/{}", flood_ch.id),
+            ids.clone(),
+            stop.clone(),
+        ));
+    }
     let mut open_min = open_at_start;
     let (logs, attacked) = measured(pid, async {
         let window = victims_window(addr, &paths, &ids, sz.pace, sz.attacked);
@@ -604,7 +640,10 @@ pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
     let rss_attacked = relay.proc.rss().unwrap_or(0);
     let open_at_end = open.load(Ordering::SeqCst);
     stop.cancel();
-    let flood_log = flood_task.await.context("flood task")?;
+    let mut flood_log = FloodLog::default();
+    while let Some(log) = flood_tasks.join_next().await {
+        flood_log.merge(log.context("flood task")?);
+    }
     while slow_tasks.join_next().await.is_some() {}
 
     let (logs, quiet_after) =
@@ -632,8 +671,8 @@ pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
     let (mut flood_c, mut flood_extra) = (Checks::default(), 0);
     let stored = read_back(addr, &flood_ch).await?;
     verify(&flood_log.acks, &stored, &mut flood_c, &mut flood_extra);
-    flood_c.sent = flood_log.ok + flood_log.limited + flood_log.other;
-    flood_c.acked = flood_log.ok;
+    flood_c.sent = flood_log.ok() + flood_log.limited + flood_log.other;
+    flood_c.acked = flood_log.ok();
     flood_c.send_errors = flood_log.other;
     relay.proc.stop().await;
 
@@ -659,6 +698,9 @@ pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
         ctx.report.errors.push(format!(
             "hostile phase: {flood_extra} events of the flooded channel stored without a 2xx (a 429 must store nothing)"
         ));
+    }
+    if flood_log.limited == 0 {
+        notes.push("**the flood never got a 429**: it did not reach the rate limit".into());
     }
     if flood_log.bad_retry_after > 0 {
         ctx.report.errors.push(format!(
@@ -718,7 +760,7 @@ pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
     notes.insert(
         0,
         format!(
-            "relay: `meethook relay --listen 127.0.0.1:0 --max-body {}{}{}` (its defaults: `--rate-limit {rate} --rate-burst {burst} --header-timeout {header_timeout} --max-connections {max_conns}`), SQLite store; {} channels created through the API in {}",
+            "relay: `meethook relay --listen 127.0.0.1:0 --max-body {}{}{}` (in force: `--rate-limit {rate} --rate-burst {burst} --header-timeout {header_timeout} --max-connections {max_conns}`), SQLite store; {} channels created through the API in {}",
             ctx.max_body(),
             if sz.relay_flags.is_empty() { "" } else { " " },
             sz.relay_flags.join(" "),
@@ -749,17 +791,21 @@ pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
         _ => Duration::ZERO,
     };
     let steady = match (flood_log.first_limited, flood_log.ended) {
-        (Some(a), Some(b)) if b > a => Some(per_sec(flood_log.ok_after_burst, b - a)),
+        (Some(a), Some(b)) if b > a => {
+            let after = flood_log.ok_at.iter().filter(|&&t| t > a).count();
+            Some(per_sec(after as u64, b - a))
+        }
         _ => None,
     };
     notes.push(format!(
-        "flood: one sender, one keep-alive connection, {} bodies as fast as answered, ignoring Retry-After, for {}: {} answers ({}), {} 2xx ({}; after the burst was used up {}) against the limit of {rate}/s with a burst of {burst}, {} 429 (all with Retry-After ≥ 1 s: {}), {} other",
+        "flood: one sender on {} keep-alive connections, {} bodies as fast as answered, ignoring Retry-After, for {}: {} answers ({}), {} 2xx ({}; after the burst was used up {}) against the limit of {rate}/s with a burst of {burst}, {} 429 (all with Retry-After ≥ 1 s: {}), {} other",
+        sz.flood_connections,
         crate::report::fmt_size(BODY),
         fmt_dur(flood_wall),
         thousands(flood_c.sent),
         fmt_rate(per_sec(flood_c.sent, flood_wall)),
-        thousands(flood_log.ok),
-        fmt_rate(per_sec(flood_log.ok, flood_wall)),
+        thousands(flood_log.ok()),
+        fmt_rate(per_sec(flood_log.ok(), flood_wall)),
         steady.map(fmt_rate).unwrap_or_else(|| "–".into()),
         thousands(flood_log.limited),
         if flood_log.bad_retry_after == 0 { "yes" } else { "**no**" },
@@ -791,7 +837,7 @@ pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
     if let Some(limit) = open_files_limit() {
         notes.push(format!(
             "descriptors: `ulimit -n` {limit} (bench and relay alike), the relay's `--max-connections` {max_conns}; the attack holds {} connections",
-            sz.slowloris + sz.victims + 1
+            sz.slowloris + sz.victims + sz.flood_connections
         ));
     }
     ctx.report.hostile_notes = notes;

@@ -391,8 +391,8 @@ const METHOD: &str = "
   and 1,000 channels; 50 victims each post 1 KiB every 100 ms on their own channel and
   connection (a slow answer delays that victim's next post), and their POST → 2xx
   latency is taken in a window without attack, one under attack and one without again (the
-  baseline is both quiet windows). The attack: one sender posting to one more channel as fast
-  as it is answered, ignoring `Retry-After`, and 500 connections each writing one byte of a
+  baseline is both quiet windows). The attack: one sender on 8 connections posting to one more
+  channel as fast as it is answered, ignoring `Retry-After`, and 500 connections each writing one byte of a
   request head every 3 s, reopened when the relay ends them. CPU from `/proc/PID/stat` over
   each window; afterwards each victim channel and the flooded one are read back through the
   history API with the channel token and compared with the 2xx answers (seq and body hash).

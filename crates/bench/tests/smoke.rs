@@ -48,5 +48,6 @@ fn smoke_run_is_clean_and_prints_the_table() {
             "no row {fig} in the output:\n{stdout}"
         );
     }
+    assert!(stdout.contains("## Hostile senders"), "{stdout}");
     assert!(stdout.contains("Result: **clean**"), "{stdout}");
 }

@@ -599,13 +599,17 @@ async fn a_flood_and_slowloris_leave_the_other_channels_whole() {
     assert_eq!(got, victim_acks[VICTIMS - 1]);
     daemon.stop().await.unwrap();
 
-    // The relay ended every slowloris connection, none before its header timeout.
+    // The relay ended every slowloris connection at its header timeout: none before it, and
+    // none as late as hyper's own default (30 s), so the configured timeout is what ended it.
     for s in slow {
         let (lived, answer) = tokio::time::timeout(PATIENCE, s)
             .await
             .expect("the relay ends a slowloris connection")
             .unwrap();
-        assert!(lived >= header_timeout, "ended after {lived:?}");
+        assert!(
+            lived >= header_timeout && lived < Duration::from_secs(20),
+            "ended after {lived:?}"
+        );
         assert!(
             answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
             "{answer}"
