@@ -7,8 +7,9 @@
 //! - [`plan`]: counts and sizes from the flags; [`ctx`]: what the phases share.
 //! - Phases: [`latency`] (a, e), [`throughput`] (b, c, d), [`backlog`] (f), [`idle`] (g),
 //!   [`pg`] (the PostgreSQL store), [`inspector`] (h, i: the inspector's stream and list
-//!   API), [`order`] (`--order channel` against `--order bot --parallel 8`), [`peers`]
-//!   (plain TCP tunnels, `--peers`).
+//!   API), [`order`] (`--order channel` against `--order bot --parallel 8`), [`hostile`] (a
+//!   flood and slowloris against other channels' senders), [`peers`] (plain TCP tunnels,
+//!   `--peers`).
 //! - [`targets`]: the targets, judged from what the phases measured.
 //! - [`body`]: bodies that carry their id, and the hash that checks them.
 //! - [`handler`]: the recording handler (hyper server) and the per-run [`handler::Tracker`].
@@ -27,6 +28,7 @@ mod backlog;
 mod body;
 mod ctx;
 mod handler;
+mod hostile;
 mod idle;
 mod inspector;
 mod latency;
@@ -101,8 +103,8 @@ pub(crate) struct Args {
     /// Directory for the relay stores and daemon journals [default: the system temp dir].
     #[arg(long)]
     pub(crate) tmp: Option<PathBuf>,
-    /// Skip phases: any of latency, throughput, backlog, idle, pg, inspector, order, peers
-    /// (comma-separated).
+    /// Skip phases: any of latency, throughput, backlog, idle, pg, inspector, order, hostile,
+    /// peers (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = parse_phase)]
     pub(crate) skip: Vec<String>,
     /// Run only these phases (comma-separated names as for --skip); `peers` here implies
@@ -124,7 +126,7 @@ pub(crate) struct Args {
 }
 
 /// Phases in the order they run.
-const PHASES: [&str; 8] = [
+const PHASES: [&str; 9] = [
     "latency",
     "throughput",
     "backlog",
@@ -132,6 +134,7 @@ const PHASES: [&str; 8] = [
     "pg",
     "inspector",
     "order",
+    "hostile",
     "peers",
 ];
 
@@ -260,6 +263,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "peers" => peers::phase_peers(&mut ctx).await,
             "inspector" => inspector::phase(&mut ctx).await,
             "order" => order::phase(&mut ctx).await,
+            "hostile" => hostile::phase(&mut ctx).await,
             _ => idle::phase(&mut ctx).await,
         };
         if let Err(e) = r {

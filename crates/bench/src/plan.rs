@@ -33,6 +33,8 @@ pub(crate) struct Plan {
     pub(crate) only: Vec<String>,
     /// Events of each `order` run, per handler delay.
     pub(crate) order_events: Vec<(Duration, u64)>,
+    /// Counts and durations of the `hostile` phase.
+    pub(crate) hostile: crate::hostile::Sizes,
 }
 
 /// Parses a `--body-sizes` entry.
@@ -110,6 +112,7 @@ impl Plan {
             peers: a.peers || a.only.iter().any(|p| p == "peers"),
             only: a.only.clone(),
             order_events,
+            hostile: crate::hostile::Sizes::new(s),
         }
     }
 

@@ -141,6 +141,10 @@ mod tests {
         assert!(fresh > Duration::ZERO && reused > Duration::ZERO);
         let dir = tempfile::tempdir().unwrap();
         assert!(append_fdatasync(dir.path(), 5).is_some_and(|d| d > Duration::ZERO));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "probe file removed");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "probe file removed"
+        );
     }
 }

@@ -78,6 +78,10 @@ pub struct Report {
     pub facts: Facts,
     /// Smoke mode (the targets table says its verdicts mean nothing).
     pub smoke: bool,
+    /// The hostile-senders figures (phase `hostile`): figure, without, under, ratio.
+    pub hostile_rows: Vec<Vec<String>>,
+    /// Remarks of the hostile-senders section; empty when the phase did not run.
+    pub hostile_notes: Vec<String>,
     /// Integrity counts per run.
     pub checks: Vec<(String, Checks, Option<String>)>,
     /// Phases that failed outright.
@@ -350,6 +354,7 @@ impl Report {
         s.push_str(&self.peer_section());
         s.push_str(&self.inspector_section());
         s.push_str(&self.order_section());
+        s.push_str(&self.hostile_section());
         s.push_str("\n## Integrity checks\n\n");
         s.push_str(
             "Every delivery is checked at the handler: body byte-identical to what was sent \
@@ -425,6 +430,15 @@ const METHOD: &str = "
   direct one-sender rate (one request at a time, like the daemon).
 - **Idle listeners** (g): websocket streams that sent a valid `hello` and got their `welcome`;
   relay RSS after minus before, divided by the number of streams.
+- **Hostile senders** (phase `hostile`): a relay with its default limits (not `--rate-limit 0`)
+  and 1,000 channels; 50 victims each post 1 KiB every 100 ms on their own channel and
+  connection (a slow answer delays that victim's next post), and their POST → 2xx
+  latency is taken in a window without attack, one under attack and one without again (the
+  baseline is both quiet windows). The attack: one sender on 8 connections posting to one more
+  channel as fast as it is answered, ignoring `Retry-After`, and 500 connections each writing one byte of a
+  request head every 3 s, reopened when the relay ends them. CPU from `/proc/PID/stat` over
+  each window; afterwards each victim channel and the flooded one are read back through the
+  history API with the channel token and compared with the 2xx answers (seq and body hash).
 - **PostgreSQL** (phase `pg`, with `--postgres URL` or `MEETHOOK_BENCH_POSTGRES_URL`): a fresh
   schema is created for the phase and dropped at its end; relays get
   `--store URL?options=-csearch_path%3D<schema>`. Acknowledged events/s: 64 senders, 1 KiB, no

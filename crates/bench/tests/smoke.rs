@@ -59,5 +59,6 @@ fn smoke_run_is_clean_and_prints_the_table() {
             "no integrity row for {run}:\n{stdout}"
         );
     }
+    assert!(stdout.contains("## Hostile senders"), "{stdout}");
     assert!(stdout.contains("Result: **clean**"), "{stdout}");
 }
