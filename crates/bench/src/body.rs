@@ -20,6 +20,8 @@ pub const MIN_BODY: usize = FRAME + 1;
 pub struct Bodies {
     filler: Bytes,
     size: usize,
+    /// Bots the bodies are about (0: none).
+    bots: u64,
 }
 
 impl Bodies {
@@ -39,7 +41,30 @@ impl Bodies {
         Bodies {
             filler: filler.into(),
             size,
+            bots: 0,
         }
+    }
+
+    /// Bodies that are also Meeting BaaS status changes of bot `bot-{id % bots}`
+    /// (`"event":"bot.status_change","data":{"bot_id":…}`), so `listen --order bot` keys them.
+    pub fn for_bots(size: usize, bots: u64) -> Bodies {
+        let b = Bodies {
+            bots: bots.max(1),
+            ..Bodies::new(size)
+        };
+        assert!(
+            b.about(b.bots - 1).len() < b.filler.len(),
+            "a {size}-byte body has no room for its bot"
+        );
+        b
+    }
+
+    /// What a body says about its bot: in place of [`MIDDLE`], between the id and the filler.
+    fn about(&self, id: u64) -> String {
+        format!(
+            "\",\"event\":\"bot.status_change\",\"data\":{{\"bot_id\":\"bot-{}\",\"status\":{{\"code\":\"in_call_recording\"}}}},\"pad\":\"",
+            id % self.bots
+        )
     }
 
     /// The body of event `id`.
@@ -47,8 +72,15 @@ impl Bodies {
         let mut b = BytesMut::with_capacity(self.size);
         b.put_slice(PREFIX);
         b.put_slice(format!("{id:0width$}", width = ID_DIGITS).as_bytes());
-        b.put_slice(MIDDLE);
-        b.put_slice(&self.filler);
+        if self.bots > 0 {
+            let about = self.about(id);
+            b.put_slice(about.as_bytes());
+            // Shorter filler, so every body keeps its size.
+            b.put_slice(&self.filler[about.len() - MIDDLE.len()..]);
+        } else {
+            b.put_slice(MIDDLE);
+            b.put_slice(&self.filler);
+        }
         b.put_slice(SUFFIX);
         b.freeze()
     }
@@ -93,6 +125,19 @@ mod tests {
             assert_eq!(body.len(), size);
             assert_eq!(id_of(&body), Some(42));
             assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok());
+        }
+    }
+
+    #[test]
+    fn bot_bodies_name_their_bot() {
+        let b = Bodies::for_bots(1024, 8);
+        for id in [0, 7, 8, 123_456] {
+            let body = b.make(id);
+            assert_eq!(body.len(), 1024);
+            assert_eq!(id_of(&body), Some(id));
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["event"], "bot.status_change");
+            assert_eq!(v["data"]["bot_id"], format!("bot-{}", id % 8));
         }
     }
 

@@ -1,5 +1,6 @@
-//! The recording webhook handler: answers 200 at once and checks every request against what
-//! the senders sent (byte-identical body, once each, `meethook-seq` strictly increasing by 1).
+//! The recording webhook handler: answers 200 (at once, or after a set delay) and checks every
+//! request against what the senders sent (byte-identical body, once each, `meethook-seq`
+//! strictly increasing by 1, or per bot increasing).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -186,7 +187,13 @@ impl Tracker {
         self.wait(deadline, |t| t.unique() >= n).await
     }
 
-    fn record(&self, seq: Option<u64>, body: &[u8], at: Instant, seq_state: Option<&Mutex<u64>>) {
+    fn record(
+        &self,
+        seq: Option<u64>,
+        body: &[u8],
+        at: Instant,
+        seq_state: Option<&Mutex<SeqState>>,
+    ) {
         let Some(id) = body::id_of(body).filter(|&id| (id as usize) < self.len()) else {
             self.corrupt.fetch_add(1, R);
             return;
@@ -198,9 +205,12 @@ impl Tracker {
         }
         let first = self.recv[i].fetch_add(1, R) == 0;
         if let Some(state) = seq_state {
-            let mut last = state.lock().expect("seq state");
+            let mut state = state.lock().expect("seq state");
+            let consecutive = state.consecutive;
+            let keys = state.last.len() as u64;
+            let last = &mut state.last[(id % keys) as usize];
             match seq {
-                Some(s) if s == *last + 1 => *last = s,
+                Some(s) if s == *last + 1 || (!consecutive && s > *last) => *last = s,
                 Some(s) if !first && s <= *last => {} // a redelivery: counted as a duplicate
                 Some(s) => {
                     self.out_of_order.fetch_add(1, R);
@@ -277,10 +287,49 @@ impl Tracker {
     }
 }
 
+/// The order a handler checks `meethook-seq` in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqOrder {
+    /// No check (the direct path and the tunnels carry no seq).
+    None,
+    /// The channel's: each seq is the previous one plus 1.
+    Channel,
+    /// Per bot, the bot of id `i` being `i % bots` (see [`crate::body::Bodies::for_bots`]):
+    /// each bot's seqs increase.
+    Bots(u64),
+}
+
+/// The last `meethook-seq` seen per key.
+struct SeqState {
+    last: Vec<u64>,
+    /// Whether a seq must be the previous plus 1 (one key: the channel), or just above it.
+    consecutive: bool,
+}
+
+impl SeqState {
+    fn new(order: SeqOrder) -> Option<SeqState> {
+        match order {
+            SeqOrder::None => None,
+            SeqOrder::Channel => Some(SeqState {
+                last: vec![0],
+                consecutive: true,
+            }),
+            SeqOrder::Bots(n) => Some(SeqState {
+                last: vec![0; n.max(1) as usize],
+                consecutive: false,
+            }),
+        }
+    }
+}
+
 struct State {
     tracker: Mutex<Arc<Tracker>>,
     /// Last `meethook-seq` seen, when checking order.
-    seq: Option<Mutex<u64>>,
+    seq: Option<Mutex<SeqState>>,
+    /// How long each request is held before its answer.
+    delay: Duration,
+    in_flight: AtomicU64,
+    most_in_flight: AtomicU64,
 }
 
 /// A hyper server on 127.0.0.1 that records into the current [`Tracker`]; stops on drop.
@@ -291,13 +340,32 @@ pub struct Handler {
 }
 
 impl Handler {
-    /// Starts on an ephemeral port; `check_seq` turns on the `meethook-seq` order check.
+    /// Starts on an ephemeral port; `check_seq` turns on the channel's `meethook-seq` order
+    /// check.
     pub async fn start(tracker: Arc<Tracker>, check_seq: bool) -> anyhow::Result<Handler> {
+        let order = if check_seq {
+            SeqOrder::Channel
+        } else {
+            SeqOrder::None
+        };
+        Handler::start_with(tracker, order, Duration::ZERO).await
+    }
+
+    /// Starts on an ephemeral port, checking `order`, answering each request `delay` after
+    /// reading it (a handler that does some work).
+    pub async fn start_with(
+        tracker: Arc<Tracker>,
+        order: SeqOrder,
+        delay: Duration,
+    ) -> anyhow::Result<Handler> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             tracker: Mutex::new(tracker),
-            seq: check_seq.then(|| Mutex::new(0)),
+            seq: SeqState::new(order).map(Mutex::new),
+            delay,
+            in_flight: AtomicU64::new(0),
+            most_in_flight: AtomicU64::new(0),
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, state.clone(), stop.clone()));
@@ -312,6 +380,11 @@ impl Handler {
     /// Its address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The most requests it held at once so far.
+    pub fn most_in_flight(&self) -> u64 {
+        self.state.most_in_flight.load(R)
     }
 
     /// Records into `tracker` from now on (the seq order check carries over).
@@ -357,6 +430,16 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    /// Counts the request out however it ends (a dropped connection too).
+    struct Held<'a>(&'a AtomicU64);
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, R);
+        }
+    }
+    let now = state.in_flight.fetch_add(1, R) + 1;
+    let _held = Held(&state.in_flight);
+    state.most_in_flight.fetch_max(now, R);
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes());
     let at = Instant::now();
@@ -374,6 +457,9 @@ async fn handle(
             tracker.corrupt.fetch_add(1, R);
         }
     }
+    if !state.delay.is_zero() {
+        tokio::time::sleep(state.delay).await;
+    }
     Ok(Response::new(Full::new(Bytes::new())))
 }
 
@@ -386,7 +472,7 @@ mod tests {
     fn tracker_counts_every_kind_of_problem() {
         let b = Bodies::new(256);
         let t = Tracker::new(6);
-        let seq = Mutex::new(0);
+        let seq = Mutex::new(SeqState::new(SeqOrder::Channel).unwrap());
         let now = Instant::now();
         for id in 0..6 {
             t.expect(id, &b.make(id));
@@ -414,7 +500,7 @@ mod tests {
     fn tracker_is_clean_for_a_clean_run() {
         let b = Bodies::new(1024);
         let t = Tracker::new(3);
-        let seq = Mutex::new(0);
+        let seq = Mutex::new(SeqState::new(SeqOrder::Channel).unwrap());
         for id in 0..3 {
             t.expect(id, &b.make(id));
             t.acked(id, Some(id + 1));
@@ -423,5 +509,36 @@ mod tests {
         let c = t.checks(0..3, 3, 3, 0);
         assert!(c.clean(), "{c:?}");
         assert_eq!(c.delivered, 3);
+    }
+
+    #[test]
+    fn per_bot_order_allows_bots_to_interleave_but_not_to_go_back() {
+        let b = Bodies::for_bots(256, 2);
+        let t = Tracker::new(6);
+        let seq = Mutex::new(SeqState::new(SeqOrder::Bots(2)).unwrap());
+        let now = Instant::now();
+        // Ids 0, 2, 4 are bot 0; 1, 3, 5 bot 1; the relay numbered them 1..=6 in id order.
+        for id in 0..6 {
+            t.expect(id, &b.make(id));
+            t.acked(id, Some(id + 1));
+        }
+        for id in [1, 0, 3, 2] {
+            t.record(Some(id + 1), &b.make(id), now, Some(&seq)); // bots interleaved: fine
+        }
+        assert_eq!(t.checks(0..4, 4, 4, 0).out_of_order, 0);
+        t.record(Some(6), &b.make(5), now, Some(&seq)); // bot 1: 4 then 6, fine
+        t.record(Some(6), &b.make(5), now, Some(&seq)); // redelivery: duplicate
+        t.record(Some(5), &b.make(4), now, Some(&seq)); // bot 0: 3 then 5, fine
+        let c = t.checks(0..6, 6, 6, 0);
+        assert_eq!((c.out_of_order, c.dups, c.delivered), (0, 1, 6));
+        let t = Tracker::new(4);
+        let seq = Mutex::new(SeqState::new(SeqOrder::Bots(2)).unwrap());
+        for id in 0..4 {
+            t.expect(id, &b.make(id));
+            t.acked(id, Some(id + 1));
+        }
+        t.record(Some(3), &b.make(2), now, Some(&seq));
+        t.record(Some(1), &b.make(0), now, Some(&seq)); // bot 0: 3 then 1
+        assert_eq!(t.checks(0..4, 4, 4, 0).out_of_order, 1);
     }
 }

@@ -30,7 +30,7 @@ const JOURNAL_EVENTS: u64 = 100_000;
 const SAMPLES: usize = 50;
 
 pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let c = ctx.plan.cpu_at;
+    let c = ctx.plan.main_concurrency();
     let (mut none, mut with, mut items) = (Vec::new(), Vec::new(), Vec::new());
     // Alternating, so a drift of the machine touches both.
     for round in 1..=ctx.plan.rounds {

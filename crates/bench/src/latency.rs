@@ -77,6 +77,7 @@ pub(crate) async fn phase(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.direct_serial_rate = Some(d0.acked_per_sec());
     let (m, d) = (sorted(&via[0].e2e_latency), sorted(&d0.e2e_latency));
     let size0 = fmt_size(bodies[0].0);
+    ctx.report.facts.p50 = (!m.is_empty()).then(|| pct(&m, 0.5));
     for (name, p) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999)] {
         let (mv, dv) = (pct(&m, p), pct(&d, p));
         ctx.report.compare(

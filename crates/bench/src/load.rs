@@ -95,12 +95,13 @@ impl LoadResult {
 }
 
 /// One keep-alive connection.
-struct Conn {
+pub(crate) struct Conn {
     tx: SendRequest<Full<Bytes>>,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+    /// Connects to `addr` (HTTP/1, no Nagle).
+    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connect to {addr}"))?;
@@ -119,12 +120,21 @@ impl Conn {
             .header(header::CONTENT_TYPE, "application/json")
             .header("user-agent", "meethook-bench")
             .body(Full::new(body))?;
+        let (parts, body) = self.send(req).await?;
+        Ok((parts.status.as_u16(), body))
+    }
+
+    /// Sends `req`; returns the answer's head and its whole body.
+    pub(crate) async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> anyhow::Result<(http::response::Parts, Bytes)> {
         let work = async {
             self.tx.ready().await?;
             let resp = self.tx.send_request(req).await?;
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await?.to_bytes();
-            anyhow::Ok((status, body))
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await?.to_bytes();
+            anyhow::Ok((parts, body))
         };
         tokio::time::timeout(REQUEST_TIMEOUT, work)
             .await
@@ -133,7 +143,7 @@ impl Conn {
 }
 
 /// The `seq` of a `{"seq":N}` answer.
-fn seq_of(body: &[u8]) -> Option<u64> {
+pub(crate) fn seq_of(body: &[u8]) -> Option<u64> {
     let s = std::str::from_utf8(body).ok()?;
     let n = s.split("\"seq\":").nth(1)?;
     let digits: String = n

@@ -89,6 +89,10 @@ pub(crate) fn machine_info(meethook: &Path, work: &Path) -> Vec<(String, String)
                 )
             },
         ),
+        (
+            "probe: append 1 KiB + fdatasync on the data directories' disk (median of 200; the relay pays at least one before each 2xx)".into(),
+            probe::append_fdatasync(work, 200).map_or_else(|| "n/a".into(), fmt_dur),
+        ),
         ("probe: 16 MiB copy into never-touched / just-used memory (median of 3)".into(), {
             let (fresh, reused) = probe::copy_16mib();
             format!("{} / {}", fmt_dur(fresh), fmt_dur(reused))

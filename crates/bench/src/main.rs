@@ -7,7 +7,10 @@
 //! - [`plan`]: counts and sizes from the flags; [`ctx`]: what the phases share.
 //! - Phases: [`latency`] (a, e), [`throughput`] (b, c, d), [`backlog`] (f), [`idle`] (g),
 //!   [`pg`] (the PostgreSQL store), [`inspector`] (h, i: the inspector's stream and list
-//!   API), [`peers`] (plain TCP tunnels, `--peers`).
+//!   API), [`order`] (`--order channel` against `--order bot --parallel 8`), [`hostile`] (a
+//!   flood and slowloris against other channels' senders), [`peers`] (plain TCP tunnels,
+//!   `--peers`).
+//! - [`targets`]: the targets, judged from what the phases measured.
 //! - [`body`]: bodies that carry their id, and the hash that checks them.
 //! - [`handler`]: the recording handler (hyper server) and the per-run [`handler::Tracker`].
 //! - [`load`]: the load generator (hyper clients, keep-alive, N concurrent senders).
@@ -18,17 +21,20 @@
 //! - [`report`]: the markdown.
 //!
 //! Phases: latency and body sizes (a, e), throughput and CPU (b, c), memory (d, collected
-//! along the way), backlog (f), idle listeners (g), PostgreSQL store (`pg`, with a URL).
+//! along the way), backlog (f), idle listeners (g), PostgreSQL store (`pg`, with a URL),
+//! inspector (h, i), keyed order (`order`), plain tunnels (`peers`, with `--peers`).
 
 mod backlog;
 mod body;
 mod ctx;
 mod handler;
+mod hostile;
 mod idle;
 mod inspector;
 mod latency;
 mod load;
 mod machine;
+mod order;
 mod peers;
 mod pg;
 mod plan;
@@ -37,6 +43,7 @@ mod procs;
 mod report;
 mod stack;
 mod stats;
+mod targets;
 mod throughput;
 
 use std::path::PathBuf;
@@ -96,9 +103,18 @@ pub(crate) struct Args {
     /// Directory for the relay stores and daemon journals [default: the system temp dir].
     #[arg(long)]
     pub(crate) tmp: Option<PathBuf>,
-    /// Skip phases: any of latency, throughput, backlog, idle, pg, inspector (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    /// Skip phases: any of latency, throughput, backlog, idle, pg, inspector, order, hostile,
+    /// peers (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_phase)]
     pub(crate) skip: Vec<String>,
+    /// Run only these phases (comma-separated names as for --skip); `peers` here implies
+    /// --peers.
+    #[arg(long, value_delimiter = ',', value_parser = parse_phase)]
+    pub(crate) only: Vec<String>,
+    /// Events of phase `order`'s runs with the 20 ms and with the 0 ms handler, rounded down
+    /// to whole rounds of 8 bots [default: 480,8000; smoke: 80,400].
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) order_events: Option<Vec<u64>>,
     /// PostgreSQL database for the `pg` phase (a schema is created in it and dropped at the
     /// end), e.g. postgres://postgres@127.0.0.1:5432/test; without it the phase is skipped.
     #[arg(long, env = "MEETHOOK_BENCH_POSTGRES_URL")]
@@ -107,6 +123,28 @@ pub(crate) struct Args {
     /// rathole, whichever is installed: `cargo install bore-cli rathole`), side by side.
     #[arg(long)]
     pub(crate) peers: bool,
+}
+
+/// Phases in the order they run.
+const PHASES: [&str; 9] = [
+    "latency",
+    "throughput",
+    "backlog",
+    "idle",
+    "pg",
+    "inspector",
+    "order",
+    "hostile",
+    "peers",
+];
+
+fn parse_phase(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if PHASES.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("unknown phase {s:?}: use {}", PHASES.join(", ")))
+    }
 }
 
 fn main() -> ExitCode {
@@ -182,23 +220,30 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     ctx.report.settings = settings(&plan, args.smoke, &relay_flags);
     ctx.report.settings.extend(fd_note);
+    ctx.report.smoke = args.smoke;
     let started = Instant::now();
     let cpu_start = CpuShare::now();
-    for name in [
-        "latency",
-        "throughput",
-        "backlog",
-        "idle",
-        "pg",
-        "inspector",
-        "peers",
-    ] {
+    for name in PHASES {
         if name == "peers" && !plan.peers {
+            ctx.report.facts.bore_missing = Some(
+                "bore not measured: phase `peers` runs only with `--peers` (after `cargo install bore-cli rathole`)"
+                    .into(),
+            );
             continue;
         }
         if !plan.runs(name) {
-            if name == "pg" {
-                ctx.report.pg_notes.push("skipped (`--skip pg`)".into());
+            let why = if plan.skip.iter().any(|s| s == name) {
+                format!("`--skip {name}`")
+            } else {
+                "not in `--only`".to_string()
+            };
+            match name {
+                "pg" => ctx.report.pg_notes.push(format!("skipped ({why})")),
+                "peers" => {
+                    ctx.report.facts.bore_missing =
+                        Some(format!("bore not measured: phase `peers` skipped ({why})"))
+                }
+                _ => {}
             }
             continue;
         }
@@ -217,6 +262,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "pg" => pg::phase(&mut ctx, plan.postgres.as_deref().unwrap_or_default()).await,
             "peers" => peers::phase_peers(&mut ctx).await,
             "inspector" => inspector::phase(&mut ctx).await,
+            "order" => order::phase(&mut ctx).await,
+            "hostile" => hostile::phase(&mut ctx).await,
             _ => idle::phase(&mut ctx).await,
         };
         if let Err(e) = r {

@@ -176,6 +176,12 @@ pub(crate) async fn phase_peers(ctx: &mut Ctx) -> anyhow::Result<()> {
         ctx.report.peer_notes.push(format!(
             "{name}: not installed (`cargo install bore-cli rathole`); skipped"
         ));
+        if *name == "bore" {
+            ctx.report.facts.bore_missing = Some(
+                "bore not measured: not installed (`cargo install bore-cli`, then `--peers`)"
+                    .into(),
+            );
+        }
     }
     if found.is_empty() {
         return Ok(());
@@ -237,6 +243,9 @@ pub(crate) async fn phase_peers(ctx: &mut Ctx) -> anyhow::Result<()> {
                 .await
                 .e2e_latency,
         );
+        if name == "bore" && !lat.is_empty() {
+            ctx.report.facts.bore_p50 = Some(pct(&lat, 0.5));
+        }
         for (p, q) in [("p50", 0.5), ("p99", 0.99)] {
             ctx.report.peer(
                 format!(
@@ -260,11 +269,15 @@ pub(crate) async fn phase_peers(ctx: &mut Ctx) -> anyhow::Result<()> {
                 fmt_rate(direct),
                 ratio(f.rate, direct),
             );
-            if c == ctx.plan.cpu_at {
+            if ctx.plan.cpu_at.contains(&c) {
                 let measured = f.delivered.saturating_sub(ctx.plan.warmup);
+                let k = per_thousand(f.cpu, measured);
+                if name == "bore" {
+                    ctx.report.facts.bore_cpu_k.push((c, k));
+                }
                 ctx.report.peer(
                     format!("{name}: CPU ms per 1,000 events, {c} senders (server + client)"),
-                    format!("{:.0} ms", per_thousand(f.cpu, measured)),
+                    format!("{k:.0} ms"),
                     "–".to_string(),
                     None,
                 );

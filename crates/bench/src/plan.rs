@@ -15,8 +15,8 @@ pub(crate) struct Plan {
     pub(crate) concurrency: Vec<usize>,
     /// Rounds of the throughput phase (all concurrencies in turn, each round).
     pub(crate) rounds: usize,
-    /// Concurrency whose run also measures CPU (figure c).
-    pub(crate) cpu_at: usize,
+    /// Concurrencies whose runs also report CPU per event (figure c; the peers too).
+    pub(crate) cpu_at: Vec<usize>,
     pub(crate) backlog: u64,
     pub(crate) backlog_senders: usize,
     pub(crate) idle: usize,
@@ -29,6 +29,12 @@ pub(crate) struct Plan {
     pub(crate) postgres: Option<String>,
     /// Run the `peers` phase.
     pub(crate) peers: bool,
+    /// Phases to run, when limited (`--only`).
+    pub(crate) only: Vec<String>,
+    /// Events of each `order` run, per handler delay.
+    pub(crate) order_events: Vec<(Duration, u64)>,
+    /// Counts and durations of the `hostile` phase.
+    pub(crate) hostile: crate::hostile::Sizes,
 }
 
 /// Parses a `--body-sizes` entry.
@@ -67,18 +73,32 @@ impl Plan {
                     .map(|&(n, c)| (n, if s { c.min(5) } else { c })),
             );
         }
-        let concurrency =
-            a.concurrency
-                .clone()
-                .unwrap_or_else(|| if s { vec![4, 16] } else { vec![16, 64, 256] });
-        let cpu_at = if concurrency.contains(&16) {
-            16
-        } else {
-            concurrency.first().copied().unwrap_or(1)
-        };
+        // Smoke keeps the full run's concurrencies so every target row is computed.
+        let concurrency = a.concurrency.clone().unwrap_or_else(|| vec![16, 64, 256]);
+        let mut cpu_at: Vec<usize> = concurrency
+            .iter()
+            .copied()
+            .filter(|c| CPU_AT.contains(c))
+            .collect();
+        if cpu_at.is_empty() {
+            cpu_at.extend(concurrency.first().copied());
+        }
+        let given = a.order_events.clone().unwrap_or_default();
+        let order_events = [(ORDER_SLOW, 480, 80), (Duration::ZERO, 8_000, 400)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (d, full, smoke))| {
+                let n = given
+                    .get(i)
+                    .copied()
+                    .unwrap_or(if s { smoke } else { full });
+                // At least one event per bot, and whole rounds of bots.
+                (d, n.max(BOTS as u64) / BOTS as u64 * BOTS as u64)
+            })
+            .collect();
         Plan {
             bodies,
-            events: a.events.unwrap_or(if s { 200 } else { 50_000 }),
+            events: a.events.unwrap_or(if s { 500 } else { 50_000 }),
             concurrency,
             rounds: a.rounds.unwrap_or(if s { 1 } else { 3 }).max(1),
             cpu_at,
@@ -89,7 +109,10 @@ impl Plan {
             patience: Duration::from_secs(if s { 20 } else { 60 }),
             skip: a.skip.clone(),
             postgres: a.postgres.clone().filter(|u| !u.trim().is_empty()),
-            peers: a.peers,
+            peers: a.peers || a.only.iter().any(|p| p == "peers"),
+            only: a.only.clone(),
+            order_events,
+            hostile: crate::hostile::Sizes::new(s),
         }
     }
 
@@ -100,8 +123,21 @@ impl Plan {
 
     pub(crate) fn runs(&self, phase: &str) -> bool {
         !self.skip.iter().any(|s| s == phase)
+            && (self.only.is_empty() || self.only.iter().any(|s| s == phase))
+    }
+
+    /// The concurrency of single-concurrency figures (the inspector's).
+    pub(crate) fn main_concurrency(&self) -> usize {
+        self.cpu_at.first().copied().unwrap_or(1)
     }
 }
+
+/// Concurrencies whose CPU per event the targets compare with bore's.
+pub(crate) const CPU_AT: [usize; 2] = [16, 64];
+/// Bots of phase `order`.
+pub(crate) const BOTS: usize = 8;
+/// The slow handler of phase `order`.
+pub(crate) const ORDER_SLOW: Duration = Duration::from_millis(20);
 
 /// Default backlog size (figure f).
 const DEFAULT_BACKLOG: u64 = 1_000_000;
@@ -161,8 +197,30 @@ pub(crate) fn settings(p: &Plan, smoke: bool, relay_flags: &[String]) -> Vec<Str
             pg::SENDERS
         ));
     }
+    if p.runs("order") {
+        let runs: Vec<String> = p
+            .order_events
+            .iter()
+            .map(|(d, n)| {
+                format!(
+                    "{} events with a {} ms handler",
+                    thousands(*n),
+                    d.as_millis()
+                )
+            })
+            .collect();
+        v.push(format!(
+            "order (phase `order`): a backlog of {BOTS} bots' events drained by `meethook listen --order channel` and by `--order bot --parallel {BOTS}`, {}; {} round{}",
+            runs.join(", "),
+            p.rounds,
+            if p.rounds == 1 { "" } else { "s" },
+        ));
+    }
     if !p.skip.is_empty() {
         v.push(format!("skipped phases: {}", p.skip.join(", ")));
+    }
+    if !p.only.is_empty() {
+        v.push(format!("only phases: {}", p.only.join(", ")));
     }
     v
 }
@@ -178,8 +236,13 @@ mod tests {
     fn smoke_plan_is_small() {
         let a = Args::parse_from(["meethook-bench", "--smoke"]);
         let p = Plan::from_args(&a);
-        assert_eq!(p.concurrency.len(), 2);
-        assert!(p.backlog <= 100 && p.idle <= 20 && p.events <= 200);
+        assert_eq!(p.concurrency, [16, 64, 256]);
+        assert_eq!(p.cpu_at, CPU_AT);
+        assert!(p.backlog <= 100 && p.idle <= 20 && p.events <= 500);
+        assert!(p
+            .order_events
+            .iter()
+            .all(|(_, n)| *n <= 400 && n % BOTS as u64 == 0));
         assert!(p.bodies.iter().all(|(s, _)| *s <= 1 << 20));
         let a = Args::parse_from([
             "meethook-bench",
@@ -192,5 +255,10 @@ mod tests {
         let p = Plan::from_args(&a);
         assert_eq!(p.postgres.as_deref(), Some("postgres://u@h/db"));
         assert!(!p.runs("pg") && !p.runs("idle") && p.runs("latency"));
+        let a = Args::parse_from(["meethook-bench", "--only", "order", "--order-events", "20"]);
+        let p = Plan::from_args(&a);
+        assert!(p.runs("order") && !p.runs("latency") && !p.peers);
+        assert_eq!(p.order_events[0], (ORDER_SLOW, 16), "whole rounds of bots");
+        assert_eq!(p.order_events[1].1, 8_000);
     }
 }

@@ -103,6 +103,24 @@ pub fn copy_16mib() -> (Duration, Duration) {
     (median(fresh), median(reused))
 }
 
+/// Median time to append 1 KiB to a file in `dir` and `fdatasync` it (`trips` times): what
+/// the relay pays at least once before each 2xx, on the disk its data directory is on.
+pub fn append_fdatasync(dir: &std::path::Path, trips: u32) -> Option<Duration> {
+    let path = dir.join(format!("fsync-probe-{}", std::process::id()));
+    let mut f = std::fs::File::create(&path).ok()?;
+    let block = [0x5au8; 1024];
+    let mut times = Vec::with_capacity(trips as usize);
+    for _ in 0..trips {
+        let t = Instant::now();
+        f.write_all(&block).ok()?;
+        f.sync_data().ok()?;
+        times.push(t.elapsed());
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    (!times.is_empty()).then(|| median(times))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -121,5 +139,12 @@ mod tests {
         assert!(wakeup_round_trip(50, Some((0, 0))).is_some());
         let (fresh, reused) = copy_16mib();
         assert!(fresh > Duration::ZERO && reused > Duration::ZERO);
+        let dir = tempfile::tempdir().unwrap();
+        assert!(append_fdatasync(dir.path(), 5).is_some_and(|d| d > Duration::ZERO));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "probe file removed"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use meethook_proto::human::human_size;
 
 use crate::handler::Checks;
+use crate::targets::Facts;
 
 /// One line of the figures table.
 pub struct Row {
@@ -69,6 +70,18 @@ pub struct Report {
     pub inspector_rows: Vec<Row>,
     /// Remarks of the inspector section; empty when the phase did not run.
     pub inspector_notes: Vec<String>,
+    /// The keyed-order figures (phase `order`): one line per handler delay.
+    pub order_rows: Vec<Vec<String>>,
+    /// Remarks of the keyed-order section; empty when the phase did not run.
+    pub order_notes: Vec<String>,
+    /// What the targets table is judged from.
+    pub facts: Facts,
+    /// Smoke mode (the targets table says its verdicts mean nothing).
+    pub smoke: bool,
+    /// The hostile-senders figures (phase `hostile`): figure, without, under, ratio.
+    pub hostile_rows: Vec<Vec<String>>,
+    /// Remarks of the hostile-senders section; empty when the phase did not run.
+    pub hostile_notes: Vec<String>,
     /// Integrity counts per run.
     pub checks: Vec<(String, Checks, Option<String>)>,
     /// Phases that failed outright.
@@ -174,7 +187,7 @@ impl Report {
         }
         let mut s = String::from("## Inspector\n\n");
         s.push_str(
-            "Phase `inspector` (`scripts/bench --skip latency,throughput,backlog,idle,pg` runs \
+            "Phase `inspector` (`scripts/bench --only inspector` runs \
              it alone): (h) the same load through `meethook listen --inspect ADDR` with a client \
              reading its `GET /api/stream` against none, alternating, in the same run; (i) the \
              list API's answer time over a big journal.\n\n",
@@ -192,6 +205,36 @@ impl Report {
                     "| {} | {} | {} | {} | {} |",
                     r.fig, r.what, r.meethook, r.direct, r.ratio
                 );
+            }
+        }
+        s.push('\n');
+        s
+    }
+
+    /// The "Keyed order" section (phase `order`), empty when the phase did not run.
+    pub fn order_section(&self) -> String {
+        if self.order_notes.is_empty() && self.order_rows.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from("## Keyed order\n\n");
+        s.push_str(
+            "Phase `order` (`scripts/bench-order` or `scripts/bench --only order` runs it \
+             alone): events of several bots are posted while no listener runs, then \
+             `meethook listen` drains them into a handler that holds each request for a set \
+             time; delivered events/s from starting `listen` to the last arrival at the \
+             handler, `--order channel` against `--order bot --parallel N`, alternating, in \
+             the same run. Each bot's events are checked to arrive in seq order (runs \
+             labelled `order phase: …` in the integrity checks).\n\n",
+        );
+        for n in &self.order_notes {
+            let _ = writeln!(s, "- {n}");
+        }
+        if !self.order_rows.is_empty() {
+            s.push_str(
+                "\n| handler | events | `--order channel` | `--order bot --parallel 8` | bot / channel | most requests at the handler at once (channel / bot) |\n|---|---:|---:|---:|---:|---:|\n",
+            );
+            for r in &self.order_rows {
+                let _ = writeln!(s, "| {} |", r.join(" | "));
             }
         }
         s.push('\n');
@@ -287,6 +330,8 @@ impl Report {
              One run measures everything against a direct baseline taken in the same run; \
              all traffic is on 127.0.0.1.\n\n",
         );
+        s.push_str(&self.facts.section(self.smoke));
+        s.push_str("## Machine and figures\n\n");
         for (k, v) in machine {
             let _ = writeln!(s, "- {k}: {v}");
         }
@@ -308,12 +353,15 @@ impl Report {
         s.push('\n');
         s.push_str(&self.peer_section());
         s.push_str(&self.inspector_section());
+        s.push_str(&self.order_section());
+        s.push_str(&self.hostile_section());
         s.push_str("\n## Integrity checks\n\n");
         s.push_str(
             "Every delivery is checked at the handler: body byte-identical to what was sent \
              (64-bit hash of the whole body, keyed by the id embedded in it), each event once, \
-             `meethook-seq` exactly the previous one plus 1 and equal to the seq the relay \
-             answered for that body.\n\n",
+             `meethook-seq` exactly the previous one plus 1 (under `--order bot`: above the \
+             previous one of the same bot) and equal to the seq the relay answered for that \
+             body.\n\n",
         );
         s.push_str(
             "| run | sent | acked | delivered | lost | out of order | duplicates | corrupt | seq mismatch | send errors |\n",
@@ -382,6 +430,15 @@ const METHOD: &str = "
   direct one-sender rate (one request at a time, like the daemon).
 - **Idle listeners** (g): websocket streams that sent a valid `hello` and got their `welcome`;
   relay RSS after minus before, divided by the number of streams.
+- **Hostile senders** (phase `hostile`): a relay with its default limits (not `--rate-limit 0`)
+  and 1,000 channels; 50 victims each post 1 KiB every 100 ms on their own channel and
+  connection (a slow answer delays that victim's next post), and their POST → 2xx
+  latency is taken in a window without attack, one under attack and one without again (the
+  baseline is both quiet windows). The attack: one sender on 8 connections posting to one more
+  channel as fast as it is answered, ignoring `Retry-After`, and 500 connections each writing one byte of a
+  request head every 3 s, reopened when the relay ends them. CPU from `/proc/PID/stat` over
+  each window; afterwards each victim channel and the flooded one are read back through the
+  history API with the channel token and compared with the 2xx answers (seq and body hash).
 - **PostgreSQL** (phase `pg`, with `--postgres URL` or `MEETHOOK_BENCH_POSTGRES_URL`): a fresh
   schema is created for the phase and dropped at its end; relays get
   `--store URL?options=-csearch_path%3D<schema>`. Acknowledged events/s: 64 senders, 1 KiB, no
@@ -397,6 +454,20 @@ const METHOD: &str = "
   of their own. e2e latency: 1 sender, 1 KiB, relay
   + `meethook listen` → handler, with the full order and byte-identity checks, on PostgreSQL and
   on SQLite. Each figure's direct baseline is taken in the same phase.
+- **Keyed order** (phase `order`): 8 senders post a backlog of 1 KiB events, event `i` a
+  `bot.status_change` of bot `i mod 8`, while no listener runs; then `meethook listen
+  --order channel` (one request at a time) or `--order bot --parallel 8` (each bot's events
+  one at a time, up to 8 bots at once) starts, and delivered events/s is events ÷ time from
+  starting it to the last arrival at the handler. The handler holds each request 20 ms (a
+  handler that does some work) or answers at once. The handler checks each bot's seqs
+  increase (channel order: each seq is the previous plus 1), and counts the requests it
+  holds at once: more than 1 under `--order channel` or more than 8 under `--parallel 8` is
+  a failure. Fresh relay and daemon per run; the modes alternate within each round.
+- **Targets** (top of the report): ratios of figures above. CPU per event: relay + daemon
+  (figure c) against bore's server + client (phase `peers`, same senders, same handler);
+  e2e p50: figure a against bore's 1-sender run; order: phase `order`; 256 against 64
+  senders: figure b's delivered events/s. bore's figures come from one run each, meethook's
+  throughput figures are medians over the rounds.
 - The bench process, the relay and the daemon share the same cores; on a small machine the
   bench's own sender and handler take a noticeable share of the CPU.
 - **Comparing machines**: every delivery is a round trip to the handler, and each event

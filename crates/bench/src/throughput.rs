@@ -92,7 +92,7 @@ fn with_runs(
     (m, cell)
 }
 
-/// Figures b (and c at the CPU concurrency) for `c` senders, from its runs.
+/// Figures b (and c at the CPU concurrencies) for `c` senders, from its runs.
 fn report_throughput(ctx: &mut Ctx, c: usize, runs: &[Throughput]) {
     if runs.is_empty() {
         return;
@@ -108,6 +108,7 @@ fn report_throughput(ctx: &mut Ctx, c: usize, runs: &[Throughput]) {
         ratio(acked, direct),
     );
     let (delivered, delivered_cell) = with_runs(runs, |t| t.delivered_rate, fmt_rate);
+    ctx.report.facts.delivered.push((c, delivered));
     ctx.report.compare(
         "b",
         format!("delivered events/s at the handler, {c} senders, in strict seq order"),
@@ -115,9 +116,10 @@ fn report_throughput(ctx: &mut Ctx, c: usize, runs: &[Throughput]) {
         direct_cell,
         ratio(delivered, direct),
     );
-    if c == ctx.plan.cpu_at {
+    if ctx.plan.cpu_at.contains(&c) {
         let ms = |v: f64| format!("{v:.0} ms");
         let (both, both_cell) = with_runs(runs, |t| t.cpu_k.0 + t.cpu_k.1, ms);
+        ctx.report.facts.cpu_k.push((c, both));
         let relay_k = median(runs.iter().map(|t| t.cpu_k.0).collect());
         let daemon_k = median(runs.iter().map(|t| t.cpu_k.1).collect());
         let (direct_k, direct_k_cell) = with_runs(runs, |t| t.cpu_k.3, ms);

@@ -48,5 +48,17 @@ fn smoke_run_is_clean_and_prints_the_table() {
             "no row {fig} in the output:\n{stdout}"
         );
     }
+    assert!(stdout.contains("## Targets"), "{stdout}");
+    assert!(
+        stdout.contains("bore not measured: phase `peers` runs only with `--peers`"),
+        "the targets say bore was not measured:\n{stdout}"
+    );
+    for run in ["--order channel, 20 ms", "--order bot --parallel 8, 0 ms"] {
+        assert!(
+            stdout.contains(&format!("| order phase: {run}")),
+            "no integrity row for {run}:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("## Hostile senders"), "{stdout}");
     assert!(stdout.contains("Result: **clean**"), "{stdout}");
 }

@@ -129,10 +129,12 @@ pub(crate) async fn run(
     })
     .await?;
     let mut failures = 0u32;
+    let mut ready = false;
     loop {
         let started = Instant::now();
         let end = once(
             &cfg,
+            &mut ready,
             &url,
             tls.clone(),
             &journal,
@@ -362,6 +364,7 @@ impl Preloads {
 #[allow(clippy::too_many_arguments)]
 async fn once(
     cfg: &ConnSettings,
+    ready: &mut bool,
     url: &str,
     tls: Option<tokio_rustls::TlsConnector>,
     journal: &Journal,
@@ -445,6 +448,14 @@ async fn once(
             observers.emit(DaemonEvent::CaughtUp {
                 seq: last_journaled,
             });
+            if !*ready {
+                *ready = true;
+                observers.emit(DaemonEvent::Ready {
+                    relay: cfg.relay.clone(),
+                    channel: cfg.channel.clone(),
+                    seq: last_journaled,
+                });
+            }
         }
     };
     caught_up(last_journaled);

@@ -224,24 +224,32 @@ pub enum DaemonError {
     /// The control socket is taken by a live daemon.
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    /// A file other than the journal could not be written for want of space.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
-/// Runs the daemon until `shutdown` is cancelled (returns `Ok`) or a fatal error, reporting
-/// to `observers`.
-///
-/// Two main stages: the connection journals events and hands them to delivery; delivery
-/// sends them one at a time, makes each outcome crash-safe (the outcome log) before the next
-/// send, so a crash can repeat at most the one event in flight, and publishes the delivered
-/// cursor, which the connection acks.
-pub async fn run(
-    cfg: DaemonConfig,
-    observers: Observers,
-    shutdown: CancellationToken,
-) -> Result<(), DaemonError> {
-    let targets = cfg.targets()?;
-    conn::ws_url(&cfg.relay, &cfg.channel)?;
+impl DaemonError {
+    /// Whether the disk is full: space may come back, and the daemon with it.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            DaemonError::DiskFull(_) => true,
+            DaemonError::Journal(e) => e.is_disk_full(),
+            _ => false,
+        }
+    }
+}
+
+/// Opens the journal and applies the outcome log left by the last run.
+fn open_journal(cfg: &DaemonConfig) -> Result<(Journal, OutcomeLog), DaemonError> {
+    let log_err = |e: outcomes::LogError| {
+        if e.is_disk_full() {
+            DaemonError::DiskFull(e.to_string())
+        } else {
+            DaemonError::Config(e.to_string())
+        }
+    };
     let journal = Journal::open(&cfg.data)?;
-    let log_err = |e: outcomes::LogError| DaemonError::Config(e.to_string());
     let (mut log, leftover) = OutcomeLog::open(&cfg.data, &cfg.channel).map_err(log_err)?;
     if !leftover.is_empty() {
         journal.recover(&cfg.channel, &leftover)?;
@@ -251,6 +259,50 @@ pub async fn run(
     if !cfg.forward_to.is_empty() {
         journal.set_forward_to(&cfg.channel, &cfg.forward_to)?;
     }
+    Ok((journal, log))
+}
+
+/// Runs the daemon until `shutdown` is cancelled (returns `Ok`) or a fatal error, reporting
+/// to `observers`. A full disk is not fatal: the daemon starts again once there is space
+/// (the relay keeps the events; exiting would need a supervisor to come back).
+pub async fn run(
+    cfg: DaemonConfig,
+    observers: Observers,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match run_once(cfg.clone(), observers.clone(), shutdown.clone()).await {
+            Err(e) if e.is_disk_full() && !shutdown.is_cancelled() => {
+                tracing::error!(
+                    "{e}; starting again in {:.1}s (free some space)",
+                    wait.as_secs_f64()
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One run of the daemon, from opening the journal to a stop or an error.
+///
+/// Two main stages: the connection journals events and hands them to delivery; delivery
+/// sends them one at a time, makes each outcome crash-safe (the outcome log) before the next
+/// send, so a crash can repeat at most the one event in flight, and publishes the delivered
+/// cursor, which the connection acks.
+async fn run_once(
+    cfg: DaemonConfig,
+    observers: Observers,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let targets = cfg.targets()?;
+    conn::ws_url(&cfg.relay, &cfg.channel)?;
+    let (journal, log) = open_journal(&cfg)?;
     let (ask_tx, ask_rx) = mpsc::channel(16);
     let endpoint = match control::Endpoint::bind(&cfg.data, &cfg.channel) {
         Ok(e) => Some(e),

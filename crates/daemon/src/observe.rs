@@ -163,6 +163,16 @@ pub enum DaemonEvent {
         /// The last seq journaled.
         seq: u64,
     },
+    /// Once per run: the first time the listener is connected and caught up; events sent
+    /// to the relay from now on reach this listener without a catch-up (scripts wait on it).
+    Ready {
+        /// The relay's URL.
+        relay: String,
+        /// The channel.
+        channel: String,
+        /// The last seq journaled.
+        seq: u64,
+    },
     /// An event arrived from the relay and is on its way to the journal and delivery.
     Received {
         /// Its seq.

@@ -60,6 +60,13 @@ pub(crate) enum LogError {
     },
 }
 
+impl LogError {
+    /// Whether the disk is full: space may come back.
+    pub(crate) fn is_disk_full(&self) -> bool {
+        matches!(self, LogError::Io { error, .. } if error.kind() == std::io::ErrorKind::StorageFull)
+    }
+}
+
 /// `channel` as a part of a file name: itself when it is `[A-Za-z0-9_-]` (as channel ids
 /// are), hex-encoded otherwise.
 pub(crate) fn file_stem(channel: &str) -> String {

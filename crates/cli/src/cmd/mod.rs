@@ -4,6 +4,7 @@ mod channel;
 mod config;
 mod control;
 mod dev;
+mod docs;
 mod events;
 mod inspect;
 mod listen;
@@ -68,6 +69,10 @@ enum Command {
         #[command(subcommand)]
         command: config::Command,
     },
+    /// Print a shell completion script: `meethook completions bash > ~/.local/share/bash-completion/completions/meethook`.
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (`meethook man | man -l -`), or write every page with `--dir DIR`.
+    Man(docs::ManArgs),
 }
 
 impl Cli {
@@ -113,6 +118,8 @@ pub async fn run(
         Command::Events { command } => events::run(command).await,
         Command::Replay(a) => replay::run(a, shutdown).await,
         Command::Inspect(a) => inspect::run(a, shutdown).await,
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     }
 }
 

@@ -96,6 +96,12 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<String> {
             json!({"time": time, "kind": "missed", "first": first, "last": last})
         }
         DaemonEvent::CaughtUp { seq } => json!({"time": time, "kind": "caught_up", "seq": seq}),
+        DaemonEvent::Ready {
+            relay,
+            channel,
+            seq,
+        } => json!({"time": time, "kind": "ready", "relay": relay, "channel": channel,
+                    "seq": seq}),
         DaemonEvent::JournalPruned { events, bytes } => {
             json!({"time": time, "kind": "pruned", "events": events, "bytes": bytes})
         }

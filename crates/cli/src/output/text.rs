@@ -16,7 +16,12 @@ pub enum Text {
 /// The text for `event`, if a person should see it.
 pub fn line(event: &DaemonEvent, source: &Source) -> Option<Text> {
     // Said by other lines, or not worth one.
-    if super::json::quiet(event) || matches!(event, DaemonEvent::CaughtUp { .. }) {
+    if super::json::quiet(event)
+        || matches!(
+            event,
+            DaemonEvent::CaughtUp { .. } | DaemonEvent::Ready { .. }
+        )
+    {
         return None;
     }
     let now = chrono::Local::now().format("%H:%M:%S%.3f");

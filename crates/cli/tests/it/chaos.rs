@@ -355,3 +355,51 @@ async fn daemon_disk_full_on_big_bodies_redelivers_in_order_and_settles_all() {
     let journal = meethook_daemon::journal::Journal::open(disk.path()).unwrap();
     assert_eq!(journal.pending(&ch, 100).unwrap().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_restarted_on_a_full_disk_waits_for_space() {
+    let fault = "daemon-restart-disk-full";
+    let Some(disk) = Tmpfs::mount("16m") else {
+        println!("chaos: fault={fault} skipped (mounting a tmpfs needs root)");
+        return;
+    };
+    let relay = TestRelay::start().await;
+    let (ch, token) = relay.channel(None).await;
+    let handler = TestHandler::start().await;
+    let data = disk.path().join("journal");
+    let listen = || {
+        ListenProcess::start(
+            Path::new(BIN),
+            &relay.url(),
+            &ch,
+            &token,
+            &handler.url("/"),
+            &data,
+        )
+    };
+    let mut daemon = listen();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut acked = collect(senders(relay.hook(&ch), 1, 20, 256, stop.clone())).await;
+    wait_all(&handler, &acked).await;
+    // Killed with outcomes in its log, then started again while the disk is full.
+    daemon.proc.kill9().await;
+    let filler = disk.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[0u8; 64 << 10]).is_ok() {}
+    }
+    acked.extend(collect(senders(relay.hook(&ch), 1, 20, 256, stop)).await);
+    let mut daemon = listen();
+    // A fixed wait, on purpose: the daemon must still be running (waiting for space).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        daemon.proc.child.try_wait().unwrap().is_none(),
+        "the daemon exited on a full disk instead of waiting for space"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let got = wait_all(&handler, &acked).await;
+    verify(&acked, &got).assert_promise(fault, 1);
+    daemon.proc.kill9().await;
+    relay.stop().await;
+}

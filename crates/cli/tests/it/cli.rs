@@ -321,6 +321,22 @@ async fn dev_json_prints_only_json_lines() {
     assert_eq!(started["kind"], "started", "{first}");
     let webhook = started["webhook_url"].as_str().unwrap().to_string();
     assert!(webhook.ends_with("/hooks/dev"), "{first}");
+    // `ready` comes once the in-process listener is connected and caught up.
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("a ready line");
+            let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+            if v["kind"] == "ready" {
+                break v;
+            }
+        }
+    })
+    .await
+    .expect("a ready line within 30 s");
+    assert_eq!(
+        (ready["channel"].as_str(), ready["seq"].as_u64()),
+        (Some("dev"), Some(0))
+    );
     assert_eq!(post(&webhook, &[], "{}").await.seq(), Some(1));
     handler.wait_delivered(1).await;
     // Every line is JSON (connection news too); the attempt line says it was delivered.
@@ -362,4 +378,110 @@ async fn an_all_interfaces_relay_hands_out_a_reachable_url() {
         webhook.contains(&format!(":{}/hooks/", relay.addr.port())),
         "{webhook}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_json_says_ready_once_caught_up_and_only_once() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let handler = TestHandler::start().await;
+    let relay_data = tempdir();
+    let mut relay =
+        RelayProcess::start(Path::new(BIN), relay_data.path(), "127.0.0.1:0", "adm").await;
+    let url = relay.url();
+    let (channel, token) = meethook_testkit::create_channel(&url, "adm").await;
+    // A backlog the listener must journal before it is ready.
+    for i in 1..=3u64 {
+        let body = format!("{{\"n\":{i}}}");
+        assert_eq!(post(&relay.hook(&channel), &[], body).await.seq(), Some(i));
+    }
+    let data = tempdir();
+    let mut cmd = meethook_testkit::ListenProcess::command(
+        Path::new(BIN),
+        &url,
+        &channel,
+        &token,
+        &handler.url("/hook"),
+        data.path(),
+    );
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut kinds = Vec::new();
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("a ready line");
+            let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+            kinds.push(v["kind"].as_str().unwrap().to_string());
+            if v["kind"] == "ready" {
+                break v;
+            }
+        }
+    })
+    .await
+    .expect("a ready line within 30 s");
+    assert!(kinds.contains(&"connected".to_string()), "{kinds:?}");
+    assert_eq!(ready["seq"].as_u64(), Some(3), "{ready}");
+    assert_eq!(ready["channel"].as_str(), Some(channel.as_str()));
+    handler.wait_delivered(3).await;
+
+    // A relay restart: connected and caught_up again, but no second `ready`.
+    relay.proc.kill9().await;
+    let relay = RelayProcess::start(
+        Path::new(BIN),
+        relay_data.path(),
+        &relay.addr.to_string(),
+        "adm",
+    )
+    .await;
+    assert_eq!(post(&relay.hook(&channel), &[], "{}").await.seq(), Some(4));
+    handler.wait_delivered(4).await;
+    let mut after = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), lines.next_line()).await
+    {
+        let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+        after.push(v["kind"].as_str().unwrap().to_string());
+    }
+    assert!(after.contains(&"connected".to_string()), "{after:?}");
+    assert!(!after.contains(&"ready".to_string()), "{after:?}");
+    let _ = child.start_kill();
+}
+
+#[test]
+fn completions_complete_commands_and_flags_in_bash() {
+    let (code, script, err) = run(&["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    // Source the script in a real bash and ask it what `meethook li<TAB>` and
+    // `meethook listen --forw<TAB>` become.
+    let probe = format!(
+        "{script}\n\
+         COMP_WORDS=(meethook li); COMP_CWORD=1; _meethook meethook li meethook; echo \"${{COMPREPLY[*]}}\"\n\
+         COMP_WORDS=(meethook listen --forw); COMP_CWORD=2; _meethook meethook --forw listen; echo \"${{COMPREPLY[*]}}\""
+    );
+    let out = Command::new("bash").arg("-c").arg(probe).output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["listen", "--forward-to"], "{out}");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let (code, script, err) = run(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(script.contains("forward-to"), "{shell}: {script}");
+    }
+    let (code, _, err) = run(&["completions", "nushell"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bash") && err.contains("zsh"), "{err}");
+}
+
+#[test]
+fn man_prints_a_page_and_writes_one_per_subcommand() {
+    let (code, page, err) = run(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(page.contains(".TH meethook 1"), "{page}");
+    let dir = tempdir();
+    let out = dir.path().join("man1");
+    let (code, said, err) = run(&["man", "--dir", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(said.contains("man pages"), "{said}");
+    let listen = std::fs::read_to_string(out.join("meethook-listen.1")).unwrap();
+    assert!(listen.contains("forward\\-to"), "{listen}");
+    assert!(out.join("meethook-events-retry.1").is_file());
 }

@@ -20,5 +20,6 @@ mod powerloss;
 mod proxy;
 mod recordings;
 mod secrets;
+mod soak;
 mod tls;
 mod trigger;

@@ -137,40 +137,6 @@ async fn order_bot_kill9_duplicates_at_most_parallel_per_crash() {
     daemon.proc.kill9().await;
 }
 
-/// Delivered events/s of a backlog of `BOTS` × `each` events, from starting `listen` with
-/// `extra` flags to the last delivery, through a handler taking `delay` per request.
-async fn drain_rate(delay: Duration, each: usize, extra: &'static [&'static str]) -> f64 {
-    let (relay, ch, handler, listen) = start(extra).await;
-    handler.set_flaky(0);
-    handler.set_delay(delay);
-    let acked = send_bots(&relay.hook(&ch), each).await;
-    let data = tempdir();
-    let t0 = std::time::Instant::now();
-    let daemon = listen(data.path());
-    let got = wait_all(&handler, &acked).await;
-    let rate = acked.len() as f64 / t0.elapsed().as_secs_f64();
-    verify_by(&acked, &got, bot).assert_promise("bench-order", 0);
-    drop(daemon);
-    rate
-}
-
-/// The figures of `scripts/bench-order`: `--order channel` against `--order bot
-/// --parallel 8`, with a 20 ms and a 0 ms handler (ratios in the same run; run it with
-/// `--release`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a benchmark: scripts/bench-order"]
-async fn bench_order_delivered_per_sec() {
-    for (delay, each) in [(Duration::from_millis(20), 25), (Duration::ZERO, 250)] {
-        let channel = drain_rate(delay, each, &["--order", "channel"]).await;
-        let bot = drain_rate(delay, each, &["--order", "bot", "--parallel", "8"]).await;
-        println!(
-            "bench-order: handler={delay:?} events={} channel={channel:.0}/s bot-parallel-8={bot:.0}/s ratio={:.2}",
-            BOTS * each,
-            bot / channel
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_send_each_event_to_the_first_match_and_journal_the_rest_as_unrouted() {
     use tokio::io::{AsyncBufReadExt, BufReader};

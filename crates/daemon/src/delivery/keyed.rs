@@ -63,6 +63,8 @@ enum Done {
     Skipped(Item),
     /// Its insert failed before a user skip could be recorded.
     Unstored(Item),
+    /// Its insert failed before its turn came: not sent; the relay sends it again.
+    Unsent(Item),
     /// The daemon stops.
     Stopped,
 }
@@ -100,6 +102,9 @@ struct Keys {
     open: BTreeSet<u64>,
     /// Seqs whose journal insert failed: they hold the cursor back until they come again.
     holes: HashSet<u64>,
+    /// The key each hole holds: nothing else of that key goes until the hole comes again,
+    /// so a key's events still reach the handler in seq order.
+    held: HashMap<u64, String>,
     /// Settled above the cursor.
     settled: BTreeSet<u64>,
     /// The highest seq taken in.
@@ -127,12 +132,27 @@ impl Keys {
         self.holes.remove(&seq);
         self.open.insert(seq);
         self.seen = self.seen.max(seq);
-        let q = self.queues.entry(item.key.clone()).or_default();
-        if q.is_empty() && !self.busy.contains(&item.key) {
-            self.ready.insert((seq, item.key.clone()));
-        }
-        q.push_back(item);
+        let key = item.key.clone();
+        let q = self.queues.entry(key.clone()).or_default();
+        // A resent hole goes before the later events of its key queued meanwhile.
+        let at = q.partition_point(|i| i.ev.seq < seq);
+        q.insert(at, item);
         self.queued += 1;
+        if self.held.remove(&seq).is_some() {
+            self.busy.remove(&key);
+        }
+        if at == 0 && !self.busy.contains(&key) {
+            if let Some(behind) = q.get(1) {
+                self.ready.remove(&(behind.ev.seq, key.clone()));
+            }
+            self.ready.insert((seq, key));
+        }
+    }
+
+    /// `item` was sent but its journal insert failed: its key waits for the resend.
+    fn hold(&mut self, item: &Item) {
+        self.holes.insert(item.ev.seq);
+        self.held.insert(item.ev.seq, item.key.clone());
     }
 
     /// The next event whose key is free, its key now busy.
@@ -413,6 +433,10 @@ impl Loop<'_> {
                 self.hole(item);
                 Ok(true)
             }
+            Done::Unsent(item) => {
+                self.hole(item);
+                Ok(true)
+            }
             Done::Skipped(item) => {
                 self.keys.waiting.remove(&item.ev.seq);
                 self.skip_user(settler, item, stop).await
@@ -501,8 +525,7 @@ impl Loop<'_> {
             seq = item.ev.seq,
             "the journal could not store this event; it is delivered again when the relay resends it"
         );
-        self.keys.holes.insert(item.ev.seq);
-        self.keys.free(&item.key);
+        self.keys.hold(&item);
     }
 
     /// Answers a control request. `Ok(false)` when stopped first.
@@ -581,6 +604,14 @@ async fn attempt(lane: Lane, mut item: Item, wait: Option<Wait>, skipped: bool) 
                 }
             }
         }
+    }
+    // Its batch's insert failed while it waited its turn: the relay sends it again.
+    if item
+        .journaled
+        .as_ref()
+        .is_some_and(|j| matches!(*j.borrow(), Some(Insert::Failed)))
+    {
+        return Done::Unsent(item);
     }
     let permit = tokio::select! {
         _ = lane.stop.cancelled() => return Done::Stopped,
@@ -661,20 +692,26 @@ mod tests {
         k.free("a");
         assert_eq!(k.low_water(), 14);
         assert!(k.settled.is_empty() && k.queues.is_empty());
-        // A seq whose insert failed holds the cursor until it comes again.
+        // A seq whose insert failed holds the cursor, and its key, until it comes again.
         k.take_in(item(15, "a"));
+        k.take_in(item(17, "a"));
         let i = k.next().unwrap();
-        k.holes.insert(15);
-        k.free(&i.key);
+        k.hold(&i);
         k.take_in(item(16, "b"));
         let j = k.next().unwrap();
-        k.settle(j.ev.seq);
+        assert_eq!(j.ev.seq, 16, "another key goes; 17 waits behind the hole");
+        k.settle(16);
         k.free(&j.key);
+        assert!(k.next().is_none(), "key a is held");
         assert_eq!(k.low_water(), 14);
         assert!(!k.known(15), "the resend is taken in");
         k.take_in(item(15, "a"));
-        k.next();
+        assert_eq!(k.next().map(|i| i.ev.seq), Some(15), "the resend before 17");
         k.settle(15);
-        assert_eq!(k.low_water(), 16);
+        k.free("a");
+        assert_eq!(k.next().map(|i| i.ev.seq), Some(17));
+        k.settle(17);
+        k.free("a");
+        assert_eq!(k.low_water(), 17);
     }
 }

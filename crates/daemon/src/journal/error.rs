@@ -63,6 +63,22 @@ pub enum JournalError {
     },
 }
 
+impl JournalError {
+    /// Whether the disk (or the file system's quota) is full: space may come back.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            JournalError::Sqlite { error, .. } => matches!(
+                error.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DiskFull)
+            ),
+            JournalError::Create { error, .. } | JournalError::Io { error, .. } => {
+                error.kind() == std::io::ErrorKind::StorageFull
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The fix for a permission error, appended to its message.
 fn permission_hint(e: &std::io::Error) -> &'static str {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
