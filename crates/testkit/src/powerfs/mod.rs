@@ -55,10 +55,16 @@ impl PowerFs {
     /// mounting is not permitted); tests print it as their skip reason. Any other failure
     /// (no `fusermount3`: install `fuse3`) panics.
     pub fn mount() -> Result<PowerFs, String> {
+        Self::mount_in(&std::env::temp_dir())
+    }
+
+    /// [`PowerFs::mount`] with its backing directory under `parent` (a tmpfs that can fill
+    /// up, say).
+    pub fn mount_in(parent: &Path) -> Result<PowerFs, String> {
         if !Path::new("/dev/fuse").exists() {
             return Err("no /dev/fuse".into());
         }
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = tempfile::tempdir_in(parent).map_err(|e| e.to_string())?;
         let (mountpoint, backing, trash) = (
             dir.path().join("mnt"),
             dir.path().join("backing"),
