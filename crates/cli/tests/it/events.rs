@@ -1363,7 +1363,14 @@ async fn a_repeated_signed_event_is_marked_and_dedupe_holds_it_back() {
         "v1,{}",
         sign(SENDER_SECRET, "msg_9Zz1", &ts, other.as_bytes())
     );
-    for dedupe in [false, true] {
+    // Without --dedupe; with it; with it under a keyed order (a path of its own).
+    let modes: [&[&str]; 3] = [
+        &[],
+        &["--dedupe", "1h"],
+        &["--dedupe", "1h", "--order", "bot", "--parallel", "4"],
+    ];
+    for extra in modes {
+        let dedupe = !extra.is_empty();
         let (ch, token) = relay.channel(None).await;
         let first = [
             ("svix-id", "msg_2Jk5"),
@@ -1390,7 +1397,6 @@ async fn a_repeated_signed_event_is_marked_and_dedupe_holds_it_back() {
         let handler = TestHandler::start().await;
         let dir = tempdir();
         let data = dir.path().to_str().unwrap().to_string();
-        let extra: &[&str] = if dedupe { &["--dedupe", "1h"] } else { &[] };
         let listen = Listen::start(&relay, &ch, &token, &handler.url("/h"), &data, extra);
         listen
             .wait_line("#2 marked as a duplicate", |l| {
