@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use meethook_daemon::order::Order;
 use meethook_testkit::fault::{collect, jitter, senders, verify, wait_all, Acked, CutProxy, Tmpfs};
 use meethook_testkit::Received;
 use meethook_testkit::{post, tempdir, ListenProcess, RelayProcess, Setup, TestHandler, TestRelay};
@@ -303,13 +304,18 @@ async fn daemon_disk_full(
     n: usize,
     body: usize,
     first: usize,
+    order: meethook_daemon::order::Order,
 ) -> Option<(Tmpfs, String)> {
     let Some(disk) = Tmpfs::mount(size) else {
         println!("chaos: fault={fault} skipped (mounting a tmpfs needs root)");
         return None;
     };
     let s = Setup::start().await;
-    let daemon = s.daemon_with("/", |c| c.data = disk.path().to_path_buf());
+    let daemon = s.daemon_with("/", |c| {
+        c.data = disk.path().to_path_buf();
+        c.order = order;
+        c.parallel = 4;
+    });
     let (relay, ch, _, handler, _dir) = s.into_parts();
     let load = senders(
         relay.hook(&ch),
@@ -340,20 +346,26 @@ async fn daemon_disk_full(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_disk_full_stops_acking_and_recovers() {
     // 40 × 64 KiB cannot fit in 1 MiB: the journal fills and the daemon stops taking events.
-    daemon_disk_full("daemon-disk-full", "1m", 40, 64 << 10, 1).await;
+    daemon_disk_full("daemon-disk-full", "1m", 40, 64 << 10, 1, Order::Channel).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_disk_full_on_big_bodies_redelivers_in_order_and_settles_all() {
     // 1.5 MiB bodies are body files, handed to delivery before their insert commits; the
     // third file does not fit, so an event is delivered whose insert then fails.
-    let Some((disk, ch)) = daemon_disk_full("daemon-disk-full-big", "4m", 6, 1536 << 10, 2).await
-    else {
-        return;
-    };
-    // Every event settled in the journal: none left pending to be delivered again later.
-    let journal = meethook_daemon::journal::Journal::open(disk.path()).unwrap();
-    assert_eq!(journal.pending(&ch, 100).unwrap().len(), 0);
+    for (fault, order) in [
+        ("daemon-disk-full-big", Order::Channel),
+        // Keyed: an event whose insert failed holds its key until it is resent (it used to
+        // let the next events of its key go first).
+        ("daemon-disk-full-big-order-bot", Order::Bot),
+    ] {
+        let Some((disk, ch)) = daemon_disk_full(fault, "4m", 6, 1536 << 10, 2, order).await else {
+            return;
+        };
+        // Every event settled in the journal: none left pending to be delivered again later.
+        let journal = meethook_daemon::journal::Journal::open(disk.path()).unwrap();
+        assert_eq!(journal.pending(&ch, 100).unwrap().len(), 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
