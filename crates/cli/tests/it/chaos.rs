@@ -365,6 +365,12 @@ async fn daemon_disk_full_on_big_bodies_redelivers_in_order_and_settles_all() {
         // Every event settled in the journal: none left pending to be delivered again later.
         let journal = meethook_daemon::journal::Journal::open(disk.path()).unwrap();
         assert_eq!(journal.pending(&ch, 100).unwrap().len(), 0);
+        // One body file per event: a failed insert leaves none behind (each resend's files
+        // used to stay, until they filled the disk again).
+        let files = std::fs::read_dir(disk.path().join("journal-bodies"))
+            .unwrap()
+            .count();
+        assert_eq!(files, 6, "{fault}: body files");
     }
 }
 

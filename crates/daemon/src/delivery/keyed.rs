@@ -149,6 +149,39 @@ impl Keys {
         }
     }
 
+    /// Forgets the queued copy of `seq` when its batch's insert failed (its resend is here);
+    /// it stays open, as a hole, so the cursor does not pass it.
+    fn drop_failed(&mut self, seq: u64) {
+        if !self.open.contains(&seq) || self.holes.contains(&seq) {
+            return;
+        }
+        let failed = |i: &Item| {
+            i.ev.seq == seq
+                && i.journaled
+                    .as_ref()
+                    .is_some_and(|j| matches!(*j.borrow(), Some(Insert::Failed)))
+        };
+        let Some((key, at)) = self
+            .queues
+            .iter()
+            .find_map(|(k, q)| Some((k.clone(), q.iter().position(failed)?)))
+        else {
+            return;
+        };
+        let q = self.queues.get_mut(&key).expect("found above");
+        q.remove(at);
+        self.queued -= 1;
+        if at == 0 && self.ready.remove(&(seq, key.clone())) {
+            if let Some(next) = q.front() {
+                self.ready.insert((next.ev.seq, key.clone()));
+            }
+        }
+        if q.is_empty() && !self.busy.contains(&key) {
+            self.queues.remove(&key);
+        }
+        self.holes.insert(seq);
+    }
+
     /// `item` was sent but its journal insert failed: its key waits for the resend.
     fn hold(&mut self, item: &Item) {
         self.holes.insert(item.ev.seq);
@@ -347,6 +380,8 @@ impl Loop<'_> {
         attempts: u32,
         stop: &CancellationToken,
     ) -> Result<bool, DaemonError> {
+        // A resend of an event still queued from a batch whose insert failed.
+        self.keys.drop_failed(ev.seq);
         if self.keys.known(ev.seq) {
             return Ok(true);
         }
@@ -713,5 +748,28 @@ mod tests {
         k.settle(17);
         k.free("a");
         assert_eq!(k.low_water(), 17);
+
+        // Queued behind a held hole, from the same failed batch: its resend replaces it.
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        k.take_in(item(18, "a"));
+        let mut stale = item(19, "a");
+        stale.journaled = Some(rx);
+        k.take_in(stale);
+        let i = k.next().unwrap();
+        k.hold(&i);
+        tx.send_replace(Some(Insert::Failed));
+        k.drop_failed(19);
+        assert!(!k.known(19), "the resend of 19 is taken in");
+        assert_eq!(k.low_water(), 17, "19 still holds the cursor");
+        k.take_in(item(18, "a"));
+        k.take_in(item(19, "a"));
+        assert_eq!(k.next().map(|i| i.ev.seq), Some(18));
+        k.settle(18);
+        k.free("a");
+        let i = k.next().unwrap();
+        assert!(i.journaled.is_none(), "the fresh copy goes");
+        k.settle(19);
+        k.free("a");
+        assert_eq!(k.low_water(), 19);
     }
 }

@@ -140,6 +140,7 @@ impl Journal {
         let big = events.iter().map(|e| e.body.len()).sum::<usize>() >= PARSE_APART;
         // Hashed before taking the journal: a big body's SHA-256 holds up no one.
         let keys: Vec<_> = events.iter().map(super::duplicates::key).collect();
+        let mut written = Vec::new();
         let summaries = std::thread::scope(|scope| {
             // Big bodies are parsed on another thread while SQLite copies them; their two
             // parsed columns are filled in before the commit.
@@ -155,7 +156,7 @@ impl Journal {
                     let s = early.as_ref().and_then(|s| s[i].as_ref());
                     (channel, e, s)
                 });
-                insert_rows(&tx, &self.bodies, rows, now_ms, State::Pending)?;
+                insert_rows(&tx, &self.bodies, rows, now_ms, State::Pending, &mut written)?;
                 for (e, key) in events.iter().zip(&keys) {
                     if let Some(key) = key {
                         super::duplicates::mark(&tx, channel, e, key)?;
@@ -185,6 +186,10 @@ impl Journal {
             })
         });
         self.failing.store(summaries.is_err(), Ordering::Relaxed);
+        if summaries.is_err() {
+            // Rolled back: their files would fill the disk a little more at every resend.
+            self.bodies.remove(&written);
+        }
         let summaries = summaries?;
         self.after_commit();
         Ok(summaries)
@@ -310,7 +315,8 @@ impl Journal {
         events: &[(String, Event)],
         now_ms: i64,
     ) -> Result<(usize, usize), JournalError> {
-        self.with(|c| {
+        let mut written = Vec::new();
+        let r = self.with(|c| {
             let tx = c.transaction()?;
             let summaries: Vec<_> = events
                 .iter()
@@ -320,21 +326,34 @@ impl Journal {
                 .iter()
                 .zip(&summaries)
                 .map(|((ch, e), s)| (ch.as_str(), e, s.as_ref()));
-            let imported = insert_rows(&tx, &self.bodies, rows, now_ms, State::Delivered)?;
+            let imported = insert_rows(
+                &tx,
+                &self.bodies,
+                rows,
+                now_ms,
+                State::Delivered,
+                &mut written,
+            )?;
             tx.commit()?;
             Ok((imported, events.len() - imported))
-        })
+        });
+        if r.is_err() {
+            self.bodies.remove(&written);
+        }
+        r
     }
 }
 
 /// Inserts events in `state`, ignoring `(channel, seq)` pairs already there; returns how many
-/// were new.
+/// were new. The body files it writes for them go into `written`: the caller removes them if
+/// the transaction does not commit.
 fn insert_rows<'a>(
     tx: &rusqlite::Transaction<'_>,
     bodies: &BodyFiles,
     events: impl Iterator<Item = (&'a str, &'a Event, Option<&'a Summary>)>,
     now_ms: i64,
     state: State,
+    written: &mut Vec<i64>,
 ) -> rusqlite::Result<usize> {
     let mut st = tx.prepare_cached(
         "INSERT OR IGNORE INTO events
@@ -352,6 +371,7 @@ fn insert_rows<'a>(
             let n = bodies
                 .write(&ev.body, true)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            written.push(n);
             Some(n)
         } else {
             None
@@ -370,6 +390,7 @@ fn insert_rows<'a>(
         ])?;
         if new == 0 {
             bodies.remove(file.as_slice());
+            written.retain(|n| Some(*n) != file);
             continue;
         }
         let mut h = BytesMut::with_capacity(headers_len(&ev.headers));
