@@ -132,6 +132,14 @@ impl RelayProcess {
     pub fn hook(&self, channel: &str) -> String {
         format!("{}/hooks/{channel}", self.url())
     }
+
+    /// The last lines of its stderr so far (empty unless started with `start_logged`).
+    pub fn log_tail(&self) -> Vec<String> {
+        self.log
+            .as_ref()
+            .map(|l| l.lock().unwrap().iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for RelayProcess {

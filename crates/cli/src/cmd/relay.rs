@@ -32,6 +32,10 @@ pub struct Args {
     /// With --store: writer tasks committing appends, each for its share of the channels.
     #[arg(long, env = "MEETHOOK_STORE_WRITERS", default_value_t = defaults::store_writers(), value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
     pub store_writers: usize,
+    /// With --store: how long to keep trying while PostgreSQL is unreachable or starting up
+    /// (relays and their database often start together); 0 gives up at the first failure.
+    #[arg(long, env = "MEETHOOK_STORE_WAIT", default_value = "30s", value_parser = super::duration)]
+    pub store_wait: Duration,
     /// Token guarding the channel API (`Authorization: Bearer …`).
     #[arg(long, env = "MEETHOOK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -170,8 +174,11 @@ pub fn default_public_url(scheme: &str, bound: SocketAddr) -> String {
     }
 }
 
-/// Opens the store named by `--store` / `--data`.
-pub fn open_store(args: &Args) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the store named by `--store` / `--data`; PostgreSQL gets `--store-wait` to come up.
+pub async fn open_store(
+    args: &Args,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<dyn Store>> {
     let data = &args.data;
     if let Some(url) = args.store.as_deref() {
         // Only ever name the scheme: the URL may carry a password.
@@ -187,21 +194,39 @@ pub fn open_store(args: &Args) -> anyhow::Result<Arc<dyn Store>> {
                 }
             );
         }
-        // Connecting is async and this is called from the runtime: block this thread only.
-        let handle = tokio::runtime::Handle::try_current()
-            .context("the PostgreSQL store needs the tokio runtime")?;
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            bail!("the PostgreSQL store needs the multi-threaded tokio runtime");
-        }
-        let pg = tokio::task::block_in_place(|| {
-            handle.block_on(meethook_store::PostgresStore::connect_with(
-                url,
-                meethook_store::postgres::PgOptions {
-                    pool_size: args.store_pool_size,
-                    writers: args.store_writers,
-                },
-            ))
-        })?;
+        let opts = meethook_store::postgres::PgOptions {
+            pool_size: args.store_pool_size,
+            writers: args.store_writers,
+        };
+        let deadline = tokio::time::Instant::now() + args.store_wait;
+        let mut pause = Duration::from_millis(200);
+        let pg = loop {
+            let err = match meethook_store::PostgresStore::connect_with(url, opts).await {
+                Ok(pg) => break pg,
+                Err(e) => e,
+            };
+            let now = tokio::time::Instant::now();
+            if !err.is_retryable() || now >= deadline {
+                if args.store_wait.is_zero() || !err.is_retryable() {
+                    return Err(err.into());
+                }
+                bail!(
+                    "{err}; gave up after --store-wait {}",
+                    humantime::format_duration(args.store_wait)
+                );
+            }
+            tracing::warn!(
+                "{err}; retrying for up to {} more",
+                humantime::format_duration(Duration::from_secs(
+                    (deadline - now).as_secs_f64().ceil() as u64
+                ))
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(pause.min(deadline - now)) => {}
+                _ = shutdown.cancelled() => bail!("stopped while waiting for PostgreSQL"),
+            }
+            pause = (pause * 2).min(Duration::from_secs(2));
+        };
         tracing::info!(server = pg.target(), "using the PostgreSQL store");
         return Ok(Arc::new(pg));
     }
@@ -225,7 +250,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         (Some(c), Some(k)) => Some(Arc::new(Tls::load(c, k)?)),
         _ => None,
     };
-    let store = open_store(&args)?;
+    let store = open_store(&args, &shutdown).await?;
     let listener = bind(args.listen).await?;
     let bound = listener.local_addr()?;
     if let Some(t) = &tls {
@@ -255,7 +280,7 @@ async fn run_acme(args: Args, shutdown: CancellationToken) -> anyhow::Result<()>
         renew_before: args.acme_renew_before,
     })?);
     let cached = acme.load_cached()?;
-    let store = open_store(&args)?;
+    let store = open_store(&args, &shutdown).await?;
     let listener = bind(args.listen).await?;
     let bound = listener.local_addr()?;
     let cfg = args.config(bound, Some(acme.tls()));

@@ -264,6 +264,8 @@ async fn a_bad_store_url_fails_with_the_fix_and_no_password() {
             "127.0.0.1:0",
             "--store",
             "postgres://meethook:s3cr3t-pw@127.0.0.1:1/meethook",
+            "--store-wait",
+            "1s",
         ])
         .arg("--data")
         .arg(Path::new(&tempdir().path().join("unused")))
@@ -273,10 +275,58 @@ async fn a_bad_store_url_fails_with_the_fix_and_no_password() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("cannot connect to PostgreSQL at 127.0.0.1:1") && err.contains("--store"),
+        err.contains("cannot connect to PostgreSQL at 127.0.0.1:1")
+            && err.contains("is it running? check --store")
+            && err.contains("retrying for up to")
+            && err.contains("gave up after --store-wait 1s"),
         "{err}"
     );
     assert!(!err.contains("s3cr3t-pw"), "password leaked: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_started_before_its_database_waits_for_it() {
+    let Some(schema) = schema().await else {
+        return;
+    };
+    let db = Proxy::start(vec![schema.server_addr().await]).await;
+    db.down();
+    let url = schema.url_via(db.addr);
+    let up = async {
+        // A fixed wait, on purpose: the database comes up a while after the relay.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        db.up();
+    };
+    let (relay, ()) = tokio::join!(PgRelay::start(&url, "127.0.0.1:0"), up);
+    let warned = relay
+        .log_tail()
+        .iter()
+        .any(|l| l.contains("cannot connect to PostgreSQL") && l.contains("retrying for up to"));
+    assert!(warned, "the relay says it is waiting for the database");
+    let (ch, _token) = meethook_testkit::create_channel(&relay.url(), ADMIN).await;
+    let r = request(&client(), "POST", &relay.hook(&ch), &[], "after the wait")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(head(&schema, &ch).await, 1);
+
+    // A wrong database name is not worth waiting for: it fails at once.
+    let (user, rest) = url.split_once(&format!("@{}/", db.addr)).unwrap();
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    let wrong = format!("{user}@{}/mh_no_such_database?{query}", db.addr);
+    let out = tokio::process::Command::new(BIN)
+        .args(["relay", "--listen", "127.0.0.1:0", "--store", &wrong])
+        .arg("--data")
+        .arg(tempdir().path().join("unused"))
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("createdb") && !err.contains("retrying"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,8 +22,41 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why [`PostgresStore::connect`] failed; the message says what to do.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConnectError(String);
+#[error("{msg}")]
+pub struct ConnectError {
+    msg: String,
+    retryable: bool,
+}
+
+/// A failure that trying again will not fix (bad URL, password, database, TLS set-up).
+fn fatal(msg: String) -> ConnectError {
+    ConnectError {
+        msg,
+        retryable: false,
+    }
+}
+
+impl ConnectError {
+    /// True when the server was unreachable, starting up or shutting down: a later attempt may
+    /// succeed, while a wrong password or database name never will.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+/// Whether `e` says the server is not there (yet), rather than that the request is wrong.
+fn transient(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(c) => [
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(c),
+        None => !reason(e).contains("TLS"),
+    }
+}
 
 /// `host:port` of the first server a config names (never the user or password).
 fn target(cfg: &Config) -> String {
@@ -140,18 +173,18 @@ fn tls_connector(
         match root {
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| {
-                    ConnectError(format!("cannot read sslrootcert {path} from --store: {e}"))
+                    fatal(format!("cannot read sslrootcert {path} from --store: {e}"))
                 })?;
                 for cert in rustls_pemfile::certs(&mut &pem[..]) {
                     let cert = cert.map_err(|e| {
-                        ConnectError(format!("sslrootcert {path} is not PEM certificates: {e}"))
+                        fatal(format!("sslrootcert {path} is not PEM certificates: {e}"))
                     })?;
                     roots.add(cert).map_err(|e| {
-                        ConnectError(format!("sslrootcert {path} holds a bad certificate: {e}"))
+                        fatal(format!("sslrootcert {path} holds a bad certificate: {e}"))
                     })?;
                 }
                 if roots.is_empty() {
-                    return Err(ConnectError(format!(
+                    return Err(fatal(format!(
                         "sslrootcert {path} from --store holds no certificate"
                     )));
                 }
@@ -160,7 +193,7 @@ fn tls_connector(
                 let found = rustls_native_certs::load_native_certs();
                 roots.add_parsable_certificates(found.certs);
                 if roots.is_empty() {
-                    return Err(ConnectError(
+                    return Err(fatal(
                         "sslmode=require but no trusted CA certificates were found on this \
                          system: install ca-certificates or give sslrootcert=FILE in --store"
                             .into(),
@@ -172,7 +205,7 @@ fn tls_connector(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConnectError(format!("cannot set up TLS: {e}")))?
+        .map_err(|e| fatal(format!("cannot set up TLS: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
@@ -201,7 +234,7 @@ impl PostgresStore {
         );
         let (url, root) = libpq_compat(url);
         let mut cfg = Config::from_str(&url).map_err(|e| {
-            ConnectError(format!(
+            fatal(format!(
                 "--store is not a valid PostgreSQL URL ({e}); expected \
                  postgres://USER:PASSWORD@HOST:5432/DATABASE"
             ))
@@ -226,12 +259,13 @@ impl PostgresStore {
             cfg.application_name("meethook-relay");
         }
         let target = target(&cfg);
-        let fail = |what: &str, e: &tokio_postgres::Error| {
-            ConnectError(format!(
+        let fail = |what: &str, e: &tokio_postgres::Error| ConnectError {
+            msg: format!(
                 "cannot {what} PostgreSQL at {target}: {} ({})",
                 reason(e),
                 advice(e)
-            ))
+            ),
+            retryable: transient(e),
         };
 
         // One plain connection for the checks and migrations.
@@ -251,14 +285,14 @@ impl PostgresStore {
             let schema: Option<String> = row.get(0);
             let sync: String = row.get(1);
             if schema.is_none() {
-                return Err(ConnectError(format!(
+                return Err(fatal(format!(
                     "PostgreSQL at {target}: no schema of the search_path exists; create it \
                      (CREATE SCHEMA name) or fix options=-csearch_path=… in --store"
                 )));
             }
             schema::migrate(&mut client)
                 .await
-                .map_err(|e| ConnectError(format!("PostgreSQL at {target}: {e}")))?;
+                .map_err(|e| fatal(format!("PostgreSQL at {target}: {e}")))?;
             let beat = listen::heartbeat(&client, &node, &[])
                 .await
                 .map_err(|e| fail("query", &e))?;
@@ -291,7 +325,7 @@ impl PostgresStore {
             .recycle_timeout(Some(POOL_TIMEOUT))
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(|e| ConnectError(format!("cannot set up the PostgreSQL pool: {e}")))?;
+            .map_err(|e| fatal(format!("cannot set up the PostgreSQL pool: {e}")))?;
         let shared = Arc::new(Shared {
             pool,
             notifier: Notifier::default(),
