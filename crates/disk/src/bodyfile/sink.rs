@@ -94,6 +94,7 @@ impl BodySink {
             let writer = Writer {
                 writing: self.writing.clone(),
                 idle: self.idle.clone(),
+                clean: false,
             };
             tokio::task::spawn_blocking(move || writer.run());
         }
@@ -131,18 +132,22 @@ impl BodySink {
 struct Writer {
     writing: Arc<Mutex<Writing>>,
     idle: Arc<tokio::sync::Notify>,
+    /// `run` ended normally, having cleared `running` itself: by the time this writer is
+    /// dropped, `running` may already belong to the next writer.
+    clean: bool,
 }
 
 impl Writer {
     /// Writes what is queued until nothing is, then (after the last piece) finishes and
     /// fsyncs the file.
-    fn run(self) {
+    fn run(mut self) {
         let Ok(mut shared) = self.writing.lock() else {
             return;
         };
         loop {
             if shared.queue.is_empty() || shared.failed.is_some() {
                 shared.running = false;
+                self.clean = true;
                 return;
             }
             let Some(mut file) = shared.file.take() else {
@@ -189,15 +194,14 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        let mut shared = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        if shared.running {
+        if !self.clean {
             // Not a clean end: whatever is queued will not be written.
+            let mut shared = self.writing.lock().unwrap_or_else(|e| e.into_inner());
             shared.running = false;
             shared
                 .failed
                 .get_or_insert_with(|| std::io::Error::other("a body file's writer stopped"));
         }
-        drop(shared);
         self.idle.notify_one();
     }
 }
