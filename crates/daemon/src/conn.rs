@@ -105,6 +105,9 @@ pub(crate) struct ConnSettings {
     /// `--dedupe`: delivery reads whether an event is a repeat from the journal, so no
     /// event is handed over before its insert committed.
     pub dedupe: bool,
+    /// Set from each `welcome`: the relay's ack for this listener, which delivery trusts
+    /// over a journal that lost its last outcomes to a power cut.
+    pub relay_acked: Arc<watch::Sender<Option<u64>>>,
 }
 
 /// Runs connections until `stop` is cancelled or a fatal error.
@@ -419,7 +422,20 @@ async fn once(
                 cfg.channel
             )));
         }
-        Ok(ServerFrame::Welcome { head, oldest, .. }) => {
+        Ok(ServerFrame::Welcome {
+            head,
+            oldest,
+            acked,
+            ..
+        }) => {
+            if acked > delivered {
+                tracing::info!(
+                    delivered, acked,
+                    "the relay holds acks this journal lost (a power cut?): events up to the relay's are not sent again"
+                );
+            }
+            cfg.relay_acked
+                .send_modify(|a| *a = Some(a.unwrap_or(0).max(acked)));
             tracing::debug!(
                 relay = %cfg.relay, channel = %cfg.channel, head, journaled, delivered,
                 "connected to relay"

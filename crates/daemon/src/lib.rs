@@ -182,6 +182,7 @@ impl DaemonConfig {
 
     /// Each stage's own settings.
     fn stages(&self) -> (ConnSettings, DeliverySettings) {
+        let (acked_tx, relay_acked) = watch::channel(None);
         let conn = ConnSettings {
             relay: self.relay.clone(),
             channel: self.channel.clone(),
@@ -194,6 +195,7 @@ impl DaemonConfig {
             ca_cert: self.ca_cert.clone(),
             filter: self.filter.clone(),
             dedupe: self.dedupe.is_some(),
+            relay_acked: std::sync::Arc::new(acked_tx),
         };
         let delivery = DeliverySettings {
             channel: self.channel.clone(),
@@ -201,6 +203,7 @@ impl DaemonConfig {
             backoff: self.backoff,
             filter: self.filter.clone(),
             dedupe: self.dedupe,
+            relay_acked,
         };
         (conn, delivery)
     }

@@ -128,6 +128,9 @@ pub enum SkipReason {
     },
     /// No `[[route]]` matched and there is no `--forward-to`: journaled, not sent.
     Unrouted,
+    /// The relay holds this listener's ack for it: it was delivered before a power cut took
+    /// its outcome from the journal, so it is recorded as delivered and not sent again.
+    AckedBefore,
 }
 
 /// One thing the daemon did or saw.

@@ -69,6 +69,11 @@ pub enum ServerFrame {
         head: u64,
         /// Oldest seq still stored (0 when none); events below it were pruned.
         oldest: u64,
+        /// Highest seq this listener has acked, as the relay stored it: the daemon delivered
+        /// everything up to it, even where a power cut took that from its journal (0 from
+        /// relays before this field).
+        #[serde(default)]
+        acked: u64,
     },
     /// A typed refusal; the relay closes the socket after it.
     Error {
@@ -536,11 +541,18 @@ mod tests {
             channel: "c".into(),
             head: 3,
             oldest: 1,
+            acked: 2,
         };
         assert_eq!(
             welcome.to_json(),
-            r#"{"type":"welcome","version":1,"channel":"c","head":3,"oldest":1}"#
+            r#"{"type":"welcome","version":1,"channel":"c","head":3,"oldest":1,"acked":2}"#
         );
+        // A relay from before `acked` is read as having no ack for this listener.
+        let old = r#"{"type":"welcome","version":1,"channel":"c","head":3,"oldest":1}"#;
+        assert!(matches!(
+            ServerFrame::from_json(old),
+            Ok(ServerFrame::Welcome { acked: 0, .. })
+        ));
         let err = ServerFrame::Error {
             code: ErrorCode::UnsupportedVersion,
             message: "m".into(),

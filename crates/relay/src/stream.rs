@@ -402,6 +402,8 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
     // Subscribe before reading bounds so no append slips between the two.
     let mut head_rx = st.store.subscribe(channel);
     let bounds = st.store.bounds(channel).await?;
+    // Read before this hello's ack, which never lowers it.
+    let acked = st.store.acked(channel, &listener).await?.max(delivered);
     st.store
         .ack(channel, &listener, delivered, now_ms())
         .await?;
@@ -411,6 +413,7 @@ async fn stream_events(st: &State, channel: &str, ws: &mut Ws) -> Result<(), Str
             channel: channel.to_string(),
             head: bounds.head,
             oldest: bounds.oldest,
+            acked,
         }
         .to_json(),
     ))

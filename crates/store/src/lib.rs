@@ -139,6 +139,8 @@ pub trait Store: Send + Sync + 'static {
     /// Records that `listener` has delivered everything up to `seq` (never moves backwards),
     /// and that it was seen at `now_ms`.
     async fn ack(&self, channel: &str, listener: &str, seq: u64, now_ms: i64) -> Result<()>;
+    /// The highest seq `listener` has acked on `channel` (0 when it never has).
+    async fn acked(&self, channel: &str, listener: &str) -> Result<u64>;
     /// Deletes events older than `retention` that every listener seen within `retention` has
     /// acked; returns how many went.
     async fn prune(&self, retention: Duration, now_ms: i64) -> Result<u64>;

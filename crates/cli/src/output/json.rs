@@ -49,6 +49,7 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<String> {
                     l.duplicate_of = Some(*of);
                 }
                 SkipReason::Unrouted => l.reason = Some("unrouted"),
+                SkipReason::AckedBefore => l.reason = Some("acked_before"),
                 SkipReason::User => {
                     l.reason = Some("user");
                     l.attempt = Some(*attempts);

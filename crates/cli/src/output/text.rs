@@ -64,6 +64,9 @@ pub fn line(event: &DaemonEvent, source: &Source) -> Option<Text> {
                         .to_string()
                 }
                 (SkipReason::User, 0) => "→ skipped by the user (meethook events skip)".into(),
+                (SkipReason::AckedBefore, _) => {
+                    "→ not sent again: delivered before a crash (the relay holds its ack)".into()
+                }
                 (SkipReason::Duplicate { of }, _) => {
                     format!("→ not forwarded: duplicate of #{of} (--dedupe)")
                 }

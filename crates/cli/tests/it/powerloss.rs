@@ -15,8 +15,8 @@ use bytes::Bytes;
 use meethook_testkit::fault::{collect, jitter, senders_between, verify, wait_all, Acked, Report};
 use meethook_testkit::powerfs::{Discarded, PgCluster, PowerFs};
 use meethook_testkit::{
-    client, create_channel, post, request, ListenProcess, Received, RelayProcess, TestDaemon,
-    TestHandler, TestRelay,
+    client, create_channel, post, request, wait_for, ListenProcess, Received, RelayProcess,
+    TestDaemon, TestHandler, TestRelay, PATIENCE,
 };
 
 use crate::util::BIN;
@@ -148,6 +148,78 @@ async fn daemon_journal_made_on_a_fresh_disk_survives_a_power_cut() {
         "the journal survives: {total:?}"
     );
     relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_power_cut_sends_nothing_again_that_the_relay_holds_an_ack_for() {
+    let Some(mut fs) = power_fs() else { return };
+    let relay = TestRelay::start().await;
+    let handler = TestHandler::start().await;
+    // In strict order, and per key in parallel (its ack is a low-water mark).
+    for (i, order) in [&[][..], &["--order", "bot", "--parallel", "4"][..]]
+        .into_iter()
+        .enumerate()
+    {
+        let (ch, token) = relay.channel(None).await;
+        let journal = fs.path().join(format!("listener-{i}"));
+        let listen = || {
+            ListenProcess::start_with(
+                Path::new(BIN),
+                &relay.url(),
+                &ch,
+                &token,
+                &handler.url(&format!("/{i}")),
+                &journal,
+                order,
+            )
+        };
+        let mine = |log: &[Received]| -> Vec<Received> {
+            let path = format!("/{i}");
+            log.iter().filter(|r| r.path == path).cloned().collect()
+        };
+        let mut daemon = listen();
+        const N: usize = 200;
+        for n in 0..N {
+            let body = format!(
+                "{{\"event\":\"bot.status_change\",\"data\":{{\"bot_id\":\"b{}\",\"n\":{n}}}}}",
+                n % 8
+            );
+            assert_eq!(post(&relay.hook(&ch), &[], body).await.status, 200);
+        }
+        handler
+            .wait_until("every event", |log| mine(log).len() >= N)
+            .await;
+        let id = meethook_daemon::journal::Journal::open_read_only(&journal)
+            .and_then(|j| j.listener_id(&ch))
+            .expect("the listener id");
+        wait_for("the relay to store the last ack", PATIENCE, || async {
+            relay.store.acked(&ch, &id).await.unwrap() == N as u64
+        })
+        .await;
+        daemon.proc.kill9().await;
+        let mut total = Discarded::default();
+        cut(&mut fs, &mut total);
+        println!("powerloss: the daemon's disk discarded {total:?}");
+
+        daemon = listen();
+        assert_eq!(
+            post(&relay.hook(&ch), &[], "after the cut").await.status,
+            200
+        );
+        let got = handler
+            .wait_until("the event after the cut", |log| {
+                mine(log).iter().any(|r| &r.body[..] == b"after the cut")
+            })
+            .await;
+        let mut seqs: Vec<u64> = mine(&got).iter().map(|r| r.seq()).collect();
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=N as u64 + 1).collect::<Vec<_>>(),
+            "{order:?}: each event delivered once"
+        );
+        daemon.proc.kill9().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -274,6 +274,9 @@ pub(super) async fn deliver_keyed(
     };
     let ch = settings.channel.clone();
     let pending = blocking(settler.journal, move |j| j.pending(&ch, usize::MAX)).await?;
+    if !pending.is_empty() {
+        settings.await_relay_ack(stop).await;
+    }
     let mut loop_ = Loop {
         settings,
         observers,
@@ -406,10 +409,12 @@ impl Loop<'_> {
             None => None,
         };
         let wanted = self.settings.filter.wants(summary.as_ref());
+        let acked_before = self.settings.acked_at_relay(ev.seq);
         let lane = match (wanted, repeat, target) {
-            (true, None, Some(lane)) => lane,
+            (true, None, Some(lane)) if !acked_before => lane,
             _ => {
                 let reason = match repeat {
+                    _ if acked_before => SkipReason::AckedBefore,
                     Some(of) => SkipReason::Duplicate { of },
                     None if wanted => SkipReason::Unrouted,
                     None => SkipReason::Filtered,
@@ -425,7 +430,11 @@ impl Loop<'_> {
                 let seq = ev.seq;
                 self.keys.open.insert(seq);
                 // Journaled as going nowhere, so `events list` can say so.
-                let route = (reason == SkipReason::Unrouted).then(|| Arc::from(UNROUTED));
+                let route = match (reason, target) {
+                    (SkipReason::Unrouted, _) => Some(Arc::from(UNROUTED)),
+                    (SkipReason::AckedBefore, Some(lane)) => self.lanes[lane].name.clone(),
+                    _ => None,
+                };
                 let event = EventInfo::routed(&ev, summary, route);
                 let r = skip(settler, self.observers, event, reason, attempts, stop).await?;
                 self.keys.settle(seq);

@@ -48,7 +48,31 @@ pub(crate) struct DeliverySettings {
     pub filter: Filter,
     /// `--dedupe`: repeats of an event received at most this long before are not forwarded.
     pub dedupe: Option<Duration>,
+    /// The relay's ack for this listener, from its last `welcome` (`None` before the first):
+    /// events up to it were delivered before, whatever the journal lost.
+    pub relay_acked: watch::Receiver<Option<u64>>,
 }
+
+impl DeliverySettings {
+    /// Whether the relay holds this listener's ack for `seq`.
+    fn acked_at_relay(&self, seq: u64) -> bool {
+        self.relay_acked.borrow().is_some_and(|a| seq <= a)
+    }
+
+    /// Before events a previous run left pending are sent, a short wait for the relay's
+    /// `welcome`: its ack says which of them were delivered before a power cut took their
+    /// outcomes. A relay that does not answer by then does not hold delivery up.
+    async fn await_relay_ack(&self, stop: &CancellationToken) {
+        let mut rx = self.relay_acked.clone();
+        tokio::select! {
+            _ = tokio::time::timeout(WELCOME_WAIT, rx.wait_for(Option::is_some)) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+/// How long delivery of a pending backlog waits for the relay's `welcome` at start-up.
+const WELCOME_WAIT: Duration = Duration::from_secs(3);
 
 /// The delivery stage's ends: the handler, events in, control requests in, the delivered
 /// cursor out.
@@ -152,6 +176,9 @@ async fn deliver(
         blocking(settler.journal, move |j| j.pending(&ch, usize::MAX))
             .await?
             .into();
+    if !queue.is_empty() {
+        settings.await_relay_ack(stop).await;
+    }
     let mut last = 0u64;
     // Events the user skipped before their turn (`meethook events skip`).
     let mut marks = BTreeSet::new();
@@ -270,7 +297,12 @@ async fn deliver(
             }
             None => None,
         };
-        if skipped_by_user || repeat.is_some() || !settings.filter.wants(summary.as_ref()) {
+        let acked_before = settings.acked_at_relay(ev.seq);
+        if skipped_by_user
+            || acked_before
+            || repeat.is_some()
+            || !settings.filter.wants(summary.as_ref())
+        {
             // An early-handed event's outcome may only be recorded once it is journaled.
             if let Some(j) = journaled.take() {
                 if committed(j, ev.seq).await.is_none() {
@@ -282,7 +314,9 @@ async fn deliver(
                     continue;
                 }
             }
-            let reason = if skipped_by_user {
+            let reason = if acked_before {
+                SkipReason::AckedBefore
+            } else if skipped_by_user {
                 SkipReason::User
             } else if let Some(of) = repeat {
                 SkipReason::Duplicate { of }
@@ -471,10 +505,14 @@ async fn skip(
         reason,
         attempts,
     });
+    let state = match reason {
+        SkipReason::AckedBefore => State::Delivered,
+        _ => State::Skipped,
+    };
     let r = Record {
         seq,
         attempt: None,
-        state: Some(State::Skipped),
+        state: Some(state),
         route,
     };
     settler.settle(r, stop).await

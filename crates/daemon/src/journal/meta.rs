@@ -18,10 +18,16 @@ impl Journal {
                 return Ok(id);
             }
             let id = format!("lst_{:032x}", rand::random::<u128>());
-            c.execute(
+            // Synced, unlike the journal's other commits: the relay keeps this listener's
+            // acks under the id, and after a power cut they are what spares the handler
+            // repeats of everything the journal lost.
+            c.pragma_update(None, "synchronous", "FULL")?;
+            let inserted = c.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)",
                 params![key, id],
-            )?;
+            );
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            inserted?;
             Ok(id)
         })
     }

@@ -241,6 +241,19 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn acked(&self, channel: &str, listener: &str) -> Result<u64> {
+        with_client!(self, OP_TIMEOUT, |c| {
+            let st = c
+                .prepare_cached(
+                    "SELECT acked_seq FROM listeners WHERE channel_id = $1 AND listener_id = $2",
+                )
+                .await
+                .map_err(pg)?;
+            let row = c.query_opt(&st, &[&channel, &listener]).await.map_err(pg)?;
+            Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
+        })
+    }
+
     async fn prune(&self, retention: Duration, now_ms: i64) -> Result<u64> {
         let cutoff = now_ms.saturating_sub(to_i64(retention.as_millis()));
         with_client!(self, PRUNE_TIMEOUT, |c| {

@@ -259,6 +259,20 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| writer_gone())?
     }
 
+    async fn acked(&self, channel: &str, listener: &str) -> Result<u64> {
+        let (channel, listener) = (channel.to_string(), listener.to_string());
+        self.read(move |c, _| {
+            let seq: Option<i64> = c
+                .prepare_cached(
+                    "SELECT acked_seq FROM listeners WHERE channel_id = ?1 AND listener_id = ?2",
+                )?
+                .query_row(params![channel, listener], |r| r.get(0))
+                .optional()?;
+            Ok(seq.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
     async fn prune(&self, retention: Duration, now_ms: i64) -> Result<u64> {
         let cutoff = now_ms - retention.as_millis() as i64;
         let (n, files) = self
