@@ -3,7 +3,8 @@
 //! daemon `kill -9`, websocket cuts, a handler that is down, slow or answers 5xx/429, full
 //! disks, and (on PostgreSQL) the database going away. At the end every fault is undone and a
 //! checker asks: every acknowledged event delivered, in order (per bot under `--order bot`),
-//! byte-identical, with no more duplicates than daemon crashes × events in flight.
+//! byte-identical, with no more duplicates than daemon crashes × events in flight (and a few
+//! dozen per power cut of the daemon's disk).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ const BOTS: usize = 4;
 const PARALLEL: usize = 4;
 /// The checker gives up when no acknowledged event was delivered for this long.
 const STALL: Duration = Duration::from_secs(120);
+/// Repeats allowed per power cut of the daemon's disk (a few are seen; before the relay's ack
+/// in `welcome` and the journal's timed checkpoints, 60 to 180).
+const POWER_CUT_REPEATS: usize = 40;
 
 /// The faults a soak chooses from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -574,14 +578,15 @@ async fn soak() {
         "soak: {} duplicates; daemon crashes {kills}, handler stops {stops}, daemon power cuts {cuts}, {in_flight} in flight",
         report.duplicates
     );
-    if cuts == 0 {
-        assert!(
-            report.duplicates <= (kills + stops) * in_flight,
-            "soak: {} duplicates after {kills} daemon crashes and {stops} handler stops with \
-             {in_flight} in flight",
-            report.duplicates
-        );
-    }
+    // A power cut repeats what was delivered after both the relay's last stored ack and the
+    // journal's last sync (a quarter of a second of deliveries, at most a few dozen here).
+    let allowed = (kills + stops) * in_flight + cuts * POWER_CUT_REPEATS;
+    assert!(
+        report.duplicates <= allowed,
+        "soak: {} duplicates after {kills} daemon crashes, {stops} handler stops and {cuts} \
+         daemon power cuts with {in_flight} in flight (at most {allowed})",
+        report.duplicates
+    );
     println!("soak: passed (seed {})", plan.seed);
     let daemon = world.daemon.lock().await.take();
     if let Some(mut d) = daemon {

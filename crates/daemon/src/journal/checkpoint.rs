@@ -2,14 +2,19 @@
 //! committing thread once the WAL has grown past [`wal::WAL_HIGH_PAGES`].
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meethook_disk::wal::{self, CheckpointClock};
 use rusqlite::Connection;
 
 use super::Journal;
+
+/// Under steady commits, the longest a commit waits for a checkpoint, which syncs it: commits
+/// are not synced themselves (`synchronous=NORMAL`), so this bounds what a power cut takes
+/// while the daemon is busy, and with it what the handler gets again beyond the relay's ack.
+const SYNC_AGE: Duration = Duration::from_millis(250);
 
 /// Checkpoints run on a thread of their own, with their own connection, so a commit never
 /// waits for the copy into the database file and its fsync (SQLite's automatic way).
@@ -19,6 +24,9 @@ pub(super) struct Checkpoints {
     wake: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
     running: Arc<AtomicBool>,
     clock: Arc<CheckpointClock>,
+    /// When the last checkpoint was asked for, in ms since `born`.
+    last_ms: AtomicU64,
+    born: Instant,
 }
 
 impl Checkpoints {
@@ -28,6 +36,8 @@ impl Checkpoints {
             wake: Mutex::new(None),
             running: Arc::default(),
             clock: Arc::default(),
+            last_ms: AtomicU64::new(0),
+            born: Instant::now(),
         }
     }
 
@@ -36,10 +46,14 @@ impl Checkpoints {
         if self.running.swap(true, Ordering::AcqRel) {
             return;
         }
-        if !self.clock.due() {
+        let now_ms = self.born.elapsed().as_millis() as u64;
+        let aged = now_ms.saturating_sub(self.last_ms.load(Ordering::Relaxed))
+            >= SYNC_AGE.as_millis() as u64;
+        if !self.clock.due() && !aged {
             self.running.store(false, Ordering::Release);
             return;
         }
+        self.last_ms.store(now_ms, Ordering::Relaxed);
         let mut wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
         if wake.is_none() {
             *wake = self.spawn();
