@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use meethook_daemon::observe::{AttemptResult, DaemonEvent};
+use meethook_daemon::observe::{AttemptResult, DaemonEvent, SkipReason};
 use meethook_daemon::Observer;
 use meethook_proto::meeting::Summary;
 use tokio::sync::broadcast;
@@ -83,9 +83,15 @@ impl Change {
                 ..blank(event.seq)
             },
             DaemonEvent::Skipped {
-                event, attempts, ..
+                event,
+                attempts,
+                reason,
             } => Change {
-                state: Some("skipped"),
+                // As journaled: delivered before a crash, not skipped.
+                state: Some(match reason {
+                    SkipReason::AckedBefore => "delivered",
+                    _ => "skipped",
+                }),
                 attempts: Some(*attempts),
                 next_at: settled,
                 ..blank(event.seq)
@@ -460,5 +466,36 @@ impl Poller {
                 Err(e) => tracing::debug!(error = %e, "inspector: journal poll failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meethook_daemon::observe::{DaemonEvent, EventInfo, SkipReason};
+    use meethook_proto::Event;
+
+    use super::Change;
+
+    #[test]
+    fn a_skip_shows_as_journaled_and_one_acked_before_a_crash_as_delivered() {
+        let ev = Event {
+            seq: 7,
+            received_at_ms: 0,
+            method: "POST".into(),
+            path: "/".into(),
+            headers: Vec::new(),
+            body: Default::default(),
+        };
+        let state = |reason| {
+            let e = DaemonEvent::Skipped {
+                event: EventInfo::of(&ev, None),
+                reason,
+                attempts: 0,
+            };
+            Change::of(&e).and_then(|c| c.state)
+        };
+        assert_eq!(state(SkipReason::AckedBefore), Some("delivered"));
+        assert_eq!(state(SkipReason::Filtered), Some("skipped"));
+        assert_eq!(state(SkipReason::User), Some("skipped"));
     }
 }
