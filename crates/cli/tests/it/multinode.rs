@@ -255,25 +255,25 @@ async fn a_database_outage_under_load_is_503_then_recovers_without_a_restart() {
     daemon.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_bad_store_url_fails_with_the_fix_and_no_password() {
+/// `meethook relay --store STORE EXTRA…`, which must exit 1 before listening: its stderr.
+async fn relay_that_fails(store: &str, extra: &[&str]) -> String {
     let out = tokio::process::Command::new(BIN)
-        .args([
-            "relay",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            "postgres://meethook:s3cr3t-pw@127.0.0.1:1/meethook",
-            "--store-wait",
-            "1s",
-        ])
+        .args(["relay", "--listen", "127.0.0.1:0", "--store", store])
+        .args(extra)
         .arg("--data")
-        .arg(Path::new(&tempdir().path().join("unused")))
+        .arg(tempdir().path().join("unused"))
         .output()
         .await
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{err}");
+    err
+}
+
+#[tokio::test]
+async fn a_bad_store_url_fails_with_the_fix_and_no_password() {
+    let store = "postgres://meethook:s3cr3t-pw@127.0.0.1:1/meethook";
+    let err = relay_that_fails(store, &["--store-wait", "1s"]).await;
     assert!(
         err.contains("cannot connect to PostgreSQL at 127.0.0.1:1")
             && err.contains("is it running? check --store")
@@ -314,15 +314,7 @@ async fn a_relay_started_before_its_database_waits_for_it() {
     let (user, rest) = url.split_once(&format!("@{}/", db.addr)).unwrap();
     let query = rest.split_once('?').map_or("", |(_, q)| q);
     let wrong = format!("{user}@{}/mh_no_such_database?{query}", db.addr);
-    let out = tokio::process::Command::new(BIN)
-        .args(["relay", "--listen", "127.0.0.1:0", "--store", &wrong])
-        .arg("--data")
-        .arg(tempdir().path().join("unused"))
-        .output()
-        .await
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = relay_that_fails(&wrong, &[]).await;
     assert!(
         err.contains("createdb") && !err.contains("retrying"),
         "{err}"
